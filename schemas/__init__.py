@@ -1,0 +1,25 @@
+"""leadflow's public contract: pydantic v2 models of the events it reads and writes."""
+
+from schemas.events import (
+    ENGAGEMENT_TYPES,
+    EVENT_ADAPTER,
+    EVENT_MODELS,
+    EVENT_TYPES,
+    PROFILE_TYPES,
+    SALES_TYPES,
+    Event,
+)
+from schemas.stage_changes import FUNNEL_STAGES, STAGES, StageChange
+
+__all__ = [
+    "ENGAGEMENT_TYPES",
+    "EVENT_ADAPTER",
+    "EVENT_MODELS",
+    "EVENT_TYPES",
+    "FUNNEL_STAGES",
+    "PROFILE_TYPES",
+    "SALES_TYPES",
+    "STAGES",
+    "Event",
+    "StageChange",
+]

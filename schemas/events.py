@@ -1,0 +1,206 @@
+"""The input contract: one JSON object per Kafka message on the events topic, keyed by `lead_id`.
+
+Every event shares the envelope (`event_id`, `lead_id`, `type`, `occurred_at`, `source`,
+`campaign`, `properties`); `type` selects the model of `properties`. Unknown envelope fields are
+ignored and extra properties are kept, so upstream systems can send more than leadflow reads.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal, TypeAlias
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+EngagementType: TypeAlias = Literal[
+    "page_view",
+    "pricing_page_view",
+    "content_download",
+    "newsletter_subscribe",
+    "webinar_registered",
+    "webinar_attended",
+    "email_open",
+    "email_click",
+    "social_engagement",
+    "free_trial_signup",
+    "demo_request",
+    "contact_sales_request",
+    "unsubscribe",
+    "email_bounced",
+]
+SalesType: TypeAlias = Literal[
+    "sales_contacted",
+    "sales_disqualified",
+    "quote_requested",
+    "deal_won",
+    "deal_lost",
+    "advocacy",
+    "lead_recycled",
+]
+DisqualificationReason: TypeAlias = Literal[
+    "competitor",
+    "student",
+    "vendor",
+    "no_budget",
+    "no_authority",
+    "no_need",
+    "no_timeline",
+    "invalid_contact",
+    "other",
+]
+AdvocacyKind: TypeAlias = Literal["testimonial", "review", "backlink", "referral"]
+
+ENGAGEMENT_TYPES: Final[tuple[str, ...]] = EngagementType.__args__  # type: ignore[attr-defined]
+SALES_TYPES: Final[tuple[str, ...]] = SalesType.__args__  # type: ignore[attr-defined]
+PROFILE_TYPES: Final[tuple[str, ...]] = ("profile_updated",)
+EVENT_TYPES: Final[tuple[str, ...]] = PROFILE_TYPES + ENGAGEMENT_TYPES + SALES_TYPES
+
+Identifier = Annotated[str, Field(min_length=1, max_length=256)]
+Label = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class _Properties(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
+class EngagementProperties(_Properties):
+    """Behaviour details; `content_category` selects category points from the rules file."""
+
+    content_category: Label | None = None
+    url: Annotated[str, Field(max_length=4096)] | None = None
+
+
+class ProfileProperties(_Properties):
+    """Profile facts; only the fields present in an event change the lead's profile."""
+
+    email: Annotated[str, Field(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    job_title: Label | None = None
+    seniority: Label | None = None
+    company: Label | None = None
+    company_size: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
+    industry: Label | None = None
+    country: Label | None = None
+
+
+class Bant(BaseModel):
+    """Sales' qualification answers: budget, authority, need, timeline (None = not asked)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    budget: bool | None = None
+    authority: bool | None = None
+    need: bool | None = None
+    timeline: bool | None = None
+
+
+class SalesContactedProperties(_Properties):
+    channel: Label | None = None
+    bant: Bant | None = None
+
+
+class SalesDisqualifiedProperties(_Properties):
+    reason: DisqualificationReason
+
+
+class DealWonProperties(_Properties):
+    amount: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+
+class DealLostProperties(_Properties):
+    reason: Label | None = None
+
+
+class AdvocacyProperties(_Properties):
+    kind: AdvocacyKind
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_id: Identifier
+    lead_id: Identifier
+    occurred_at: AwareDatetime
+    source: Label | None = None
+    campaign: Label | None = None
+
+
+class EngagementEvent(_Envelope):
+    """Marketing engagement seen by web analytics, email and webinar tools."""
+
+    type: EngagementType
+    properties: EngagementProperties = EngagementProperties()
+
+
+class ProfileUpdated(_Envelope):
+    """Profile facts about the person (job title, company size...)."""
+
+    type: Literal["profile_updated"]
+    properties: ProfileProperties
+
+
+class SalesContacted(_Envelope):
+    """Sales talked to the lead; `bant` keeps the qualification answers."""
+
+    type: Literal["sales_contacted"]
+    properties: SalesContactedProperties = SalesContactedProperties()
+
+
+class SalesDisqualified(_Envelope):
+    type: Literal["sales_disqualified"]
+    properties: SalesDisqualifiedProperties
+
+
+class QuoteRequested(_Envelope):
+    type: Literal["quote_requested"]
+    properties: _Properties = _Properties()
+
+
+class DealWon(_Envelope):
+    type: Literal["deal_won"]
+    properties: DealWonProperties
+
+
+class DealLost(_Envelope):
+    type: Literal["deal_lost"]
+    properties: DealLostProperties = DealLostProperties()
+
+
+class Advocacy(_Envelope):
+    type: Literal["advocacy"]
+    properties: AdvocacyProperties
+
+
+class LeadRecycled(_Envelope):
+    """Sales sends a disqualified lead back to marketing nurture."""
+
+    type: Literal["lead_recycled"]
+    properties: _Properties = _Properties()
+
+
+Event: TypeAlias = Annotated[
+    EngagementEvent
+    | ProfileUpdated
+    | SalesContacted
+    | SalesDisqualified
+    | QuoteRequested
+    | DealWon
+    | DealLost
+    | Advocacy
+    | LeadRecycled,
+    Field(discriminator="type"),
+]
+"""Any leadflow event, discriminated by `type`."""
+
+EVENT_ADAPTER: Final[TypeAdapter[Event]] = TypeAdapter(Event)
+
+EVENT_MODELS: Final[tuple[type[BaseModel], ...]] = (
+    EngagementEvent,
+    ProfileUpdated,
+    SalesContacted,
+    SalesDisqualified,
+    QuoteRequested,
+    DealWon,
+    DealLost,
+    Advocacy,
+    LeadRecycled,
+)

@@ -1,0 +1,195 @@
+"""The `leadflow` command line."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from streams.codecs import encode_change
+from streams.errors import LeadflowError
+from streams.explain import explain as explain_lead
+from streams.generator import TrafficShape, generate as generate_events
+from streams.replay import BadLine, Replayer, current_stages
+from streams.rules import Rules, load_rules
+from streams.settings import Settings
+
+app = typer.Typer(
+    name="leadflow",
+    help="Decide when leads become MQLs and SQLs from what they do, and report the funnel.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+schemas_app = typer.Typer(help="The event contract.", no_args_is_help=True)
+rules_app = typer.Typer(help="The qualification rules file.", no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(rules_app, name="rules")
+
+err = Console(stderr=True)
+
+RulesOption = Annotated[
+    Path | None,
+    typer.Option("--rules", help="Rules file (TOML). Default: LEADFLOW_RULES_FILE or the shipped rules.",
+                 dir_okay=False),
+]
+EventsArgument = Annotated[str, typer.Argument(help="JSON-lines event log; '-' reads stdin.")]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except LeadflowError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+
+
+def _rules(path: Path | None, settings: Settings | None = None) -> Rules:
+    settings = settings or Settings()
+    return load_rules(path or settings.rules_file)
+
+
+@contextmanager
+def _open_events(name: str) -> Iterator[IO[bytes]]:
+    if name == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        handle = open(name, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        err.print(f"[red]error:[/red] cannot read {name}: {exc.strerror}")
+        raise typer.Exit(1) from None
+    with handle:
+        yield handle
+
+
+@app.command()
+def replay(events: EventsArgument, rules: RulesOption = None) -> None:
+    """Run the qualification core over an event log; print stage changes as JSON lines.
+
+    Invalid lines are reported on stderr with their number and reason and do not stop the run.
+    """
+    settings = Settings()
+    replayer = Replayer(_rules(rules, settings), max_event_bytes=settings.max_event_bytes)
+    out = sys.stdout.buffer
+    with _open_events(events) as handle:
+        for item in replayer.run(handle):
+            if isinstance(item, BadLine):
+                err.print(f"line {item.line_number}: {item.reason}", markup=False, highlight=False)
+            else:
+                out.write(encode_change(item))
+                out.write(b"\n")
+    out.flush()
+    counts = replayer.counts
+    err.print(
+        f"replayed {counts.events} events of {len(replayer.states)} leads "
+        f"({counts.duplicates} duplicates, {counts.bad} bad lines) -> "
+        f"{counts.stage_changes} stage changes",
+        highlight=False,
+    )
+
+
+@app.command()
+def explain(lead_id: str, events: EventsArgument, rules: RulesOption = None) -> None:
+    """Show one lead's score history and why each of its stage changes happened."""
+    settings = Settings()
+    loaded = _rules(rules, settings)
+    replayer = Replayer(loaded, max_event_bytes=settings.max_event_bytes)
+    with _open_events(events) as handle:
+        for _ in replayer.run(line for line in handle if lead_id.encode() in line):
+            pass
+    state = replayer.states.get(lead_id)
+    if state is None:
+        err.print(f"no events of lead {lead_id!r} in {events}")
+        raise typer.Exit(1)
+    console = Console()
+    table = Table(title=f"lead {lead_id} (rules {loaded.rules_version})", show_lines=False)
+    for column in ("occurred_at", "event", "detail", "points", "engagement", "fit", "stage"):
+        table.add_column(column, overflow="fold")
+    for step in explain_lead(state, loaded):
+        table.add_row(
+            step.occurred_at.isoformat().replace("+00:00", "Z"),
+            step.type,
+            step.detail,
+            "" if step.points is None else f"{step.points:+g}",
+            f"{step.engagement_score:.1f}",
+            f"{step.fit_score:g}",
+            step.stage or "-",
+        )
+        for change in step.changes:
+            because = change.mql_kind or change.reason or ""
+            table.add_row(
+                "", f"[bold]-> {change.to_stage}[/bold]", f"rule {change.rule} {because}".strip(),
+                "", "", "", "", style="green",
+            )
+    console.print(table)
+
+
+@app.command()
+def generate(
+    leads: Annotated[int, typer.Option(min=1, help="How many leads.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Same seed, same events.")] = 1,
+    late_fraction: Annotated[float, typer.Option(min=0, max=1)] = TrafficShape.late_fraction,
+    duplicate_fraction: Annotated[float, typer.Option(min=0, max=1)] = (
+        TrafficShape.duplicate_fraction
+    ),
+) -> None:
+    """Print realistic sample traffic as JSON lines (buyers, tyre-kickers, students...)."""
+    shape = TrafficShape(late_fraction=late_fraction, duplicate_fraction=duplicate_fraction)
+    out = sys.stdout.buffer
+    for event in generate_events(leads, seed, shape):
+        out.write(orjson.dumps(event))
+        out.write(b"\n")
+    out.flush()
+
+
+@app.command()
+def demo(
+    leads: Annotated[int, typer.Option(min=1)] = 2000,
+    seed: Annotated[int, typer.Option()] = 1,
+) -> None:
+    """Generate sample traffic, replay it through the core and summarise the funnel."""
+    loaded = _rules(None)
+    lines = [orjson.dumps(event) for event in generate_events(leads, seed)]
+    replayer = Replayer(loaded)
+    changes = [c for c in replayer.run(lines) if not isinstance(c, BadLine)]
+    console = Console()
+    stages = Counter(current_stages(changes).values())
+    table = Table(title=f"{leads} generated leads, {len(lines)} events (rules {loaded.rules_version})")
+    table.add_column("stage")
+    table.add_column("leads", justify="right")
+    for stage in ("subscriber", "lead", "mql", "sql", "opportunity", "customer", "evangelist",
+                  "disqualified"):
+        table.add_row(stage, str(stages.get(stage, 0)))
+    console.print(table)
+    rules_fired = Counter(c.rule for c in changes if not c.retracted)
+    console.print("rules fired: " + ", ".join(f"{r} {n}" for r, n in rules_fired.most_common()))
+
+
+@schemas_app.command("export")
+def schemas_export(
+    directory: Annotated[Path, typer.Argument(file_okay=False, help="Where to write *.schema.json.")],
+) -> None:
+    """Write the JSON Schema of every event model, for upstream teams to validate against."""
+    from schemas.export import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        typer.echo(str(path))
+
+
+@rules_app.command("show")
+def rules_show(rules: RulesOption = None) -> None:
+    """Validate the rules in force and print them as JSON (with their version)."""
+    loaded = _rules(rules)
+    document = loaded.model_dump(mode="json")
+    document["rules_version"] = loaded.rules_version
+    typer.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
