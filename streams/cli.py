@@ -17,7 +17,8 @@ from rich.table import Table
 from streams.codecs import encode_change
 from streams.errors import LeadflowError
 from streams.explain import explain as explain_lead
-from streams.generator import TrafficShape, generate as generate_events
+from streams.generator import TrafficShape
+from streams.generator import generate as generate_events
 from streams.replay import BadLine, Replayer, current_stages
 from streams.rules import Rules, load_rules
 from streams.settings import Settings
@@ -36,10 +37,19 @@ app.add_typer(rules_app, name="rules")
 
 err = Console(stderr=True)
 
+
+def _console() -> Console:
+    # Piped output keeps whole lines (a terminal reports its own width).
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 RulesOption = Annotated[
     Path | None,
-    typer.Option("--rules", help="Rules file (TOML). Default: LEADFLOW_RULES_FILE or the shipped rules.",
-                 dir_okay=False),
+    typer.Option(
+        "--rules",
+        help="Rules file (TOML). Default: LEADFLOW_RULES_FILE or the shipped rules.",
+        dir_okay=False,
+    ),
 ]
 EventsArgument = Annotated[str, typer.Argument(help="JSON-lines event log; '-' reads stdin.")]
 
@@ -111,7 +121,7 @@ def explain(lead_id: str, events: EventsArgument, rules: RulesOption = None) -> 
     if state is None:
         err.print(f"no events of lead {lead_id!r} in {events}")
         raise typer.Exit(1)
-    console = Console()
+    console = _console()
     table = Table(title=f"lead {lead_id} (rules {loaded.rules_version})", show_lines=False)
     for column in ("occurred_at", "event", "detail", "points", "engagement", "fit", "stage"):
         table.add_column(column, overflow="fold")
@@ -128,8 +138,14 @@ def explain(lead_id: str, events: EventsArgument, rules: RulesOption = None) -> 
         for change in step.changes:
             because = change.mql_kind or change.reason or ""
             table.add_row(
-                "", f"[bold]-> {change.to_stage}[/bold]", f"rule {change.rule} {because}".strip(),
-                "", "", "", "", style="green",
+                "",
+                f"[bold]-> {change.to_stage}[/bold]",
+                f"rule {change.rule} {because}".strip(),
+                "",
+                "",
+                "",
+                "",
+                style="green",
             )
     console.print(table)
 
@@ -162,13 +178,23 @@ def demo(
     lines = [orjson.dumps(event) for event in generate_events(leads, seed)]
     replayer = Replayer(loaded)
     changes = [c for c in replayer.run(lines) if not isinstance(c, BadLine)]
-    console = Console()
+    console = _console()
     stages = Counter(current_stages(changes).values())
-    table = Table(title=f"{leads} generated leads, {len(lines)} events (rules {loaded.rules_version})")
+    table = Table(
+        title=f"{leads} generated leads, {len(lines)} events (rules {loaded.rules_version})"
+    )
     table.add_column("stage")
     table.add_column("leads", justify="right")
-    for stage in ("subscriber", "lead", "mql", "sql", "opportunity", "customer", "evangelist",
-                  "disqualified"):
+    for stage in (
+        "subscriber",
+        "lead",
+        "mql",
+        "sql",
+        "opportunity",
+        "customer",
+        "evangelist",
+        "disqualified",
+    ):
         table.add_row(stage, str(stages.get(stage, 0)))
     console.print(table)
     rules_fired = Counter(c.rule for c in changes if not c.retracted)
@@ -177,7 +203,9 @@ def demo(
 
 @schemas_app.command("export")
 def schemas_export(
-    directory: Annotated[Path, typer.Argument(file_okay=False, help="Where to write *.schema.json.")],
+    directory: Annotated[
+        Path, typer.Argument(file_okay=False, help="Where to write *.schema.json.")
+    ],
 ) -> None:
     """Write the JSON Schema of every event model, for upstream teams to validate against."""
     from schemas.export import export_json_schemas

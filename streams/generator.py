@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 START: Final = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
-SOURCES: Final = {
+SOURCES: Final[dict[str, list[str | None]]] = {
     "google_ads": ["brand-search", "competitor-terms", "retargeting"],
     "linkedin": ["cfo-carousel", "data-leaders", "webinar-promo"],
     "organic_search": [None],
@@ -47,8 +47,17 @@ _CONTENT: Final = ["whitepaper", "case_study", "ebook", "pricing_guide", "blog"]
 _FREE_MAIL: Final = ["gmail.com", "outlook.com", "yahoo.com"]
 _COMPETITOR_DOMAINS: Final = ["rivalfunnel.com", "pipecraft.io", "leadlynx.com"]
 _VENDOR_DOMAINS: Final = ["adsagency.example", "printshop.example", "staffpros.example"]
-_CRM_TYPES: Final = frozenset({"sales_contacted", "sales_disqualified", "quote_requested",
-                               "deal_won", "deal_lost", "advocacy", "lead_recycled"})
+_CRM_TYPES: Final = frozenset(
+    {
+        "sales_contacted",
+        "sales_disqualified",
+        "quote_requested",
+        "deal_won",
+        "deal_lost",
+        "advocacy",
+        "lead_recycled",
+    }
+)
 _UNIVERSITIES: Final = ["mit.edu", "stanford.edu", "ox.ac.uk", "unimelb.edu.au"]
 
 
@@ -64,9 +73,7 @@ class TrafficShape:
     """Span of first touches."""
 
 
-def generate(
-    leads: int, seed: int, shape: TrafficShape = TrafficShape()
-) -> list[dict[str, Any]]:
+def generate(leads: int, seed: int, shape: TrafficShape = TrafficShape()) -> list[dict[str, Any]]:
     """Events of `leads` leads as JSON-ready dicts, in arrival order."""
     rng = random.Random(seed)
     arrivals: list[tuple[int, int, dict[str, Any]]] = []
@@ -109,8 +116,10 @@ class _Lead:
     def _buyer(self) -> None:
         rng = self.rng
         self._browse(rng.randint(2, 6), pricing=rng.random() < 0.6)
-        self._form(rng.choice(["content_download", "webinar_registered", "newsletter_subscribe"]),
-                   self._fit_profile())
+        self._form(
+            rng.choice(["content_download", "webinar_registered", "newsletter_subscribe"]),
+            self._fit_profile(),
+        )
         self._nurture(rng.randint(3, 12))
         if rng.random() < 0.55:
             self._later(hours=(1, 240))
@@ -136,8 +145,7 @@ class _Lead:
         self._later(hours=(1, 48))
         self._emit("demo_request")
         self._later(days=(1, 5))
-        self._emit("sales_contacted", {"channel": "call",
-                                       "bant": {"budget": False, "need": True}})
+        self._emit("sales_contacted", {"channel": "call", "bant": {"budget": False, "need": True}})
         self._later(days=(1, 10))
         self._emit("sales_disqualified", {"reason": rng.choice(["no_budget", "no_timeline"])})
         self._later(days=(30, 90))
@@ -161,16 +169,22 @@ class _Lead:
     def _competitor(self) -> None:
         rng = self.rng
         self._browse(rng.randint(3, 8), pricing=True)
-        profile = {"email": f"{self._person()}@{rng.choice(_COMPETITOR_DOMAINS)}",
-                   "job_title": "Product Manager", "company_size": rng.randint(50, 400)}
+        profile = {
+            "email": f"{self._person()}@{rng.choice(_COMPETITOR_DOMAINS)}",
+            "job_title": "Product Manager",
+            "company_size": rng.randint(50, 400),
+        }
         self._form("content_download", profile)
         self._nurture(rng.randint(2, 6), intense=True)
         self._emit("demo_request")
 
     def _vendor(self) -> None:
         rng = self.rng
-        profile = {"email": f"{self._person()}@{rng.choice(_VENDOR_DOMAINS)}",
-                   "job_title": "Account Executive", "company_size": rng.randint(10, 200)}
+        profile = {
+            "email": f"{self._person()}@{rng.choice(_VENDOR_DOMAINS)}",
+            "job_title": "Account Executive",
+            "company_size": rng.randint(10, 200),
+        }
         self._form("contact_sales_request", profile)
         self._nurture(rng.randint(0, 4))
 
@@ -185,12 +199,19 @@ class _Lead:
             return  # sales never gets to it
         self._later(days=(1, 7))
         bant = {key: rng.random() < 0.7 for key in ("budget", "authority", "need", "timeline")}
-        self._emit("sales_contacted", {"channel": rng.choice(["call", "email", "meeting"]),
-                                       "bant": bant})
+        self._emit(
+            "sales_contacted", {"channel": rng.choice(["call", "email", "meeting"]), "bant": bant}
+        )
         if rng.random() < 0.2:
             self._later(days=(1, 14))
-            self._emit("sales_disqualified", {"reason": rng.choice(
-                ["no_budget", "no_authority", "no_need", "no_timeline", "invalid_contact"])})
+            self._emit(
+                "sales_disqualified",
+                {
+                    "reason": rng.choice(
+                        ["no_budget", "no_authority", "no_need", "no_timeline", "invalid_contact"]
+                    )
+                },
+            )
             return
         if rng.random() < 0.35:
             return  # still talking
@@ -200,17 +221,26 @@ class _Lead:
         if rng.random() < 0.5:
             self._emit("deal_lost", {"reason": rng.choice(["price", "competitor", "no_decision"])})
             return
-        self._emit("deal_won", {"amount": float(rng.randrange(5_000, 120_000, 500)),
-                                "currency": rng.choice(["USD", "EUR"])})
+        self._emit(
+            "deal_won",
+            {
+                "amount": float(rng.randrange(5_000, 120_000, 500)),
+                "currency": rng.choice(["USD", "EUR"]),
+            },
+        )
         if rng.random() < 0.3:
             self._later(days=(20, 120))
-            self._emit("advocacy", {"kind": rng.choice(
-                ["testimonial", "review", "backlink", "referral"])})
+            self._emit(
+                "advocacy", {"kind": rng.choice(["testimonial", "review", "backlink", "referral"])}
+            )
 
     def _browse(self, pages: int, pricing: bool = False) -> None:
         for _ in range(pages):
             self._later(minutes=(1, 30))
-            self._emit("page_view", {"url": f"https://example.com/{self.rng.choice(['', 'blog', 'product', 'docs'])}"})
+            self._emit(
+                "page_view",
+                {"url": f"https://example.com/{self.rng.choice(['', 'blog', 'product', 'docs'])}"},
+            )
         if pricing:
             self._later(minutes=(1, 10))
             self._emit("pricing_page_view", {"url": "https://example.com/pricing"})
@@ -219,7 +249,9 @@ class _Lead:
         self._later(minutes=(1, 60))
         # The form and the profile it carries share one instant; the profile applies first.
         self._emit("profile_updated", profile)
-        properties = {"content_category": self.rng.choice(_CONTENT)} if form == "content_download" else {}
+        properties = (
+            {"content_category": self.rng.choice(_CONTENT)} if form == "content_download" else {}
+        )
         self._emit(form, properties)
 
     def _nurture(self, touches: int, intense: bool = False) -> None:
@@ -227,8 +259,15 @@ class _Lead:
         for _ in range(touches):
             self._later(hours=(2, 48) if intense else (24, 24 * 14))
             kind = rng.choices(
-                ["email_open", "email_click", "content_download", "webinar_attended",
-                 "pricing_page_view", "page_view", "social_engagement"],
+                [
+                    "email_open",
+                    "email_click",
+                    "content_download",
+                    "webinar_attended",
+                    "pricing_page_view",
+                    "page_view",
+                    "social_engagement",
+                ],
                 [3, 3, 2, 1, 2 if intense else 1, 3, 1],
             )[0]
             properties: dict[str, Any] = {}
@@ -261,10 +300,15 @@ class _Lead:
         return "".join(self.rng.choice(_SYLLABLES) for _ in range(3)).capitalize()
 
     def _person(self) -> str:
-        return f"{self.rng.choice(['ana', 'ben', 'chen', 'dara', 'eli', 'fay'])}.{self.rng.randint(1, 99999)}"
+        first_name = self.rng.choice(["ana", "ben", "chen", "dara", "eli", "fay"])
+        return f"{first_name}.{self.rng.randint(1, 99999)}"
 
-    def _later(self, minutes: tuple[int, int] | None = None, hours: tuple[int, int] | None = None,
-               days: tuple[int, int] | None = None) -> None:
+    def _later(
+        self,
+        minutes: tuple[int, int] | None = None,
+        hours: tuple[int, int] | None = None,
+        days: tuple[int, int] | None = None,
+    ) -> None:
         rng = self.rng
         if minutes:
             self.now += timedelta(minutes=rng.randint(*minutes))
@@ -280,15 +324,17 @@ class _Lead:
             source, campaign = "email", "nurture-sequence"
         elif event_type in _CRM_TYPES:
             source, campaign = "crm", None
-        self.out.append({
-            "event_id": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
-            "lead_id": self.lead_id,
-            "type": event_type,
-            "occurred_at": self.now,
-            "source": source,
-            "campaign": campaign,
-            "properties": properties or {},
-        })
+        self.out.append(
+            {
+                "event_id": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
+                "lead_id": self.lead_id,
+                "type": event_type,
+                "occurred_at": self.now,
+                "source": source,
+                "campaign": campaign,
+                "properties": properties or {},
+            }
+        )
 
 
 def _micros(at: datetime) -> int:

@@ -34,7 +34,13 @@ EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 
 PROFILE_FIELDS: Final = (
-    "email", "job_title", "seniority", "company", "company_size", "industry", "country"
+    "email",
+    "job_title",
+    "seniority",
+    "company",
+    "company_size",
+    "industry",
+    "country",
 )
 _RANK: Final = {"profile_updated": 0}
 _SALES_RANK: Final = 2
@@ -64,7 +70,8 @@ class Entry(NamedTuple):
     event_id: str
     type: str
     detail: Any
-    """Type-specific: content category, profile facts, BANT, reason, (amount, currency)..."""
+    """Type-specific, JSON-native (so a stored state reloads equal): content category, profile
+    facts, BANT answers, a reason, {"amount", "currency"}..."""
 
 
 class Attribution(NamedTuple):
@@ -195,8 +202,13 @@ def entry_of(event: Event) -> Entry:
         }
         return Entry(at, 0, event.event_id, event_type, detail)
     if event_type not in SALES_EVENT_TYPES:
-        return Entry(at, _ENGAGEMENT_RANK, event.event_id, event_type,
-                     getattr(event.properties, "content_category", None))
+        return Entry(
+            at,
+            _ENGAGEMENT_RANK,
+            event.event_id,
+            event_type,
+            getattr(event.properties, "content_category", None),
+        )
     properties = event.properties
     if event_type == "sales_contacted":
         bant = getattr(properties, "bant", None)
@@ -204,7 +216,10 @@ def entry_of(event: Event) -> Entry:
     elif event_type in ("sales_disqualified", "deal_lost"):
         detail = getattr(properties, "reason", None)
     elif event_type == "deal_won":
-        detail = (getattr(properties, "amount", None), getattr(properties, "currency", None))
+        detail = {
+            "amount": getattr(properties, "amount", None),
+            "currency": getattr(properties, "currency", None),
+        }
     elif event_type == "advocacy":
         detail = getattr(properties, "kind", None)
     return Entry(at, _SALES_RANK, event.event_id, event_type, detail)
@@ -235,8 +250,19 @@ def engagement_at(fold: Fold, at: int, rules: Rules) -> float:
 
 def step(fold: Fold, entry: Entry, attribution: Attribution | None, rules: Rules) -> Fold:
     """Fold one entry (the latest in sort order) into the lead's fold."""
-    (stage, profile, fit, exclusion, waived, has_contact, buckets, engagement,
-     engaged_at, bant, transitions) = fold
+    (
+        stage,
+        profile,
+        fit,
+        exclusion,
+        waived,
+        has_contact,
+        buckets,
+        engagement,
+        engaged_at,
+        bant,
+        transitions,
+    ) = fold
     event_type = entry.type
     lifecycle = rules.lifecycle
     if entry.rank == _ENGAGEMENT_RANK:
@@ -250,13 +276,24 @@ def step(fold: Fold, entry: Entry, attribution: Attribution | None, rules: Rules
     elif entry.rank == 0:
         profile = {**profile, **entry.detail}
         fit = fit_score(profile, rules.fit)
-        exclusion = exclusion_of(profile, rules.exclusions)
+        exclusion = exclusion_of(profile, rules.exclusions, rules.fit)
         if "email" in entry.detail or event_type in lifecycle.contact_event_types:
             has_contact = True
     elif event_type == "sales_contacted" and entry.detail is not None:
         bant = entry.detail
-    fold = Fold(stage, profile, fit, exclusion, waived, has_contact, buckets, engagement,
-                engaged_at, bant, transitions)
+    fold = Fold(
+        stage,
+        profile,
+        fit,
+        exclusion,
+        waived,
+        has_contact,
+        buckets,
+        engagement,
+        engaged_at,
+        bant,
+        transitions,
+    )
 
     pending = True
     """The event's own trigger (a sales action, a high-intent form) has not fired yet."""
@@ -276,8 +313,17 @@ def step(fold: Fold, entry: Entry, attribution: Attribution | None, rules: Rules
             else (None, None)
         )
         transition = Transition(
-            fold.stage, to_stage, entry.at, entry.event_id, rule, mql_kind, reason,
-            fold.fit_score, engagement_at(fold, entry.at, rules), source, campaign,
+            fold.stage,
+            to_stage,
+            entry.at,
+            entry.event_id,
+            rule,
+            mql_kind,
+            reason,
+            fold.fit_score,
+            engagement_at(fold, entry.at, rules),
+            source,
+            campaign,
         )
         fold = Fold(to_stage, *fold[1:-1], (*fold.transitions, transition))
     raise AssertionError(f"rules loop on event {entry.event_id}")  # pragma: no cover
@@ -300,15 +346,12 @@ def _next_transition(fold: Fold, entry: Entry, pending: bool, rules: Rules) -> _
         found = _event_transition(fold, entry, rules)
         if found is not None:
             return found
-    if stage is None:
-        if fold.has_contact:
-            return "subscriber", "subscriber.contact", None, None, False
-    elif stage == "subscriber":
-        if _fits(fold, rules):
-            return "lead", "lead.fit", None, None, False
-    elif stage == "lead":
-        if engagement_at(fold, entry.at, rules) >= rules.engagement.mql_threshold:
-            return "mql", "mql.passive_score", "passive", None, False
+    if stage is None and fold.has_contact:
+        return "subscriber", "subscriber.contact", None, None, False
+    if stage == "subscriber" and _fits(fold, rules):
+        return "lead", "lead.fit", None, None, False
+    if stage == "lead" and engagement_at(fold, entry.at, rules) >= rules.engagement.mql_threshold:
+        return "mql", "mql.passive_score", "passive", None, False
     return None
 
 
@@ -371,6 +414,7 @@ def _insert_sorted(history: tuple[Entry, ...], entry: Entry) -> tuple[Entry, ...
 
 # Publishing: turn fold transitions into Change records with ids and revisions.
 
+
 def _identities(transitions: tuple[Transition, ...]) -> list[tuple[str | None, str, int]]:
     """(from, to, occurrence) of each transition: the identity behind its change_id."""
     seen: dict[tuple[str | None, str], int] = {}
@@ -402,9 +446,7 @@ def _publish(state: LeadState, sequences: range, rules: Rules) -> tuple[Change, 
     )
 
 
-def _publish_rewrite(
-    before: LeadState, after: LeadState, rules: Rules
-) -> tuple[Change, ...]:
+def _publish_rewrite(before: LeadState, after: LeadState, rules: Rules) -> tuple[Change, ...]:
     """Changes to publish after a refold: retractions first, then new or altered changes."""
     old = {
         identity: (seq, transition)

@@ -77,9 +77,7 @@ class FitRules(_Section):
 
     @field_validator("company_size_points")
     @classmethod
-    def _sorted_bands(
-        cls, value: tuple[CompanySizePoints, ...]
-    ) -> tuple[CompanySizePoints, ...]:
+    def _sorted_bands(cls, value: tuple[CompanySizePoints, ...]) -> tuple[CompanySizePoints, ...]:
         return tuple(sorted(value, key=lambda band: band.min_employees))
 
     @model_validator(mode="after")

@@ -37,8 +37,11 @@ def fit_score(profile: Mapping[str, object], rules: FitRules) -> float:
         score += rules.seniority_points[seniority.lower()]
     else:
         score += max(
-            (rules.seniority_points[rules.title_seniority[p]] for p in phrases
-             if p in rules.title_seniority),
+            (
+                rules.seniority_points[rules.title_seniority[p]]
+                for p in phrases
+                if p in rules.title_seniority
+            ),
             default=0.0,
         )
     score += max(
@@ -67,25 +70,36 @@ def title_phrases(title: object) -> set[str]:
         return set()
     words = _NON_WORD.sub(" ", title.lower()).split()
     return {
-        " ".join(words[start:start + length])
+        " ".join(words[start : start + length])
         for length in range(1, TITLE_PHRASE_MAX_WORDS + 1)
         for start in range(len(words) - length + 1)
     }
 
 
-def exclusion_of(profile: Mapping[str, object], rules: ExclusionRules) -> str | None:
-    """Why this profile must fail the fit criteria: "competitor", "vendor", "student" or None."""
+def exclusion_of(profile: Mapping[str, object], rules: ExclusionRules, fit: FitRules) -> str | None:
+    """Why this profile must fail the fit criteria: "competitor", "vendor", "student" or None.
+
+    A student word in a job title counts only when the title shows no seniority worth points:
+    "Student Intern" is a student, "Student Success Manager" is not."""
     domain = email_domain(profile.get("email"))
     company = profile.get("company")
     company_key = company.strip().lower() if isinstance(company, str) else None
-    if _matches_domain(domain, rules.competitor_domains) or company_key in rules.competitor_companies:
+    if (
+        _matches_domain(domain, rules.competitor_domains)
+        or company_key in rules.competitor_companies
+    ):
         return "competitor"
     if _matches_domain(domain, rules.vendor_domains) or company_key in rules.vendor_companies:
         return "vendor"
     seniority = profile.get("seniority")
     if isinstance(seniority, str) and seniority.lower() in rules.student_seniorities:
         return "student"
-    if not rules.student_title_keywords.isdisjoint(title_phrases(profile.get("job_title"))):
+    phrases = title_phrases(profile.get("job_title"))
+    if not rules.student_title_keywords.isdisjoint(phrases) and not any(
+        fit.seniority_points[fit.title_seniority[p]] > 0
+        for p in phrases
+        if p in fit.title_seniority
+    ):
         return "student"
     if domain is not None and domain.endswith(rules.student_email_suffixes):
         return "student"
@@ -121,7 +135,8 @@ def add_engagement(
         decayed = dict(buckets)
     else:
         decayed = {
-            key: scaled for key, value in buckets.items()
+            key: scaled
+            for key, value in buckets.items()
             if abs(scaled := value * factor) >= PRUNE_BELOW
         }
     value = decayed.get(event_type, 0.0) + points

@@ -1,0 +1,155 @@
+"""The `leadflow` console script, run as a user runs it, on generated persona traffic."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from schemas.stage_changes import StageChange
+from streams.codecs import decode_stage_change
+from streams.replay import current_stages, effective_changes
+from tests.factories import event
+
+LEADFLOW = [sys.executable, "-m", "streams"]
+
+
+def leadflow(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([*LEADFLOW, *args], input=stdin, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "events.jsonl"
+    result = leadflow("generate", "--leads", "600", "--seed", "11")
+    assert result.returncode == 0
+    path.write_bytes(result.stdout)
+    return path
+
+
+@pytest.fixture(scope="module")
+def replayed(log: Path) -> tuple[bytes, bytes]:
+    result = leadflow("replay", str(log))
+    assert result.returncode == 0, result.stderr
+    return result.stdout, result.stderr
+
+
+def changes_of(output: bytes) -> list[StageChange]:
+    return [decode_stage_change(line) for line in output.splitlines()]
+
+
+def test_generate_is_deterministic_per_seed(log: Path) -> None:
+    again = leadflow("generate", "--leads", "600", "--seed", "11").stdout
+    assert again == log.read_bytes()
+    assert leadflow("generate", "--leads", "600", "--seed", "12").stdout != again
+
+
+def test_replay_is_byte_for_byte_repeatable(log: Path, replayed: tuple[bytes, bytes]) -> None:
+    assert leadflow("replay", str(log)).stdout == replayed[0]
+    assert leadflow("replay", "-", stdin=log.read_bytes()).stdout == replayed[0]
+
+
+def test_replay_summary_counts_duplicates(log: Path, replayed: tuple[bytes, bytes]) -> None:
+    ids = Counter(orjson.loads(line)["event_id"] for line in log.read_bytes().splitlines())
+    duplicates = sum(n - 1 for n in ids.values())
+    assert duplicates > 0
+    assert f"({duplicates} duplicates, 0 bad lines)" in replayed[1].decode()
+
+
+def test_personas_end_where_the_rules_say(log: Path, replayed: tuple[bytes, bytes]) -> None:
+    changes = changes_of(replayed[0])
+    live = effective_changes(changes).values()
+    emails = {}
+    for line in log.read_bytes().splitlines():
+        document = orjson.loads(line)
+        if "email" in document["properties"]:
+            emails[document["lead_id"]] = document["properties"]["email"]
+    reached: dict[str, set[str]] = {}
+    for change in live:
+        reached.setdefault(change.lead_id, set()).add(change.to_stage)
+    students = [
+        lead for lead, email in emails.items() if email.endswith((".edu", ".ac.uk", ".edu.au"))
+    ]
+    competitors = [lead for lead, email in emails.items() if email.endswith("rivalfunnel.com")]
+    assert students and competitors
+    for lead in students + competitors:
+        assert reached[lead] == {"subscriber", "disqualified"}, lead
+    rules = Counter(c.rule for c in live)
+    kinds = Counter(c.mql_kind for c in live if c.to_stage == "mql")
+    assert kinds["active"] > 0 and kinds["passive"] > 0
+    for rule in (
+        "sql.sales_contacted",
+        "disqualified.sales",
+        "disqualified.exclusion",
+        "recycled.sales",
+        "customer.deal_won",
+        "opportunity.quote_requested",
+    ):
+        assert rules[rule] > 0, rule
+
+
+def test_late_events_republish_and_agree_with_the_log_in_event_time_order(
+    log: Path, replayed: tuple[bytes, bytes], tmp_path: Path
+) -> None:
+    changes = changes_of(replayed[0])
+    assert len({c.change_id for c in changes}) < len(changes), "the sample has late events"
+    documents = [orjson.loads(line) for line in log.read_bytes().splitlines()]
+    documents.sort(key=lambda d: d["occurred_at"])
+    ordered = tmp_path / "ordered.jsonl"
+    ordered.write_bytes(b"\n".join(orjson.dumps(d) for d in documents))
+    in_order = changes_of(leadflow("replay", str(ordered)).stdout)
+    assert current_stages(changes) == current_stages(in_order)
+
+
+def test_bad_lines_are_reported_with_their_number_and_do_not_stop_the_run() -> None:
+    good = orjson.dumps(event("newsletter_subscribe", lead="l"))
+    stdin = b"\n".join(
+        [
+            b"not json",
+            good,
+            b'{"event_id":"e2"}',
+            b"",
+            good.replace(b"newsletter_subscribe", b"nope"),
+        ]
+    )
+    result = leadflow("replay", "-", stdin=stdin)
+    assert result.returncode == 0
+    assert len(result.stdout.splitlines()) == 1
+    errors = result.stderr.decode().splitlines()
+    assert errors[0].startswith("line 1: not JSON")
+    assert errors[1] == "line 3: missing field 'type'"
+    assert errors[2] == "line 5: unknown type 'nope'"
+
+
+def test_an_unreadable_file_fails_the_run(tmp_path: Path) -> None:
+    result = leadflow("replay", str(tmp_path / "missing.jsonl"))
+    assert result.returncode == 1
+    assert b"cannot read" in result.stderr
+
+
+def test_explain_names_the_rule_behind_each_change(
+    log: Path, replayed: tuple[bytes, bytes]
+) -> None:
+    sql = next(c for c in changes_of(replayed[0]) if c.to_stage == "sql")
+    result = leadflow("explain", sql.lead_id, str(log))
+    assert result.returncode == 0
+    text = result.stdout.decode()
+    assert "sql.sales_contacted" in text and "subscriber.contact" in text
+
+
+def test_schemas_export_writes_every_model(tmp_path: Path) -> None:
+    result = leadflow("schemas", "export", str(tmp_path))
+    assert result.returncode == 0
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"event.schema.json", "stage_change.schema.json", "profile_updated.schema.json"} <= names
+    schema = orjson.loads((tmp_path / "event.schema.json").read_bytes())
+    assert "profile_updated" in schema["discriminator"]["mapping"]
+
+
+def test_rules_show_prints_the_version_in_force() -> None:
+    result = leadflow("rules", "show")
+    assert orjson.loads(result.stdout)["rules_version"].startswith("2026.11.1+")
