@@ -1,0 +1,23 @@
+"""Benchmarks: `./run bench [NAME ...]` prints figures; no benchmark asserts anything."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS = {
+    "core": "bench.core",
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="./run bench", description=__doc__)
+    parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], default=list(BENCHMARKS))
+    parser.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke run")
+    options = parser.parse_args()
+    for name in options.names or BENCHMARKS:
+        importlib.import_module(BENCHMARKS[name]).main(quick=options.quick)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Core replay throughput on generated events, one core, and the size of per-lead state.
+
+Figures are given as events/s and as a ratio to a baseline measured in the same run (plain
+`orjson.loads` of the same lines), because this machine is shared and absolute speeds drift.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from streams.codecs import decode_event, encode_change, encode_state
+from streams.generator import generate
+from streams.lifecycle import decide
+from streams.replay import Replayer
+from streams.rules import load_rules
+
+CACHE = Path(".leadflow/bench")
+FULL_LEADS = 85_000  # about 1M events
+QUICK_LEADS = 4_000
+ROUNDS = 3
+
+
+def events_file(leads: int) -> Path:
+    path = CACHE / f"events-{leads}-seed1.jsonl"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as out:
+            for event in generate(leads, seed=1):
+                out.write(orjson.dumps(event) + b"\n")
+        tmp.rename(path)
+    return path
+
+
+def best_of(rounds: int, run: Callable[[], None]) -> float:
+    times = []
+    for _ in range(rounds):
+        gc.collect()
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main(quick: bool = False) -> None:
+    leads = QUICK_LEADS if quick else FULL_LEADS
+    lines = events_file(leads).read_bytes().splitlines()
+    rules = load_rules()
+    events = [decode_event(line) for line in lines]
+    count = len(lines)
+
+    def baseline() -> None:
+        for line in lines:
+            orjson.loads(line)
+
+    def decode_only() -> None:
+        for line in lines:
+            decode_event(line)
+
+    def decide_only() -> None:
+        states: dict[str, object] = {}
+        gc.disable()
+        for event in events:
+            decision = decide(states.get(event.lead_id), event, rules)  # type: ignore[arg-type]
+            states[event.lead_id] = decision.state
+        gc.enable()
+
+    def full_replay() -> None:
+        replayer = Replayer(rules)
+        for item in replayer.run(lines):
+            if not isinstance(item, tuple) or len(item) != 2:
+                encode_change(item)  # type: ignore[arg-type]
+
+    print(f"core: {count:,} generated events of {leads:,} leads, best of {ROUNDS} rounds")
+    base = best_of(ROUNDS, baseline)
+    print(f"  baseline orjson.loads       {count / base:>10,.0f} events/s  (1.00)")
+    for name, run in (("decode (pydantic)", decode_only), ("decide (core only)", decide_only),
+                      ("replay (decode+decide+encode)", full_replay)):
+        took = best_of(ROUNDS, run)
+        print(f"  {name:<28}{count / took:>10,.0f} events/s  ({base / took:.3f} of baseline)")
+
+    replayer = Replayer(rules)
+    for _ in replayer.run(lines):
+        pass
+    sizes = sorted(len(encode_state(state)) for state in replayer.states.values())
+    histories = [len(state.history) for state in replayer.states.values()]
+    print(
+        f"  state bytes per lead: mean {statistics.fmean(sizes):,.0f}, "
+        f"median {sizes[len(sizes) // 2]:,}, p99 {sizes[int(len(sizes) * 0.99)]:,}, "
+        f"max {sizes[-1]:,} (events per lead: mean {statistics.fmean(histories):.1f}, "
+        f"max {max(histories)}); {sum(sizes) / sum(histories):,.0f} bytes per event"
+    )
