@@ -80,8 +80,11 @@ def main(quick: bool = False) -> None:
     print(f"core: {count:,} generated events of {leads:,} leads, best of {ROUNDS} rounds")
     base = best_of(ROUNDS, baseline)
     print(f"  baseline orjson.loads       {count / base:>10,.0f} events/s  (1.00)")
-    for name, run in (("decode (pydantic)", decode_only), ("decide (core only)", decide_only),
-                      ("replay (decode+decide+encode)", full_replay)):
+    for name, run in (
+        ("decode (pydantic)", decode_only),
+        ("decide (core only)", decide_only),
+        ("replay (decode+decide+encode)", full_replay),
+    ):
         took = best_of(ROUNDS, run)
         print(f"  {name:<28}{count / took:>10,.0f} events/s  ({base / took:.3f} of baseline)")
 

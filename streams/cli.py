@@ -32,8 +32,10 @@ app = typer.Typer(
 )
 schemas_app = typer.Typer(help="The event contract.", no_args_is_help=True)
 rules_app = typer.Typer(help="The qualification rules file.", no_args_is_help=True)
+topics_app = typer.Typer(help="leadflow's Kafka topics.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(rules_app, name="rules")
+app.add_typer(topics_app, name="topics")
 
 err = Console(stderr=True)
 
@@ -199,6 +201,66 @@ def demo(
     console.print(table)
     rules_fired = Counter(c.rule for c in changes if not c.retracted)
     console.print("rules fired: " + ", ".join(f"{r} {n}" for r, n in rules_fired.most_common()))
+
+
+@app.command()
+def worker(
+    loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "info",
+) -> None:
+    """Run a stream worker: events -> core -> stage changes (creates missing topics first)."""
+    from faust.worker import Worker
+
+    from streams.app import create_app
+    from streams.kafka_clients import create_topics
+
+    settings = Settings()
+    rules = _rules(None, settings)
+    create_topics(settings)
+    Worker(create_app(settings, rules), loglevel=loglevel).execute_from_commandline()
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create leadflow's topics that do not exist yet (partitions and configs from settings)."""
+    from streams.kafka_clients import create_topics
+
+    created = create_topics(Settings())
+    typer.echo("created: " + (", ".join(created) if created else "nothing, all exist"))
+
+
+@app.command()
+def publish(events: EventsArgument) -> None:
+    """Validate and publish a JSON-lines log to the events topic (keyed by lead_id, acks=all).
+
+    Invalid lines are reported on stderr with their number and reason, and are not sent.
+    """
+    from streams.publish import publish_events
+
+    settings = Settings()
+    with _open_events(events) as handle:
+        lines = [line for line in handle if line.strip()]
+    report = publish_events(lines, settings)
+    for position, reason in report.rejected:
+        err.print(f"event {position + 1}: {reason}", markup=False, highlight=False)
+    err.print(
+        f"published {report.sent} events to {settings.topics.events} "
+        f"({len(report.rejected)} rejected)",
+        highlight=False,
+    )
+
+
+@app.command()
+def broker(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1; 0 picks a free one.")] = 9092,
+) -> None:
+    """Run the local Kafka-protocol broker (Tansu, memory only) in the foreground."""
+    import signal
+
+    from streams.local_broker import LocalBroker
+
+    with LocalBroker(port=port or None) as local:
+        typer.echo(f"broker ready: LEADFLOW_KAFKA__BOOTSTRAP_SERVERS={local.bootstrap_servers}")
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
 
 
 @schemas_app.command("export")

@@ -33,10 +33,13 @@ def topic_specs(topics: TopicSettings) -> dict[str, dict[str, str]]:
 
     Stage changes are keyed by lead and form each lead's history: they are kept (delete policy,
     no compaction), as are dead letters, which someone has to look at."""
+    largest = str(topics.max_message_bytes)
+    # A dead letter is the original message plus a few headers.
+    largest_dead_letter = str(topics.max_message_bytes + 65536)
     return {
-        topics.events: {"cleanup.policy": "delete"},
+        topics.events: {"cleanup.policy": "delete", "max.message.bytes": largest},
         topics.stage_changes: {"cleanup.policy": "delete"},
-        topics.dead_letter: {"cleanup.policy": "delete"},
+        topics.dead_letter: {"cleanup.policy": "delete", "max.message.bytes": largest_dead_letter},
     }
 
 

@@ -64,23 +64,36 @@ class LocalBroker:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = self.log_path.open("ab")
         self._process = subprocess.Popen(
-            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+            [
+                broker_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             stdin=subprocess.DEVNULL,
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             env=environment,
         )
-        deadline = time.monotonic() + timeout
+        try:
+            self._wait_until_it_answers(url, time.monotonic() + timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_it_answers(self, url: str, deadline: float) -> None:
+        assert self._process is not None
         while not self._answers():
             if self._process.poll() is not None:
-                self.stop()
                 raise LocalBrokerError(f"the broker exited with code {self._process.returncode}")
             if time.monotonic() > deadline:
-                self.stop()
-                raise LocalBrokerError(f"the broker did not answer on {url} within {timeout}s")
+                raise LocalBrokerError(f"the broker did not answer on {url} in time")
             time.sleep(0.05)
-        return self
 
     def _answers(self) -> bool:
         from kafka import KafkaAdminClient
@@ -88,8 +101,9 @@ class LocalBroker:
 
         not_yet = (KafkaConnectionError, KafkaTimeoutError, OSError)
         try:
-            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
-                                     request_timeout_ms=2000)
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.bootstrap_servers, request_timeout_ms=2000
+            )
         except not_yet:
             return False
         try:

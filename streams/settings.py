@@ -60,6 +60,32 @@ class TopicSettings(_Section):
     dead_letter: str = "leadflow.dead-letter"
     partitions: Annotated[int, Field(ge=1)] = 4
     replication_factor: Annotated[int, Field(ge=1)] = 1
+    max_message_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=8 * 1024 * 1024,
+        description="Largest message the events and dead-letter topics accept.",
+    )
+
+
+class WorkerSettings(_Section):
+    """The Faust worker. Timeouts were measured on the local broker and hold on Apache Kafka."""
+
+    app_id: str = Field(default="leadflow", description="Consumer group and table-topic prefix.")
+    store: Literal["rocksdb", "memory"] = Field(
+        default="rocksdb",
+        description="Table store: RocksDB through the rocksdict binding, or memory (tests).",
+    )
+    data_dir: Path = Path(".leadflow/worker")
+    web_host: str = "127.0.0.1"
+    web_port: Port = 6066
+    session_timeout: Annotated[float, Field(gt=0)] = Field(
+        default=6.0,
+        description="Seconds; also bounds how long a new worker waits to join its group.",
+    )
+    heartbeat_interval: Annotated[float, Field(gt=0)] = 1.0
+    max_request_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=8 * 1024 * 1024 + 65536,
+        description="Largest message the worker produces (a dead letter carries its original).",
+    )
 
 
 class Settings(BaseSettings):
@@ -78,3 +104,4 @@ class Settings(BaseSettings):
     )
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
+    worker: WorkerSettings = WorkerSettings()

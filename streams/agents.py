@@ -1,0 +1,134 @@
+"""The stream shell around the core: validate -> decide -> emit, one event at a time.
+
+Delivery is at least once, and exactly once in effect:
+- an event that produces stage changes waits for the broker to acknowledge them before the lead's
+  new state is written to the table, so a crash can never keep a state whose changes were lost
+  (the event is processed again and sends the same bytes again, same `change_id`);
+- Faust flushes the producer before it commits offsets, so a committed offset means every change,
+  dead letter and state written for the events before it is durable;
+- the core ignores an event_id the lead already accepted, so redelivered events change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from kafka.partitioner.default import murmur2
+
+from streams.codecs import decode_event, decode_state, encode_change, encode_state
+from streams.errors import InvalidEventError
+from streams.lifecycle import decide
+from streams.metrics import PipelineMetrics
+from streams.rules import Rules
+
+log = logging.getLogger(__name__)
+
+HEADER_PREFIX: Final = "leadflow-"
+
+
+class Message(Protocol):
+    """What the shell reads of a consumed Kafka message (Faust's `Message` has it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float
+    key: bytes | None
+    value: bytes | None
+
+
+Send = Callable[..., Awaitable[Awaitable[Any]]]
+"""`Topic.send`: buffers a message and returns an awaitable of its acknowledgement."""
+
+
+class LeadTable(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+    def __setitem__(self, key: bytes, value: bytes) -> None: ...
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default (murmur2) partitioner gives `key`: Java, kafka-python and
+    aiokafka producers all agree on it."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+@dataclass
+class LeadQualifier:
+    """Processes events of the partitions this worker owns; all decisions come from the core."""
+
+    rules: Rules
+    table: LeadTable
+    send_change: Send
+    send_dead_letter: Send
+    send_event: Send
+    partitions: int
+    max_event_bytes: int
+    metrics: PipelineMetrics
+    positions: dict[int, int] = field(default_factory=dict)
+    """The last offset handled, per partition of the events topic."""
+
+    async def handle(self, message: Message) -> None:
+        """Apply one consumed message. Never raises for bad input: that goes to the dead letters."""
+        self.metrics.events_received.inc()
+        self.positions[message.partition] = message.offset
+        raw = message.value or b""
+        try:
+            event = decode_event(raw, self.max_event_bytes)
+        except InvalidEventError as exc:
+            kind = "too_large" if exc.reason.startswith("message too large") else "invalid_event"
+            await self.dead_letter(message, kind, exc.reason)
+            return
+        lead_key = event.lead_id.encode()
+        home = partition_for(lead_key, self.partitions)
+        if home != message.partition:
+            # A producer with another partitioner (or no key) put it here; its lead's state lives
+            # on `home`. Forward it unchanged; the worker that owns `home` applies it.
+            await (await self.send_event(key=lead_key, value=raw, partition=home))
+            self.metrics.rerouted.inc()
+            return
+        stored = self.table.get(lead_key)
+        state = decode_state(stored) if stored is not None else None
+        try:
+            decision = decide(state, event, self.rules)
+        except Exception as exc:  # a bug must not stop the pipeline: keep the event for replay
+            log.exception("the core failed on event %s", event.event_id)
+            await self.dead_letter(message, "internal_error", f"{type(exc).__name__}: {exc}")
+            return
+        if decision.duplicate:
+            self.metrics.duplicates.inc()
+            return
+        if decision.changes:
+            acknowledgements = [
+                await self.send_change(key=lead_key, value=encode_change(change))
+                for change in decision.changes
+            ]
+            await asyncio.gather(*acknowledgements)
+            for change in decision.changes:
+                self.metrics.stage_changes.labels(
+                    "retracted" if change.retracted else change.to_stage
+                ).inc()
+        self.table[lead_key] = encode_state(decision.state)
+        self.metrics.events_applied.inc()
+        if message.timestamp:
+            self.metrics.latency.observe(max(0.0, time.time() - message.timestamp))
+
+    async def dead_letter(self, message: Message, kind: str, reason: str) -> None:
+        """Keep the original bytes, with where they came from and why they were rejected."""
+        headers = [
+            (f"{HEADER_PREFIX}reason", reason.encode()),
+            (f"{HEADER_PREFIX}kind", kind.encode()),
+            (f"{HEADER_PREFIX}topic", message.topic.encode()),
+            (f"{HEADER_PREFIX}partition", str(message.partition).encode()),
+            (f"{HEADER_PREFIX}offset", str(message.offset).encode()),
+        ]
+        await (await self.send_dead_letter(key=message.key, value=message.value, headers=headers))
+        self.metrics.dead_letters.labels(kind).inc()
+        log.warning(
+            "dead letter %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
+        )
