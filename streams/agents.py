@@ -16,19 +16,23 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 from kafka.partitioner.default import murmur2
 
-from streams.codecs import decode_event, decode_state, encode_change, encode_state
+from streams.codecs import (
+    dead_letter_headers,
+    decode_event,
+    decode_state,
+    encode_change,
+    encode_state,
+)
 from streams.errors import InvalidEventError
 from streams.lifecycle import decide
 from streams.metrics import PipelineMetrics
 from streams.rules import Rules
 
 log = logging.getLogger(__name__)
-
-HEADER_PREFIX: Final = "leadflow-"
 
 
 class Message(Protocol):
@@ -120,13 +124,9 @@ class LeadQualifier:
 
     async def dead_letter(self, message: Message, kind: str, reason: str) -> None:
         """Keep the original bytes, with where they came from and why they were rejected."""
-        headers = [
-            (f"{HEADER_PREFIX}reason", reason.encode()),
-            (f"{HEADER_PREFIX}kind", kind.encode()),
-            (f"{HEADER_PREFIX}topic", message.topic.encode()),
-            (f"{HEADER_PREFIX}partition", str(message.partition).encode()),
-            (f"{HEADER_PREFIX}offset", str(message.offset).encode()),
-        ]
+        headers = dead_letter_headers(
+            message.topic, message.partition, message.offset, kind, reason
+        )
         await (await self.send_dead_letter(key=message.key, value=message.value, headers=headers))
         self.metrics.dead_letters.labels(kind).inc()
         log.warning(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
@@ -42,6 +42,7 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_max_request_size=worker.max_request_bytes,
+        **_broker_workarounds(settings),
     )
     raw: dict[str, Any] = {
         "key_type": bytes,
@@ -73,8 +74,12 @@ def create_app(
 
     @app.agent(events, name="qualify", concurrency=1)
     async def qualify(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
+        # Ack only after the event is fully handled: Faust's automatic ack also fires when a
+        # shutdown cancels the agent mid-event, which would commit an event never applied.
+        manual = cast(faust.Stream[bytes], stream).noack()
+        async for event in manual.events():
             await qualifier.handle(event.message)
+            await manual.ack(event)
 
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def measure_lag() -> None:
@@ -101,6 +106,13 @@ def create_app(
 
     setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
     return app
+
+
+def _broker_workarounds(settings: Settings) -> dict[str, Any]:
+    if settings.worker.single_record_batches:
+        # aiokafka always puts a batch's first record in, and no second one past this size.
+        return {"producer_max_batch_size": 1}
+    return {}
 
 
 def _credentials(kafka: KafkaSettings) -> faust.auth.Credentials | None:

@@ -100,3 +100,20 @@ def decode_state(raw: bytes) -> LeadState:
 def _decode_fold(fields: list[Any]) -> Fold:
     fold = Fold(*fields)
     return fold._replace(transitions=tuple(Transition(*t) for t in fold.transitions))
+
+
+DEAD_LETTER_HEADER_PREFIX: Final = "leadflow-"
+
+
+def dead_letter_headers(
+    topic: str, partition: int, offset: int, kind: str, reason: str
+) -> list[tuple[str, bytes]]:
+    """Headers of a dead letter: why it was rejected, and where the original came from."""
+    prefix = DEAD_LETTER_HEADER_PREFIX
+    return [
+        (f"{prefix}reason", reason.encode()),
+        (f"{prefix}kind", kind.encode()),
+        (f"{prefix}topic", topic.encode()),
+        (f"{prefix}partition", str(partition).encode()),
+        (f"{prefix}offset", str(offset).encode()),
+    ]

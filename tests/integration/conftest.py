@@ -1,0 +1,32 @@
+"""Integration tests run against real processes that the tests start themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.local_broker import LocalBroker
+from tests.integration.harness import Pipeline
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """One real Kafka-protocol broker for the session; every test uses its own topics."""
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with LocalBroker(log_path=log) as local:
+        yield local
+
+
+@pytest.fixture
+def pipeline(broker: LocalBroker, tmp_path: Path) -> Iterator[Pipeline]:
+    created = Pipeline(bootstrap_servers=broker.bootstrap_servers, workdir=tmp_path)
+    yield created
+    created.close()

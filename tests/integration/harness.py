@@ -1,0 +1,159 @@
+"""Real processes for integration tests: workers as subprocesses, topic readers, unique names."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kafka import KafkaProducer
+
+from streams.local_broker import free_port
+from streams.local_pipeline import LeadflowProcess, TopicReader, WorkerProcess
+from streams.replay import Replayer
+from streams.rules import Rules
+from streams.settings import Settings
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Pipeline:
+    """One test's pipeline: its own topics and consumer group on the shared broker."""
+
+    bootstrap_servers: str
+    workdir: Path
+    partitions: int = 4
+    single_record_batches: bool = True
+    """The local broker needs it (see README, operations); tests that show why turn it off."""
+    name: str = field(default_factory=lambda: unique("lf"))
+    readers: list[TopicReader] = field(default_factory=list)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """LEADFLOW_* variables for a process of this pipeline."""
+        return {
+            "LEADFLOW_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "LEADFLOW_TOPICS__EVENTS": f"{self.name}.events",
+            "LEADFLOW_TOPICS__STAGE_CHANGES": f"{self.name}.stage-changes",
+            "LEADFLOW_TOPICS__DEAD_LETTER": f"{self.name}.dead-letter",
+            "LEADFLOW_TOPICS__PARTITIONS": str(self.partitions),
+            "LEADFLOW_WORKER__APP_ID": self.name,
+            "LEADFLOW_WORKER__SINGLE_RECORD_BATCHES": "true"
+            if self.single_record_batches
+            else "false",
+            **extra,
+        }
+
+    @property
+    def settings(self) -> Settings:
+        return _settings_from(self.env())
+
+    def worker(self, label: str = "a", store: str = "rocksdb") -> WorkerProcess:
+        data_dir = self.workdir / f"worker-{label}"
+        port = free_port()
+        env = self.env(
+            LEADFLOW_WORKER__DATA_DIR=str(data_dir),
+            LEADFLOW_WORKER__WEB_PORT=str(port),
+            LEADFLOW_WORKER__STORE=store,
+        )
+        return WorkerProcess(env=env, port=port, log_path=self.workdir / f"worker-{label}.log")
+
+    def projector_env(self, label: str, **extra: str) -> dict[str, str]:
+        """Settings of a projector with its own consumer group and embedded ClickHouse."""
+        return self.env(
+            LEADFLOW_CLICKHOUSE__URL=f"chdb://{self.workdir / f'clickhouse-{label}'}",
+            LEADFLOW_PROJECTOR__GROUP_ID=f"{self.name}-projector-{label}",
+            LEADFLOW_PROJECTOR__TEMP_DIR=str(self.workdir / f"projector-tmp-{label}"),
+            **extra,
+        )
+
+    def command(self, args: list[str], env: dict[str, str], log: str) -> LeadflowProcess:
+        """Any `leadflow` command as a process of this pipeline (not started)."""
+        return LeadflowProcess(args=args, env=env, log_path=self.workdir / f"{log}.log")
+
+    def publish(self, documents: Iterable[dict[str, Any]]) -> int:
+        from streams.publish import publish_events
+
+        report = publish_events(documents, self.settings)
+        assert report.rejected == []
+        return report.sent
+
+    def reader(self, topic: str) -> TopicReader:
+        reader = TopicReader(self.bootstrap_servers, topic, self.partitions)
+        self.readers.append(reader)
+        return reader
+
+    def close(self) -> None:
+        for reader in self.readers:
+            reader.close()
+
+
+def _settings_from(env: dict[str, str]) -> Settings:
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        return Settings()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def replay_bytes(documents: list[dict[str, Any]], rules: Rules) -> list[bytes]:
+    """What `leadflow replay` prints for these events, as the encoded stage changes."""
+    from streams.codecs import encode_change
+    from streams.replay import BadLine
+
+    return [
+        encode_change(item)
+        for item in Replayer(rules).run(orjson.dumps(d) for d in documents)
+        if not isinstance(item, BadLine)
+    ]
+
+
+def difference(found: dict[str, bytes], expected: dict[str, bytes]) -> str | None:
+    """None when equal, else a short account of what differs (for timeout messages)."""
+    if found == expected:
+        return None
+    missing = expected.keys() - found.keys()
+    extra = found.keys() - expected.keys()
+    changed = [cid for cid in expected.keys() & found.keys() if found[cid] != expected[cid]]
+    leads = sorted(
+        {
+            orjson.loads(expected.get(cid) or found[cid])["lead_id"]
+            for cid in [*missing, *extra, *changed]
+        }
+    )
+    example = ""
+    if changed:
+        cid = changed[0]
+        example = f"; e.g. expected {expected[cid]!r}, found {found[cid]!r}"
+    return (
+        f"{len(missing)} missing, {len(extra)} unexpected, {len(changed)} different "
+        f"change_ids, of {len(leads)} leads (e.g. {leads[:3]}){example}"
+    )
+
+
+def effective(values: Iterable[bytes]) -> dict[str, bytes]:
+    """The latest revision of each change_id, as its bytes (retracted ones included)."""
+    latest: dict[str, tuple[int, bytes]] = {}
+    for value in values:
+        change = orjson.loads(value)
+        current = latest.get(change["change_id"])
+        if current is None or change["revision"] >= current[0]:
+            latest[change["change_id"]] = (change["revision"], value)
+    return {change_id: value for change_id, (_, value) in latest.items()}
+
+
+def raw_producer(bootstrap_servers: str) -> KafkaProducer:
+    return KafkaProducer(
+        bootstrap_servers=bootstrap_servers, acks="all", max_request_size=16 * 1024 * 1024
+    )

@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from streams.settings import KafkaSettings, Settings, WorkerSettings, environment_of
+
+
+def test_settings_come_from_leadflow_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEADFLOW_KAFKA__BOOTSTRAP_SERVERS", "a:9092, b:9092")
+    monkeypatch.setenv("LEADFLOW_TOPICS__PARTITIONS", "8")
+    monkeypatch.setenv("LEADFLOW_WORKER__STORE", "memory")
+    settings = Settings()
+    assert settings.kafka.servers == ["a:9092", "b:9092"]
+    assert settings.topics.partitions == 8
+    assert settings.worker.store == "memory"
+
+
+def test_an_unknown_variable_in_a_section_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEADFLOW_WORKER__STOER", "memory")
+    with pytest.raises(ValidationError, match="stoer"):
+        Settings()
+
+
+def test_secrets_do_not_print() -> None:
+    kafka = KafkaSettings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="PLAIN",
+        sasl_username="svc",
+        sasl_password="hunter2",
+    )
+    assert "hunter2" not in repr(kafka) and "hunter2" not in str(Settings(kafka=kafka))
+
+
+def test_sasl_needs_its_credentials() -> None:
+    with pytest.raises(ValidationError, match="needs sasl_mechanism"):
+        KafkaSettings(security_protocol="SASL_PLAINTEXT")
+
+
+def test_environment_of_rebuilds_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Settings(
+        kafka=KafkaSettings(
+            bootstrap_servers="k:1",
+            security_protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_username="u",
+            sasl_password="p",
+        ),
+        worker=WorkerSettings(data_dir=Path("/data"), single_record_batches=True, web_port=1),
+        rules_file=Path("/rules.toml"),
+    )
+    variables = environment_of(original)
+    assert variables["LEADFLOW_KAFKA__SASL_PASSWORD"] == "p"
+    assert variables["LEADFLOW_WORKER__SINGLE_RECORD_BATCHES"] == "true"
+    assert "LEADFLOW_TOPICS__EVENTS" not in variables  # defaults stay out
+    for key, value in variables.items():
+        monkeypatch.setenv(key, value)
+    assert Settings() == original
