@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, Annotated, Any
 
 import orjson
 import typer
@@ -19,7 +18,7 @@ from streams.errors import LeadflowError
 from streams.explain import explain as explain_lead
 from streams.generator import TrafficShape
 from streams.generator import generate as generate_events
-from streams.replay import BadLine, Replayer, current_stages
+from streams.replay import BadLine, Replayer
 from streams.rules import Rules, load_rules
 from streams.settings import Settings
 
@@ -172,35 +171,17 @@ def generate(
 
 @app.command()
 def demo(
-    leads: Annotated[int, typer.Option(min=1)] = 2000,
-    seed: Annotated[int, typer.Option()] = 1,
+    leads: Annotated[int, typer.Option(min=1, help="How many generated leads.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Same seed, same traffic.")] = 1,
+    workdir: Annotated[Path, typer.Option(help="Logs and state of this run.")] = Path(
+        ".leadflow/demo"
+    ),
 ) -> None:
-    """Generate sample traffic, replay it through the core and summarise the funnel."""
-    loaded = _rules(None)
-    lines = [orjson.dumps(event) for event in generate_events(leads, seed)]
-    replayer = Replayer(loaded)
-    changes = [c for c in replayer.run(lines) if not isinstance(c, BadLine)]
-    console = _console()
-    stages = Counter(current_stages(changes).values())
-    table = Table(
-        title=f"{leads} generated leads, {len(lines)} events (rules {loaded.rules_version})"
-    )
-    table.add_column("stage")
-    table.add_column("leads", justify="right")
-    for stage in (
-        "subscriber",
-        "lead",
-        "mql",
-        "sql",
-        "opportunity",
-        "customer",
-        "evangelist",
-        "disqualified",
-    ):
-        table.add_row(stage, str(stages.get(stage, 0)))
-    console.print(table)
-    rules_fired = Counter(c.rule for c in changes if not c.retracted)
-    console.print("rules fired: " + ", ".join(f"{r} {n}" for r, n in rules_fired.most_common()))
+    """Run the whole pipeline locally on generated traffic, then stop everything it started."""
+    from streams.demo import run_demo
+
+    if not run_demo(leads, seed, _rules(None), workdir, _console()):
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -261,6 +242,110 @@ def broker(
     with LocalBroker(port=port or None) as local:
         typer.echo(f"broker ready: LEADFLOW_KAFKA__BOOTSTRAP_SERVERS={local.bootstrap_servers}")
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
+
+
+def _clickhouse(settings: Settings) -> Any:
+    from projections.clickhouse import connect, use_private_temp_dir
+
+    use_private_temp_dir(settings.projector.temp_dir)
+    return connect(settings.clickhouse)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or update the funnel tables and views in ClickHouse (idempotent)."""
+    from projections.clickhouse import migrate as apply_migrations
+
+    settings = Settings()
+    applied = apply_migrations(_clickhouse(settings), settings.clickhouse.database)
+    typer.echo("applied: " + (", ".join(applied) if applied else "nothing, up to date"))
+
+
+@app.command()
+def project(
+    until_caught_up: Annotated[
+        bool, typer.Option(help="Stop once both topics are read to their end.")
+    ] = False,
+) -> None:
+    """Project stage changes and events into ClickHouse, committing offsets after each insert."""
+    import signal
+    import threading
+
+    from prometheus_client import start_http_server
+
+    from projections.clickhouse import migrate as apply_migrations
+    from projections.projector import Projector, ProjectorMetrics
+
+    settings = Settings()
+    client = _clickhouse(settings)
+    apply_migrations(client, settings.clickhouse.database)
+    metrics = ProjectorMetrics()
+    if settings.projector.metrics_port is not None:
+        start_http_server(settings.projector.metrics_port, registry=metrics.registry)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    err.print(f"projecting into {settings.clickhouse.database} at {settings.clickhouse.url}")
+    stats = Projector(settings, client, metrics).run(stop, until_caught_up=until_caught_up)
+    err.print(
+        f"projected {stats.stage_changes} stage changes and {stats.events} events "
+        f"in {stats.batches} batches ({stats.dead_letters} unreadable messages)",
+        highlight=False,
+    )
+
+
+@app.command()
+def rebuild() -> None:
+    """Drop the funnel tables and project both topics again from their first offset.
+
+    Stop the projector first. The result equals the live projection."""
+    from rich.progress import Progress
+
+    from projections.clickhouse import migrate as apply_migrations
+    from projections.projector import Projector, ProjectorStats
+
+    settings = Settings()
+    client = _clickhouse(settings)
+    database = settings.clickhouse.database
+    apply_migrations(client, database)
+    for table in ("stage_changes", "events"):
+        client.command(f"TRUNCATE TABLE {database}.{table}")
+    with Progress(console=err, transient=False) as progress:
+        task = progress.add_task("rebuilding", total=None)
+
+        def advance(stats: ProjectorStats) -> None:
+            progress.update(task, completed=stats.stage_changes + stats.events)
+
+        stats = Projector(settings, client, from_beginning=True).run(
+            until_caught_up=True, on_batch=advance
+        )
+    err.print(
+        f"rebuilt from {stats.stage_changes} stage changes and {stats.events} events",
+        highlight=False,
+    )
+
+
+@app.command()
+def report(
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write a one-page HTML report here.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print every funnel view as JSON instead.")
+    ] = False,
+) -> None:
+    """The funnel report from ClickHouse: stages, conversion, time to convert, bottlenecks."""
+    from projections.report import print_report, read_metrics, write_html
+
+    settings = Settings()
+    metrics = read_metrics(_clickhouse(settings), settings.clickhouse.database)
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(metrics, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        print_report(metrics, _console())
+    if html is not None:
+        write_html(metrics, html)
+        err.print(f"wrote {html}")
 
 
 @schemas_app.command("export")

@@ -82,9 +82,61 @@ class WorkerSettings(_Section):
         description="Seconds; also bounds how long a new worker waits to join its group.",
     )
     heartbeat_interval: Annotated[float, Field(gt=0)] = 1.0
+    single_record_batches: bool = Field(
+        default=False,
+        description=(
+            "Produce one record per batch. Only for a broker whose high watermark counts a "
+            "record batch as one record (the local Tansu build): Faust's table recovery reads "
+            "the changelog up to that watermark and would stop short of its end."
+        ),
+    )
     max_request_bytes: Annotated[int, Field(gt=0)] = Field(
         default=8 * 1024 * 1024 + 65536,
         description="Largest message the worker produces (a dead letter carries its original).",
+    )
+
+
+def _embedded_clickhouse() -> str:
+    return f"chdb://{Path.cwd() / '.leadflow' / 'clickhouse'}"
+
+
+class ClickHouseSettings(_Section):
+    """Where the funnel projections live: an embedded chDB directory or a ClickHouse server."""
+
+    url: str = Field(
+        default_factory=_embedded_clickhouse,
+        description=(
+            "`chdb:///abs/dir` for the embedded engine (default: .leadflow/clickhouse under the "
+            "working directory), or `http(s)://host:port` for a server."
+        ),
+    )
+    database: str = Field(default="funnel", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    username: str = "default"
+    password: SecretStr | None = None
+    verify_tls: bool = True
+    ca_cert: Path | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.url.startswith("chdb://")
+
+
+class ProjectorSettings(_Section):
+    """The projector that writes stage changes and events into ClickHouse."""
+
+    group_id: str = Field(default="leadflow-projector", description="Its consumer group.")
+    batch_size: Annotated[int, Field(ge=1, le=500_000)] = Field(
+        default=20_000, description="Most rows per ClickHouse insert (kept far below 1M)."
+    )
+    flush_interval: Annotated[float, Field(gt=0)] = Field(
+        default=0.5, description="Seconds a partial batch may wait before it is written."
+    )
+    metrics_port: Port | None = Field(
+        default=None, description="Serve /metrics (Prometheus) on this port; off when unset."
+    )
+    temp_dir: Path = Field(
+        default=Path(".leadflow/projector-tmp"),
+        description="Where insert buffers are spooled (the embedded engine inserts from files).",
     )
 
 
@@ -105,3 +157,22 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     worker: WorkerSettings = WorkerSettings()
+    clickhouse: ClickHouseSettings = ClickHouseSettings()
+    projector: ProjectorSettings = ProjectorSettings()
+
+
+def environment_of(settings: BaseModel, prefix: str = "LEADFLOW_") -> dict[str, str]:
+    """The `LEADFLOW_*` variables that rebuild `settings` in another process (non-defaults only).
+
+    Secrets are revealed: use it only to start leadflow's own processes."""
+    variables: dict[str, str] = {}
+    for name, field_info in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        key = f"{prefix}{name.upper()}"
+        if isinstance(value, BaseModel):
+            variables.update(environment_of(value, f"{key}__"))
+        elif value != field_info.default and value is not None:
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            variables[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    return variables

@@ -1,0 +1,133 @@
+"""The ClickHouse connection and the migrations that create the funnel tables and views.
+
+One code path for both places: clickhouse-connect talks HTTP to a server, or runs the embedded
+chDB engine for a `chdb://` URL. The same SQL runs on both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+import clickhouse_connect
+
+from streams.errors import LeadflowError
+from streams.settings import ClickHouseSettings
+
+# Inserts behave the same on chDB 26.x and older servers only with these set explicitly: newer
+# versions default to asynchronous inserts, older ones reject deduplication through views with them.
+CLIENT_SETTINGS = {"async_insert": 0, "deduplicate_blocks_in_dependent_materialized_views": 1}
+_VERSIONED = re.compile(r"^V(\d{4})__(\w+)\.sql$")
+_REPEATABLE = re.compile(r"^R__(\w+)\.sql$")
+
+
+class ClickHouseError(LeadflowError):
+    """ClickHouse could not be reached or refused a statement."""
+
+
+def connect(settings: ClickHouseSettings) -> Any:
+    """A clickhouse-connect client for the configured server or embedded directory.
+
+    The embedded engine allows one data directory per process, and one process per directory."""
+    try:
+        if settings.embedded:
+            return clickhouse_connect.get_client(
+                dsn=settings.url, tz_mode="aware", settings=CLIENT_SETTINGS
+            )
+        parts = urlsplit(settings.url)
+        secure = parts.scheme == "https"
+        return clickhouse_connect.get_client(
+            host=parts.hostname,
+            port=parts.port or (8443 if secure else 8123),
+            username=settings.username,
+            password=settings.password.get_secret_value() if settings.password else "",
+            secure=secure,
+            verify=settings.verify_tls,
+            ca_cert=str(settings.ca_cert) if settings.ca_cert else None,
+            tz_mode="aware",
+            settings=CLIENT_SETTINGS,
+        )
+    except Exception as exc:  # the drivers raise many kinds; the operator needs one message
+        raise ClickHouseError(f"cannot open ClickHouse at {settings.url}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One SQL file of `projections/migrations`: versioned (applied once) or repeatable."""
+
+    version: int | None
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()[:16]
+
+    def statements(self, database: str) -> list[str]:
+        """The file's statements, one per call: a server refuses several in one request."""
+        text = self.sql.replace("{database}", database)
+        lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
+        return [part.strip() for part in "\n".join(lines).split(";\n") if part.strip(" \n;")]
+
+
+def migrations() -> list[Migration]:
+    """Versioned migrations in order, then repeatable ones (views) by name."""
+    versioned, repeatable = [], []
+    for entry in (resources.files("projections") / "migrations").iterdir():
+        if match := _VERSIONED.match(entry.name):
+            versioned.append(Migration(int(match[1]), match[2], entry.read_text()))
+        elif match := _REPEATABLE.match(entry.name):
+            repeatable.append(Migration(None, match[1], entry.read_text()))
+    return sorted(versioned, key=lambda m: m.version or 0) + sorted(
+        repeatable, key=lambda m: m.name
+    )
+
+
+def migrate(client: Any, database: str) -> list[str]:
+    """Bring the database up to date; return the names of the migrations applied (idempotent).
+
+    A versioned migration runs once; changing it afterwards is an error (write a new one). A
+    repeatable one (`R__*.sql`, the views) runs again whenever its text changes."""
+    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
+        "(name String, version Nullable(UInt32), checksum String, "
+        "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+        "ENGINE = ReplacingMergeTree(applied_at) ORDER BY name"
+    )
+    applied = dict(
+        client.query(f"SELECT name, checksum FROM {database}.schema_migrations FINAL").result_rows
+    )
+    done = []
+    for migration in migrations():
+        key = f"V{migration.version:04d}" if migration.version is not None else "R"
+        name = f"{key}__{migration.name}"
+        if applied.get(name) == migration.checksum:
+            continue
+        if name in applied and migration.version is not None:
+            raise ClickHouseError(
+                f"migration {name} changed after it was applied; add a new migration instead"
+            )
+        for statement in migration.statements(database):
+            client.command(statement)
+        client.insert(
+            f"{database}.schema_migrations",
+            [[name, migration.version, migration.checksum]],
+            column_names=["name", "version", "checksum"],
+        )
+        done.append(name)
+    return done
+
+
+def use_private_temp_dir(path: os.PathLike[str] | str) -> None:
+    """Spool insert buffers into `path`: a process killed mid-insert leaves its file there."""
+    os.makedirs(path, exist_ok=True)
+    os.environ["TMPDIR"] = str(path)
+    import tempfile
+
+    tempfile.tempdir = None  # re-read TMPDIR

@@ -1,0 +1,234 @@
+-- The views BI reads. Each is documented in the README (section "Funnel views").
+-- Re-applied whenever this file changes. Dates and times are UTC; durations are in days.
+
+-- Every stage change that currently holds: latest revision of each change_id, retractions removed.
+CREATE OR REPLACE VIEW {database}.stage_changes_live AS
+SELECT change_id, lead_id, from_stage, to_stage, occurred_at, causation_event_id, rule,
+       rules_version, mql_kind, reason, fit_score, engagement_score,
+       ifNull(source, '(none)') AS source, ifNull(campaign, '(none)') AS campaign, sequence
+FROM {database}.stage_changes FINAL
+WHERE NOT retracted;
+
+-- One row per lead: its current stage and the first time it entered each stage (NULL: never).
+CREATE OR REPLACE VIEW {database}.lead_status AS
+SELECT
+    lead_id,
+    argMax(to_stage, sequence) AS current_stage,
+    argMax(occurred_at, sequence) AS stage_since,
+    argMax(source, sequence) AS source,
+    argMax(campaign, sequence) AS campaign,
+    min(occurred_at) AS first_seen_at,
+    minIfOrNull(occurred_at, to_stage = 'subscriber') AS subscriber_at,
+    minIfOrNull(occurred_at, to_stage = 'lead') AS lead_at,
+    minIfOrNull(occurred_at, to_stage = 'mql') AS mql_at,
+    argMinIf(mql_kind, sequence, to_stage = 'mql') AS mql_kind,
+    minIfOrNull(occurred_at, to_stage = 'sql') AS sql_at,
+    minIfOrNull(occurred_at, to_stage = 'opportunity') AS opportunity_at,
+    minIfOrNull(occurred_at, to_stage = 'customer') AS customer_at,
+    minIfOrNull(occurred_at, to_stage = 'evangelist') AS evangelist_at,
+    minIfOrNull(occurred_at, to_stage = 'disqualified') AS disqualified_at,
+    argMaxIf(reason, sequence, to_stage = 'disqualified') AS disqualified_reason
+FROM {database}.stage_changes_live
+GROUP BY lead_id;
+
+-- Each lead's conversion steps: when it first entered the step's first stage, and when it first
+-- entered the second one afterwards (NULL: not converted).
+CREATE OR REPLACE VIEW {database}.lead_conversions AS
+SELECT lead_id, source, campaign, pair.1 AS step, pair.2 AS entered_at,
+       if(pair.3 >= pair.2, pair.3, NULL) AS converted_at,
+       (toUnixTimestamp64Micro(converted_at) - toUnixTimestamp64Micro(entered_at)) / 86400e6
+           AS days_to_convert
+FROM {database}.lead_status
+ARRAY JOIN [
+    ('lead_to_mql', lead_at, mql_at),
+    ('mql_to_sql', mql_at, sql_at),
+    ('sql_to_opportunity', sql_at, opportunity_at),
+    ('opportunity_to_customer', opportunity_at, customer_at),
+    ('sql_to_won', sql_at, customer_at)
+] AS pair
+WHERE entered_at IS NOT NULL;
+
+-- Leads entering each stage per day, by first-touch source and campaign.
+CREATE OR REPLACE VIEW {database}.stage_entries_daily AS
+SELECT toDate(occurred_at) AS day, to_stage AS stage, source, campaign,
+       count() AS entries, uniqExact(lead_id) AS leads
+FROM {database}.stage_changes_live
+GROUP BY day, stage, source, campaign;
+
+-- The same per week (weeks start on Monday).
+CREATE OR REPLACE VIEW {database}.stage_entries_weekly AS
+SELECT toMonday(occurred_at) AS week, to_stage AS stage, source, campaign,
+       count() AS entries, uniqExact(lead_id) AS leads
+FROM {database}.stage_changes_live
+GROUP BY week, stage, source, campaign;
+
+-- Cohort conversion: of the leads that first entered a step's first stage in week W, how many
+-- went on to its second stage (at any time since).
+CREATE OR REPLACE VIEW {database}.conversion_cohorts AS
+SELECT step, toMonday(entered_at) AS cohort_week, source, campaign,
+       count() AS entered, countIf(converted_at IS NOT NULL) AS converted,
+       converted / entered AS rate
+FROM {database}.lead_conversions
+GROUP BY step, cohort_week, source, campaign;
+
+-- Period conversion: per week, first entries into the second stage over first entries into
+-- the first stage in that same week (can exceed 1: they are different leads).
+CREATE OR REPLACE VIEW {database}.conversion_by_week AS
+SELECT step, week, sum(entered) AS entered, sum(converted) AS converted,
+       if(entered = 0, NULL, converted / entered) AS rate
+FROM
+(
+    SELECT step, toMonday(entered_at) AS week, 1 AS entered, 0 AS converted
+    FROM {database}.lead_conversions
+    UNION ALL
+    SELECT step, toMonday(converted_at) AS week, 0 AS entered, 1 AS converted
+    FROM {database}.lead_conversions
+    WHERE converted_at IS NOT NULL
+)
+GROUP BY step, week;
+
+-- Time to convert between stages, over the leads that converted.
+CREATE OR REPLACE VIEW {database}.time_to_convert AS
+SELECT step, count() AS converted,
+       quantileExactInclusive(0.5)(days_to_convert) AS median_days,
+       quantileExactInclusive(0.9)(days_to_convert) AS p90_days,
+       avg(days_to_convert) AS mean_days
+FROM {database}.lead_conversions
+WHERE converted_at IS NOT NULL
+GROUP BY step;
+
+-- Sales cycle: from SQL to won, per first-touch source.
+CREATE OR REPLACE VIEW {database}.sales_cycle AS
+SELECT source, count() AS won,
+       quantileExactInclusive(0.5)(days_to_convert) AS median_days,
+       quantileExactInclusive(0.9)(days_to_convert) AS p90_days,
+       avg(days_to_convert) AS mean_days
+FROM {database}.lead_conversions
+WHERE step = 'sql_to_won' AND converted_at IS NOT NULL
+GROUP BY source;
+
+-- Purchases (deal_won events, repeat purchases included), per currency.
+CREATE OR REPLACE VIEW {database}.purchase_value AS
+SELECT assumeNotNull(currency) AS currency, count() AS deals,
+       sum(assumeNotNull(amount)) AS total_amount, avg(assumeNotNull(amount)) AS mean_amount
+FROM {database}.events FINAL
+WHERE type = 'deal_won' AND amount IS NOT NULL
+GROUP BY currency;
+
+-- Active (high-intent form) vs passive (score) MQLs, by each lead's first MQL, and their SQL rate.
+CREATE OR REPLACE VIEW {database}.mql_kinds AS
+SELECT assumeNotNull(mql_kind) AS mql_kind, count() AS mqls,
+       countIf(sql_at IS NOT NULL) AS became_sql, became_sql / mqls AS sql_rate
+FROM {database}.lead_status
+WHERE mql_at IS NOT NULL
+GROUP BY mql_kind;
+
+-- Disqualifications by reason, the stage they happened in, and first-touch source.
+CREATE OR REPLACE VIEW {database}.disqualification_reasons AS
+SELECT source, assumeNotNull(reason) AS reason, assumeNotNull(from_stage) AS from_stage,
+       count() AS disqualifications, uniqExact(lead_id) AS leads
+FROM {database}.stage_changes_live
+WHERE to_stage = 'disqualified'
+GROUP BY source, reason, from_stage;
+
+-- Where leads wait and drop: per stage, how many entered, moved on to the next stage, were
+-- disqualified from it, and wait in it now; days to move on; days waited so far by those still
+-- waiting, measured to the latest stage change in the data (not the wall clock).
+CREATE OR REPLACE VIEW {database}.bottlenecks AS
+WITH
+    (SELECT max(occurred_at) FROM {database}.stage_changes_live) AS data_time,
+    dropped AS
+    (
+        SELECT assumeNotNull(from_stage) AS stage, count() AS dropped
+        FROM {database}.stage_changes_live
+        WHERE to_stage = 'disqualified' AND from_stage IS NOT NULL
+        GROUP BY stage
+    ),
+    moving AS
+    (
+        SELECT pair.1 AS stage, pair.2 AS position,
+               pair.3 AS entered_at, if(pair.4 >= pair.3, pair.4, NULL) AS moved_at,
+               current_stage, stage_since
+        FROM {database}.lead_status
+        ARRAY JOIN [
+            ('subscriber', 1, subscriber_at, lead_at),
+            ('lead', 2, lead_at, mql_at),
+            ('mql', 3, mql_at, sql_at),
+            ('sql', 4, sql_at, opportunity_at),
+            ('opportunity', 5, opportunity_at, customer_at),
+            ('customer', 6, customer_at, evangelist_at)
+        ] AS pair
+        WHERE entered_at IS NOT NULL
+    )
+SELECT
+    moving.stage AS stage,
+    any(position) AS position,
+    count() AS entered,
+    countIf(moved_at IS NOT NULL) AS moved_on,
+    any(dropped.dropped) AS dropped,
+    countIf(current_stage = moving.stage) AS waiting,
+    quantileExactInclusiveIf(0.5)(
+        (toUnixTimestamp64Micro(moved_at) - toUnixTimestamp64Micro(entered_at)) / 86400e6,
+        moved_at IS NOT NULL
+    ) AS median_days_to_move_on,
+    quantileExactInclusiveIf(0.5)(
+        (toUnixTimestamp64Micro(data_time) - toUnixTimestamp64Micro(stage_since)) / 86400e6,
+        current_stage = moving.stage
+    ) AS median_days_waiting
+FROM moving
+LEFT JOIN dropped ON dropped.stage = moving.stage
+GROUP BY moving.stage;
+
+-- Engagement per day: events by type and by the event's own source and campaign.
+CREATE OR REPLACE VIEW {database}.engagement_daily AS
+SELECT toDate(occurred_at) AS day, type AS event_type,
+       ifNull(source, '(none)') AS source, ifNull(campaign, '(none)') AS campaign,
+       count() AS events, uniqExact(lead_id) AS leads
+FROM {database}.events FINAL
+GROUP BY day, event_type, source, campaign;
+
+-- Scoring feedback: for each event type, the SQL rate of MQLs that did it (up to the moment they
+-- became MQL) against MQLs that did not. Marketing uses it to retune points in the rules file.
+CREATE OR REPLACE VIEW {database}.scoring_feedback AS
+WITH
+    mqls AS
+    (
+        SELECT lead_id, assumeNotNull(mql_at) AS became_mql_at, sql_at IS NOT NULL AS became_sql
+        FROM {database}.lead_status
+        WHERE mql_at IS NOT NULL
+    ),
+    (SELECT count() FROM mqls) AS all_mqls,
+    (SELECT countIf(became_sql) FROM mqls) AS all_sqls
+SELECT
+    type AS event_type,
+    count() AS mqls_did,
+    countIf(became_sql) AS sqls_did,
+    sqls_did / mqls_did AS sql_rate_did,
+    all_mqls - mqls_did AS mqls_did_not,
+    all_sqls - sqls_did AS sqls_did_not,
+    if(mqls_did_not = 0, NULL, sqls_did_not / mqls_did_not) AS sql_rate_did_not
+FROM
+(
+    SELECT DISTINCT events.lead_id AS lead_id, events.type AS type, mqls.became_sql AS became_sql
+    FROM {database}.events AS events FINAL
+    INNER JOIN mqls ON mqls.lead_id = events.lead_id
+    WHERE events.occurred_at <= mqls.became_mql_at
+)
+GROUP BY event_type;
+
+-- The funnel: leads that ever reached each stage, and leads in it now.
+CREATE OR REPLACE VIEW {database}.funnel_overview AS
+SELECT pair.1 AS stage, pair.2 AS position,
+       countIf(pair.3 IS NOT NULL) AS reached, countIf(current_stage = stage) AS current
+FROM {database}.lead_status
+ARRAY JOIN [
+    ('subscriber', 1, subscriber_at),
+    ('lead', 2, lead_at),
+    ('mql', 3, mql_at),
+    ('sql', 4, sql_at),
+    ('opportunity', 5, opportunity_at),
+    ('customer', 6, customer_at),
+    ('evangelist', 7, evangelist_at),
+    ('disqualified', 8, disqualified_at)
+] AS pair
+GROUP BY stage, position;

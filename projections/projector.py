@@ -1,0 +1,224 @@
+"""The projector: stage changes and events from Kafka into the ClickHouse funnel tables.
+
+It reads both topics in batches, inserts each batch, and commits the offsets only after
+ClickHouse accepted it. A crash between insert and commit re-reads the batch; the tables are
+keyed by `change_id` / `event_id` and read with FINAL, so nothing is counted twice.
+A message it cannot read goes to the dead-letter topic with the reason, and is counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from projections.writer import ProjectionWriter, RejectedRecord, event_row, stage_change_row
+from streams.codecs import dead_letter_headers
+from streams.kafka_clients import connection_config
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProjectorMetrics:
+    """The projector's counters (Prometheus)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.rows = Counter(
+            "leadflow_projector_rows",
+            "Rows written to ClickHouse, by table.",
+            ["table"],
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "leadflow_projector_dead_letters",
+            "Messages the projector could not read, sent to the dead-letter topic, by topic.",
+            ["topic"],
+            registry=self.registry,
+        )
+        self.batches = Histogram(
+            "leadflow_projector_batch_seconds",
+            "Time to insert one batch and commit its offsets.",
+            registry=self.registry,
+        )
+
+
+@dataclass
+class ProjectorStats:
+    """What one run did."""
+
+    stage_changes: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+
+
+@dataclass
+class _Batch:
+    stage_changes: list[list[Any]] = field(default_factory=list)
+    events: list[list[Any]] = field(default_factory=list)
+    rejected: int = 0
+    started: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.stage_changes) + len(self.events) + self.rejected
+
+
+class Projector:
+    """Consumes the stage-changes and events topics into one ClickHouse database.
+
+    `from_beginning` reads every partition from offset 0 without a consumer group (rebuild);
+    otherwise the projector's group remembers where it is."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: Any,
+        metrics: ProjectorMetrics | None = None,
+        from_beginning: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.writer = ProjectionWriter(client, settings.clickhouse.database)
+        self.metrics = metrics or ProjectorMetrics()
+        self.from_beginning = from_beginning
+        self.topics = (settings.topics.stage_changes, settings.topics.events)
+        self.stats = ProjectorStats()
+        self._producer: KafkaProducer | None = None
+
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        until_caught_up: bool = False,
+        on_batch: Callable[[ProjectorStats], None] | None = None,
+    ) -> ProjectorStats:
+        """Project until `stop` is set, or (with `until_caught_up`) until the end of both topics.
+
+        Whatever was read is written and committed before returning."""
+        stop = stop or threading.Event()
+        consumer = self._consumer()
+        batch = _Batch()
+        try:
+            while not stop.is_set():
+                polled = consumer.poll(
+                    timeout_ms=100, max_records=self.settings.projector.batch_size
+                )
+                for tp, records in polled.items():
+                    if not batch:
+                        batch.started = time.monotonic()
+                    for record in records:
+                        self._add(batch, tp.topic, record)
+                due = batch and (
+                    len(batch) >= self.settings.projector.batch_size
+                    or time.monotonic() - batch.started >= self.settings.projector.flush_interval
+                    or not polled
+                )
+                if due:
+                    self._flush(consumer, batch)
+                    if on_batch:
+                        on_batch(self.stats)
+                    batch = _Batch()
+                if until_caught_up and not polled and not batch and _caught_up(consumer):
+                    break
+            if batch:
+                self._flush(consumer, batch)
+        finally:
+            consumer.close(autocommit=False)
+            if self._producer is not None:
+                self._producer.close()
+        return self.stats
+
+    def _consumer(self) -> KafkaConsumer:
+        config: dict[str, Any] = {
+            **connection_config(self.settings.kafka),
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "max_partition_fetch_bytes": self.settings.topics.max_message_bytes + 65536,
+            "fetch_max_bytes": 64 * 1024 * 1024,
+        }
+        if self.from_beginning:
+            consumer = KafkaConsumer(**config, group_id=None)
+            partitions = [
+                TopicPartition(topic, partition)
+                for topic in self.topics
+                for partition in sorted(consumer.partitions_for_topic(topic) or ())
+            ]
+            consumer.assign(partitions)
+            consumer.seek_to_beginning()
+        else:
+            consumer = KafkaConsumer(**config, group_id=self.settings.projector.group_id)
+            consumer.subscribe(list(self.topics))
+        return consumer
+
+    def _add(self, batch: _Batch, topic: str, record: Any) -> None:
+        try:
+            if topic == self.settings.topics.stage_changes:
+                batch.stage_changes.append(stage_change_row(record.value, record.timestamp))
+            else:
+                batch.events.append(
+                    event_row(record.value, record.timestamp, self.settings.max_event_bytes)
+                )
+        except RejectedRecord as exc:
+            batch.rejected += 1
+            self._dead_letter(record, exc.reason)
+
+    def _dead_letter(self, record: Any, reason: str) -> None:
+        if topic_is_events := record.topic == self.settings.topics.events:
+            # The worker already sent this one to the dead-letter topic; count it, don't repeat it.
+            pass
+        else:
+            if self._producer is None:
+                self._producer = KafkaProducer(
+                    **connection_config(self.settings.kafka),
+                    acks="all",
+                    max_request_size=self.settings.worker.max_request_bytes,
+                )
+            self._producer.send(
+                self.settings.topics.dead_letter,
+                key=record.key,
+                value=record.value,
+                headers=dead_letter_headers(
+                    record.topic, record.partition, record.offset, "projector_rejected", reason
+                ),
+            )
+        self.stats.dead_letters += 1
+        self.metrics.dead_letters.labels(record.topic).inc()
+        log.warning(
+            "%s %s[%d]@%d: %s",
+            "skipped invalid event" if topic_is_events else "dead letter",
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+        )
+
+    def _flush(self, consumer: KafkaConsumer, batch: _Batch) -> None:
+        started = time.perf_counter()
+        self.writer.write(batch.stage_changes, batch.events)
+        if self._producer is not None:
+            self._producer.flush()
+        if not self.from_beginning:
+            consumer.commit()
+        self.metrics.batches.observe(time.perf_counter() - started)
+        self.metrics.rows.labels("stage_changes").inc(len(batch.stage_changes))
+        self.metrics.rows.labels("events").inc(len(batch.events))
+        self.stats.stage_changes += len(batch.stage_changes)
+        self.stats.events += len(batch.events)
+        self.stats.batches += 1
+
+
+def _caught_up(consumer: KafkaConsumer) -> bool:
+    """Every partition of both topics is assigned and read up to its end offset."""
+    assigned = consumer.assignment()
+    if not assigned:
+        return False
+    ends = consumer.end_offsets(list(assigned))
+    return all(consumer.position(tp) >= end for tp, end in ends.items())

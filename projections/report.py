@@ -1,0 +1,254 @@
+"""The funnel report: every documented view read back, on the terminal, as HTML, or as JSON."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from rich.console import Console
+from rich.table import Table
+
+Row = dict[str, Any]
+Metrics = dict[str, list[Row]]
+
+VIEWS: Final = {
+    # view name: the ORDER BY that makes its rows come back in a stable order
+    "funnel_overview": "position",
+    "stage_entries_daily": "day, stage, source, campaign",
+    "stage_entries_weekly": "week, stage, source, campaign",
+    "conversion_cohorts": "step, cohort_week, source, campaign",
+    "conversion_by_week": "step, week",
+    "time_to_convert": "step",
+    "sales_cycle": "source",
+    "purchase_value": "currency",
+    "mql_kinds": "mql_kind",
+    "disqualification_reasons": "source, reason, from_stage",
+    "bottlenecks": "position",
+    "engagement_daily": "day, event_type, source, campaign",
+    "scoring_feedback": "event_type",
+}
+STEPS: Final = (
+    "lead_to_mql",
+    "mql_to_sql",
+    "sql_to_opportunity",
+    "opportunity_to_customer",
+    "sql_to_won",
+)
+
+
+def read_metrics(client: Any, database: str) -> Metrics:
+    """Every funnel view's rows, as dicts, in a stable order."""
+    metrics: Metrics = {}
+    for view, order in VIEWS.items():
+        result = client.query(f"SELECT * FROM {database}.{view} ORDER BY {order}")
+        metrics[view] = [
+            dict(zip(result.column_names, row, strict=True)) for row in result.result_rows
+        ]
+    return metrics
+
+
+def conversion_summary(metrics: Metrics) -> list[Row]:
+    """Per step: entered, converted and rate over all cohorts, with the time to convert."""
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for row in metrics["conversion_cohorts"]:
+        totals[row["step"]][0] += row["entered"]
+        totals[row["step"]][1] += row["converted"]
+    times = {row["step"]: row for row in metrics["time_to_convert"]}
+    summary = []
+    for step in STEPS:
+        entered, converted = totals.get(step, [0, 0])
+        timing = times.get(step, {})
+        summary.append(
+            {
+                "step": step,
+                "entered": entered,
+                "converted": converted,
+                "rate": converted / entered if entered else None,
+                "median_days": timing.get("median_days"),
+                "p90_days": timing.get("p90_days"),
+            }
+        )
+    return summary
+
+
+def print_report(metrics: Metrics, console: Console | None = None) -> None:
+    """The funnel on the terminal."""
+    console = console or Console()
+    console.print(_table("Funnel", _funnel_rows(metrics)))
+    console.print(_table("Conversion (all cohorts)", conversion_summary(metrics)))
+    console.print(_table("MQL kinds", metrics["mql_kinds"]))
+    console.print(_table("Bottlenecks", metrics["bottlenecks"]))
+    console.print(_table("Disqualification reasons", _reasons(metrics)))
+    console.print(_table("Purchase value", metrics["purchase_value"]))
+    console.print(
+        _table("Scoring feedback (SQL rate of MQLs that did / did not)", _feedback(metrics))
+    )
+
+
+def write_html(metrics: Metrics, path: Path, title: str = "leadflow funnel") -> None:
+    """A one-page, self-contained report (inline SVG charts) a person can open anywhere."""
+    charts = [_funnel_chart(metrics), _conversion_chart(metrics), _time_chart(metrics)]
+    sections = [
+        ("Funnel", _funnel_rows(metrics)),
+        ("Conversion (all cohorts)", conversion_summary(metrics)),
+        ("MQL kinds", metrics["mql_kinds"]),
+        ("Bottlenecks", metrics["bottlenecks"]),
+        ("Disqualification reasons", _reasons(metrics)),
+        ("Purchase value", metrics["purchase_value"]),
+        ("Sales cycle by source", metrics["sales_cycle"]),
+        ("Scoring feedback", _feedback(metrics)),
+    ]
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    body = "".join(f'<figure><img alt="{alt}" src="{src}"></figure>' for alt, src in charts)
+    body += "".join(_html_table(name, rows) for name, rows in sections)
+    path.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"<p>Generated {generated}. Definitions: README, section “Funnel views”.</p>"
+        f"<div class='charts'>{body}</div></body></html>",
+        encoding="utf-8",
+    )
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}"
+    "table{border-collapse:collapse;margin:0 0 2rem}td,th{padding:.25rem .6rem;"
+    "border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child{text-align:left}"
+    "figure{display:inline-block;margin:0 1rem 1rem 0}img{max-width:560px}"
+)
+
+
+def _funnel_rows(metrics: Metrics) -> list[Row]:
+    rows, previous = [], None
+    for row in metrics["funnel_overview"]:
+        of_previous = None
+        if row["stage"] != "disqualified" and previous:
+            of_previous = row["reached"] / previous
+        rows.append({**row, "of_previous_stage": of_previous})
+        if row["stage"] != "disqualified":
+            previous = row["reached"]
+    return [{k: v for k, v in row.items() if k != "position"} for row in rows]
+
+
+def _reasons(metrics: Metrics) -> list[Row]:
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for row in metrics["disqualification_reasons"]:
+        counts[(row["reason"], row["from_stage"])] += row["disqualifications"]
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [{"reason": r, "from_stage": s, "disqualifications": n} for (r, s), n in ordered]
+
+
+def _feedback(metrics: Metrics) -> list[Row]:
+    def lift(row: Row) -> float:
+        return (row["sql_rate_did"] or 0) - (row["sql_rate_did_not"] or 0)
+
+    return sorted(metrics["scoring_feedback"], key=lambda row: -lift(row))
+
+
+def _table(title: str, rows: list[Row]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in rows[0] if rows else ["(no data)"]:
+        table.add_column(name, justify="left" if name in _TEXT_COLUMNS else "right")
+    for row in rows:
+        table.add_row(*(_cell(value) for value in row.values()))
+    return table
+
+
+_TEXT_COLUMNS: Final = {"stage", "step", "source", "campaign", "reason", "from_stage"}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, datetime | date):
+        return value.isoformat()[:10]
+    return str(value)
+
+
+def _html_table(title: str, rows: list[Row]) -> str:
+    if not rows:
+        return f"<h2>{html.escape(title)}</h2><p>No data.</p>"
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in rows[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row.values()) + "</tr>"
+        for row in rows
+    )
+    return f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
+
+
+def _svg(figure: Any) -> str:
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue().encode()).decode()
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to files only
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _funnel_chart(metrics: Metrics) -> tuple[str, str]:
+    plt = _pyplot()
+    rows = [row for row in metrics["funnel_overview"] if row["stage"] != "disqualified"]
+    figure, axes = plt.subplots(figsize=(6, 3.2))
+    axes.barh([r["stage"] for r in rows][::-1], [r["reached"] for r in rows][::-1], color="#3b7dd8")
+    axes.set_title("Leads that reached each stage")
+    axes.set_xlabel("leads")
+    try:
+        return "Funnel", _svg(figure)
+    finally:
+        plt.close(figure)
+
+
+def _conversion_chart(metrics: Metrics) -> tuple[str, str]:
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6, 3.2))
+    for step in ("mql_to_sql", "sql_to_won"):
+        weeks = _cohort_rates(metrics["conversion_cohorts"], step)
+        axes.plot(list(weeks), list(weeks.values()), marker="o", label=step.replace("_", " "))
+    axes.set_title("Cohort conversion by week of entry")
+    axes.set_ylabel("rate")
+    axes.legend()
+    figure.autofmt_xdate()
+    try:
+        return "Conversion over time", _svg(figure)
+    finally:
+        plt.close(figure)
+
+
+def _time_chart(metrics: Metrics) -> tuple[str, str]:
+    plt = _pyplot()
+    rows = metrics["time_to_convert"]
+    figure, axes = plt.subplots(figsize=(6, 3.2))
+    positions = range(len(rows))
+    axes.bar([p - 0.2 for p in positions], [r["median_days"] for r in rows], 0.4, label="median")
+    axes.bar([p + 0.2 for p in positions], [r["p90_days"] for r in rows], 0.4, label="p90")
+    axes.set_xticks(list(positions), [r["step"].replace("_", " ") for r in rows], rotation=20)
+    axes.set_title("Time to convert")
+    axes.set_ylabel("days")
+    axes.legend()
+    try:
+        return "Time to convert", _svg(figure)
+    finally:
+        plt.close(figure)
+
+
+def _cohort_rates(rows: Iterable[Row], step: str) -> dict[date, float]:
+    totals: dict[date, list[int]] = defaultdict(lambda: [0, 0])
+    for row in rows:
+        if row["step"] == step:
+            totals[row["cohort_week"]][0] += row["entered"]
+            totals[row["cohort_week"]][1] += row["converted"]
+    return {week: c / e for week, (e, c) in sorted(totals.items()) if e}

@@ -1,0 +1,223 @@
+"""`leadflow demo`: the whole pipeline on this machine, with nothing to install or start by hand.
+
+It starts the local broker, a worker and the projector (embedded ClickHouse), publishes generated
+traffic in chunks, shows stage changes as they arrive, checks the stream against `leadflow replay`
+of the same events, prints the funnel report from ClickHouse, writes the HTML report, and stops
+everything it started.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from projections.clickhouse import connect, migrate, use_private_temp_dir
+from projections.projector import Projector
+from projections.report import print_report, read_metrics, write_html
+from schemas.stage_changes import FUNNEL_STAGES
+from streams.codecs import encode_change
+from streams.generator import generate
+from streams.local_broker import LocalBroker, free_port
+from streams.local_pipeline import NotReadyError, TopicReader, WorkerProcess
+from streams.publish import make_producer, publish_events
+from streams.replay import BadLine, Replayer
+from streams.rules import Rules
+from streams.settings import (
+    ClickHouseSettings,
+    KafkaSettings,
+    ProjectorSettings,
+    Settings,
+    WorkerSettings,
+    environment_of,
+)
+
+CHUNK = 1_000
+
+
+@contextmanager
+def local_pipeline(workdir: Path, console: Console) -> Iterator[tuple[Settings, WorkerProcess]]:
+    """A broker and one worker, stopped on the way out whatever happens."""
+    with LocalBroker(log_path=workdir / "broker.log") as broker:
+        console.print(f"broker ready on {broker.bootstrap_servers} (log: {workdir}/broker.log)")
+        settings = Settings(
+            kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
+            worker=WorkerSettings(
+                data_dir=workdir / "worker", web_port=free_port(), single_record_batches=True
+            ),
+            clickhouse=ClickHouseSettings(url=f"chdb://{(workdir / 'clickhouse').resolve()}"),
+            projector=ProjectorSettings(temp_dir=workdir / "projector-tmp"),
+        )
+        worker = WorkerProcess(
+            env=environment_of(settings),
+            port=settings.worker.web_port,
+            log_path=workdir / "worker.log",
+        ).start()
+        try:
+            started = time.monotonic()
+            partitions = worker.wait_assigned(timeout=90)
+            console.print(
+                f"worker ready in {time.monotonic() - started:.1f}s, owns partitions {partitions} "
+                f"(metrics: http://127.0.0.1:{worker.port}/metrics)"
+            )
+            yield settings, worker
+        finally:
+            worker.stop()
+            console.print("worker stopped")
+    console.print("broker stopped")
+
+
+def run_demo(leads: int, seed: int, rules: Rules, workdir: Path, console: Console) -> bool:
+    """Run the demo; return whether the stream equalled the offline replay."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    documents = generate(leads, seed)
+    expected = _effective(
+        encode_change(item)
+        for item in Replayer(rules).run(orjson.dumps(d) for d in documents)
+        if not isinstance(item, BadLine)
+    )
+    console.print(f"generated {len(documents):,} events of {leads:,} leads (seed {seed})")
+    with local_pipeline(workdir, console) as (settings, _worker), _projector(settings) as projector:
+        reader = TopicReader(
+            settings.kafka.bootstrap_servers,
+            settings.topics.stage_changes,
+            settings.topics.partitions,
+        )
+        producer = make_producer(settings)
+        published = 0
+        started = time.monotonic()
+        with Live(console=console, refresh_per_second=4) as live:
+            while True:
+                if published < len(documents):
+                    chunk = documents[published : published + CHUNK]
+                    publish_events(chunk, settings, producer=producer)
+                    published += len(chunk)
+                values = reader.values()
+                found = _effective(values)
+                live.update(_progress(published, len(documents), values, found, len(expected)))
+                if published == len(documents) and found.keys() >= expected.keys():
+                    break
+                if time.monotonic() - started > 300:
+                    console.print("[red]gave up waiting after 300s[/red]")
+                    break
+        elapsed = time.monotonic() - started
+        console.print()
+        producer.close()
+        reader.close()
+        _wait_projected(projector, len(values), len(documents))
+    same = _comparable(found) == _comparable(expected)
+    console.print(
+        f"{len(documents):,} events -> {len(values):,} stage-change messages in {elapsed:.1f}s "
+        f"({len(documents) / elapsed:,.0f} events/s end to end)"
+    )
+    console.print(
+        "stream equals `leadflow replay` of the same events: "
+        + ("[green]yes[/green]" if same else "[red]NO[/red]")
+    )
+    metrics = read_metrics(projector.client, settings.clickhouse.database)
+    print_report(metrics, console)
+    page = workdir / "funnel.html"
+    write_html(metrics, page)
+    console.print(f"HTML report: {page.resolve()}")
+    return same
+
+
+class _RunningProjector:
+    def __init__(self, settings: Settings) -> None:
+        use_private_temp_dir(settings.projector.temp_dir)
+        self.client = connect(settings.clickhouse)
+        migrate(self.client, settings.clickhouse.database)
+        self.projector = Projector(settings, self.client)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.projector.run, args=(self.stop,), daemon=True)
+
+
+@contextmanager
+def _projector(settings: Settings) -> Iterator[_RunningProjector]:
+    """The projector in a thread of this process, so the report can read the same embedded
+    ClickHouse afterwards (one process per embedded data directory)."""
+    running = _RunningProjector(settings)
+    running.thread.start()
+    try:
+        yield running
+    finally:
+        running.stop.set()
+        running.thread.join(timeout=60)
+
+
+def _wait_projected(running: _RunningProjector, stage_changes: int, events: int) -> None:
+    deadline = time.monotonic() + 120
+    stats = running.projector.stats
+    while stats.stage_changes < stage_changes or stats.events < events:
+        if time.monotonic() > deadline or not running.thread.is_alive():
+            raise NotReadyError(
+                f"the projector wrote {stats.stage_changes}/{stage_changes} stage changes and "
+                f"{stats.events}/{events} events"
+            )
+        time.sleep(0.1)
+
+
+def _effective(values: Iterable[bytes]) -> dict[str, dict[str, object]]:
+    latest: dict[str, dict[str, object]] = {}
+    for value in values:
+        change = orjson.loads(value)
+        current = latest.get(change["change_id"])
+        if current is None or change["revision"] >= current["revision"]:
+            latest[change["change_id"]] = change
+    return latest
+
+
+def _comparable(changes: dict[str, dict[str, object]]) -> dict[str, tuple[object, ...]]:
+    return {
+        cid: (c["to_stage"], c["causation_event_id"], c["rule"], c["revision"], c["retracted"])
+        for cid, c in changes.items()
+    }
+
+
+def _progress(
+    published: int,
+    total: int,
+    values: list[bytes],
+    found: dict[str, dict[str, object]],
+    expected: int,
+) -> Group:
+    current: dict[str, tuple[int, str]] = {}
+    for change in found.values():
+        if change["retracted"]:
+            continue
+        lead = str(change["lead_id"])
+        sequence = int(change["sequence"])  # type: ignore[call-overload]
+        if lead not in current or sequence > current[lead][0]:
+            current[lead] = (sequence, str(change["to_stage"]))
+    stages = Counter(stage for _, stage in current.values())
+    funnel = Table(title="leads by current stage", min_width=40)
+    funnel.add_column("stage")
+    funnel.add_column("leads", justify="right")
+    for stage in (*FUNNEL_STAGES, "disqualified"):
+        funnel.add_row(stage, f"{stages.get(stage, 0):,}")
+    recent = Table(title="latest stage changes")
+    for column in ("lead", "change", "rule"):
+        recent.add_column(column)
+    for value in values[-6:]:
+        change = orjson.loads(value)
+        recent.add_row(
+            change["lead_id"],
+            f"{change['from_stage'] or '-'} -> {change['to_stage']}",
+            change["rule"] + (" (retracted)" if change["retracted"] else ""),
+        )
+    header = Table.grid()
+    header.add_row(
+        f"published {published:,}/{total:,} events; received {len(values):,} stage-change "
+        f"messages, {len(found):,}/{expected:,} distinct changes"
+    )
+    return Group(header, funnel, recent)

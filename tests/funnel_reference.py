@@ -1,0 +1,337 @@
+"""Every funnel view computed in plain Python from replay output and the event log.
+
+Written from the definitions in the README, independently of the SQL: tests compare the two.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from streams.codecs import decode_event
+
+Row = dict[str, Any]
+STAGES = ("subscriber", "lead", "mql", "sql", "opportunity", "customer", "evangelist")
+STEPS = (
+    ("lead_to_mql", "lead", "mql"),
+    ("mql_to_sql", "mql", "sql"),
+    ("sql_to_opportunity", "sql", "opportunity"),
+    ("opportunity_to_customer", "opportunity", "customer"),
+    ("sql_to_won", "sql", "customer"),
+)
+MICROSECONDS_PER_DAY = 86_400_000_000
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _monday(moment: datetime) -> date:
+    day = moment.date()
+    return day - timedelta(days=day.weekday())
+
+
+def _days(start: datetime, end: datetime) -> float:
+    return ((end - start) // timedelta(microseconds=1)) / MICROSECONDS_PER_DAY
+
+
+def quantile(values: list[float], level: float) -> float:
+    """Linear interpolation between closest ranks (ClickHouse quantileExactInclusive)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * level
+    low = math.floor(position)
+    if low + 1 >= len(ordered):
+        return ordered[-1]
+    return ordered[low] + (position - low) * (ordered[low + 1] - ordered[low])
+
+
+def live_changes(effective: Iterable[bytes]) -> list[Row]:
+    """The latest revision of each change, retractions removed, as dicts."""
+    live = []
+    for value in effective:
+        change = orjson.loads(value)
+        if change["retracted"]:
+            continue
+        change["occurred_at"] = _time(change["occurred_at"])
+        change["source"] = change["source"] or "(none)"
+        change["campaign"] = change["campaign"] or "(none)"
+        live.append(change)
+    return live
+
+
+def lead_status(live: list[Row]) -> dict[str, Row]:
+    by_lead: dict[str, list[Row]] = defaultdict(list)
+    for change in live:
+        by_lead[change["lead_id"]].append(change)
+    status = {}
+    for lead_id, changes in by_lead.items():
+        changes.sort(key=lambda c: c["sequence"])
+        latest = changes[-1]
+        row: Row = {
+            "current_stage": latest["to_stage"],
+            "stage_since": latest["occurred_at"],
+            "source": latest["source"],
+            "campaign": latest["campaign"],
+        }
+        for stage in (*STAGES, "disqualified"):
+            entries = [c for c in changes if c["to_stage"] == stage]
+            row[f"{stage}_at"] = entries[0]["occurred_at"] if entries else None
+            if stage == "mql":
+                row["mql_kind"] = entries[0]["mql_kind"] if entries else None
+        status[lead_id] = row
+    return status
+
+
+def lead_conversions(status: dict[str, Row]) -> list[Row]:
+    rows = []
+    for lead_id, lead in status.items():
+        for step, first, second in STEPS:
+            entered, reached = lead[f"{first}_at"], lead[f"{second}_at"]
+            if entered is None:
+                continue
+            converted = reached if reached is not None and reached >= entered else None
+            rows.append(
+                {
+                    "lead_id": lead_id,
+                    "source": lead["source"],
+                    "campaign": lead["campaign"],
+                    "step": step,
+                    "entered_at": entered,
+                    "converted_at": converted,
+                    "days": _days(entered, converted) if converted else None,
+                }
+            )
+    return rows
+
+
+def _count_rows(
+    keys: Iterable[tuple[Any, ...]], names: tuple[str, ...], leads: Iterable[str]
+) -> list[Row]:
+    counts: dict[tuple[Any, ...], list[Any]] = {}
+    for key, lead in zip(keys, leads, strict=True):
+        entry = counts.setdefault(key, [0, set()])
+        entry[0] += 1
+        entry[1].add(lead)
+    return [
+        {**dict(zip(names, key, strict=True)), "entries": n, "leads": len(ls)}
+        for key, (n, ls) in sorted(counts.items())
+    ]
+
+
+def expected_metrics(
+    effective: Iterable[bytes], event_documents: Iterable[dict[str, Any]]
+) -> dict[str, list[Row]]:
+    """What each view of `projections.report.VIEWS` must return, in the same order."""
+    live = live_changes(effective)
+    status = lead_status(live)
+    conversions = lead_conversions(status)
+    events: dict[str, Any] = {}
+    for document in event_documents:
+        event = decode_event(orjson.dumps(document))
+        events[event.event_id] = event
+    metrics: dict[str, list[Row]] = {}
+
+    metrics["funnel_overview"] = [
+        {
+            "stage": stage,
+            "position": position,
+            "reached": sum(1 for lead in status.values() if lead[f"{stage}_at"] is not None),
+            "current": sum(1 for lead in status.values() if lead["current_stage"] == stage),
+        }
+        for position, stage in enumerate((*STAGES, "disqualified"), start=1)
+    ]
+    metrics["stage_entries_daily"] = _count_rows(
+        ((c["occurred_at"].date(), c["to_stage"], c["source"], c["campaign"]) for c in live),
+        ("day", "stage", "source", "campaign"),
+        (c["lead_id"] for c in live),
+    )
+    metrics["stage_entries_weekly"] = _count_rows(
+        ((_monday(c["occurred_at"]), c["to_stage"], c["source"], c["campaign"]) for c in live),
+        ("week", "stage", "source", "campaign"),
+        (c["lead_id"] for c in live),
+    )
+
+    cohorts: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
+    weekly: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0, 0])
+    for row in conversions:
+        key = (row["step"], _monday(row["entered_at"]), row["source"], row["campaign"])
+        cohorts[key][0] += 1
+        weekly[(row["step"], _monday(row["entered_at"]))][0] += 1
+        if row["converted_at"] is not None:
+            cohorts[key][1] += 1
+            weekly[(row["step"], _monday(row["converted_at"]))][1] += 1
+    metrics["conversion_cohorts"] = [
+        {
+            "step": step,
+            "cohort_week": week,
+            "source": source,
+            "campaign": campaign,
+            "entered": entered,
+            "converted": converted,
+            "rate": converted / entered,
+        }
+        for (step, week, source, campaign), (entered, converted) in sorted(cohorts.items())
+    ]
+    metrics["conversion_by_week"] = [
+        {
+            "step": step,
+            "week": week,
+            "entered": entered,
+            "converted": converted,
+            "rate": converted / entered if entered else None,
+        }
+        for (step, week), (entered, converted) in sorted(weekly.items())
+    ]
+
+    def timing(days: list[float]) -> Row:
+        return {
+            "median_days": quantile(days, 0.5),
+            "p90_days": quantile(days, 0.9),
+            "mean_days": sum(days) / len(days),
+        }
+
+    by_step: dict[str, list[float]] = defaultdict(list)
+    by_source: dict[str, list[float]] = defaultdict(list)
+    for row in conversions:
+        if row["converted_at"] is not None:
+            by_step[row["step"]].append(row["days"])
+            if row["step"] == "sql_to_won":
+                by_source[row["source"]].append(row["days"])
+    metrics["time_to_convert"] = [
+        {"step": step, "converted": len(days), **timing(days)}
+        for step, days in sorted(by_step.items())
+    ]
+    metrics["sales_cycle"] = [
+        {"source": source, "won": len(days), **timing(days)}
+        for source, days in sorted(by_source.items())
+    ]
+
+    sales: dict[str, list[float]] = defaultdict(list)
+    for event in events.values():
+        if event.type == "deal_won":
+            sales[event.properties.currency].append(event.properties.amount)
+    metrics["purchase_value"] = [
+        {
+            "currency": currency,
+            "deals": len(amounts),
+            "total_amount": sum(amounts),
+            "mean_amount": sum(amounts) / len(amounts),
+        }
+        for currency, amounts in sorted(sales.items())
+    ]
+
+    kinds: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for lead in status.values():
+        if lead["mql_at"] is not None:
+            kinds[lead["mql_kind"]][0] += 1
+            kinds[lead["mql_kind"]][1] += lead["sql_at"] is not None
+    metrics["mql_kinds"] = [
+        {"mql_kind": kind, "mqls": mqls, "became_sql": sqls, "sql_rate": sqls / mqls}
+        for kind, (mqls, sqls) in sorted(kinds.items())
+    ]
+
+    disqualified = [c for c in live if c["to_stage"] == "disqualified"]
+    reasons = _count_rows(
+        ((c["source"], c["reason"], c["from_stage"]) for c in disqualified),
+        ("source", "reason", "from_stage"),
+        (c["lead_id"] for c in disqualified),
+    )
+    metrics["disqualification_reasons"] = [
+        {**{k: v for k, v in row.items() if k != "entries"}, "disqualifications": row["entries"]}
+        for row in reasons
+    ]
+    for row in metrics["disqualification_reasons"]:
+        row["leads"] = row.pop("leads")
+
+    data_time = max(c["occurred_at"] for c in live)
+    dropped: dict[str, int] = defaultdict(int)
+    for change in disqualified:
+        dropped[change["from_stage"]] += 1
+    bottlenecks = []
+    for position, (stage, following) in enumerate(itertools.pairwise(STAGES), 1):
+        entered = [lead for lead in status.values() if lead[f"{stage}_at"] is not None]
+        moved = [
+            _days(lead[f"{stage}_at"], lead[f"{following}_at"])
+            for lead in entered
+            if lead[f"{following}_at"] is not None
+            and lead[f"{following}_at"] >= lead[f"{stage}_at"]
+        ]
+        waiting = [lead for lead in entered if lead["current_stage"] == stage]
+        bottlenecks.append(
+            {
+                "stage": stage,
+                "position": position,
+                "entered": len(entered),
+                "moved_on": len(moved),
+                "dropped": dropped.get(stage, 0),
+                "waiting": len(waiting),
+                "median_days_to_move_on": quantile(moved, 0.5),
+                "median_days_waiting": quantile(
+                    [_days(lead["stage_since"], data_time) for lead in waiting], 0.5
+                ),
+            }
+        )
+    metrics["bottlenecks"] = [row for row in bottlenecks if row["entered"]]
+
+    metrics["engagement_daily"] = [
+        {**{k: v for k, v in row.items() if k != "entries"}, "events": row["entries"]}
+        for row in _count_rows(
+            (
+                (e.occurred_at.date(), e.type, e.source or "(none)", e.campaign or "(none)")
+                for e in events.values()
+            ),
+            ("day", "event_type", "source", "campaign"),
+            (e.lead_id for e in events.values()),
+        )
+    ]
+    for row in metrics["engagement_daily"]:
+        row["leads"] = row.pop("leads")
+
+    mqls = {lead_id: lead for lead_id, lead in status.items() if lead["mql_at"] is not None}
+    done: dict[str, set[str]] = defaultdict(set)
+    for event in events.values():
+        lead = mqls.get(event.lead_id)
+        if lead is not None and event.occurred_at <= lead["mql_at"]:
+            done[event.type].add(event.lead_id)
+    all_sqls = sum(1 for lead in mqls.values() if lead["sql_at"] is not None)
+    feedback = []
+    for event_type, leads in sorted(done.items()):
+        sqls = sum(1 for lead_id in leads if mqls[lead_id]["sql_at"] is not None)
+        did_not = len(mqls) - len(leads)
+        feedback.append(
+            {
+                "event_type": event_type,
+                "mqls_did": len(leads),
+                "sqls_did": sqls,
+                "sql_rate_did": sqls / len(leads),
+                "mqls_did_not": did_not,
+                "sqls_did_not": all_sqls - sqls,
+                "sql_rate_did_not": (all_sqls - sqls) / did_not if did_not else None,
+            }
+        )
+    metrics["scoring_feedback"] = feedback
+    return metrics
+
+
+def normalised(metrics: dict[str, list[Row]]) -> dict[str, list[Row]]:
+    """Rows comparable across ClickHouse and Python: floats rounded, NaN as None, dates as text."""
+
+    def value(v: Any) -> Any:
+        if isinstance(v, float):
+            return None if math.isnan(v) else round(v, 6)
+        if isinstance(v, datetime | date):
+            return v.isoformat()[:10]
+        return v
+
+    return {
+        view: [{k: value(v) for k, v in row.items()} for row in rows]
+        for view, rows in metrics.items()
+    }
