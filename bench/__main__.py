@@ -7,6 +7,7 @@ import importlib
 
 BENCHMARKS = {
     "core": "bench.core",
+    "projector": "bench.projector",
 }
 
 

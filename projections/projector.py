@@ -92,6 +92,8 @@ class Projector:
         self.from_beginning = from_beginning
         self.topics = (settings.topics.stage_changes, settings.topics.events)
         self.stats = ProjectorStats()
+        self.assigned = threading.Event()
+        """Set once the consumer owns its partitions (joining a group takes a while)."""
         self._producer: KafkaProducer | None = None
 
     def run(

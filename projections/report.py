@@ -83,7 +83,7 @@ def print_report(metrics: Metrics, console: Console | None = None) -> None:
     console.print(_table("Funnel", _funnel_rows(metrics)))
     console.print(_table("Conversion (all cohorts)", conversion_summary(metrics)))
     console.print(_table("MQL kinds", metrics["mql_kinds"]))
-    console.print(_table("Bottlenecks", metrics["bottlenecks"]))
+    console.print(_table("Bottlenecks", _without_position(metrics["bottlenecks"])))
     console.print(_table("Disqualification reasons", _reasons(metrics)))
     console.print(_table("Purchase value", metrics["purchase_value"]))
     console.print(
@@ -98,7 +98,7 @@ def write_html(metrics: Metrics, path: Path, title: str = "leadflow funnel") -> 
         ("Funnel", _funnel_rows(metrics)),
         ("Conversion (all cohorts)", conversion_summary(metrics)),
         ("MQL kinds", metrics["mql_kinds"]),
-        ("Bottlenecks", metrics["bottlenecks"]),
+        ("Bottlenecks", _without_position(metrics["bottlenecks"])),
         ("Disqualification reasons", _reasons(metrics)),
         ("Purchase value", metrics["purchase_value"]),
         ("Sales cycle by source", metrics["sales_cycle"]),
@@ -133,6 +133,10 @@ def _funnel_rows(metrics: Metrics) -> list[Row]:
         rows.append({**row, "of_previous_stage": of_previous})
         if row["stage"] != "disqualified":
             previous = row["reached"]
+    return _without_position(rows)
+
+
+def _without_position(rows: list[Row]) -> list[Row]:
     return [{k: v for k, v in row.items() if k != "position"} for row in rows]
 
 
@@ -160,7 +164,17 @@ def _table(title: str, rows: list[Row]) -> Table:
     return table
 
 
-_TEXT_COLUMNS: Final = {"stage", "step", "source", "campaign", "reason", "from_stage"}
+_TEXT_COLUMNS: Final = {
+    "stage",
+    "step",
+    "source",
+    "campaign",
+    "reason",
+    "from_stage",
+    "event_type",
+    "mql_kind",
+    "currency",
+}
 
 
 def _cell(value: Any) -> str:

@@ -10,9 +10,10 @@ from typing import Any
 
 import orjson
 import pytest
+from rich.console import Console
 
 from projections.clickhouse import ClickHouseError, connect, migrate, migrations
-from projections.report import VIEWS, read_metrics, write_html
+from projections.report import VIEWS, print_report, read_metrics, write_html
 from projections.writer import ProjectionWriter, RejectedRecord, event_row, stage_change_row
 from streams.generator import generate
 from streams.rules import Rules
@@ -123,3 +124,18 @@ def test_the_html_report_is_one_self_contained_page(
     assert "http://" not in text and "https://" not in text  # opens offline
     for heading in ("Funnel", "Conversion", "Bottlenecks", "Scoring feedback"):
         assert f"<h2>{heading}" in text
+
+
+def test_the_terminal_report_shows_every_section(
+    clickhouse: Any, database: str, sample: tuple[list[dict[str, Any]], list[bytes]]
+) -> None:
+    events, changes = sample
+    ProjectionWriter(clickhouse, database).write(
+        [stage_change_row(c) for c in changes], [event_row(orjson.dumps(e)) for e in events]
+    )
+    console = Console(record=True, width=200)
+    print_report(read_metrics(clickhouse, database), console)
+    text = console.export_text()
+    for title in ("Funnel", "Conversion", "MQL kinds", "Bottlenecks", "Purchase value"):
+        assert title in text
+    assert "mql_to_sql" in text and "passive" in text
