@@ -8,6 +8,7 @@ import importlib
 BENCHMARKS = {
     "core": "bench.core",
     "projector": "bench.projector",
+    "collector": "bench.collector",
 }
 
 

@@ -35,6 +35,7 @@ from streams.rules import load_rules
 from streams.settings import (
     ClickHouseSettings,
     KafkaSettings,
+    PrivacySettings,
     ProjectorSettings,
     Settings,
     TopicSettings,
@@ -56,6 +57,7 @@ def _settings(bootstrap: str, workdir: Path, database: str) -> Settings:
         ),
         clickhouse=ClickHouseSettings(url=f"chdb://{workdir / 'clickhouse'}", database=database),
         projector=ProjectorSettings(group_id=f"{name}-projector", temp_dir=workdir / "tmp"),
+        privacy=PrivacySettings(hash_key="bench"),
     )
 
 

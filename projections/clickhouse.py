@@ -35,25 +35,28 @@ def connect(settings: ClickHouseSettings) -> Any:
 
     The embedded engine allows one data directory per process, and one process per directory."""
     try:
-        if settings.embedded:
-            return clickhouse_connect.get_client(
-                dsn=settings.url, tz_mode="aware", settings=CLIENT_SETTINGS
-            )
-        parts = urlsplit(settings.url)
-        secure = parts.scheme == "https"
-        return clickhouse_connect.get_client(
-            host=parts.hostname,
-            port=parts.port or (8443 if secure else 8123),
-            username=settings.username,
-            password=settings.password.get_secret_value() if settings.password else "",
-            secure=secure,
-            verify=settings.verify_tls,
-            ca_cert=str(settings.ca_cert) if settings.ca_cert else None,
-            tz_mode="aware",
-            settings=CLIENT_SETTINGS,
-        )
+        return clickhouse_connect.get_client(**client_arguments(settings))
     except Exception as exc:  # the drivers raise many kinds; the operator needs one message
         raise ClickHouseError(f"cannot open ClickHouse at {settings.url}: {exc}") from exc
+
+
+def client_arguments(settings: ClickHouseSettings) -> dict[str, Any]:
+    """`clickhouse_connect.get_client` keyword arguments for these settings."""
+    common = {"tz_mode": "aware", "settings": CLIENT_SETTINGS}
+    if settings.embedded:
+        return {"dsn": settings.url, **common}
+    parts = urlsplit(settings.url)
+    secure = parts.scheme == "https"
+    return {
+        "host": parts.hostname,
+        "port": parts.port or (8443 if secure else 8123),
+        "username": settings.username,
+        "password": settings.password.get_secret_value() if settings.password else "",
+        "secure": secure,
+        "verify": settings.verify_tls,
+        "ca_cert": str(settings.ca_cert) if settings.ca_cert else None,
+        **common,
+    }
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,14 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from projections.writer import ProjectionWriter, RejectedRecord, event_row, stage_change_row
+from projections.privacy import lead_id_for_storage
+from projections.writer import (
+    LEAD_ID,
+    ProjectionWriter,
+    RejectedRecord,
+    event_row,
+    stage_change_row,
+)
 from streams.codecs import dead_letter_headers
 from streams.kafka_clients import connection_config
 from streams.settings import Settings
@@ -88,6 +95,7 @@ class Projector:
     ) -> None:
         self.settings = settings
         self.writer = ProjectionWriter(client, settings.clickhouse.database)
+        self.stored_lead_id = lead_id_for_storage(settings.privacy)
         self.metrics = metrics or ProjectorMetrics()
         self.from_beginning = from_beginning
         self.topics = (settings.topics.stage_changes, settings.topics.events)
@@ -163,11 +171,12 @@ class Projector:
     def _add(self, batch: _Batch, topic: str, record: Any) -> None:
         try:
             if topic == self.settings.topics.stage_changes:
-                batch.stage_changes.append(stage_change_row(record.value, record.timestamp))
+                row = stage_change_row(record.value, record.timestamp)
+                batch.stage_changes.append(row)
             else:
-                batch.events.append(
-                    event_row(record.value, record.timestamp, self.settings.max_event_bytes)
-                )
+                row = event_row(record.value, record.timestamp, self.settings.max_event_bytes)
+                batch.events.append(row)
+            row[LEAD_ID] = self.stored_lead_id(row[LEAD_ID])
         except RejectedRecord as exc:
             batch.rejected += 1
             self._dead_letter(record, exc.reason)

@@ -49,6 +49,11 @@ EVENT_COLUMNS: Final = (
 )
 
 
+LEAD_ID: Final = 1
+"""Position of `lead_id` in both kinds of rows."""
+assert STAGE_CHANGE_COLUMNS[LEAD_ID] == EVENT_COLUMNS[LEAD_ID] == "lead_id"
+
+
 class RejectedRecord(ValueError):
     """A message the projector cannot turn into a row; `reason` says why."""
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import ssl
-from typing import Any, cast
+import asyncio
+from typing import Any
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.web import Request, Response, View
 
 from streams.agents import LeadQualifier
+from streams.kafka_clients import ssl_context
 from streams.metrics import PipelineMetrics
 from streams.rules import Rules
 from streams.settings import KafkaSettings, Settings
@@ -76,10 +77,15 @@ def create_app(
     async def qualify(stream: faust.StreamT[bytes]) -> None:
         # Ack only after the event is fully handled: Faust's automatic ack also fires when a
         # shutdown cancels the agent mid-event, which would commit an event never applied.
-        manual = cast(faust.Stream[bytes], stream).noack()
-        async for event in manual.events():
-            await qualifier.handle(event.message)
-            await manual.ack(event)
+        async for event in stream.events():
+            # Faust acks the current event even when a shutdown cancels the agent in the middle
+            # of it, and would then commit an event never applied: finish it first.
+            handling = asyncio.ensure_future(qualifier.handle(event.message))
+            try:
+                await asyncio.shield(handling)
+            except asyncio.CancelledError:
+                await asyncio.wait_for(handling, timeout=worker.session_timeout)
+                raise
 
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def measure_lag() -> None:
@@ -116,15 +122,8 @@ def _broker_workarounds(settings: Settings) -> dict[str, Any]:
 
 
 def _credentials(kafka: KafkaSettings) -> faust.auth.Credentials | None:
-    context = None
-    if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(
-            cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None
-        )
-        if kafka.ssl_certfile:
-            context.load_cert_chain(
-                str(kafka.ssl_certfile), str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None
-            )
+    """Faust's credentials for the connection settings (same TLS context as the other clients)."""
+    context = ssl_context(kafka) if kafka.security_protocol in ("SSL", "SASL_SSL") else None
     if kafka.sasl_mechanism is not None:
         password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
         return faust.SASLCredentials(

@@ -295,6 +295,21 @@ def project(
 
 
 @app.command()
+def collect() -> None:
+    """Serve the Segment-compatible tracking API and the CRM webhook (LEADFLOW_COLLECTOR__*)."""
+    import asyncio
+    import logging
+
+    from streams.collector import run_collector
+    from streams.kafka_clients import create_topics
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = Settings()
+    create_topics(settings)
+    asyncio.run(run_collector(settings, _rules(None, settings)))
+
+
+@app.command()
 def rebuild() -> None:
     """Drop the funnel tables and project both topics again from their first offset.
 

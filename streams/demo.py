@@ -8,6 +8,7 @@ everything it started.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import threading
 import time
@@ -35,6 +36,7 @@ from streams.rules import Rules
 from streams.settings import (
     ClickHouseSettings,
     KafkaSettings,
+    PrivacySettings,
     ProjectorSettings,
     Settings,
     WorkerSettings,
@@ -56,6 +58,8 @@ def local_pipeline(workdir: Path, console: Console) -> Iterator[tuple[Settings, 
             ),
             clickhouse=ClickHouseSettings(url=f"chdb://{(workdir / 'clickhouse').resolve()}"),
             projector=ProjectorSettings(temp_dir=workdir / "projector-tmp"),
+            # A fresh key per run: the demo's ClickHouse holds no lead id in clear.
+            privacy=PrivacySettings(hash_key=secrets.token_hex(16)),
         )
         worker = WorkerProcess(
             env=environment_of(settings),

@@ -3,6 +3,7 @@ client configuration (bootstrap servers, SASL, TLS)."""
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from streams.settings import KafkaSettings, Settings, TopicSettings
@@ -26,6 +27,35 @@ def connection_config(kafka: KafkaSettings) -> dict[str, Any]:
         if value is not None:
             config[name] = str(value)
     return config
+
+
+def aiokafka_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """aiokafka keyword arguments for the same connection settings (TLS as an SSL context)."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": kafka.servers,
+        "client_id": kafka.client_id,
+        "security_protocol": kafka.security_protocol,
+    }
+    if kafka.sasl_mechanism is not None:
+        config["sasl_mechanism"] = kafka.sasl_mechanism
+        config["sasl_plain_username"] = kafka.sasl_username
+        config["sasl_plain_password"] = (
+            kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+        )
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        config["ssl_context"] = ssl_context(kafka)
+    return config
+
+
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
+    """A TLS context that trusts `ssl_cafile` (or the system store) and presents the client
+    certificate when one is configured."""
+    context = ssl.create_default_context(cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None)
+    if kafka.ssl_certfile:
+        context.load_cert_chain(
+            str(kafka.ssl_certfile), str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None
+        )
+    return context
 
 
 def topic_specs(topics: TopicSettings) -> dict[str, dict[str, str]]:

@@ -8,6 +8,7 @@ the offending key, never half-way through a stream.
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from functools import cached_property
 from importlib import resources
@@ -135,6 +136,30 @@ class EngagementRules(_Section):
         return value
 
 
+class CollectorRules(_Section):
+    """How the HTTP collector turns tracker messages into events (see `streams/segment.py`)."""
+
+    pricing_url_pattern: str = "/pricing"
+    """A `page` whose URL matches this regular expression is a `pricing_page_view`."""
+    track_events: dict[str, str] = {}
+    """Segment `track` event name -> leadflow event type."""
+
+    @field_validator("pricing_url_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @field_validator("track_events")
+    @classmethod
+    def _known_types(cls, value: dict[str, str]) -> dict[str, str]:
+        _check_known(value.values(), EVENT_TYPES, "event type")
+        return value
+
+
 class Rules(_Section):
     """The whole rules file, validated. `rules_version` is what stage changes cite."""
 
@@ -145,6 +170,7 @@ class Rules(_Section):
     fit: FitRules
     exclusions: ExclusionRules = ExclusionRules()
     engagement: EngagementRules
+    collector: CollectorRules = CollectorRules()
     content_digest: str = Field(default="", exclude=True)
 
     @cached_property

@@ -7,6 +7,7 @@ Nothing else in leadflow reads the environment.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -140,6 +141,39 @@ class ProjectorSettings(_Section):
     )
 
 
+class CollectorSettings(_Section):
+    """`leadflow collect`: the HTTP edge for trackers (Segment API) and the CRM (webhook)."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8088
+    write_keys: tuple[SecretStr, ...] = Field(
+        default=(), description="Accepted Segment write keys (JSON list in the environment)."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key of the CRM webhook's signature header."
+    )
+    max_in_flight_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=16 * 1024 * 1024,
+        description="Events waiting for broker acks; past it, requests get 503 and retry.",
+    )
+    publish_timeout: Annotated[float, Field(gt=0)] = Field(
+        default=10.0, description="Seconds to wait for the broker's acks before answering 503."
+    )
+
+
+class PrivacySettings(_Section):
+    """How direct identifiers reach ClickHouse."""
+
+    hash_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the HMAC that replaces lead ids in ClickHouse. Required unless "
+        "clear_identifiers is true.",
+    )
+    clear_identifiers: bool = Field(
+        default=False, description="Opt in to storing lead ids in clear in ClickHouse."
+    )
+
+
 class Settings(BaseSettings):
     """Every setting leadflow has. Build it once at start-up and pass it down."""
 
@@ -159,6 +193,8 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     projector: ProjectorSettings = ProjectorSettings()
+    collector: CollectorSettings = CollectorSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
 
 def environment_of(settings: BaseModel, prefix: str = "LEADFLOW_") -> dict[str, str]:
@@ -171,6 +207,10 @@ def environment_of(settings: BaseModel, prefix: str = "LEADFLOW_") -> dict[str, 
         key = f"{prefix}{name.upper()}"
         if isinstance(value, BaseModel):
             variables.update(environment_of(value, f"{key}__"))
+        elif isinstance(value, tuple):
+            if value != field_info.default:
+                items = [v.get_secret_value() if isinstance(v, SecretStr) else v for v in value]
+                variables[key] = json.dumps(items)
         elif value != field_info.default and value is not None:
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()

@@ -70,6 +70,7 @@ class Pipeline:
             LEADFLOW_CLICKHOUSE__URL=f"chdb://{self.workdir / f'clickhouse-{label}'}",
             LEADFLOW_PROJECTOR__GROUP_ID=f"{self.name}-projector-{label}",
             LEADFLOW_PROJECTOR__TEMP_DIR=str(self.workdir / f"projector-tmp-{label}"),
+            LEADFLOW_PRIVACY__HASH_KEY="integration-test-key",
             **extra,
         )
 

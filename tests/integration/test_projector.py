@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -141,3 +142,26 @@ def test_rebuild_from_the_topics_equals_the_live_projection(
     rebuild = streamed.pipeline.command(["rebuild"], streamed.live_env, "rebuild").start()
     assert rebuild.wait(timeout=180) == 0
     assert report(streamed.live_env) == before == streamed.expected
+
+
+def test_clickhouse_holds_keyed_hashes_not_lead_ids(streamed: Streamed) -> None:
+    script = (
+        "from projections.clickhouse import connect\n"
+        "from streams.settings import Settings\n"
+        "s = Settings()\n"
+        "c = connect(s.clickhouse)\n"
+        "for table in ('stage_changes', 'events'):\n"
+        "    print(c.query(f\"SELECT countIf(lead_id LIKE 'lead-%'), count(), "
+        'min(length(lead_id)) FROM {s.clickhouse.database}.{table}").result_rows[0])\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env_with_path(streamed.live_env),
+        capture_output=True,
+        timeout=120,
+        check=True,
+        text=True,
+    )
+    for line in done.stdout.splitlines():
+        in_clear, rows, shortest = ast.literal_eval(line)
+        assert in_clear == 0 and rows > 0 and shortest == 32, line

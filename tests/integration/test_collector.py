@@ -1,0 +1,375 @@
+"""The HTTP collector as a real server on 127.0.0.1, in front of the real broker."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import hmac
+import json
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.local_broker import LocalBroker, free_port
+from streams.local_pipeline import LeadflowProcess
+from tests.integration.harness import Pipeline
+from tests.waiting import wait_for
+
+WRITE_KEY = "test-write-key"
+WEBHOOK_SECRET = "test-webhook-secret"
+
+
+@dataclass
+class Server:
+    pipeline: Pipeline
+    url: str
+    process: LeadflowProcess
+
+    def post(
+        self,
+        path: str,
+        body: bytes | dict[str, Any] | list[Any],
+        headers: dict[str, str] | None = None,
+        write_key: str | None = WRITE_KEY,
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        data = body if isinstance(body, bytes) else orjson.dumps(body)
+        request = urllib.request.Request(self.url + path, data=data, method="POST")
+        request.add_header("Content-Type", "application/json")
+        if write_key is not None:
+            token = base64.b64encode(f"{write_key}:".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, orjson.loads(response.read()), dict(response.headers)
+        except urllib.error.HTTPError as error:
+            return error.code, orjson.loads(error.read() or b"{}"), dict(error.headers)
+
+    def events(self) -> list[dict[str, Any]]:
+        return [orjson.loads(v) for v in self.reader.values()]
+
+    @property
+    def reader(self) -> Any:
+        if not hasattr(self, "_reader"):
+            self._reader = self.pipeline.reader(self.pipeline.settings.topics.events)
+        return self._reader
+
+
+def start_collector(pipeline: Pipeline, **extra: str) -> Server:
+    port = free_port()
+    env = pipeline.env(
+        LEADFLOW_COLLECTOR__PORT=str(port),
+        LEADFLOW_COLLECTOR__WRITE_KEYS=json.dumps([WRITE_KEY, "another-key"]),
+        LEADFLOW_COLLECTOR__WEBHOOK_SECRET=WEBHOOK_SECRET,
+        **extra,
+    )
+    process = pipeline.command(["collect"], env, f"collector-{port}").start()
+    server = Server(pipeline, f"http://127.0.0.1:{port}", process)
+
+    def healthy() -> bool:
+        assert not process.exited, f"the collector exited (log: {process.log_path})"
+        try:
+            with urllib.request.urlopen(server.url + "/health", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    wait_for(healthy, bool, timeout=60, what="the collector to answer")
+    return server
+
+
+@pytest.fixture
+def server(pipeline: Pipeline) -> Iterator[Server]:
+    started = start_collector(pipeline)
+    yield started
+    started.process.stop()
+
+
+def segment_message(kind: str, lead: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "messageId": str(uuid.uuid4()),
+        "userId": lead,
+        "timestamp": "2026-03-01T12:00:00Z",
+        **fields,
+    }
+
+
+def test_the_official_segment_client_works_unchanged_and_moves_stages(
+    pipeline: Pipeline, server: Server
+) -> None:
+    from segment.analytics import Client
+
+    errors: list[Any] = []
+    client = Client(
+        WRITE_KEY, host=server.url, sync_mode=True, max_retries=0, on_error=errors.append
+    )
+    lead = f"lead-{uuid.uuid4().hex[:6]}"
+    client.identify(
+        lead,
+        {
+            "email": "ana@acme-corp.example",
+            "title": "VP Marketing",
+            "company": {"name": "Acme Corp", "employee_count": 800},
+            "industry": "software",
+        },
+        timestamp=_at(0),
+    )
+    client.page(
+        lead, name="Pricing", properties={"url": "https://x.example/pricing"}, timestamp=_at(1)
+    )
+    client.track(
+        lead, "Whitepaper Downloaded", {"content_category": "whitepaper"}, timestamp=_at(2)
+    )
+    client.track(lead, "Demo Requested", timestamp=_at(3))
+    client.flush()
+    assert errors == []
+
+    events = wait_for(
+        lambda: [e for e in server.events() if e["lead_id"] == lead],
+        lambda found: len(found) == 4,
+        timeout=30,
+        what="the four messages on the events topic",
+    )
+    assert [e["type"] for e in events] == [
+        "profile_updated",
+        "pricing_page_view",
+        "content_download",
+        "demo_request",
+    ]
+    assert events[0]["properties"]["company_size"] == 800
+    worker = pipeline.worker().start()
+    try:
+        stages = pipeline.reader(pipeline.settings.topics.stage_changes)
+        changes = wait_for(
+            lambda: [orjson.loads(v) for v in stages.values()],
+            lambda found: any(c["to_stage"] == "mql" for c in found),
+            timeout=120,
+            what="the lead to become an MQL",
+        )
+    finally:
+        worker.kill()
+    assert [c["to_stage"] for c in changes] == ["subscriber", "lead", "mql"]
+    assert changes[-1]["mql_kind"] == "active"
+
+
+def _at(minute: int) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime(2026, 3, 1, 12, minute, tzinfo=UTC)
+
+
+def test_every_endpoint_and_alias_maps_its_message(server: Server) -> None:
+    lead = f"lead-{uuid.uuid4().hex[:6]}"
+    sent = {
+        "/v1/identify": segment_message("identify", lead, traits={"email": "a@b.example"}),
+        "/v1/i": segment_message("identify", lead, traits={"title": "CTO"}),
+        "/v1/page": segment_message("page", lead, properties={"url": "https://x.example/docs"}),
+        "/v1/p": segment_message("page", lead, context={"page": {"url": "https://x/pricing"}}),
+        "/v1/track": segment_message("track", lead, event="Newsletter Subscribed"),
+        "/v1/t": segment_message("track", lead, event="Webinar Attended"),
+    }
+    for path, message in sent.items():
+        status, body, _ = server.post(path, message)
+        assert (status, body) == (200, {"success": True}), path
+    batch = [segment_message("track", lead, event="Email Clicked") for _ in range(3)]
+    compressed = gzip.compress(orjson.dumps({"batch": batch}))
+    status, _, _ = server.post("/v1/batch", compressed, {"Content-Encoding": "gzip"})
+    assert status == 200
+    events = wait_for(
+        lambda: [e for e in server.events() if e["lead_id"] == lead],
+        lambda found: len(found) == 9,
+        timeout=30,
+        what="nine events",
+    )
+    assert [e["type"] for e in events] == [
+        "profile_updated",
+        "profile_updated",
+        "page_view",
+        "pricing_page_view",
+        "newsletter_subscribe",
+        "webinar_attended",
+        "email_click",
+        "email_click",
+        "email_click",
+    ]
+    assert [e["event_id"] for e in events[:6]] == [m["messageId"] for m in sent.values()]
+
+
+def test_auth_failures_publish_nothing(server: Server) -> None:
+    lead = f"lead-{uuid.uuid4().hex[:6]}"
+    message = segment_message("track", lead, event="Demo Requested")
+    assert server.post("/v1/track", message, write_key="wrong")[0] == 401
+    assert server.post("/v1/track", message, write_key=None)[0] == 401
+    assert (
+        server.post("/v1/track", message, {"Authorization": "Basic !!!"}, write_key=None)[0] == 401
+    )
+    crm = orjson.dumps(
+        {
+            "event_id": str(uuid.uuid4()),
+            "lead_id": lead,
+            "type": "sales_contacted",
+            "occurred_at": "2026-03-02T10:00:00Z",
+            "properties": {"channel": "call"},
+        }
+    )
+    assert server.post("/v1/crm/events", crm, {"X-Leadflow-Signature": "sha256=00"})[0] == 401
+    assert server.post("/v1/crm/events", crm, write_key=None)[0] == 401
+    signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), crm, hashlib.sha256).hexdigest()
+    status, _, _ = server.post("/v1/crm/events", crm, {"X-Leadflow-Signature": signature})
+    assert status == 200
+    # Only the signed CRM event arrived; everything refused above published nothing.
+    events = wait_for(
+        lambda: [e for e in server.events() if e["lead_id"] == lead],
+        lambda found: len(found) >= 1,
+        timeout=30,
+        what="the signed CRM event",
+    )
+    assert [e["type"] for e in events] == ["sales_contacted"]
+
+
+def test_oversized_and_malformed_bodies_get_400_with_the_reason(server: Server) -> None:
+    lead = "lead-big"
+    big = segment_message("track", lead, event="Demo Requested", properties={"x": "y" * 33_000})
+    status, body, _ = server.post("/v1/track", big)
+    assert (status, body["code"]) == (400, "too_large")
+    batch = [
+        segment_message("track", lead, event="Email Opened", properties={"x": "y" * 20_000})
+        for _ in range(30)
+    ]
+    status, body, _ = server.post("/v1/batch", {"batch": batch})
+    assert (status, body["code"]) == (400, "too_large")
+    bomb = gzip.compress(b'{"batch": [' + b" " * 5_000_000 + b"]}")
+    status, body, _ = server.post("/v1/batch", bomb, {"Content-Encoding": "gzip"})
+    assert (status, body["code"]) == (400, "too_large")
+    status, body, _ = server.post("/v1/track", b"{not json")
+    assert (status, body["code"]) == (400, "invalid_json")
+    status, body, _ = server.post("/v1/track", {**segment_message("track", lead), "event": ""})
+    assert status == 400 and "event" in body["message"]
+    no_id = segment_message("identify", lead)
+    del no_id["messageId"]
+    status, body, _ = server.post("/v1/identify", no_id)
+    assert (status, body["message"]) == (400, "message 0: missing field 'messageId'")
+    bad_time = segment_message("track", lead, event="Demo Requested", timestamp="yesterday")
+    status, body, _ = server.post("/v1/track", bad_time)
+    assert status == 400 and "occurred_at" in body["message"]
+
+
+def test_a_track_name_without_a_mapping_goes_to_the_dead_letter_topic(
+    pipeline: Pipeline, server: Server
+) -> None:
+    message = segment_message("track", "lead-x", event="Logged In")
+    assert server.post("/v1/track", message)[0] == 200
+    dead = pipeline.reader(pipeline.settings.topics.dead_letter)
+    records = wait_for(dead.poll, lambda found: len(found) == 1, timeout=30, what="a dead letter")
+    headers = {name: value.decode() for name, value in records[0].headers}
+    assert orjson.loads(records[0].value)["messageId"] == message["messageId"]
+    assert headers["leadflow-kind"] == "unmapped"
+    assert "Logged In" in headers["leadflow-reason"]
+
+
+_int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+_json = st.recursive(
+    st.none() | st.booleans() | _int64 | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_segment_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["track", "identify", "page", "t", "x"]),
+        "messageId": st.text(max_size=8) | _int64,
+        "userId": st.text(max_size=8) | _int64 | st.none(),
+        "anonymousId": st.text(max_size=8),
+        "timestamp": st.text(max_size=25) | st.just("2026-03-01T12:00:00Z"),
+        "event": st.sampled_from(["Demo Requested", "Deal Won", "", "Nope"]) | _int64,
+        "properties": _json,
+        "traits": _json,
+        "context": _json,
+    },
+)
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    path=st.sampled_from(["/v1/track", "/v1/identify", "/v1/page", "/v1/batch", "/v1/t"]),
+    body=_segment_like.map(orjson.dumps)
+    | _json.map(orjson.dumps)
+    | st.binary(max_size=200)
+    | st.just(b'{"type": "track", "messageId": "m", "userId": 123456789012345678901234567890}')
+    | st.lists(_segment_like, max_size=3).map(lambda b: orjson.dumps({"batch": b})),
+)
+def test_fuzzed_requests_never_get_a_500(fuzz_server: Server, path: str, body: bytes) -> None:
+    status, answer, _ = fuzz_server.post(path, body)
+    assert status in (200, 400), (status, answer)
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    pipeline = Pipeline(broker.bootstrap_servers, tmp_path_factory.mktemp("fuzz"))
+    started = start_collector(pipeline)
+    yield started
+    started.process.stop()
+    assert not started.process.process or started.process.process.returncode == 0
+    pipeline.close()
+
+
+def test_a_burst_beyond_the_in_flight_budget_gets_503_not_memory(pipeline: Pipeline) -> None:
+    server = start_collector(pipeline, LEADFLOW_COLLECTOR__MAX_IN_FLIGHT_BYTES="4000")
+    try:
+        batches = [
+            [segment_message("track", f"lead-{i}-{j}", event="Email Opened") for j in range(10)]
+            for i in range(60)
+        ]
+        with ThreadPoolExecutor(max_workers=30) as pool:
+            answers = list(pool.map(lambda b: server.post("/v1/batch", {"batch": b}), batches))
+        statuses = [status for status, _, _ in answers]
+        assert set(statuses) <= {200, 503} and statuses.count(503) > 0, statuses
+        assert all(headers.get("Retry-After") == "1" for s, _, headers in answers if s == 503)
+        accepted = {
+            m["messageId"]
+            for batch, (s, _, _) in zip(batches, answers, strict=True)
+            if s == 200
+            for m in batch
+        }
+        wait_for(
+            lambda: {e["event_id"] for e in server.events()},
+            lambda found: accepted <= found,
+            timeout=30,
+            what="every acknowledged event on the topic",
+        )
+    finally:
+        server.process.stop()
+
+
+def test_a_broker_failure_answers_503_so_the_client_retries(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    workdir = tmp_path_factory.mktemp("doomed")
+    with LocalBroker(log_path=workdir / "broker.log") as doomed:
+        pipeline = Pipeline(doomed.bootstrap_servers, workdir)
+        server = start_collector(pipeline, LEADFLOW_COLLECTOR__PUBLISH_TIMEOUT="2")
+        message = segment_message("track", "lead-1", event="Demo Requested")
+        assert server.post("/v1/track", message)[0] == 200
+    try:
+        status, body, headers = server.post(
+            "/v1/track", segment_message("track", "lead-1", event="Demo Requested")
+        )
+        assert (status, body["code"], headers.get("Retry-After")) == (503, "unavailable", "1")
+    finally:
+        server.process.stop()
