@@ -9,6 +9,7 @@ BENCHMARKS = {
     "core": "bench.core",
     "projector": "bench.projector",
     "collector": "bench.collector",
+    "stream": "bench.stream",
 }
 
 

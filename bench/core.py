@@ -75,7 +75,7 @@ def main(quick: bool = False) -> None:
         replayer = Replayer(rules)
         for item in replayer.run(lines):
             if not isinstance(item, tuple) or len(item) != 2:
-                encode_change(item)  # type: ignore[arg-type]
+                encode_change(item)
 
     print(f"core: {count:,} generated events of {leads:,} leads, best of {ROUNDS} rounds")
     base = best_of(ROUNDS, baseline)

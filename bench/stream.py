@@ -1,0 +1,202 @@
+"""Stream pipeline throughput and publish-to-stage-change latency, on the local broker.
+
+- raw limit: aiokafka consuming the events and producing each one again, unchanged (acks=all,
+  the worker's batch setting), no processing;
+- end to end: the same events pre-published, a `leadflow worker` subprocess started, timed from
+  the moment it owns its partitions until the stage-change topic holds what replay predicts;
+- latency: with the worker running, events published at a steady rate; for each stage change,
+  its record's timestamp minus the timestamp of the event record that caused it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streams.generator import generate
+from streams.kafka_clients import aiokafka_config, create_topics
+from streams.local_broker import LocalBroker, free_port
+from streams.local_pipeline import TopicReader, WorkerProcess
+from streams.publish import make_producer, publish_events
+from streams.replay import BadLine, Replayer
+from streams.rules import load_rules
+from streams.settings import KafkaSettings, Settings, TopicSettings, WorkerSettings, environment_of
+
+RATE = 5_000  # events/s for the latency run
+
+
+def _settings(bootstrap: str, workdir: Path) -> Settings:
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    return Settings(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap),
+        topics=TopicSettings(
+            events=f"{name}.events",
+            stage_changes=f"{name}.stage-changes",
+            dead_letter=f"{name}.dead-letter",
+        ),
+        worker=WorkerSettings(
+            app_id=name,
+            data_dir=workdir / name,
+            web_port=free_port(),
+            single_record_batches=True,  # what the local broker needs (README, operations)
+        ),
+    )
+
+
+async def _raw_copy(settings: Settings, count: int) -> float:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.structs import TopicPartition
+
+    consumer = AIOKafkaConsumer(**aiokafka_config(settings.kafka), enable_auto_commit=False)
+    producer = AIOKafkaProducer(
+        **aiokafka_config(settings.kafka), acks="all", max_batch_size=1, linger_ms=0
+    )
+    await consumer.start()
+    await producer.start()
+    try:
+        partitions = [
+            TopicPartition(settings.topics.events, p) for p in range(settings.topics.partitions)
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning()
+        copied, pending, started = 0, [], None
+        while copied < count:
+            batches = await consumer.getmany(timeout_ms=500, max_records=2_000)
+            for records in batches.values():
+                started = started or time.perf_counter()
+                for record in records:
+                    pending.append(
+                        await producer.send(
+                            settings.topics.dead_letter, value=record.value, key=record.key
+                        )
+                    )
+                copied += len(records)
+        await asyncio.gather(*pending)
+        return time.perf_counter() - (started or time.perf_counter())
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def _end_to_end(settings: Settings, workdir: Path, events: int, expected: int) -> float:
+    worker = WorkerProcess(
+        env=environment_of(settings),
+        port=settings.worker.web_port,
+        log_path=workdir / "worker-throughput.log",
+    ).start()
+    reader = TopicReader(
+        settings.kafka.bootstrap_servers, settings.topics.stage_changes, settings.topics.partitions
+    )
+    try:
+        worker.wait_assigned(timeout=90)
+        started = time.perf_counter()
+        deadline = time.monotonic() + 600
+        while len(reader.values()) < expected:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the worker did not finish within 600s")
+        return time.perf_counter() - started
+    finally:
+        worker.stop()
+        reader.close()
+
+
+def _latency(bootstrap: str, workdir: Path, documents: list[dict[str, object]], rate: float) -> str:
+    settings = _settings(bootstrap, workdir)
+    create_topics(settings)
+    worker = WorkerProcess(
+        env=environment_of(settings),
+        port=settings.worker.web_port,
+        log_path=workdir / "worker-latency.log",
+    ).start()
+    changes = TopicReader(bootstrap, settings.topics.stage_changes, settings.topics.partitions)
+    inputs = TopicReader(bootstrap, settings.topics.events, settings.topics.partitions)
+    try:
+        worker.wait_assigned(timeout=90)
+        producer = make_producer(settings, linger_ms=0)
+        started = time.perf_counter()
+        for index, document in enumerate(documents):
+            delay = started + index / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            value = orjson.dumps(document)
+            producer.send(
+                settings.topics.events, key=str(document["lead_id"]).encode(), value=value
+            )
+        producer.flush()
+        achieved = len(documents) / (time.perf_counter() - started)
+        producer.close()
+        sent_at = {
+            orjson.loads(m.value)["event_id"]: m.timestamp for m in _all(inputs, len(documents))
+        }
+        deadline = time.monotonic() + 120
+        while not (changes.poll() and _quiet(changes)) and time.monotonic() < deadline:
+            pass
+        lags = [
+            record.timestamp - sent_at[orjson.loads(record.value)["causation_event_id"]]
+            for record in changes.poll()
+        ]
+    finally:
+        worker.stop()
+        changes.close()
+        inputs.close()
+    cuts = statistics.quantiles(lags, n=100)
+    return (
+        f"  latency at {achieved:,.0f} events/s published ({len(documents):,} events, "
+        f"{len(lags):,} stage changes): p50 {cuts[49]:,.0f} ms, p99 {cuts[98]:,.0f} ms, "
+        f"max {max(lags):,.0f} ms"
+    )
+
+
+def _all(reader: TopicReader, count: int) -> list[Any]:
+    deadline = time.monotonic() + 60
+    while len(reader.poll()) < count and time.monotonic() < deadline:
+        pass
+    return reader.messages
+
+
+def _quiet(reader: TopicReader, seconds: float = 2.0) -> bool:
+    """Nothing new arrived for `seconds`."""
+    before = len(reader.messages)
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        if len(reader.poll()) != before:
+            return False
+    return True
+
+
+def main(quick: bool = False) -> None:
+    leads = 1_000 if quick else 4_000
+    documents = generate(leads, seed=9)
+    expected = sum(
+        1
+        for item in Replayer(load_rules()).run(orjson.dumps(d) for d in documents)
+        if not isinstance(item, BadLine)
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
+    print(f"stream: {len(documents):,} events of {leads:,} leads, local broker, one worker")
+    with LocalBroker(log_path=workdir / "broker.log") as broker:
+        settings = _settings(broker.bootstrap_servers, workdir)
+        create_topics(settings)
+        publish_events(documents, settings)
+        raw_seconds = asyncio.run(_raw_copy(settings, len(documents)))
+        e2e_seconds = _end_to_end(settings, workdir, len(documents), expected)
+        raw_rate, e2e_rate = len(documents) / raw_seconds, len(documents) / e2e_seconds
+        print(f"  raw aiokafka consume+produce       {raw_rate:>8,.0f} events/s  (1.00)")
+        print(
+            f"  end to end (worker, from assigned)  {e2e_rate:>8,.0f} events/s  "
+            f"({e2e_rate / raw_rate:.2f} of raw; goal >= 0.50)"
+        )
+        seconds = 4 if quick else 10
+        print(_latency(broker.bootstrap_servers, workdir, documents[: RATE * seconds], RATE))
+        # Below saturation the latency is the pipeline's own, not the backlog's.
+        half = e2e_rate / 2
+        sample = documents[: int(half * seconds)]
+        print(_latency(broker.bootstrap_servers, workdir, sample, half))
+        print("  goal: p99 < 50 ms at 5,000 events/s")
