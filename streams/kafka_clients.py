@@ -74,7 +74,10 @@ def topic_specs(topics: TopicSettings) -> dict[str, dict[str, str]]:
 
 
 def create_topics(settings: Settings) -> list[str]:
-    """Create leadflow's topics that do not exist yet; return the names created."""
+    """Create leadflow's topics that do not exist yet; return the names this call created.
+
+    Safe to run from several processes at once."""
+    from kafka import errors as Errors
     from kafka.admin import KafkaAdminClient, NewTopic
 
     admin = KafkaAdminClient(**connection_config(settings.kafka))
@@ -90,8 +93,18 @@ def create_topics(settings: Settings) -> list[str]:
             for name, configs in topic_specs(settings.topics).items()
             if name not in existing
         ]
-        if missing:
-            admin.create_topics(missing)
-        return [topic.name for topic in missing]
+        if not missing:
+            return []
+        response = admin.create_topics(missing, raise_errors=False)
     finally:
         admin.close()
+    created = []
+    for result in response["topics"]:
+        error = Errors.for_code(result["error_code"])
+        # Workers started together race to create the same topics: losing that race is fine.
+        if error is Errors.TopicAlreadyExistsError:
+            continue
+        if error is not Errors.NoError:
+            raise error(f"cannot create topic {result['name']}: {result['error_message']}")
+        created.append(result["name"])
+    return created
