@@ -4,9 +4,14 @@ Delivery is at least once, and exactly once in effect:
 - an event that produces stage changes waits for the broker to acknowledge them before the lead's
   new state is written to the table, so a crash can never keep a state whose changes were lost
   (the event is processed again and sends the same bytes again, same `change_id`);
-- Faust flushes the producer before it commits offsets, so a committed offset means every change,
-  dead letter and state written for the events before it is durable;
-- the core ignores an event_id the lead already accepted, so redelivered events change nothing.
+- `handle` returns the acknowledgement of the state's changelog record, and the agent acks the
+  event (lets Faust commit its offset) only once that resolves. Faust's own flush before a
+  commit cannot be trusted for this: its producer buffer's `flush()` returns after 0.1 s without
+  progress even when records are still waiting, so offsets could be committed ahead of the
+  changelog, and a worker rebuilding from it would miss those states;
+- the core ignores an event_id the lead already accepted, so redelivered events change nothing,
+  except that the lead's state is written again: the crash that caused the redelivery may have
+  lost the changelog record of the state the local store already had.
 """
 
 from __future__ import annotations
@@ -52,7 +57,9 @@ Send = Callable[..., Awaitable[Awaitable[Any]]]
 
 class LeadTable(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
-    def __setitem__(self, key: bytes, value: bytes) -> None: ...
+    def put(self, key: bytes, value: bytes) -> asyncio.Future[Any]:
+        """Store `value` and return the acknowledgement of its changelog record."""
+        ...
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -77,8 +84,11 @@ class LeadQualifier:
     positions: dict[int, int] = field(default_factory=dict)
     """The last offset handled, per partition of the events topic."""
 
-    async def handle(self, message: Message) -> None:
-        """Apply one consumed message. Never raises for bad input: that goes to the dead letters."""
+    async def handle(self, message: Message) -> asyncio.Future[Any] | None:
+        """Apply one consumed message; return the acknowledgement of the lead state it wrote, if
+        it wrote one (everything else is acknowledged on return).
+
+        Never raises for bad input: that goes to the dead letters."""
         self.metrics.events_received.inc()
         self.positions[message.partition] = message.offset
         raw = message.value or b""
@@ -87,7 +97,7 @@ class LeadQualifier:
         except InvalidEventError as exc:
             kind = "too_large" if exc.reason.startswith("message too large") else "invalid_event"
             await self.dead_letter(message, kind, exc.reason)
-            return
+            return None
         lead_key = event.lead_id.encode()
         home = partition_for(lead_key, self.partitions)
         if home != message.partition:
@@ -95,7 +105,7 @@ class LeadQualifier:
             # on `home`. Forward it unchanged; the worker that owns `home` applies it.
             await (await self.send_event(key=lead_key, value=raw, partition=home))
             self.metrics.rerouted.inc()
-            return
+            return None
         stored = self.table.get(lead_key)
         state = decode_state(stored) if stored is not None else None
         try:
@@ -103,10 +113,11 @@ class LeadQualifier:
         except Exception as exc:  # a bug must not stop the pipeline: keep the event for replay
             log.exception("the core failed on event %s", event.event_id)
             await self.dead_letter(message, "internal_error", f"{type(exc).__name__}: {exc}")
-            return
+            return None
         if decision.duplicate:
             self.metrics.duplicates.inc()
-            return
+            assert stored is not None  # only a known lead has seen an event before
+            return self.table.put(lead_key, stored)
         if decision.changes:
             acknowledgements = [
                 await self.send_change(key=lead_key, value=encode_change(change))
@@ -117,10 +128,11 @@ class LeadQualifier:
                 self.metrics.stage_changes.labels(
                     "retracted" if change.retracted else change.to_stage
                 ).inc()
-        self.table[lead_key] = encode_state(decision.state)
+        written = self.table.put(lead_key, encode_state(decision.state))
         self.metrics.events_applied.inc()
         if message.timestamp:
             self.metrics.latency.observe(max(0.0, time.time() - message.timestamp))
+        return written
 
     async def dead_letter(self, message: Message, kind: str, reason: str) -> None:
         """Keep the original bytes, with where they came from and why they were rejected."""

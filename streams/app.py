@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.types import TP, FutureMessage
 from faust.web import Request, Response, View
 
 from streams.agents import LeadQualifier
@@ -55,13 +57,16 @@ def create_app(
     stage_changes = app.topic(topics.stage_changes, **raw)
     dead_letters = app.topic(topics.dead_letter, **raw)
     # A table derives its (raw) serializers from its key and value types.
-    leads = app.Table(
-        LEADS_TABLE,
+    leads = LeadStateTable(
+        app,
+        name=LEADS_TABLE,
+        beacon=app.tables.beacon,
         partitions=topics.partitions,
         help="Per-lead state.",
         key_type=bytes,
         value_type=bytes,
     )
+    app.tables.add(leads)
     qualifier = LeadQualifier(
         rules=rules,
         table=leads,
@@ -75,17 +80,21 @@ def create_app(
 
     @app.agent(events, name="qualify", concurrency=1)
     async def qualify(stream: faust.StreamT[bytes]) -> None:
-        # Ack only after the event is fully handled: Faust's automatic ack also fires when a
-        # shutdown cancels the agent mid-event, which would commit an event never applied.
-        async for event in stream.events():
-            # Faust acks the current event even when a shutdown cancels the agent in the middle
-            # of it, and would then commit an event never applied: finish it first.
+        # Manual acks: an event may be committed only once everything it wrote is acknowledged
+        # by the broker, its lead's changelog record included (see streams/agents.py).
+        async for event in cast(faust.Stream[bytes], stream).noack().events():
+            # A shutdown cancels the agent wherever it is: finish the event first, so that no
+            # state is stored locally without the stage changes that led to it being sent.
             handling = asyncio.ensure_future(qualifier.handle(event.message))
             try:
-                await asyncio.shield(handling)
+                written = await asyncio.shield(handling)
             except asyncio.CancelledError:
                 await asyncio.wait_for(handling, timeout=worker.session_timeout)
                 raise
+            if written is None:
+                event.ack()
+            else:
+                written.add_done_callback(partial(_ack_once_written, event))
 
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def measure_lag() -> None:
@@ -112,6 +121,43 @@ def create_app(
 
     setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
     return app
+
+
+class LeadStateTable(faust.Table[bytes, bytes]):
+    """Faust's table, with `put`: store a value and get the acknowledgement of its changelog
+    record (Faust sends it from a buffer and does not hand it back to the writer); and a
+    recovery that cannot skip events (below)."""
+
+    _last_changelog_record: FutureMessage | None = None
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        # After recovery, Faust resumes the stream partitions and only then seeks them to their
+        # committed offsets. Records fetched in between moved its read offsets on, so records
+        # fetched again after the seek were dropped: a new worker skipped dozens of events
+        # (test_a_new_worker_recovers_every_lead_state_from_the_changelog; faust-streaming #216
+        # and #221 describe the same race). Faust calls this hook before it resumes the
+        # partitions: stop the flow of records here, and the recovery starts it again only
+        # once the seek is done.
+        self.app.consumer.stop_flow()
+        await super().on_recovery_completed(active_tps, standby_tps)
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
+        record: FutureMessage = super().send_changelog(*args, **kwargs)
+        self._last_changelog_record = record
+        return record
+
+    def put(self, key: bytes, value: bytes) -> FutureMessage:
+        self[key] = value
+        record = self._last_changelog_record
+        assert record is not None
+        return record
+
+
+def _ack_once_written(event: faust.EventT[bytes], record: asyncio.Future[Any]) -> None:
+    # A failed changelog write leaves the event unacked: the next owner of the partition
+    # processes it again (Faust stops the worker when its producer fails).
+    if not record.cancelled() and record.exception() is None:
+        event.ack()
 
 
 def _broker_workarounds(settings: Settings) -> dict[str, Any]:
