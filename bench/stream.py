@@ -22,7 +22,7 @@ import orjson
 
 from streams.generator import generate
 from streams.kafka_clients import aiokafka_config, create_topics
-from streams.local_broker import LocalBroker, free_port
+from streams.local_broker import FETCH_MAX_WAIT, LocalBroker, free_port
 from streams.local_pipeline import TopicReader, WorkerProcess
 from streams.publish import make_producer, publish_events
 from streams.replay import BadLine, Replayer
@@ -46,6 +46,7 @@ def _settings(bootstrap: str, workdir: Path) -> Settings:
             data_dir=workdir / name,
             web_port=free_port(),
             single_record_batches=True,  # what the local broker needs (README, operations)
+            fetch_max_wait=FETCH_MAX_WAIT,
         ),
     )
 

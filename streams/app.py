@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from functools import partial
 from typing import Any, cast
 
@@ -18,6 +19,7 @@ from streams.rules import Rules
 from streams.settings import KafkaSettings, Settings
 
 LEADS_TABLE = "leads"
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -116,11 +118,35 @@ def create_app(
                     "status": "ok",
                     "partitions": assigned,
                     "positions": {p: qualifier.positions.get(p) for p in assigned},
+                    "fetch_max_wait_ms": getattr(_fetcher(app), "_fetch_max_wait_ms", None),
                 }
             )
 
+    def limit_fetch_wait(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        _limit_fetch_wait(app, worker.fetch_max_wait)
+
+    app.on_partitions_assigned.connect(limit_fetch_wait)
+
     setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
     return app
+
+
+def _limit_fetch_wait(app: faust.App, seconds: float) -> None:
+    """Set how long a fetch may wait for records. Faust builds its aiokafka consumer with a fixed
+    1.5 s; aiokafka reads the value from its fetcher for every request, so it is set there."""
+    fetcher = _fetcher(app)
+    if fetcher is None:
+        log.warning("cannot set the consumer's fetch wait; Faust's default applies")
+    else:
+        fetcher._fetch_max_wait_ms = round(seconds * 1000)
+
+
+def _fetcher(app: faust.App) -> Any:
+    """The started aiokafka consumer's fetcher, or None (not started, or another layout)."""
+    try:
+        return cast(Any, app.consumer)._thread._ensure_consumer()._fetcher
+    except AttributeError:
+        return None
 
 
 class LeadStateTable(faust.Table[bytes, bytes]):

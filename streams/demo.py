@@ -28,7 +28,7 @@ from projections.report import print_report, read_metrics, write_html
 from schemas.stage_changes import FUNNEL_STAGES
 from streams.codecs import encode_change
 from streams.generator import generate
-from streams.local_broker import LocalBroker, free_port
+from streams.local_broker import FETCH_MAX_WAIT, LocalBroker, free_port
 from streams.local_pipeline import NotReadyError, TopicReader, WorkerProcess
 from streams.publish import make_producer, publish_events
 from streams.replay import BadLine, Replayer
@@ -54,7 +54,10 @@ def local_pipeline(workdir: Path, console: Console) -> Iterator[tuple[Settings, 
         settings = Settings(
             kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
             worker=WorkerSettings(
-                data_dir=workdir / "worker", web_port=free_port(), single_record_batches=True
+                data_dir=workdir / "worker",
+                web_port=free_port(),
+                single_record_batches=True,
+                fetch_max_wait=FETCH_MAX_WAIT,
             ),
             clickhouse=ClickHouseSettings(url=f"chdb://{(workdir / 'clickhouse').resolve()}"),
             projector=ProjectorSettings(temp_dir=workdir / "projector-tmp"),

@@ -12,9 +12,14 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Final
 
 from streams.errors import LeadflowError
+
+FETCH_MAX_WAIT: Final = 0.01
+"""Seconds a worker's fetch may wait on this broker (`worker.fetch_max_wait`). Tansu holds a
+fetch that finds no record for much of its max wait even when records arrive meanwhile: with
+Faust's 1.5 s, an event waited about 0.4 s (median) before the worker saw it; with 10 ms, 4 ms."""
 
 
 class LocalBrokerError(LeadflowError):

@@ -91,6 +91,14 @@ class WorkerSettings(_Section):
             "the changelog up to that watermark and would stop short of its end."
         ),
     )
+    fetch_max_wait: Annotated[float, Field(gt=0)] = Field(
+        default=1.5,
+        description=(
+            "Seconds the broker may hold a fetch that finds no new record (Faust's own 1.5 s "
+            "by default). Apache Kafka answers as soon as a record arrives; the local Tansu "
+            "build holds the fetch for much of this time, which becomes the worker's latency."
+        ),
+    )
     max_request_bytes: Annotated[int, Field(gt=0)] = Field(
         default=8 * 1024 * 1024 + 65536,
         description="Largest message the worker produces (a dead letter carries its original).",

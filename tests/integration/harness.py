@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from kafka import KafkaProducer
 
-from streams.local_broker import free_port
+from streams.local_broker import FETCH_MAX_WAIT, free_port
 from streams.local_pipeline import LeadflowProcess, TopicReader, WorkerProcess
 from streams.replay import Replayer
 from streams.rules import Rules
@@ -47,6 +47,7 @@ class Pipeline:
             "LEADFLOW_WORKER__SINGLE_RECORD_BATCHES": "true"
             if self.single_record_batches
             else "false",
+            "LEADFLOW_WORKER__FETCH_MAX_WAIT": str(FETCH_MAX_WAIT),
             **extra,
         }
 

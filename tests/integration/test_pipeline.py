@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from streams.generator import generate
+from streams.local_broker import FETCH_MAX_WAIT
 from streams.local_pipeline import WorkerProcess as Worker
 from streams.rules import Rules
 from tests.integration.harness import Pipeline, difference, effective, replay_bytes
@@ -36,6 +37,8 @@ def test_stage_changes_equal_replay_of_the_same_log(
     worker = pipeline.worker()
     workers.append(worker.start())
     worker.wait_assigned()
+    # The consumer fetches with the configured wait, not Faust's fixed 1.5 s (README, operations).
+    assert (worker.health() or {}).get("fetch_max_wait_ms") == round(FETCH_MAX_WAIT * 1000)
     pipeline.publish(traffic)
     reader = pipeline.reader(pipeline.settings.topics.stage_changes)
     wait_for(
