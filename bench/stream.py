@@ -1,7 +1,7 @@
 """Stream pipeline throughput and publish-to-stage-change latency, on the local broker.
 
 - raw limit: aiokafka consuming the events and producing each one again, unchanged (acks=all,
-  the worker's batch setting), no processing;
+  aiokafka's default batching, as the worker's), no processing;
 - end to end: the same events pre-published, a `leadflow worker` subprocess started, timed from
   the moment it owns its partitions until the stage-change topic holds what replay predicts;
 - latency: with the worker running, events published at a steady rate; for each stage change,
@@ -45,8 +45,7 @@ def _settings(bootstrap: str, workdir: Path) -> Settings:
             app_id=name,
             data_dir=workdir / name,
             web_port=free_port(),
-            single_record_batches=True,  # what the local broker needs (README, operations)
-            fetch_max_wait=FETCH_MAX_WAIT,
+            fetch_max_wait=FETCH_MAX_WAIT,  # what the local broker needs (README, operations)
         ),
     )
 
@@ -56,9 +55,7 @@ async def _raw_copy(settings: Settings, count: int) -> float:
     from aiokafka.structs import TopicPartition
 
     consumer = AIOKafkaConsumer(**aiokafka_config(settings.kafka), enable_auto_commit=False)
-    producer = AIOKafkaProducer(
-        **aiokafka_config(settings.kafka), acks="all", max_batch_size=1, linger_ms=0
-    )
+    producer = AIOKafkaProducer(**aiokafka_config(settings.kafka), acks="all")
     await consumer.start()
     await producer.start()
     try:

@@ -15,6 +15,7 @@ from faust.web import Request, Response, View
 from streams.agents import LeadQualifier
 from streams.kafka_clients import ssl_context
 from streams.metrics import PipelineMetrics
+from streams.recovery import table_manager_for
 from streams.rules import Rules
 from streams.settings import KafkaSettings, Settings
 
@@ -47,7 +48,7 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_max_request_size=worker.max_request_bytes,
-        **_broker_workarounds(settings),
+        TableManager=table_manager_for(settings.kafka),
     )
     raw: dict[str, Any] = {
         "key_type": bytes,
@@ -184,13 +185,6 @@ def _ack_once_written(event: faust.EventT[bytes], record: asyncio.Future[Any]) -
     # processes it again (Faust stops the worker when its producer fails).
     if not record.cancelled() and record.exception() is None:
         event.ack()
-
-
-def _broker_workarounds(settings: Settings) -> dict[str, Any]:
-    if settings.worker.single_record_batches:
-        # aiokafka always puts a batch's first record in, and no second one past this size.
-        return {"producer_max_batch_size": 1}
-    return {}
 
 
 def _credentials(kafka: KafkaSettings) -> faust.auth.Credentials | None:

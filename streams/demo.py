@@ -56,7 +56,6 @@ def local_pipeline(workdir: Path, console: Console) -> Iterator[tuple[Settings, 
             worker=WorkerSettings(
                 data_dir=workdir / "worker",
                 web_port=free_port(),
-                single_record_batches=True,
                 fetch_max_wait=FETCH_MAX_WAIT,
             ),
             clickhouse=ClickHouseSettings(url=f"chdb://{(workdir / 'clickhouse').resolve()}"),

@@ -83,14 +83,6 @@ class WorkerSettings(_Section):
         description="Seconds; also bounds how long a new worker waits to join its group.",
     )
     heartbeat_interval: Annotated[float, Field(gt=0)] = 1.0
-    single_record_batches: bool = Field(
-        default=False,
-        description=(
-            "Produce one record per batch. Only for a broker whose high watermark counts a "
-            "record batch as one record (the local Tansu build): Faust's table recovery reads "
-            "the changelog up to that watermark and would stop short of its end."
-        ),
-    )
     fetch_max_wait: Annotated[float, Field(gt=0)] = Field(
         default=1.5,
         description=(

