@@ -28,9 +28,10 @@ from projections.writer import ProjectionWriter, event_row, stage_change_row
 from streams.codecs import encode_change
 from streams.generator import generate
 from streams.kafka_clients import connection_config, create_topics
+from streams.lifecycle import Change
 from streams.local_broker import LocalBroker
 from streams.publish import make_producer
-from streams.replay import BadLine, Replayer
+from streams.replay import Replayer
 from streams.rules import load_rules
 from streams.settings import (
     ClickHouseSettings,
@@ -91,7 +92,7 @@ def main(quick: bool = False) -> None:
     documents = generate(leads, seed=5)
     events = [orjson.dumps(d) for d in documents]
     changes = [
-        encode_change(item) for item in Replayer(rules).run(events) if not isinstance(item, BadLine)
+        encode_change(item) for item in Replayer(rules).run(events) if isinstance(item, Change)
     ]
     workdir = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
     use_private_temp_dir(workdir / "tmp")

@@ -22,10 +22,11 @@ import orjson
 
 from streams.generator import generate
 from streams.kafka_clients import aiokafka_config, create_topics
+from streams.lifecycle import Change
 from streams.local_broker import FETCH_MAX_WAIT, LocalBroker, free_port
 from streams.local_pipeline import TopicReader, WorkerProcess
 from streams.publish import make_producer, publish_events
-from streams.replay import BadLine, Replayer
+from streams.replay import Replayer
 from streams.rules import load_rules
 from streams.settings import KafkaSettings, Settings, TopicSettings, WorkerSettings, environment_of
 
@@ -175,7 +176,7 @@ def main(quick: bool = False) -> None:
     expected = sum(
         1
         for item in Replayer(load_rules()).run(orjson.dumps(d) for d in documents)
-        if not isinstance(item, BadLine)
+        if isinstance(item, Change)
     )
     workdir = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
     print(f"stream: {len(documents):,} events of {leads:,} leads, local broker, one worker")

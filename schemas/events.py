@@ -79,6 +79,9 @@ class ProfileProperties(_Properties):
     company_size: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
     industry: Label | None = None
     country: Label | None = None
+    account_id: Identifier | None = None
+    """The person's account (company) in the CRM, when upstream knows it; otherwise leadflow
+    names the account by the email's domain."""
 
 
 class Bant(BaseModel):

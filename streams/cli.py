@@ -13,11 +13,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from streams.codecs import encode_change
+from streams.accounts import AccountChangeRecord
+from streams.codecs import encode_account_change, encode_change
 from streams.errors import LeadflowError
 from streams.explain import explain as explain_lead
 from streams.generator import TrafficShape
 from streams.generator import generate as generate_events
+from streams.lifecycle import Change
 from streams.replay import BadLine, Replayer
 from streams.rules import Rules, load_rules
 from streams.settings import Settings
@@ -84,29 +86,48 @@ def _open_events(name: str) -> Iterator[IO[bytes]]:
 
 
 @app.command()
-def replay(events: EventsArgument, rules: RulesOption = None) -> None:
+def replay(
+    events: EventsArgument,
+    rules: RulesOption = None,
+    accounts: Annotated[
+        bool,
+        typer.Option(
+            "--accounts", help="Print the account changes (leadflow.account-changes) instead."
+        ),
+    ] = False,
+) -> None:
     """Run the qualification core over an event log; print stage changes as JSON lines.
 
     Invalid lines are reported on stderr with their number and reason and do not stop the run.
     """
     settings = Settings()
-    replayer = Replayer(_rules(rules, settings), max_event_bytes=settings.max_event_bytes)
+    replayer = Replayer(
+        _rules(rules, settings), max_event_bytes=settings.max_event_bytes, accounts=accounts
+    )
     out = sys.stdout.buffer
     with _open_events(events) as handle:
         for item in replayer.run(handle):
             if isinstance(item, BadLine):
                 err.print(f"line {item.line_number}: {item.reason}", markup=False, highlight=False)
-            else:
+            elif isinstance(item, AccountChangeRecord):
+                out.write(encode_account_change(item))
+                out.write(b"\n")
+            elif isinstance(item, Change) and not accounts:
                 out.write(encode_change(item))
                 out.write(b"\n")
     out.flush()
     counts = replayer.counts
-    err.print(
+    summary = (
         f"replayed {counts.events} events of {len(replayer.states)} leads "
         f"({counts.duplicates} duplicates, {counts.bad} bad lines) -> "
-        f"{counts.stage_changes} stage changes",
-        highlight=False,
+        f"{counts.stage_changes} stage changes"
     )
+    if accounts:
+        summary += (
+            f"; {counts.account_signals} account signals to {len(replayer.account_states)} "
+            f"accounts -> {counts.account_changes} account changes"
+        )
+    err.print(summary, highlight=False)
 
 
 @app.command()

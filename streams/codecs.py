@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Final
 
 import orjson
 from pydantic import ValidationError
 
+from schemas.accounts import AccountSignal
 from schemas.events import EVENT_ADAPTER, EVENT_TYPES, Event
 from schemas.stage_changes import StageChange
+from streams.accounts import (
+    AccountChangeRecord,
+    AccountFold,
+    AccountState,
+    AccountTransition,
+    Makeup,
+    Member,
+    Signal,
+)
 from streams.errors import InvalidEventError, InvalidStateError
 from streams.lifecycle import (
+    EPOCH,
     Attribution,
     Change,
     Entry,
@@ -100,6 +112,81 @@ def decode_state(raw: bytes) -> LeadState:
 def _decode_fold(fields: list[Any]) -> Fold:
     fold = Fold(*fields)
     return fold._replace(transitions=tuple(Transition(*t) for t in fold.transitions))
+
+
+def _iso(micros: int) -> str:
+    at = EPOCH + timedelta(microseconds=micros)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def encode_account_signal(signal: Signal) -> bytes:
+    """One account signal as compact JSON in the `schemas.AccountSignal` contract."""
+    fields = dict(zip(Signal._fields, signal, strict=True))
+    fields["occurred_at"] = _iso(signal.occurred_at)
+    return orjson.dumps(fields)
+
+
+def decode_account_signal(raw: bytes) -> Signal:
+    """Validate one account signal; raise InvalidEventError with a one-line reason."""
+    try:
+        valid = AccountSignal.model_validate_json(raw)
+    except ValidationError as exc:
+        reason = describe_validation_error(exc)
+        raise InvalidEventError(f"not an account signal: {reason}") from None
+    return Signal(
+        valid.account_id,
+        valid.lead_id,
+        valid.revision,
+        (valid.occurred_at - EPOCH) // timedelta(microseconds=1),
+        valid.causation_event_id,
+        valid.causation_change_id,
+        valid.member,
+        valid.stage,
+        valid.seniority,
+        valid.engagement_score,
+    )
+
+
+def encode_account_change(change: AccountChangeRecord) -> bytes:
+    """One account change as compact JSON in the `schemas.AccountChange` contract."""
+    fields = dict(zip(AccountChangeRecord._fields, change, strict=True))
+    fields["occurred_at"] = _iso(change.occurred_at)
+    return orjson.dumps(fields)
+
+
+def encode_account_state(state: AccountState) -> bytes:
+    """An account state as compact JSON; `seen` is derived from the signals, not stored."""
+    return orjson.dumps(
+        [STATE_FORMAT, state.account_id, state.signals, state.fold],
+        default=_named_tuple_as_list,
+    )
+
+
+def decode_account_state(raw: bytes) -> AccountState:
+    try:
+        version, account_id, signals, fold = orjson.loads(raw)
+        if version != STATE_FORMAT:
+            raise InvalidStateError(f"state format {version}, expected {STATE_FORMAT}")
+        decoded = tuple(Signal(*signal) for signal in signals)
+        stage, members, transitions = fold
+        return AccountState(
+            account_id,
+            decoded,
+            frozenset((signal.lead_id, signal.revision) for signal in decoded),
+            AccountFold(
+                stage,
+                {lead_id: Member(*member) for lead_id, member in members.items()},
+                tuple(_decode_account_transition(t) for t in transitions),
+            ),
+        )
+    except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+        raise InvalidStateError(f"cannot decode account state: {exc}") from exc
+
+
+def _decode_account_transition(fields: list[Any]) -> AccountTransition:
+    transition = AccountTransition(*fields)
+    makeup = Makeup(*transition.makeup)
+    return transition._replace(makeup=makeup._replace(seniorities=tuple(makeup.seniorities)))
 
 
 DEAD_LETTER_HEADER_PREFIX: Final = "leadflow-"

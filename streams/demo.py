@@ -28,10 +28,11 @@ from projections.report import print_report, read_metrics, write_html
 from schemas.stage_changes import FUNNEL_STAGES
 from streams.codecs import encode_change
 from streams.generator import generate
+from streams.lifecycle import Change
 from streams.local_broker import FETCH_MAX_WAIT, LocalBroker, free_port
 from streams.local_pipeline import NotReadyError, TopicReader, WorkerProcess
 from streams.publish import make_producer, publish_events
-from streams.replay import BadLine, Replayer
+from streams.replay import Replayer
 from streams.rules import Rules
 from streams.settings import (
     ClickHouseSettings,
@@ -90,7 +91,7 @@ def run_demo(leads: int, seed: int, rules: Rules, workdir: Path, console: Consol
     expected = _effective(
         encode_change(item)
         for item in Replayer(rules).run(orjson.dumps(d) for d in documents)
-        if not isinstance(item, BadLine)
+        if isinstance(item, Change)
     )
     console.print(f"generated {len(documents):,} events of {leads:,} leads (seed {seed})")
     with local_pipeline(workdir, console) as (settings, _worker), _projector(settings) as projector:

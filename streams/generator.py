@@ -13,7 +13,7 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 START: Final = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 SOURCES: Final[dict[str, list[str | None]]] = {
@@ -71,6 +71,9 @@ class TrafficShape:
     """Share of events delivered a second time."""
     days: int = 90
     """Span of first touches."""
+    people_per_company: float = 3.0
+    """Average number of people with a company email per company (a buying committee); they
+    first touch within weeks of each other."""
 
 
 def generate(leads: int, seed: int, shape: TrafficShape = TrafficShape()) -> list[dict[str, Any]]:
@@ -79,9 +82,10 @@ def generate(leads: int, seed: int, shape: TrafficShape = TrafficShape()) -> lis
     arrivals: list[tuple[int, int, dict[str, Any]]] = []
     counter = 0
     names, weights = zip(*PERSONAS, strict=True)
+    companies = _companies(rng, leads, shape)
     for index in range(leads):
         persona = rng.choices(names, weights)[0]
-        lead = _Lead(rng, f"lead-{seed}-{index:07d}", persona, shape)
+        lead = _Lead(rng, f"lead-{seed}-{index:07d}", persona, rng.choice(companies), shape)
         for event in lead.events():
             at = event["occurred_at"]
             delay = timedelta(seconds=rng.randint(0, 30))
@@ -97,12 +101,41 @@ def generate(leads: int, seed: int, shape: TrafficShape = TrafficShape()) -> lis
     return [_as_json(event) for _, _, event in arrivals]
 
 
+_COMPANY_EMAIL_SHARE: Final = 0.42
+"""Share of leads whose profile has a company email (buyers, recycled, half the tyre-kickers)."""
+
+
+class _Company(NamedTuple):
+    name: str
+    first_touch: datetime
+
+
+def _companies(rng: random.Random, leads: int, shape: TrafficShape) -> list[_Company]:
+    count = max(1, round(leads * _COMPANY_EMAIL_SHARE / shape.people_per_company))
+    companies: dict[str, _Company] = {}
+    while len(companies) < count:
+        name = "".join(rng.choice(_SYLLABLES) for _ in range(3)).capitalize()
+        if name in companies:
+            name = f"{name}{len(companies)}"
+        at = START + timedelta(seconds=rng.randint(0, shape.days * 86_400))
+        companies[name] = _Company(name, at)
+    return list(companies.values())
+
+
 class _Lead:
-    def __init__(self, rng: random.Random, lead_id: str, persona: str, shape: TrafficShape):
+    def __init__(
+        self,
+        rng: random.Random,
+        lead_id: str,
+        persona: str,
+        company: _Company,
+        shape: TrafficShape,
+    ):
         self.rng = rng
         self.lead_id = lead_id
         self.persona = persona
-        self.now = START + timedelta(seconds=rng.randint(0, shape.days * 86_400))
+        self.company = company.name
+        self.now = company.first_touch + timedelta(seconds=rng.randint(0, 21 * 86_400))
         self.source = rng.choice(list(SOURCES))
         self.campaign = rng.choice(SOURCES[self.source])
         self.out: list[dict[str, Any]] = []
@@ -278,7 +311,7 @@ class _Lead:
     def _fit_profile(self) -> dict[str, Any]:
         rng = self.rng
         level = rng.choice(["c_level", "vp", "director", "manager", "manager", "individual"])
-        company = self._company()
+        company = self.company
         return {
             "email": f"{self._person()}@{company.lower()}.com",
             "job_title": rng.choice(_TITLES[level]),
@@ -295,9 +328,6 @@ class _Lead:
             "job_title": rng.choice(["Consultant", "Freelancer", "Owner"]),
             "company_size": rng.randint(1, 9),
         }
-
-    def _company(self) -> str:
-        return "".join(self.rng.choice(_SYLLABLES) for _ in range(3)).capitalize()
 
     def _person(self) -> str:
         first_name = self.rng.choice(["ana", "ben", "chen", "dara", "eli", "fay"])

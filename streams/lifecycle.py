@@ -16,9 +16,9 @@ changes to publish; it never reads a clock, a random source or anything but its 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
 from schemas.events import Event
 from streams.rules import Rules
@@ -41,6 +41,7 @@ PROFILE_FIELDS: Final = (
     "company_size",
     "industry",
     "country",
+    "account_id",
 )
 _RANK: Final = {"profile_updated": 0}
 _SALES_RANK: Final = 2
@@ -415,16 +416,23 @@ def _insert_sorted(history: tuple[Entry, ...], entry: Entry) -> tuple[Entry, ...
 # Publishing: turn fold transitions into Change records with ids and revisions.
 
 
-def _identities(transitions: tuple[Transition, ...]) -> list[tuple[str | None, str, int]]:
+class _Transitioned(Protocol):
+    @property
+    def from_stage(self) -> str | None: ...
+    @property
+    def to_stage(self) -> str: ...
+
+
+def identities(transitions: Sequence[_Transitioned]) -> list[tuple[str | None, str, int]]:
     """(from, to, occurrence) of each transition: the identity behind its change_id."""
     seen: dict[tuple[str | None, str], int] = {}
-    identities = []
+    found = []
     for transition in transitions:
         pair = (transition.from_stage, transition.to_stage)
         occurrence = seen.get(pair, 0)
         seen[pair] = occurrence + 1
-        identities.append((*pair, occurrence))
-    return identities
+        found.append((*pair, occurrence))
+    return found
 
 
 def change_id(lead_id: str, from_stage: str | None, to_stage: str, occurrence: int) -> str:
@@ -434,42 +442,51 @@ def change_id(lead_id: str, from_stage: str | None, to_stage: str, occurrence: i
     return hashlib.blake2b(name, digest_size=16).hexdigest()
 
 
+_T = TypeVar("_T", bound=_Transitioned)
+Identity = tuple[str | None, str, int]
+
+
+def rewrites(old: Sequence[_T], new: Sequence[_T]) -> list[tuple[Identity, int, _T, bool]]:
+    """What to publish after a refold turned transitions `old` into `new`: (identity, sequence,
+    transition, retracted), retractions first, then the new or altered transitions."""
+    before = {
+        identity: (seq, transition)
+        for seq, (identity, transition) in enumerate(zip(identities(old), old, strict=True))
+    }
+    after = identities(new)
+    still_there = set(after)
+    published = [
+        (identity, seq, transition, True)
+        for identity, (seq, transition) in before.items()
+        if identity not in still_there
+    ]
+    for seq, (identity, transition) in enumerate(zip(after, new, strict=True)):
+        if before.get(identity) != (seq, transition):
+            published.append((identity, seq, transition, False))
+    return published
+
+
 def _publish(state: LeadState, sequences: range, rules: Rules) -> tuple[Change, ...]:
     if not sequences:
         return ()
     transitions = state.fold.transitions
-    identities = _identities(transitions)
+    found = identities(transitions)
     revision = len(state.history)
     return tuple(
-        _stage_change(state.lead_id, identities[seq], seq, transitions[seq], revision, False, rules)
+        _stage_change(state.lead_id, found[seq], seq, transitions[seq], revision, False, rules)
         for seq in sequences
     )
 
 
 def _publish_rewrite(before: LeadState, after: LeadState, rules: Rules) -> tuple[Change, ...]:
     """Changes to publish after a refold: retractions first, then new or altered changes."""
-    old = {
-        identity: (seq, transition)
-        for seq, (identity, transition) in enumerate(
-            zip(_identities(before.fold.transitions), before.fold.transitions, strict=True)
-        )
-    }
-    new_transitions = after.fold.transitions
-    new_identities = _identities(new_transitions)
-    still_there = set(new_identities)
     revision = len(after.history)
-    lead_id = after.lead_id
-    published = [
-        _stage_change(lead_id, identity, seq, transition, revision, True, rules)
-        for identity, (seq, transition) in old.items()
-        if identity not in still_there
-    ]
-    for seq, (identity, transition) in enumerate(zip(new_identities, new_transitions, strict=True)):
-        if old.get(identity) != (seq, transition):
-            published.append(
-                _stage_change(lead_id, identity, seq, transition, revision, False, rules)
-            )
-    return tuple(published)
+    return tuple(
+        _stage_change(after.lead_id, identity, seq, transition, revision, retracted, rules)
+        for identity, seq, transition, retracted in rewrites(
+            before.fold.transitions, after.fold.transitions
+        )
+    )
 
 
 def _stage_change(

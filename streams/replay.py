@@ -8,6 +8,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from streams.accounts import (
+    AccountChangeRecord,
+    AccountState,
+    Signal,
+    decide_account,
+    signals_of,
+)
 from streams.codecs import DEFAULT_MAX_EVENT_BYTES, decode_event
 from streams.errors import InvalidEventError
 from streams.lifecycle import Change, LeadState, decide
@@ -28,25 +35,36 @@ class ReplayCounts:
     duplicates: int = 0
     bad: int = 0
     stage_changes: int = 0
+    account_signals: int = 0
+    account_changes: int = 0
 
 
 @dataclass
 class Replayer:
-    """Folds events into per-lead states in arrival order and yields the stage changes."""
+    """Folds events into per-lead states in arrival order and yields the stage changes; with
+    `accounts`, also each account signal and the account changes it causes, right after the
+    stage changes of the event behind it."""
 
     rules: Rules
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    accounts: bool = False
     states: dict[str, LeadState] = field(default_factory=dict)
+    account_states: dict[str, AccountState] = field(default_factory=dict)
     counts: ReplayCounts = field(default_factory=ReplayCounts)
 
-    def run(self, lines: Iterable[bytes]) -> Iterator[Change | BadLine]:
-        """Yield each stage change, and a BadLine for each invalid line, in input order."""
+    def run(
+        self, lines: Iterable[bytes]
+    ) -> Iterator[Change | Signal | AccountChangeRecord | BadLine]:
+        """Yield what the workers publish, and a BadLine for each invalid line, in input order."""
         with _cyclic_gc_paused():
             yield from self._run(lines)
 
-    def _run(self, lines: Iterable[bytes]) -> Iterator[Change | BadLine]:
+    def _run(
+        self, lines: Iterable[bytes]
+    ) -> Iterator[Change | Signal | AccountChangeRecord | BadLine]:
         counts = self.counts
         states = self.states
+        accounts = self.account_states
         rules = self.rules
         for number, raw in enumerate(lines, start=1):
             counts.lines += 1
@@ -58,7 +76,8 @@ class Replayer:
                 counts.bad += 1
                 yield BadLine(number, exc.reason)
                 continue
-            decision = decide(states.get(event.lead_id), event, rules)
+            before = states.get(event.lead_id)
+            decision = decide(before, event, rules)
             if decision.duplicate:
                 counts.duplicates += 1
                 continue
@@ -66,6 +85,15 @@ class Replayer:
             states[event.lead_id] = decision.state
             counts.stage_changes += len(decision.changes)
             yield from decision.changes
+            if not self.accounts:
+                continue
+            for signal in signals_of(before, event, decision, rules):
+                counts.account_signals += 1
+                yield signal
+                rolled_up = decide_account(accounts.get(signal.account_id), signal, rules)
+                accounts[signal.account_id] = rolled_up.state
+                counts.account_changes += len(rolled_up.changes)
+                yield from rolled_up.changes
 
 
 @contextmanager

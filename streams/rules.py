@@ -160,6 +160,20 @@ class CollectorRules(_Section):
         return value
 
 
+class AccountRules(_Section):
+    """When an account (the people at one company) is engaged and sales-ready."""
+
+    engaged_threshold: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    engaged_min_leads: Annotated[int, Field(ge=1)]
+    sales_ready_min_mqls: Annotated[int, Field(ge=1)]
+    decision_maker_seniorities: frozenset[str] = frozenset()
+
+    @field_validator("decision_maker_seniorities")
+    @classmethod
+    def _lower_seniorities(cls, value: frozenset[str]) -> frozenset[str]:
+        return frozenset(v.strip().lower() for v in value)
+
+
 class Rules(_Section):
     """The whole rules file, validated. `rules_version` is what stage changes cite."""
 
@@ -171,7 +185,20 @@ class Rules(_Section):
     exclusions: ExclusionRules = ExclusionRules()
     engagement: EngagementRules
     collector: CollectorRules = CollectorRules()
+    accounts: AccountRules = AccountRules(
+        engaged_threshold=60.0, engaged_min_leads=2, sales_ready_min_mqls=2
+    )
     content_digest: str = Field(default="", exclude=True)
+
+    @model_validator(mode="after")
+    def _decision_makers_are_seniorities(self) -> Rules:
+        try:
+            _check_known(
+                self.accounts.decision_maker_seniorities, self.fit.seniority_points, "seniority"
+            )
+        except ValueError as exc:
+            raise ValueError(f"accounts.decision_maker_seniorities: {exc}") from None
+        return self
 
     @cached_property
     def rules_version(self) -> str:

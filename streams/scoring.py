@@ -32,18 +32,9 @@ def fit_score(profile: Mapping[str, object], rules: FitRules) -> float:
         free = domain in rules.free_email_domains
         score += rules.free_email_points if free else rules.business_email_points
     phrases = title_phrases(profile.get("job_title"))
-    seniority = profile.get("seniority")
-    if isinstance(seniority, str) and seniority.lower() in rules.seniority_points:
-        score += rules.seniority_points[seniority.lower()]
-    else:
-        score += max(
-            (
-                rules.seniority_points[rules.title_seniority[p]]
-                for p in phrases
-                if p in rules.title_seniority
-            ),
-            default=0.0,
-        )
+    seniority = _seniority(profile.get("seniority"), phrases, rules)
+    if seniority is not None:
+        score += rules.seniority_points[seniority]
     score += max(
         (rules.title_keyword_points[p] for p in phrases if p in rules.title_keyword_points),
         default=0.0,
@@ -61,6 +52,20 @@ def fit_score(profile: Mapping[str, object], rules: FitRules) -> float:
     if isinstance(country, str):
         score += rules.country_points.get(country.upper(), 0.0)
     return score
+
+
+def seniority_of(profile: Mapping[str, object], rules: FitRules) -> str | None:
+    """The `seniority` fact if the rules score it, else the most senior one its job title
+    shows (fit.title_seniority), else None."""
+    return _seniority(profile.get("seniority"), title_phrases(profile.get("job_title")), rules)
+
+
+def _seniority(stated: object, phrases: set[str], rules: FitRules) -> str | None:
+    if isinstance(stated, str) and stated.lower() in rules.seniority_points:
+        return stated.lower()
+    shown = [rules.title_seniority[p] for p in phrases if p in rules.title_seniority]
+    # Ties in points are broken by name, so the answer never depends on set order.
+    return max(shown, key=lambda level: (rules.seniority_points[level], level), default=None)
 
 
 def title_phrases(title: object) -> set[str]:
