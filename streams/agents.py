@@ -25,10 +25,16 @@ from typing import Any, Protocol
 
 from kafka.partitioner.default import murmur2
 
+from streams.accounts import decide_account, signals_of
 from streams.codecs import (
     dead_letter_headers,
+    decode_account_signal,
+    decode_account_state,
     decode_event,
     decode_state,
+    encode_account_change,
+    encode_account_signal,
+    encode_account_state,
     encode_change,
     encode_state,
 )
@@ -55,7 +61,9 @@ Send = Callable[..., Awaitable[Awaitable[Any]]]
 """`Topic.send`: buffers a message and returns an awaitable of its acknowledgement."""
 
 
-class LeadTable(Protocol):
+class StateTable(Protocol):
+    """A Faust table of raw bytes, as `streams.app.StateTable` provides it."""
+
     def get(self, key: bytes) -> bytes | None: ...
     def put(self, key: bytes, value: bytes) -> asyncio.Future[Any]:
         """Store `value` and return the acknowledgement of its changelog record."""
@@ -74,13 +82,15 @@ class LeadQualifier:
     """Processes events of the partitions this worker owns; all decisions come from the core."""
 
     rules: Rules
-    table: LeadTable
+    table: StateTable
     send_change: Send
     send_dead_letter: Send
     send_event: Send
     partitions: int
     max_event_bytes: int
     metrics: PipelineMetrics
+    send_account_signal: Send | None = None
+    """Where the lead's account facts go; None when the account view is off."""
     positions: dict[int, int] = field(default_factory=dict)
     """The last offset handled, per partition of the events topic."""
 
@@ -118,16 +128,30 @@ class LeadQualifier:
             self.metrics.duplicates.inc()
             assert stored is not None  # only a known lead has seen an event before
             return self.table.put(lead_key, stored)
-        if decision.changes:
-            acknowledgements = [
-                await self.send_change(key=lead_key, value=encode_change(change))
-                for change in decision.changes
-            ]
+        acknowledgements = [
+            await self.send_change(key=lead_key, value=encode_change(change))
+            for change in decision.changes
+        ]
+        if self.send_account_signal is not None:
+            signals = signals_of(state, event, decision, self.rules)
+            # The partition is named, not left to the producer: an account's state lives on
+            # one partition of its table, so every signal of the account must reach that one.
+            for signal in signals:
+                account_key = signal.account_id.encode()
+                acknowledgements.append(
+                    await self.send_account_signal(
+                        key=account_key,
+                        value=encode_account_signal(signal),
+                        partition=partition_for(account_key, self.partitions),
+                    )
+                )
+            self.metrics.account_signals.labels("sent").inc(len(signals))
+        if acknowledgements:
             await asyncio.gather(*acknowledgements)
-            for change in decision.changes:
-                self.metrics.stage_changes.labels(
-                    "retracted" if change.retracted else change.to_stage
-                ).inc()
+        for change in decision.changes:
+            self.metrics.stage_changes.labels(
+                "retracted" if change.retracted else change.to_stage
+            ).inc()
         written = self.table.put(lead_key, encode_state(decision.state))
         self.metrics.events_applied.inc()
         if message.timestamp:
@@ -135,12 +159,75 @@ class LeadQualifier:
         return written
 
     async def dead_letter(self, message: Message, kind: str, reason: str) -> None:
-        """Keep the original bytes, with where they came from and why they were rejected."""
-        headers = dead_letter_headers(
-            message.topic, message.partition, message.offset, kind, reason
-        )
-        await (await self.send_dead_letter(key=message.key, value=message.value, headers=headers))
-        self.metrics.dead_letters.labels(kind).inc()
-        log.warning(
-            "dead letter %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
-        )
+        await send_dead_letter(self.send_dead_letter, self.metrics, message, kind, reason)
+
+
+@dataclass
+class AccountRollup:
+    """Folds lead signals into per-account states; the same delivery rules as the leads:
+    account changes are acknowledged before the state that produced them is written."""
+
+    rules: Rules
+    table: StateTable
+    send_change: Send
+    send_dead_letter: Send
+    send_signal: Send
+    partitions: int
+    metrics: PipelineMetrics
+
+    async def handle(self, message: Message) -> asyncio.Future[Any] | None:
+        """Apply one signal; return the acknowledgement of the account state it wrote, if any."""
+        try:
+            signal = decode_account_signal(message.value or b"")
+        except InvalidEventError as exc:
+            await send_dead_letter(
+                self.send_dead_letter, self.metrics, message, "invalid_signal", exc.reason
+            )
+            return None
+        account_key = signal.account_id.encode()
+        home = partition_for(account_key, self.partitions)
+        if home != message.partition:
+            # Sent by hand to the wrong partition: the account's state lives on `home`.
+            await (await self.send_signal(key=account_key, value=message.value, partition=home))
+            self.metrics.rerouted.inc()
+            return None
+        stored = self.table.get(account_key)
+        state = decode_account_state(stored) if stored is not None else None
+        try:
+            decision = decide_account(state, signal, self.rules)
+        except Exception as exc:  # a bug must not stop the pipeline: keep the signal
+            log.exception("the account core failed on a signal of lead %s", signal.lead_id)
+            await send_dead_letter(
+                self.send_dead_letter,
+                self.metrics,
+                message,
+                "internal_error",
+                f"{type(exc).__name__}: {exc}",
+            )
+            return None
+        self.metrics.account_signals.labels("received").inc()
+        if decision.duplicate:
+            assert stored is not None
+            return self.table.put(account_key, stored)
+        acknowledgements = [
+            await self.send_change(key=account_key, value=encode_account_change(change))
+            for change in decision.changes
+        ]
+        await asyncio.gather(*acknowledgements)
+        for change in decision.changes:
+            self.metrics.account_changes.labels(
+                "retracted" if change.retracted else change.to_stage
+            ).inc()
+        return self.table.put(account_key, encode_account_state(decision.state))
+
+
+async def send_dead_letter(
+    send: Send, metrics: PipelineMetrics, message: Message, kind: str, reason: str
+) -> None:
+    """Keep the original bytes, with where they came from and why they were rejected."""
+    headers = dead_letter_headers(message.topic, message.partition, message.offset, kind, reason)
+    await (await send(key=message.key, value=message.value, headers=headers))
+    metrics.dead_letters.labels(kind).inc()
+    log.warning(
+        "dead letter %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, cast
 
@@ -12,7 +13,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TP, FutureMessage
 from faust.web import Request, Response, View
 
-from streams.agents import LeadQualifier
+from streams.agents import AccountRollup, LeadQualifier, Message
 from streams.kafka_clients import ssl_context
 from streams.metrics import PipelineMetrics
 from streams.recovery import table_manager_for
@@ -20,6 +21,7 @@ from streams.rules import Rules
 from streams.settings import KafkaSettings, Settings
 
 LEADS_TABLE = "leads"
+ACCOUNTS_TABLE = "accounts"
 log = logging.getLogger(__name__)
 
 
@@ -59,17 +61,8 @@ def create_app(
     events = app.topic(topics.events, partitions=topics.partitions, **raw)
     stage_changes = app.topic(topics.stage_changes, **raw)
     dead_letters = app.topic(topics.dead_letter, **raw)
-    # A table derives its (raw) serializers from its key and value types.
-    leads = LeadStateTable(
-        app,
-        name=LEADS_TABLE,
-        beacon=app.tables.beacon,
-        partitions=topics.partitions,
-        help="Per-lead state.",
-        key_type=bytes,
-        value_type=bytes,
-    )
-    app.tables.add(leads)
+    leads = _state_table(app, LEADS_TABLE, topics.partitions, "Per-lead state.")
+    account_signals = app.topic(topics.account_signals, partitions=topics.partitions, **raw)
     qualifier = LeadQualifier(
         rules=rules,
         table=leads,
@@ -79,25 +72,27 @@ def create_app(
         partitions=topics.partitions,
         max_event_bytes=settings.max_event_bytes,
         metrics=metrics,
+        send_account_signal=account_signals.send if worker.accounts else None,
     )
 
     @app.agent(events, name="qualify", concurrency=1)
     async def qualify(stream: faust.StreamT[bytes]) -> None:
-        # Manual acks: an event may be committed only once everything it wrote is acknowledged
-        # by the broker, its lead's changelog record included (see streams/agents.py).
-        async for event in cast(faust.Stream[bytes], stream).noack().events():
-            # A shutdown cancels the agent wherever it is: finish the event first, so that no
-            # state is stored locally without the stage changes that led to it being sent.
-            handling = asyncio.ensure_future(qualifier.handle(event.message))
-            try:
-                written = await asyncio.shield(handling)
-            except asyncio.CancelledError:
-                await asyncio.wait_for(handling, timeout=worker.session_timeout)
-                raise
-            if written is None:
-                event.ack()
-            else:
-                written.add_done_callback(partial(_ack_once_written, event))
+        await _apply_each(stream, qualifier.handle, worker.session_timeout)
+
+    if worker.accounts:
+        rollup = AccountRollup(
+            rules=rules,
+            table=_state_table(app, ACCOUNTS_TABLE, topics.partitions, "Per-account state."),
+            send_change=app.topic(topics.account_changes, **raw).send,
+            send_dead_letter=dead_letters.send,
+            send_signal=account_signals.send,
+            partitions=topics.partitions,
+            metrics=metrics,
+        )
+
+        @app.agent(account_signals, name="roll_up", concurrency=1)
+        async def roll_up(stream: faust.StreamT[bytes]) -> None:
+            await _apply_each(stream, rollup.handle, worker.session_timeout)
 
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def measure_lag() -> None:
@@ -132,6 +127,45 @@ def create_app(
     return app
 
 
+async def _apply_each(
+    stream: faust.StreamT[bytes],
+    handle: Callable[[Message], Awaitable[asyncio.Future[Any] | None]],
+    shutdown_timeout: float,
+) -> None:
+    """Run `handle` on each message and ack it once what it wrote is acknowledged.
+
+    Manual acks: a message may be committed only once everything it wrote is acknowledged by
+    the broker, its table's changelog record included (see streams/agents.py)."""
+    async for event in cast(faust.Stream[bytes], stream).noack().events():
+        # A shutdown cancels the agent wherever it is: finish the message first, so that no
+        # state is stored locally without the changes that led to it being sent.
+        handling = asyncio.ensure_future(handle(event.message))
+        try:
+            written = await asyncio.shield(handling)
+        except asyncio.CancelledError:
+            await asyncio.wait_for(handling, timeout=shutdown_timeout)
+            raise
+        if written is None:
+            event.ack()
+        else:
+            written.add_done_callback(partial(_ack_once_written, event))
+
+
+def _state_table(app: faust.App, name: str, partitions: int, help: str) -> StateTable:
+    # A table derives its (raw) serializers from its key and value types.
+    table = StateTable(
+        app,
+        name=name,
+        beacon=app.tables.beacon,
+        partitions=partitions,
+        help=help,
+        key_type=bytes,
+        value_type=bytes,
+    )
+    app.tables.add(table)
+    return table
+
+
 def _limit_fetch_wait(app: faust.App, seconds: float) -> None:
     """Set how long a fetch may wait for records. Faust builds its aiokafka consumer with a fixed
     1.5 s; aiokafka reads the value from its fetcher for every request, so it is set there."""
@@ -150,7 +184,7 @@ def _fetcher(app: faust.App) -> Any:
         return None
 
 
-class LeadStateTable(faust.Table[bytes, bytes]):
+class StateTable(faust.Table[bytes, bytes]):
     """Faust's table, with `put`: store a value and get the acknowledgement of its changelog
     record (Faust sends it from a buffer and does not hand it back to the writer); and a
     recovery that cannot skip events (below)."""

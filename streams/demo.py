@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import orjson
 from rich.console import Console, Group
@@ -26,13 +27,14 @@ from projections.clickhouse import connect, migrate, use_private_temp_dir
 from projections.projector import Projector
 from projections.report import print_report, read_metrics, write_html
 from schemas.stage_changes import FUNNEL_STAGES
-from streams.codecs import encode_change
+from streams.accounts import AccountChangeRecord
+from streams.codecs import encode_account_change, encode_change
 from streams.generator import generate
 from streams.lifecycle import Change
 from streams.local_broker import FETCH_MAX_WAIT, LocalBroker, free_port
 from streams.local_pipeline import NotReadyError, TopicReader, WorkerProcess
 from streams.publish import make_producer, publish_events
-from streams.replay import Replayer
+from streams.replay import Replayer, account_changes_in_effect
 from streams.rules import Rules
 from streams.settings import (
     ClickHouseSettings,
@@ -88,10 +90,12 @@ def run_demo(leads: int, seed: int, rules: Rules, workdir: Path, console: Consol
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     documents = generate(leads, seed)
-    expected = _effective(
-        encode_change(item)
-        for item in Replayer(rules).run(orjson.dumps(d) for d in documents)
-        if isinstance(item, Change)
+    replayed = list(Replayer(rules, accounts=True).run(orjson.dumps(d) for d in documents))
+    expected = _effective(encode_change(item) for item in replayed if isinstance(item, Change))
+    expected_accounts = account_changes_in_effect(
+        orjson.loads(encode_account_change(item))
+        for item in replayed
+        if isinstance(item, AccountChangeRecord)
     )
     console.print(f"generated {len(documents):,} events of {leads:,} leads (seed {seed})")
     with local_pipeline(workdir, console) as (settings, _worker), _projector(settings) as projector:
@@ -121,7 +125,8 @@ def run_demo(leads: int, seed: int, rules: Rules, workdir: Path, console: Consol
         console.print()
         producer.close()
         reader.close()
-        _wait_projected(projector, len(values), len(documents))
+        accounts, account_messages = _account_changes(settings, len(expected_accounts))
+        _wait_projected(projector, len(values), len(documents), account_messages)
     same = _comparable(found) == _comparable(expected)
     console.print(
         f"{len(documents):,} events -> {len(values):,} stage-change messages in {elapsed:.1f}s "
@@ -131,12 +136,41 @@ def run_demo(leads: int, seed: int, rules: Rules, workdir: Path, console: Consol
         "stream equals `leadflow replay` of the same events: "
         + ("[green]yes[/green]" if same else "[red]NO[/red]")
     )
+    same_accounts = accounts == expected_accounts
+    stages = Counter(str(change["to_stage"]) for change in accounts.values())
+    console.print(
+        f"{len(accounts):,} account changes in effect ({stages['engaged']:,} engaged, "
+        f"{stages['sales_ready']:,} sales_ready, {stages['customer']:,} customer); equal to "
+        "`leadflow replay --accounts`: "
+        + ("[green]yes[/green]" if same_accounts else "[red]NO[/red]")
+    )
+    same = same and same_accounts
     metrics = read_metrics(projector.client, settings.clickhouse.database)
     print_report(metrics, console)
     page = workdir / "funnel.html"
     write_html(metrics, page)
     console.print(f"HTML report: {page.resolve()}")
     return same
+
+
+def _account_changes(settings: Settings, expected: int) -> tuple[dict[str, dict[str, Any]], int]:
+    """The account changes in effect once as many as expected are in (or after 60 s), and how
+    many messages the topic held then."""
+    reader = TopicReader(
+        settings.kafka.bootstrap_servers,
+        settings.topics.account_changes,
+        settings.topics.partitions,
+    )
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            values = reader.values()
+            found = account_changes_in_effect(orjson.loads(v) for v in values)
+            if len(found) >= expected or time.monotonic() > deadline:
+                return found, len(values)
+            time.sleep(0.2)
+    finally:
+        reader.close()
 
 
 class _RunningProjector:
@@ -162,14 +196,21 @@ def _projector(settings: Settings) -> Iterator[_RunningProjector]:
         running.thread.join(timeout=60)
 
 
-def _wait_projected(running: _RunningProjector, stage_changes: int, events: int) -> None:
+def _wait_projected(
+    running: _RunningProjector, stage_changes: int, events: int, account_changes: int
+) -> None:
     deadline = time.monotonic() + 120
     stats = running.projector.stats
-    while stats.stage_changes < stage_changes or stats.events < events:
+    while (
+        stats.stage_changes < stage_changes
+        or stats.events < events
+        or stats.account_changes < account_changes
+    ):
         if time.monotonic() > deadline or not running.thread.is_alive():
             raise NotReadyError(
-                f"the projector wrote {stats.stage_changes}/{stage_changes} stage changes and "
-                f"{stats.events}/{events} events"
+                f"the projector wrote {stats.stage_changes}/{stage_changes} stage changes, "
+                f"{stats.events}/{events} events and {stats.account_changes}/{account_changes} "
+                "account changes"
             )
         time.sleep(0.1)
 

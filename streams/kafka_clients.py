@@ -62,7 +62,8 @@ def topic_specs(topics: TopicSettings) -> dict[str, dict[str, str]]:
     """Every topic leadflow owns, with its configuration.
 
     Stage changes are keyed by lead and form each lead's history: they are kept (delete policy,
-    no compaction), as are dead letters, which someone has to look at."""
+    no compaction), as are account signals and changes (an account's history), and dead letters,
+    which someone has to look at."""
     largest = str(topics.max_message_bytes)
     # A dead letter is the original message plus a few headers.
     largest_dead_letter = str(topics.max_message_bytes + 65536)
@@ -70,6 +71,8 @@ def topic_specs(topics: TopicSettings) -> dict[str, dict[str, str]]:
         topics.events: {"cleanup.policy": "delete", "max.message.bytes": largest},
         topics.stage_changes: {"cleanup.policy": "delete"},
         topics.dead_letter: {"cleanup.policy": "delete", "max.message.bytes": largest_dead_letter},
+        topics.account_signals: {"cleanup.policy": "delete"},
+        topics.account_changes: {"cleanup.policy": "delete"},
     }
 
 

@@ -30,7 +30,8 @@ class PipelineMetrics:
         )
         self.rerouted = Counter(
             "leadflow_events_rerouted",
-            "Events found on the wrong partition for their lead_id and sent to the right one.",
+            "Events (and account signals) found on the wrong partition for their key and sent to "
+            "the right one.",
             registry=registry,
         )
         self.dead_letters = Counter(
@@ -42,6 +43,18 @@ class PipelineMetrics:
         self.stage_changes = Counter(
             "leadflow_stage_changes",
             "Stage changes published, by target stage (retractions under 'retracted').",
+            ["to_stage"],
+            registry=registry,
+        )
+        self.account_signals = Counter(
+            "leadflow_account_signals",
+            "Lead facts sent to accounts (received: applied by the account table).",
+            ["direction"],
+            registry=registry,
+        )
+        self.account_changes = Counter(
+            "leadflow_account_changes",
+            "Account changes published, by target stage (retractions under 'retracted').",
             ["to_stage"],
             registry=registry,
         )

@@ -6,7 +6,7 @@ import gc
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from streams.accounts import (
     AccountChangeRecord,
@@ -117,6 +117,22 @@ def effective_changes(changes: Iterable[Change]) -> dict[str, Change]:
         if current is None or change.revision >= current.revision:
             latest[change.change_id] = change
     return {cid: change for cid, change in latest.items() if not change.retracted}
+
+
+def account_changes_in_effect(changes: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Account changes (decoded JSON) as consumers keep them: the latest revision of each
+    change_id, retracted ones removed, and without the revision, which stamps the order signals
+    arrived in: that differs from run to run, the account's history does not."""
+    latest: dict[str, dict[str, Any]] = {}
+    for change in changes:
+        current = latest.get(change["change_id"])
+        if current is None or change["revision"] >= current["revision"]:
+            latest[change["change_id"]] = change
+    return {
+        change_id: {name: value for name, value in change.items() if name != "revision"}
+        for change_id, change in latest.items()
+        if not change["retracted"]
+    }
 
 
 def current_stages(changes: Iterable[Change]) -> dict[str, str]:

@@ -59,6 +59,11 @@ class TopicSettings(_Section):
     events: str = "leadflow.events"
     stage_changes: str = "leadflow.stage-changes"
     dead_letter: str = "leadflow.dead-letter"
+    account_signals: str = Field(
+        default="leadflow.account-signals",
+        description="Lead facts for the account table, keyed by account (a repartition topic).",
+    )
+    account_changes: str = "leadflow.account-changes"
     partitions: Annotated[int, Field(ge=1)] = 4
     replication_factor: Annotated[int, Field(ge=1)] = 1
     max_message_bytes: Annotated[int, Field(gt=0)] = Field(
@@ -83,6 +88,10 @@ class WorkerSettings(_Section):
         description="Seconds; also bounds how long a new worker waits to join its group.",
     )
     heartbeat_interval: Annotated[float, Field(gt=0)] = 1.0
+    accounts: bool = Field(
+        default=True,
+        description="Roll leads up to accounts (the account table and its two topics).",
+    )
     fetch_max_wait: Annotated[float, Field(gt=0)] = Field(
         default=1.5,
         description=(

@@ -40,6 +40,8 @@ class Pipeline:
             "LEADFLOW_TOPICS__EVENTS": f"{self.name}.events",
             "LEADFLOW_TOPICS__STAGE_CHANGES": f"{self.name}.stage-changes",
             "LEADFLOW_TOPICS__DEAD_LETTER": f"{self.name}.dead-letter",
+            "LEADFLOW_TOPICS__ACCOUNT_SIGNALS": f"{self.name}.account-signals",
+            "LEADFLOW_TOPICS__ACCOUNT_CHANGES": f"{self.name}.account-changes",
             "LEADFLOW_TOPICS__PARTITIONS": str(self.partitions),
             "LEADFLOW_WORKER__APP_ID": self.name,
             "LEADFLOW_WORKER__FETCH_MAX_WAIT": str(FETCH_MAX_WAIT),
@@ -107,25 +109,39 @@ def _settings_from(env: dict[str, str]) -> Settings:
 def replay_bytes(documents: list[dict[str, Any]], rules: Rules) -> list[bytes]:
     """What `leadflow replay` prints for these events, as the encoded stage changes."""
     from streams.codecs import encode_change
-    from streams.replay import BadLine
+    from streams.lifecycle import Change
 
     return [
         encode_change(item)
         for item in Replayer(rules).run(orjson.dumps(d) for d in documents)
-        if not isinstance(item, BadLine)
+        if isinstance(item, Change)
     ]
 
 
-def difference(found: dict[str, bytes], expected: dict[str, bytes]) -> str | None:
+def replay_accounts(documents: list[dict[str, Any]], rules: Rules) -> dict[str, bytes]:
+    """The effective account changes of `leadflow replay --accounts` for these events."""
+    from streams.accounts import AccountChangeRecord
+    from streams.codecs import encode_account_change
+
+    return effective_accounts(
+        encode_account_change(item)
+        for item in Replayer(rules, accounts=True).run(orjson.dumps(d) for d in documents)
+        if isinstance(item, AccountChangeRecord)
+    )
+
+
+def difference(
+    found: dict[str, bytes], expected: dict[str, bytes], owner: str = "lead_id"
+) -> str | None:
     """None when equal, else a short account of what differs (for timeout messages)."""
     if found == expected:
         return None
     missing = expected.keys() - found.keys()
     extra = found.keys() - expected.keys()
     changed = [cid for cid in expected.keys() & found.keys() if found[cid] != expected[cid]]
-    leads = sorted(
+    owners = sorted(
         {
-            orjson.loads(expected.get(cid) or found[cid])["lead_id"]
+            orjson.loads(expected.get(cid) or found[cid])[owner]
             for cid in [*missing, *extra, *changed]
         }
     )
@@ -135,7 +151,7 @@ def difference(found: dict[str, bytes], expected: dict[str, bytes]) -> str | Non
         example = f"; e.g. expected {expected[cid]!r}, found {found[cid]!r}"
     return (
         f"{len(missing)} missing, {len(extra)} unexpected, {len(changed)} different "
-        f"change_ids, of {len(leads)} leads (e.g. {leads[:3]}){example}"
+        f"change_ids, of {len(owners)} {owner}s (e.g. {owners[:3]}){example}"
     )
 
 
@@ -148,6 +164,14 @@ def effective(values: Iterable[bytes]) -> dict[str, bytes]:
         if current is None or change["revision"] >= current[0]:
             latest[change["change_id"]] = (change["revision"], value)
     return {change_id: value for change_id, (_, value) in latest.items()}
+
+
+def effective_accounts(values: Iterable[bytes]) -> dict[str, bytes]:
+    """The account changes in effect (see `account_changes_in_effect`), as bytes."""
+    from streams.replay import account_changes_in_effect
+
+    in_effect = account_changes_in_effect(orjson.loads(value) for value in values)
+    return {change_id: orjson.dumps(change) for change_id, change in in_effect.items()}
 
 
 def raw_producer(bootstrap_servers: str) -> KafkaProducer:

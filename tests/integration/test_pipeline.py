@@ -10,7 +10,14 @@ from streams.generator import generate
 from streams.local_broker import FETCH_MAX_WAIT
 from streams.local_pipeline import WorkerProcess as Worker
 from streams.rules import Rules
-from tests.integration.harness import Pipeline, difference, effective, replay_bytes
+from tests.integration.harness import (
+    Pipeline,
+    difference,
+    effective,
+    effective_accounts,
+    replay_accounts,
+    replay_bytes,
+)
 from tests.waiting import wait_for
 
 LEADS = 2_000  # about 24k events
@@ -49,6 +56,19 @@ def test_stage_changes_equal_replay_of_the_same_log(
     )
     assert sorted(reader.values()) == sorted(expected)
     assert effective(reader.values()) == effective(expected)
+    wait_for_accounts(pipeline, replay_accounts(traffic, rules))
+
+
+def wait_for_accounts(pipeline: Pipeline, expected: dict[str, bytes], timeout: float = 120) -> None:
+    """Wait until the account changes in effect equal `expected` (those of a replay)."""
+    assert len(expected) > 100
+    reader = pipeline.reader(pipeline.settings.topics.account_changes)
+    wait_for(
+        lambda: difference(effective_accounts(reader.values()), expected, owner="account_id"),
+        lambda diff: diff is None,
+        timeout=timeout,
+        what="the account changes in effect to equal replay --accounts",
+    )
 
 
 @pytest.mark.parametrize(
@@ -85,6 +105,7 @@ def test_a_worker_killed_mid_stream_and_restarted_loses_and_doubles_nothing(
         timeout=240,
         what="the effective stage changes to equal replay after the restart",
     )
+    wait_for_accounts(pipeline, replay_accounts(traffic, rules))
 
 
 def test_a_new_worker_recovers_every_lead_state_from_the_changelog(
@@ -117,6 +138,8 @@ def test_a_new_worker_recovers_every_lead_state_from_the_changelog(
         timeout=180,
         what="the effective stage changes to equal replay of the whole log",
     )
+    # The account table came back from its changelog as well.
+    wait_for_accounts(pipeline, replay_accounts(traffic, rules))
 
 
 def test_two_workers_share_the_partitions_and_give_the_same_result(
@@ -146,6 +169,7 @@ def test_two_workers_share_the_partitions_and_give_the_same_result(
         timeout=240,
         what="the effective stage changes to equal replay",
     )
+    wait_for_accounts(pipeline, replay_accounts(traffic, rules))
     received = [worker.metrics()["leadflow_events_received_total"] for worker in pair]
     assert all(count > 0 for count in received), received
     assert sum(received) >= len(traffic)
