@@ -1,8 +1,9 @@
-"""The projector: stage changes and events from Kafka into the ClickHouse funnel tables.
+"""The projector: stage changes, events and accounts from Kafka into the ClickHouse funnel tables.
 
-It reads both topics in batches, inserts each batch, and commits the offsets only after
+It reads its four topics in batches, inserts each batch, and commits the offsets only after
 ClickHouse accepted it. A crash between insert and commit re-reads the batch; the tables are
-keyed by `change_id` / `event_id` and read with FINAL, so nothing is counted twice.
+keyed by `change_id` / `event_id` / (`account_id`, `lead_id`) and read with FINAL, so nothing is
+counted twice.
 A message it cannot read goes to the dead-letter topic with the reason, and is counted.
 """
 
@@ -20,9 +21,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from projections.privacy import lead_id_for_storage
 from projections.writer import (
+    CAUSATION_LEAD_ID,
     LEAD_ID,
     ProjectionWriter,
     RejectedRecord,
+    account_change_row,
+    account_signal_row,
     event_row,
     stage_change_row,
 )
@@ -65,23 +69,38 @@ class ProjectorStats:
 
     stage_changes: int = 0
     events: int = 0
+    account_changes: int = 0
+    account_signals: int = 0
     dead_letters: int = 0
     batches: int = 0
+
+    @property
+    def records(self) -> int:
+        """Records written, of every topic."""
+        return self.stage_changes + self.events + self.account_changes + self.account_signals
 
 
 @dataclass
 class _Batch:
     stage_changes: list[list[Any]] = field(default_factory=list)
     events: list[list[Any]] = field(default_factory=list)
+    account_changes: list[list[Any]] = field(default_factory=list)
+    account_signals: list[list[Any]] = field(default_factory=list)
     rejected: int = 0
     started: float = 0.0
 
     def __len__(self) -> int:
-        return len(self.stage_changes) + len(self.events) + self.rejected
+        return (
+            len(self.stage_changes)
+            + len(self.events)
+            + len(self.account_changes)
+            + len(self.account_signals)
+            + self.rejected
+        )
 
 
 class Projector:
-    """Consumes the stage-changes and events topics into one ClickHouse database.
+    """Consumes stage changes, events, account changes and account signals into one database.
 
     `from_beginning` reads every partition from offset 0 without a consumer group (rebuild);
     otherwise the projector's group remembers where it is."""
@@ -98,7 +117,12 @@ class Projector:
         self.stored_lead_id = lead_id_for_storage(settings.privacy)
         self.metrics = metrics or ProjectorMetrics()
         self.from_beginning = from_beginning
-        self.topics = (settings.topics.stage_changes, settings.topics.events)
+        self.topics = (
+            settings.topics.stage_changes,
+            settings.topics.events,
+            settings.topics.account_changes,
+            settings.topics.account_signals,
+        )
         self.stats = ProjectorStats()
         self.assigned = threading.Event()
         """Set once the consumer owns its partitions (joining a group takes a while)."""
@@ -110,7 +134,7 @@ class Projector:
         until_caught_up: bool = False,
         on_batch: Callable[[ProjectorStats], None] | None = None,
     ) -> ProjectorStats:
-        """Project until `stop` is set, or (with `until_caught_up`) until the end of both topics.
+        """Project until `stop` is set, or (with `until_caught_up`) until the end of the topics.
 
         Whatever was read is written and committed before returning."""
         stop = stop or threading.Event()
@@ -169,14 +193,23 @@ class Projector:
         return consumer
 
     def _add(self, batch: _Batch, topic: str, record: Any) -> None:
+        topics = self.settings.topics
+        lead_id = LEAD_ID
         try:
-            if topic == self.settings.topics.stage_changes:
+            if topic == topics.stage_changes:
                 row = stage_change_row(record.value, record.timestamp)
                 batch.stage_changes.append(row)
+            elif topic == topics.account_changes:
+                row = account_change_row(record.value, record.timestamp)
+                batch.account_changes.append(row)
+                lead_id = CAUSATION_LEAD_ID
+            elif topic == topics.account_signals:
+                row = account_signal_row(record.value, record.timestamp)
+                batch.account_signals.append(row)
             else:
                 row = event_row(record.value, record.timestamp, self.settings.max_event_bytes)
                 batch.events.append(row)
-            row[LEAD_ID] = self.stored_lead_id(row[LEAD_ID])
+            row[lead_id] = self.stored_lead_id(row[lead_id])
         except RejectedRecord as exc:
             batch.rejected += 1
             self._dead_letter(record, exc.reason)
@@ -213,7 +246,9 @@ class Projector:
 
     def _flush(self, consumer: KafkaConsumer, batch: _Batch) -> None:
         started = time.perf_counter()
-        self.writer.write(batch.stage_changes, batch.events)
+        self.writer.write(
+            batch.stage_changes, batch.events, batch.account_changes, batch.account_signals
+        )
         if self._producer is not None:
             self._producer.flush()
         if not self.from_beginning:
@@ -221,13 +256,17 @@ class Projector:
         self.metrics.batches.observe(time.perf_counter() - started)
         self.metrics.rows.labels("stage_changes").inc(len(batch.stage_changes))
         self.metrics.rows.labels("events").inc(len(batch.events))
+        self.metrics.rows.labels("account_changes").inc(len(batch.account_changes))
+        self.metrics.rows.labels("account_members").inc(len(batch.account_signals))
         self.stats.stage_changes += len(batch.stage_changes)
         self.stats.events += len(batch.events)
+        self.stats.account_changes += len(batch.account_changes)
+        self.stats.account_signals += len(batch.account_signals)
         self.stats.batches += 1
 
 
 def _caught_up(consumer: KafkaConsumer) -> bool:
-    """Every partition of both topics is assigned and read up to its end offset."""
+    """Every partition of the topics is assigned and read up to its end offset."""
     assigned = consumer.assignment()
     if not assigned:
         return False

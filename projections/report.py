@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -17,7 +17,7 @@ from rich.table import Table
 Row = dict[str, Any]
 Metrics = dict[str, list[Row]]
 
-VIEWS: Final = {
+FUNNEL_VIEWS: Final = {
     # view name: the ORDER BY that makes its rows come back in a stable order
     "funnel_overview": "position",
     "stage_entries_daily": "day, stage, source, campaign",
@@ -33,6 +33,14 @@ VIEWS: Final = {
     "engagement_daily": "day, event_type, source, campaign",
     "scoring_feedback": "event_type",
 }
+ACCOUNT_VIEWS: Final = {
+    "account_funnel": "position",
+    "account_conversion": "step",
+    "account_conversion_cohorts": "step, cohort_week",
+    "account_sizes": "people",
+    "top_accounts": "sqls DESC, mqls DESC, people DESC, account_id",
+}
+VIEWS: Final = {**FUNNEL_VIEWS, **ACCOUNT_VIEWS}
 STEPS: Final = (
     "lead_to_mql",
     "mql_to_sql",
@@ -89,6 +97,8 @@ def print_report(metrics: Metrics, console: Console | None = None) -> None:
     console.print(
         _table("Scoring feedback (SQL rate of MQLs that did / did not)", _feedback(metrics))
     )
+    for title, rows in _account_sections(metrics):
+        console.print(_table(title, rows))
 
 
 def write_html(metrics: Metrics, path: Path, title: str = "leadflow funnel") -> None:
@@ -103,6 +113,7 @@ def write_html(metrics: Metrics, path: Path, title: str = "leadflow funnel") -> 
         ("Purchase value", metrics["purchase_value"]),
         ("Sales cycle by source", metrics["sales_cycle"]),
         ("Scoring feedback", _feedback(metrics)),
+        *_account_sections(metrics),
     ]
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = "".join(f'<figure><img alt="{alt}" src="{src}"></figure>' for alt, src in charts)
@@ -134,6 +145,27 @@ def _funnel_rows(metrics: Metrics) -> list[Row]:
         if row["stage"] != "disqualified":
             previous = row["reached"]
     return _without_position(rows)
+
+
+def _account_sections(metrics: Metrics) -> list[tuple[str, list[Row]]]:
+    """The Accounts part of the report: stages, conversion, committee sizes, top accounts."""
+    stages, previous = [], None
+    for row in metrics["account_funnel"]:
+        stages.append({**row, "of_previous_stage": row["reached"] / previous if previous else None})
+        previous = row["reached"]
+    top = [{**row, "seniorities": _tally(row["seniorities"])} for row in metrics["top_accounts"]]
+    return [
+        ("Accounts by stage", _without_position(stages)),
+        ("Account conversion", metrics["account_conversion"]),
+        ("Accounts by number of people", metrics["account_sizes"]),
+        ("Top accounts (most people at SQL, then MQL)", top),
+    ]
+
+
+def _tally(values: Iterable[str]) -> str:
+    """`["director", "manager", "manager"]` as `director, manager x2`."""
+    counts = Counter(values)
+    return ", ".join(f"{v} x{n}" if n > 1 else v for v, n in sorted(counts.items()))
 
 
 def _without_position(rows: list[Row]) -> list[Row]:
@@ -174,6 +206,9 @@ _TEXT_COLUMNS: Final = {
     "event_type",
     "mql_kind",
     "currency",
+    "account_id",
+    "account_stage",
+    "seniorities",
 }
 
 

@@ -1,7 +1,8 @@
-"""Rows for the funnel tables, from stage-change and event messages, and their inserts.
+"""Rows for the funnel tables, from stage-change, event and account messages, and their inserts.
 
-The tables are ReplacingMergeTree keyed by `change_id` / `event_id` and every view reads them with
-FINAL, so writing a row twice (a redelivery, a replay, a rebuild) never counts it twice.
+The tables are ReplacingMergeTree keyed by `change_id` / `event_id` / (`account_id`, `lead_id`)
+and every view reads them with FINAL, so writing a row twice (a redelivery, a replay, a rebuild)
+never counts it twice.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from schemas.accounts import AccountChange, AccountSignal
 from schemas.stage_changes import StageChange
 from streams.codecs import DEFAULT_MAX_EVENT_BYTES, decode_event, describe_validation_error
 from streams.errors import InvalidEventError
@@ -47,11 +49,53 @@ EVENT_COLUMNS: Final = (
     "currency",
     "published_at",
 )
+ACCOUNT_CHANGE_COLUMNS: Final = (
+    "change_id",
+    "account_id",
+    "from_stage",
+    "to_stage",
+    "occurred_at",
+    "rule",
+    "rules_version",
+    "causation_lead_id",
+    "causation_event_id",
+    "causation_change_id",
+    "people",
+    "leads",
+    "mqls",
+    "sqls",
+    "engagement_score",
+    "seniorities",
+    "sequence",
+    "revision",
+    "retracted",
+    "published_at",
+)
+ACCOUNT_SIGNAL_COLUMNS: Final = (
+    "account_id",
+    "lead_id",
+    "revision",
+    "occurred_at",
+    "causation_event_id",
+    "causation_change_id",
+    "member",
+    "stage",
+    "seniority",
+    "engagement_score",
+    "published_at",
+)
 
 
 LEAD_ID: Final = 1
-"""Position of `lead_id` in both kinds of rows."""
-assert STAGE_CHANGE_COLUMNS[LEAD_ID] == EVENT_COLUMNS[LEAD_ID] == "lead_id"
+"""Position of `lead_id` in stage-change, event and account-signal rows."""
+assert (
+    STAGE_CHANGE_COLUMNS[LEAD_ID]
+    == EVENT_COLUMNS[LEAD_ID]
+    == ACCOUNT_SIGNAL_COLUMNS[LEAD_ID]
+    == "lead_id"
+)
+CAUSATION_LEAD_ID: Final = ACCOUNT_CHANGE_COLUMNS.index("causation_lead_id")
+"""Position of the lead id in account-change rows."""
 
 
 class RejectedRecord(ValueError):
@@ -119,6 +163,57 @@ def event_row(
     ]
 
 
+def account_change_row(value: bytes, timestamp_ms: int | None = None) -> list[Any]:
+    """The `account_changes` row of one message of the account-changes topic."""
+    try:
+        change = AccountChange.model_validate_json(value)
+    except ValidationError as exc:
+        raise RejectedRecord(f"not an account change: {describe_validation_error(exc)}") from None
+    return [
+        change.change_id,
+        change.account_id,
+        change.from_stage,
+        change.to_stage,
+        change.occurred_at,
+        change.rule,
+        change.rules_version,
+        change.causation_lead_id,
+        change.causation_event_id,
+        change.causation_change_id,
+        change.people,
+        change.leads,
+        change.mqls,
+        change.sqls,
+        change.engagement_score,
+        list(change.seniorities),
+        change.sequence,
+        change.revision,
+        change.retracted,
+        published_at(timestamp_ms),
+    ]
+
+
+def account_signal_row(value: bytes, timestamp_ms: int | None = None) -> list[Any]:
+    """The `account_members` row of one message of the account-signals topic."""
+    try:
+        signal = AccountSignal.model_validate_json(value)
+    except ValidationError as exc:
+        raise RejectedRecord(f"not an account signal: {describe_validation_error(exc)}") from None
+    return [
+        signal.account_id,
+        signal.lead_id,
+        signal.revision,
+        signal.occurred_at,
+        signal.causation_event_id,
+        signal.causation_change_id,
+        signal.member,
+        signal.stage,
+        signal.seniority,
+        signal.engagement_score,
+        published_at(timestamp_ms),
+    ]
+
+
 class ProjectionWriter:
     """Inserts rows into the funnel tables of one database."""
 
@@ -126,11 +221,29 @@ class ProjectionWriter:
         self.client = client
         self.database = database
 
-    def write(self, stage_changes: Sequence[list[Any]], events: Sequence[list[Any]]) -> None:
-        """Insert both kinds of rows; each insert is one block (all or nothing)."""
+    def write(
+        self,
+        stage_changes: Sequence[list[Any]],
+        events: Sequence[list[Any]],
+        account_changes: Sequence[list[Any]] = (),
+        account_signals: Sequence[list[Any]] = (),
+    ) -> None:
+        """Insert every kind of row; each insert is one block (all or nothing)."""
         if stage_changes:
             self.client.insert(
                 f"{self.database}.stage_changes", stage_changes, column_names=STAGE_CHANGE_COLUMNS
             )
         if events:
             self.client.insert(f"{self.database}.events", events, column_names=EVENT_COLUMNS)
+        if account_changes:
+            self.client.insert(
+                f"{self.database}.account_changes",
+                account_changes,
+                column_names=ACCOUNT_CHANGE_COLUMNS,
+            )
+        if account_signals:
+            self.client.insert(
+                f"{self.database}.account_members",
+                account_signals,
+                column_names=ACCOUNT_SIGNAL_COLUMNS,
+            )

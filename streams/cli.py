@@ -285,10 +285,10 @@ def migrate() -> None:
 @app.command()
 def project(
     until_caught_up: Annotated[
-        bool, typer.Option(help="Stop once both topics are read to their end.")
+        bool, typer.Option(help="Stop once its topics are read to their end.")
     ] = False,
 ) -> None:
-    """Project stage changes and events into ClickHouse, committing offsets after each insert."""
+    """Project stage changes, events and accounts into ClickHouse, committing after each insert."""
     import signal
     import threading
 
@@ -309,7 +309,8 @@ def project(
     err.print(f"projecting into {settings.clickhouse.database} at {settings.clickhouse.url}")
     stats = Projector(settings, client, metrics).run(stop, until_caught_up=until_caught_up)
     err.print(
-        f"projected {stats.stage_changes} stage changes and {stats.events} events "
+        f"projected {stats.stage_changes} stage changes, {stats.events} events, "
+        f"{stats.account_changes} account changes and {stats.account_signals} account signals "
         f"in {stats.batches} batches ({stats.dead_letters} unreadable messages)",
         highlight=False,
     )
@@ -332,7 +333,7 @@ def collect() -> None:
 
 @app.command()
 def rebuild() -> None:
-    """Drop the funnel tables and project both topics again from their first offset.
+    """Drop the funnel tables and project their topics again from the first offset.
 
     Stop the projector first. The result equals the live projection."""
     from rich.progress import Progress
@@ -344,19 +345,20 @@ def rebuild() -> None:
     client = _clickhouse(settings)
     database = settings.clickhouse.database
     apply_migrations(client, database)
-    for table in ("stage_changes", "events"):
+    for table in ("stage_changes", "events", "account_changes", "account_members"):
         client.command(f"TRUNCATE TABLE {database}.{table}")
     with Progress(console=err, transient=False) as progress:
         task = progress.add_task("rebuilding", total=None)
 
         def advance(stats: ProjectorStats) -> None:
-            progress.update(task, completed=stats.stage_changes + stats.events)
+            progress.update(task, completed=stats.records)
 
         stats = Projector(settings, client, from_beginning=True).run(
             until_caught_up=True, on_batch=advance
         )
     err.print(
-        f"rebuilt from {stats.stage_changes} stage changes and {stats.events} events",
+        f"rebuilt from {stats.stage_changes} stage changes, {stats.events} events, "
+        f"{stats.account_changes} account changes and {stats.account_signals} account signals",
         highlight=False,
     )
 

@@ -326,7 +326,9 @@ def normalised(metrics: dict[str, list[Row]]) -> dict[str, list[Row]]:
 
     def value(v: Any) -> Any:
         if isinstance(v, float):
-            return None if math.isnan(v) else round(v, 6)
+            # Rounded to 9 places first: ClickHouse and Python may differ in the last bits, which
+            # must not tip a value over a 6th-decimal rounding boundary.
+            return None if math.isnan(v) else round(round(v, 9), 6)
         if isinstance(v, datetime | date):
             return v.isoformat()[:10]
         return v

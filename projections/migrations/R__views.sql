@@ -232,3 +232,115 @@ ARRAY JOIN [
     ('disqualified', 8, disqualified_at)
 ] AS pair
 GROUP BY stage, position;
+
+-- Accounts (the buying committee: leads rolled up to their company). Account stages only move
+-- forward: engaged -> sales_ready -> customer.
+
+-- Every account stage change that currently holds: latest revision, retractions removed.
+CREATE OR REPLACE VIEW {database}.account_changes_live AS
+SELECT change_id, account_id, from_stage, to_stage, occurred_at, rule, rules_version,
+       causation_lead_id, causation_event_id, causation_change_id,
+       people, leads, mqls, sqls, engagement_score, seniorities, sequence
+FROM {database}.account_changes FINAL
+WHERE NOT retracted;
+
+-- One row per account with a stage: its current stage and the first time it entered each stage.
+CREATE OR REPLACE VIEW {database}.account_status AS
+SELECT
+    account_id,
+    argMax(to_stage, sequence) AS current_stage,
+    argMax(occurred_at, sequence) AS stage_since,
+    min(occurred_at) AS first_seen_at,
+    minIfOrNull(occurred_at, to_stage = 'engaged') AS engaged_at,
+    minIfOrNull(occurred_at, to_stage = 'sales_ready') AS sales_ready_at,
+    minIfOrNull(occurred_at, to_stage = 'customer') AS customer_at
+FROM {database}.account_changes_live
+GROUP BY account_id;
+
+-- The people of each account now: the latest signal of each (account, lead) that says member.
+CREATE OR REPLACE VIEW {database}.account_members_live AS
+SELECT account_id, lead_id, stage, seniority, engagement_score, occurred_at
+FROM {database}.account_members FINAL
+WHERE member;
+
+-- People per account: how many, how many at lead / MQL / SQL or further (disqualified people
+-- count in none of those), their seniorities (sorted, with repeats), and the account's stage.
+CREATE OR REPLACE VIEW {database}.account_people AS
+WITH counts AS
+(
+    SELECT
+        account_id,
+        count() AS people,
+        countIf(stage IN ('lead', 'mql', 'sql', 'opportunity', 'customer', 'evangelist')) AS leads,
+        countIf(stage IN ('mql', 'sql', 'opportunity', 'customer', 'evangelist')) AS mqls,
+        countIf(stage IN ('sql', 'opportunity', 'customer', 'evangelist')) AS sqls,
+        arraySort(groupArrayIf(assumeNotNull(seniority), seniority IS NOT NULL)) AS seniorities,
+        max(occurred_at) AS last_activity_at
+    FROM {database}.account_members_live
+    GROUP BY account_id
+)
+SELECT counts.account_id AS account_id,
+       if(status.account_id = '', '(none)', status.current_stage) AS account_stage,
+       people, leads, mqls, sqls, seniorities, last_activity_at
+FROM counts
+LEFT JOIN {database}.account_status AS status ON status.account_id = counts.account_id;
+
+-- How big buying committees are: accounts by their number of people, and how many of those
+-- accounts have at least one MQL / SQL (or further).
+CREATE OR REPLACE VIEW {database}.account_sizes AS
+SELECT people, count() AS accounts, countIf(mqls > 0) AS with_mql, countIf(sqls > 0) AS with_sql
+FROM {database}.account_people
+GROUP BY people;
+
+-- The accounts with the most people at SQL or further, then MQL, then people (the first 20).
+CREATE OR REPLACE VIEW {database}.top_accounts AS
+SELECT account_id, account_stage, people, leads, mqls, sqls, seniorities,
+       toDate(last_activity_at) AS last_active_on
+FROM {database}.account_people
+ORDER BY sqls DESC, mqls DESC, people DESC, account_id
+LIMIT 20;
+
+-- The account funnel: accounts that ever reached each stage, and accounts in it now.
+CREATE OR REPLACE VIEW {database}.account_funnel AS
+SELECT pair.1 AS stage, pair.2 AS position,
+       countIf(pair.3 IS NOT NULL) AS reached, countIf(current_stage = stage) AS current
+FROM {database}.account_status
+ARRAY JOIN [
+    ('engaged', 1, engaged_at),
+    ('sales_ready', 2, sales_ready_at),
+    ('customer', 3, customer_at)
+] AS pair
+GROUP BY stage, position;
+
+-- Each account's conversion steps: first entry into the step's first stage, and first entry
+-- into the second one afterwards (NULL: not converted).
+CREATE OR REPLACE VIEW {database}.account_conversions AS
+SELECT account_id, pair.1 AS step, pair.2 AS entered_at,
+       if(pair.3 >= pair.2, pair.3, NULL) AS converted_at,
+       (toUnixTimestamp64Micro(converted_at) - toUnixTimestamp64Micro(entered_at)) / 86400e6
+           AS days_to_convert
+FROM {database}.account_status
+ARRAY JOIN [
+    ('engaged_to_sales_ready', engaged_at, sales_ready_at),
+    ('sales_ready_to_customer', sales_ready_at, customer_at)
+] AS pair
+WHERE entered_at IS NOT NULL;
+
+-- Account conversion per step over all accounts, with the time it took those that converted.
+CREATE OR REPLACE VIEW {database}.account_conversion AS
+SELECT step, count() AS entered, countIf(converted_at IS NOT NULL) AS converted,
+       converted / entered AS rate,
+       quantileExactInclusive(0.5)(days_to_convert) AS median_days,
+       quantileExactInclusive(0.9)(days_to_convert) AS p90_days,
+       avg(days_to_convert) AS mean_days
+FROM {database}.account_conversions
+GROUP BY step;
+
+-- Cohort conversion of accounts: of those that first entered a step's first stage in week W,
+-- how many went on to its second stage (at any time since).
+CREATE OR REPLACE VIEW {database}.account_conversion_cohorts AS
+SELECT step, toMonday(entered_at) AS cohort_week,
+       count() AS entered, countIf(converted_at IS NOT NULL) AS converted,
+       converted / entered AS rate
+FROM {database}.account_conversions
+GROUP BY step, cohort_week;

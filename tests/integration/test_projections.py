@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +14,40 @@ import pytest
 from rich.console import Console
 
 from projections.clickhouse import ClickHouseError, connect, migrate, migrations
-from projections.report import VIEWS, print_report, read_metrics, write_html
-from projections.writer import ProjectionWriter, RejectedRecord, event_row, stage_change_row
+from projections.report import (
+    ACCOUNT_VIEWS,
+    FUNNEL_VIEWS,
+    VIEWS,
+    print_report,
+    read_metrics,
+    write_html,
+)
+from projections.writer import (
+    ProjectionWriter,
+    RejectedRecord,
+    account_change_row,
+    account_signal_row,
+    event_row,
+    stage_change_row,
+)
+from schemas.accounts import AccountChange, AccountSignal
+from streams.accounts import AccountChangeRecord, Signal
+from streams.codecs import encode_account_change, encode_account_signal
 from streams.generator import generate
+from streams.replay import Replayer
 from streams.rules import Rules
 from streams.settings import ClickHouseSettings
+from tests.account_records import T0, AccountLog, account_log
+from tests.account_reference import expected_account_metrics
 from tests.funnel_reference import expected_metrics, normalised
 from tests.integration.harness import effective, replay_bytes, unique
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "dashboards" / "funnel.json"
+PER_ACCOUNT_VIEWS = {
+    "account_status": "account_id",
+    "account_people": "account_id",
+    "account_conversions": "account_id, step",
+}
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +72,46 @@ def sample(rules: Rules) -> tuple[list[dict[str, Any]], list[bytes]]:
     return events, replay_bytes(events, rules)
 
 
+@pytest.fixture(scope="module")
+def replayed_accounts(rules: Rules, sample: tuple[list[dict[str, Any]], list[bytes]]) -> AccountLog:
+    """The account records the workers publish for the sample's events (the same replay)."""
+    replayed = AccountLog()
+    for item in Replayer(rules, accounts=True).run(orjson.dumps(e) for e in sample[0]):
+        if isinstance(item, Signal):
+            replayed.signals.append(encode_account_signal(item))
+        elif isinstance(item, AccountChangeRecord):
+            replayed.changes.append(encode_account_change(item))
+    return replayed
+
+
+def write_accounts(writer: ProjectionWriter, log: AccountLog, batch: int = 1000) -> None:
+    """Every record in a shuffled order and in batches, then all of them again: a redelivery."""
+    changes = [account_change_row(value, 1_700_000_000_000) for value in log.changes]
+    signals = [account_signal_row(value, 1_700_000_000_000) for value in log.signals]
+    shuffle = random.Random(11)
+    changes_shuffled = shuffle.sample(changes, len(changes))
+    signals_shuffled = shuffle.sample(signals, len(signals))
+    for start in range(0, max(len(changes), len(signals)), batch):
+        writer.write(
+            [],
+            [],
+            changes_shuffled[start : start + batch],
+            signals_shuffled[start : start + batch],
+        )
+    writer.write([], [], changes, signals)
+
+
+def read_account_views(client: Any, database: str) -> dict[str, list[dict[str, Any]]]:
+    """The report's account views, then the per-account ones, as dicts."""
+    found = {view: read_metrics(client, database)[view] for view in ACCOUNT_VIEWS}
+    for view, order in PER_ACCOUNT_VIEWS.items():
+        result = client.query(f"SELECT * FROM {database}.{view} ORDER BY {order}")
+        found[view] = [
+            dict(zip(result.column_names, row, strict=True)) for row in result.result_rows
+        ]
+    return normalised(found)
+
+
 def test_every_view_equals_the_same_metric_computed_from_replay(
     clickhouse: Any, database: str, sample: tuple[list[dict[str, Any]], list[bytes]]
 ) -> None:
@@ -64,9 +130,119 @@ def test_every_view_equals_the_same_metric_computed_from_replay(
     found = normalised(read_metrics(clickhouse, database))
     expected = normalised(expected_metrics(effective(changes).values(), events))
     assert list(found) == list(VIEWS)
-    for view in VIEWS:
+    for view in FUNNEL_VIEWS:
         assert found[view], f"{view} is empty: the sample does not exercise it"
         assert found[view] == expected[view], view
+
+
+@pytest.mark.parametrize("source", ["replayed", "by_hand"])
+def test_every_account_view_equals_the_same_metric_computed_from_the_records(
+    clickhouse: Any, database: str, replayed_accounts: AccountLog, source: str
+) -> None:
+    # Replayed: realistic traffic, rewritten at higher revisions by late events. By hand: also
+    # retractions and people who move to another account or leave theirs.
+    log = replayed_accounts if source == "replayed" else account_log()
+    changes = [orjson.loads(value) for value in log.changes]
+    assert any(change["revision"] > 1 for change in changes), "want rewrites in the log"
+    if source == "by_hand":
+        assert any(change["retracted"] for change in changes), "want retractions in the log"
+        assert any(not orjson.loads(s)["member"] for s in log.signals), "want people leaving"
+    write_accounts(ProjectionWriter(clickhouse, database), log)
+
+    found = read_account_views(clickhouse, database)
+    expected = normalised(expected_account_metrics(log.changes, log.signals))
+    assert list(found) == list(expected)
+    for view, rows in expected.items():
+        assert rows, f"{view} is empty: the records do not exercise it"
+        assert found[view] == rows, view
+
+
+def _signal(lead: str, revision: int, member: bool, stage: str, account: str = "acme.com") -> bytes:
+    return (
+        AccountSignal(
+            account_id=account,
+            lead_id=lead,
+            revision=revision,
+            occurred_at=T0 + timedelta(days=revision),
+            causation_event_id=f"e-{lead}-{revision}",
+            member=member,
+            stage=stage,
+            seniority="director",
+            engagement_score=10.0,
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
+def _change(
+    to_stage: str, days: float, revision: int, sequence: int, retracted: bool = False
+) -> bytes:
+    return (
+        AccountChange(
+            change_id=f"{to_stage}-{days}",
+            account_id="acme.com",
+            from_stage=None,
+            to_stage=to_stage,
+            occurred_at=T0 + timedelta(days=days),
+            rule=f"account.{to_stage}",
+            rules_version="test",
+            causation_lead_id="lead-1",
+            causation_event_id="e-1",
+            people=1,
+            leads=1,
+            mqls=1,
+            sqls=0,
+            engagement_score=1.0,
+            seniorities=("director",),
+            sequence=sequence,
+            revision=revision,
+            retracted=retracted,
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
+def test_account_revisions_and_retractions_count_once_whatever_the_arrival_order(
+    clickhouse: Any, database: str
+) -> None:
+    log = AccountLog(
+        signals=[
+            _signal("lead-1", 1, True, "mql"),
+            _signal("lead-1", 4, True, "sql"),
+            _signal("lead-2", 2, True, "lead"),
+            _signal("lead-2", 5, False, "mql"),  # lead-2 left for another company
+            _signal("lead-2", 5, True, "mql", account="other.com"),
+        ],
+        changes=[
+            _change("engaged", 1, revision=1, sequence=0),
+            _change("sales_ready", 3, revision=2, sequence=5),  # a stale position...
+            _change("sales_ready", 3, revision=3, sequence=1),  # ...rewritten
+            _change("customer", 6, revision=4, sequence=2),
+            _change("customer", 6, revision=5, sequence=2, retracted=True),
+        ],
+    )
+    # Newest first, each record three times: the highest revision must win all the same.
+    writer = ProjectionWriter(clickhouse, database)
+    for _ in range(3):
+        write_accounts(writer, AccountLog(log.signals[::-1], log.changes[::-1]), batch=1)
+
+    found = read_account_views(clickhouse, database)
+    assert [(r["stage"], r["reached"], r["current"]) for r in found["account_funnel"]] == [
+        ("engaged", 1, 0),
+        ("sales_ready", 1, 1),
+        ("customer", 0, 0),
+    ]
+    people = {r["account_id"]: r for r in found["account_people"]}
+    assert people["acme.com"]["people"] == 1 and people["acme.com"]["sqls"] == 1
+    assert people["acme.com"]["account_stage"] == "sales_ready"
+    assert people["other.com"]["account_stage"] == "(none)"
+    assert [
+        (r["step"], r["entered"], r["converted"], r["median_days"])
+        for r in found["account_conversion"]
+    ] == [("engaged_to_sales_ready", 1, 1, 2.0), ("sales_ready_to_customer", 1, 0, None)]
+    assert found == normalised(expected_account_metrics(log.changes, log.signals))
 
 
 def test_migrations_are_idempotent_and_refuse_an_edited_version(
@@ -87,15 +263,26 @@ def test_unreadable_messages_are_rejected_with_a_reason() -> None:
         stage_change_row(b'{"change_id": "x"}')
     with pytest.raises(RejectedRecord, match="not JSON"):
         event_row(b"\xff\xfe")
+    with pytest.raises(RejectedRecord, match="not an account change: missing field 'account_id'"):
+        account_change_row(b'{"change_id": "x"}')
+    with pytest.raises(RejectedRecord, match="not an account signal: stage"):
+        account_signal_row(_signal("lead-1", 1, True, "mql").replace(b'"mql"', b'"vip"'))
+    with pytest.raises(RejectedRecord, match="not an account signal: not JSON"):
+        account_signal_row(b"\xff\xfe")
 
 
 def test_every_dashboard_query_runs_on_the_embedded_engine(
-    clickhouse: Any, database: str, sample: tuple[list[dict[str, Any]], list[bytes]]
+    clickhouse: Any,
+    database: str,
+    sample: tuple[list[dict[str, Any]], list[bytes]],
+    replayed_accounts: AccountLog,
 ) -> None:
     events, changes = sample
-    ProjectionWriter(clickhouse, database).write(
+    writer = ProjectionWriter(clickhouse, database)
+    writer.write(
         [stage_change_row(c) for c in changes], [event_row(orjson.dumps(e)) for e in events]
     )
+    write_accounts(writer, replayed_accounts)
     dashboard = json.loads(DASHBOARD.read_text())
     queries = [
         target["rawSql"] for panel in dashboard["panels"] for target in panel.get("targets", [])
@@ -111,31 +298,50 @@ def test_the_html_report_is_one_self_contained_page(
     clickhouse: Any,
     database: str,
     sample: tuple[list[dict[str, Any]], list[bytes]],
+    replayed_accounts: AccountLog,
     tmp_path: Path,
 ) -> None:
     events, changes = sample
-    ProjectionWriter(clickhouse, database).write(
+    writer = ProjectionWriter(clickhouse, database)
+    writer.write(
         [stage_change_row(c) for c in changes], [event_row(orjson.dumps(e)) for e in events]
     )
+    write_accounts(writer, replayed_accounts)
     page = tmp_path / "funnel.html"
     write_html(read_metrics(clickhouse, database), page)
     text = page.read_text()
     assert text.count("data:image/svg+xml;base64,") == 3
     assert "http://" not in text and "https://" not in text  # opens offline
-    for heading in ("Funnel", "Conversion", "Bottlenecks", "Scoring feedback"):
+    for heading in (
+        "Funnel",
+        "Conversion",
+        "Bottlenecks",
+        "Scoring feedback",
+        "Accounts by stage",
+        "Account conversion",
+        "Top accounts",
+    ):
         assert f"<h2>{heading}" in text
 
 
 def test_the_terminal_report_shows_every_section(
-    clickhouse: Any, database: str, sample: tuple[list[dict[str, Any]], list[bytes]]
+    clickhouse: Any,
+    database: str,
+    sample: tuple[list[dict[str, Any]], list[bytes]],
+    replayed_accounts: AccountLog,
 ) -> None:
     events, changes = sample
-    ProjectionWriter(clickhouse, database).write(
+    writer = ProjectionWriter(clickhouse, database)
+    writer.write(
         [stage_change_row(c) for c in changes], [event_row(orjson.dumps(e)) for e in events]
     )
+    write_accounts(writer, replayed_accounts)
     console = Console(record=True, width=200)
     print_report(read_metrics(clickhouse, database), console)
     text = console.export_text()
     for title in ("Funnel", "Conversion", "MQL kinds", "Bottlenecks", "Purchase value"):
         assert title in text
     assert "mql_to_sql" in text and "passive" in text
+    for title in ("Accounts by stage", "Account conversion", "Top accounts"):
+        assert title in text
+    assert "engaged_to_sales_ready" in text and "sales_ready_to_customer" in text

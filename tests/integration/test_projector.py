@@ -12,13 +12,28 @@ from typing import Any
 
 import orjson
 import pytest
+from kafka import KafkaProducer
 
+from projections.report import ACCOUNT_VIEWS
+from streams.accounts import AccountChangeRecord, Signal
+from streams.codecs import encode_account_change, encode_account_signal
 from streams.generator import generate
+from streams.kafka_clients import create_topics
 from streams.local_broker import LocalBroker, free_port
 from streams.local_pipeline import read_metrics
+from streams.replay import Replayer
 from streams.rules import Rules
+from tests.account_records import AccountLog, account_log
+from tests.account_reference import expected_account_metrics
 from tests.funnel_reference import expected_metrics, normalised
-from tests.integration.harness import Pipeline, difference, effective, replay_bytes
+from tests.integration.harness import (
+    Pipeline,
+    difference,
+    effective,
+    effective_accounts,
+    replay_accounts,
+    replay_bytes,
+)
 from tests.waiting import wait_for
 
 
@@ -29,6 +44,7 @@ class Streamed:
     pipeline: Pipeline
     stage_change_records: int
     events: int
+    account_records: int
     expected: dict[str, list[dict[str, Any]]]
     live_env: dict[str, str]
 
@@ -52,6 +68,21 @@ def env_with_path(env: dict[str, str]) -> dict[str, str]:
     return {**os.environ, **env}
 
 
+def replayed_account_records(traffic: list[dict[str, Any]], rules: Rules) -> AccountLog:
+    """The account records `replay` gives for these events, as their bytes."""
+    replayed = AccountLog()
+    for item in Replayer(rules, accounts=True).run(orjson.dumps(d) for d in traffic):
+        if isinstance(item, Signal):
+            replayed.signals.append(encode_account_signal(item))
+        elif isinstance(item, AccountChangeRecord):
+            replayed.changes.append(encode_account_change(item))
+    return replayed
+
+
+def account_views(metrics: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    return {view: metrics[view] for view in ACCOUNT_VIEWS}
+
+
 def projected_rows(port: int) -> float:
     try:
         samples = read_metrics(port)
@@ -68,6 +99,7 @@ def streamed(
     pipeline = Pipeline(broker.bootstrap_servers, tmp_path_factory.mktemp("projected"))
     traffic = generate(1_000, seed=11)
     changes = effective(replay_bytes(traffic, rules))
+    replayed = replayed_account_records(traffic, rules)
     port = free_port()
     live_env = pipeline.projector_env("live", LEADFLOW_PROJECTOR__METRICS_PORT=str(port))
     worker = pipeline.worker().start()
@@ -82,10 +114,28 @@ def streamed(
             timeout=240,
             what="the worker's stage changes to equal replay",
         )
+        signals = pipeline.reader(pipeline.settings.topics.account_signals)
+        account_changes = pipeline.reader(pipeline.settings.topics.account_changes)
+        wait_for(
+            lambda: set(signals.values()),
+            lambda found: found == set(replayed.signals),
+            timeout=120,
+            what="the worker's account signals to equal replay",
+        )
+        expected_accounts = replay_accounts(traffic, rules)
+        wait_for(
+            lambda: effective_accounts(account_changes.values()),
+            lambda found: found == expected_accounts,
+            timeout=120,
+            what="the account changes in effect to equal replay --accounts",
+        )
+        accounts = normalised(expected_account_metrics(account_changes.values(), signals.values()))
+        assert all(accounts[view] for view in ACCOUNT_VIEWS), "want every account view exercised"
         records = len(reader.values())
+        account_records = len(signals.values()) + len(account_changes.values())
         wait_for(
             lambda: projected_rows(port),
-            lambda rows: rows >= records + len(traffic),
+            lambda rows: rows >= records + len(traffic) + account_records,
             timeout=120,
             what="the live projector to write every record",
         )
@@ -95,7 +145,8 @@ def streamed(
             pipeline,
             records,
             len(traffic),
-            normalised(expected_metrics(changes.values(), traffic)),
+            account_records,
+            {**normalised(expected_metrics(changes.values(), traffic)), **account_views(accounts)},
             live_env,
         )
     finally:
@@ -114,9 +165,11 @@ def test_a_projector_killed_mid_batch_and_restarted_still_counts_exactly(
 ) -> None:
     port = free_port()
     env = streamed.pipeline.projector_env(
-        "crash", LEADFLOW_PROJECTOR__BATCH_SIZE="100", LEADFLOW_PROJECTOR__METRICS_PORT=str(port)
+        "crash",
+        LEADFLOW_PROJECTOR__BATCH_SIZE="100",
+        LEADFLOW_PROJECTOR__METRICS_PORT=str(port),
     )
-    total = streamed.stage_change_records + streamed.events
+    total = streamed.stage_change_records + streamed.events + streamed.account_records
     first = streamed.pipeline.command(["project"], env, "projector-crash").start()
     try:
         seen = wait_for(
@@ -150,9 +203,10 @@ def test_clickhouse_holds_keyed_hashes_not_lead_ids(streamed: Streamed) -> None:
         "from streams.settings import Settings\n"
         "s = Settings()\n"
         "c = connect(s.clickhouse)\n"
-        "for table in ('stage_changes', 'events'):\n"
-        "    print(c.query(f\"SELECT countIf(lead_id LIKE 'lead-%'), count(), "
-        'min(length(lead_id)) FROM {s.clickhouse.database}.{table}").result_rows[0])\n'
+        "for table, column in (('stage_changes', 'lead_id'), ('events', 'lead_id'), "
+        "('account_members', 'lead_id'), ('account_changes', 'causation_lead_id')):\n"
+        "    print(c.query(f\"SELECT countIf({column} LIKE 'lead-%'), count(), "
+        'min(length({column})) FROM {s.clickhouse.database}.{table}").result_rows[0])\n'
     )
     done = subprocess.run(
         [sys.executable, "-c", script],
@@ -162,6 +216,56 @@ def test_clickhouse_holds_keyed_hashes_not_lead_ids(streamed: Streamed) -> None:
         check=True,
         text=True,
     )
-    for line in done.stdout.splitlines():
+    lines = done.stdout.splitlines()
+    assert len(lines) == 4
+    for line in lines:
         in_clear, rows, shortest = ast.literal_eval(line)
         assert in_clear == 0 and rows > 0 and shortest == 32, line
+
+
+def test_unreadable_account_records_go_to_the_dead_letter_topic_and_the_rest_counts(
+    pipeline: Pipeline,
+) -> None:
+    env = pipeline.projector_env("accounts")
+    settings = pipeline.settings
+    topics = {
+        "signals": settings.topics.account_signals,
+        "changes": settings.topics.account_changes,
+    }
+    create_topics(settings)
+    log = account_log(accounts=12, seed=3)
+    bad = {"signals": b'{"account_id": "acme.com"}', "changes": b"not json"}
+    producer = KafkaProducer(bootstrap_servers=pipeline.bootstrap_servers, acks="all")
+    try:
+        # Everything twice (a redelivery), with one unreadable record on each topic.
+        for _ in range(2):
+            for value in log.signals:
+                producer.send(
+                    topics["signals"], key=orjson.loads(value)["account_id"].encode(), value=value
+                )
+            for value in log.changes:
+                producer.send(
+                    topics["changes"], key=orjson.loads(value)["account_id"].encode(), value=value
+                )
+        for kind, value in bad.items():
+            producer.send(topics[kind], key=b"acme.com", value=value)
+        producer.flush()
+    finally:
+        producer.close()
+    dead = pipeline.reader(settings.topics.dead_letter)
+    projector = pipeline.command(["project", "--until-caught-up"], env, "projector-accounts")
+    assert projector.start().wait(timeout=180) == 0
+    letters = wait_for(
+        dead.poll, lambda found: len(found) >= 2, timeout=30, what="two dead letters"
+    )
+    reasons = {
+        dict(letter.headers)["leadflow-topic"].decode(): dict(letter.headers)[
+            "leadflow-reason"
+        ].decode()
+        for letter in letters
+    }
+    assert reasons[topics["signals"]].startswith("not an account signal: missing field")
+    assert reasons[topics["changes"]].startswith("not an account change: not JSON")
+    assert {letter.value for letter in letters} == set(bad.values())
+    expected = normalised(expected_account_metrics(log.changes, log.signals))
+    assert account_views(report(env)) == account_views(expected)
