@@ -130,6 +130,18 @@ def replay_accounts(documents: list[dict[str, Any]], rules: Rules) -> dict[str, 
     )
 
 
+def replay_signals(documents: list[dict[str, Any]], rules: Rules) -> set[bytes]:
+    """The account signals the lead side sends for these events, as their bytes."""
+    from streams.accounts import Signal
+    from streams.codecs import encode_account_signal
+
+    return {
+        encode_account_signal(item)
+        for item in Replayer(rules, accounts=True).run(orjson.dumps(d) for d in documents)
+        if isinstance(item, Signal)
+    }
+
+
 def difference(
     found: dict[str, bytes], expected: dict[str, bytes], owner: str = "lead_id"
 ) -> str | None:

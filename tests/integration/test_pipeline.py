@@ -17,8 +17,9 @@ from tests.integration.harness import (
     effective_accounts,
     replay_accounts,
     replay_bytes,
+    replay_signals,
 )
-from tests.waiting import wait_for
+from tests.waiting import WaitTimeout, wait_for
 
 LEADS = 2_000  # about 24k events
 
@@ -56,19 +57,31 @@ def test_stage_changes_equal_replay_of_the_same_log(
     )
     assert sorted(reader.values()) == sorted(expected)
     assert effective(reader.values()) == effective(expected)
-    wait_for_accounts(pipeline, replay_accounts(traffic, rules))
+    wait_for_accounts(pipeline, traffic, rules)
 
 
-def wait_for_accounts(pipeline: Pipeline, expected: dict[str, bytes], timeout: float = 120) -> None:
-    """Wait until the account changes in effect equal `expected` (those of a replay)."""
+def wait_for_accounts(
+    pipeline: Pipeline, traffic: list[dict[str, object]], rules: Rules, timeout: float = 120
+) -> None:
+    """Wait until the account changes in effect equal those of `replay --accounts`."""
+    expected = replay_accounts(traffic, rules)
     assert len(expected) > 100
     reader = pipeline.reader(pipeline.settings.topics.account_changes)
-    wait_for(
-        lambda: difference(effective_accounts(reader.values()), expected, owner="account_id"),
-        lambda diff: diff is None,
-        timeout=timeout,
-        what="the account changes in effect to equal replay --accounts",
-    )
+    try:
+        wait_for(
+            lambda: difference(effective_accounts(reader.values()), expected, owner="account_id"),
+            lambda diff: diff is None,
+            timeout=timeout,
+            what="the account changes in effect to equal replay --accounts",
+        )
+    except WaitTimeout as exc:
+        # Say which side went wrong: the signals the leads sent, or the accounts' fold of them.
+        signals = set(pipeline.reader(pipeline.settings.topics.account_signals).values())
+        sent = replay_signals(traffic, rules)
+        raise AssertionError(
+            f"{exc}; signals: {len(sent - signals)} missing, {len(signals - sent)} unexpected, "
+            f"e.g. {sorted(sent ^ signals)[:2]!r}"
+        ) from exc
 
 
 @pytest.mark.parametrize(
@@ -105,7 +118,7 @@ def test_a_worker_killed_mid_stream_and_restarted_loses_and_doubles_nothing(
         timeout=240,
         what="the effective stage changes to equal replay after the restart",
     )
-    wait_for_accounts(pipeline, replay_accounts(traffic, rules))
+    wait_for_accounts(pipeline, traffic, rules)
 
 
 def test_a_new_worker_recovers_every_lead_state_from_the_changelog(
@@ -139,7 +152,7 @@ def test_a_new_worker_recovers_every_lead_state_from_the_changelog(
         what="the effective stage changes to equal replay of the whole log",
     )
     # The account table came back from its changelog as well.
-    wait_for_accounts(pipeline, replay_accounts(traffic, rules))
+    wait_for_accounts(pipeline, traffic, rules)
 
 
 def test_two_workers_share_the_partitions_and_give_the_same_result(
@@ -169,7 +182,7 @@ def test_two_workers_share_the_partitions_and_give_the_same_result(
         timeout=240,
         what="the effective stage changes to equal replay",
     )
-    wait_for_accounts(pipeline, replay_accounts(traffic, rules))
+    wait_for_accounts(pipeline, traffic, rules)
     received = [worker.metrics()["leadflow_events_received_total"] for worker in pair]
     assert all(count > 0 for count in received), received
     assert sum(received) >= len(traffic)
