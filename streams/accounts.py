@@ -22,7 +22,7 @@ from typing import Final, NamedTuple
 from schemas.events import Event
 from streams.lifecycle import Decision, LeadState, engagement_at, identities, rewrites
 from streams.rules import Rules
-from streams.scoring import decay_factor, email_domain, seniority_of
+from streams.scoring import decay_factor, email_domain, matches_domain, seniority_of
 
 ACCOUNT_STAGE_ORDER: Final = ("engaged", "sales_ready", "customer")
 LEAD_OR_FURTHER: Final = frozenset({"lead", "mql", "sql", "opportunity", "customer", "evangelist"})
@@ -147,8 +147,8 @@ class _LeadFacts(NamedTuple):
 
 
 def account_of(profile: dict[str, object], rules: Rules) -> str | None:
-    """The account a profile belongs to: its `account_id` fact, else its email's domain unless
-    that is a free-mail provider's."""
+    """The account a profile belongs to: its `account_id` fact, else its email's domain, unless
+    that names no company leadflow sells to (free mail, a competitor, a vendor, a university)."""
     explicit = profile.get("account_id")
     if isinstance(explicit, str) and explicit.strip():
         return explicit.strip()
@@ -156,7 +156,14 @@ def account_of(profile: dict[str, object], rules: Rules) -> str | None:
     if domain is None:
         return None
     domain = domain.rstrip(".").removeprefix("www.")
-    if not domain or domain in rules.fit.free_email_domains:
+    exclusions = rules.exclusions
+    if (
+        not domain
+        or domain in rules.fit.free_email_domains
+        or matches_domain(domain, exclusions.competitor_domains)
+        or matches_domain(domain, exclusions.vendor_domains)
+        or domain.endswith(exclusions.student_email_suffixes)
+    ):
         return None
     return domain
 

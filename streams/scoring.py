@@ -90,11 +90,11 @@ def exclusion_of(profile: Mapping[str, object], rules: ExclusionRules, fit: FitR
     company = profile.get("company")
     company_key = company.strip().lower() if isinstance(company, str) else None
     if (
-        _matches_domain(domain, rules.competitor_domains)
+        matches_domain(domain, rules.competitor_domains)
         or company_key in rules.competitor_companies
     ):
         return "competitor"
-    if _matches_domain(domain, rules.vendor_domains) or company_key in rules.vendor_companies:
+    if matches_domain(domain, rules.vendor_domains) or company_key in rules.vendor_companies:
         return "vendor"
     seniority = profile.get("seniority")
     if isinstance(seniority, str) and seniority.lower() in rules.student_seniorities:
@@ -155,7 +155,8 @@ def add_engagement(
     return decayed
 
 
-def _matches_domain(domain: str | None, listed: frozenset[str]) -> bool:
+def matches_domain(domain: str | None, listed: frozenset[str]) -> bool:
+    """Whether `domain` is one of `listed` or a subdomain of one."""
     if domain is None or not listed:
         return False
     if domain in listed:

@@ -67,12 +67,14 @@ def demo(lead: str, at: float) -> dict[str, Any]:
         ({"email": "Jane@Acme.COM"}, "acme.com"),
         ({"email": "jane@www.acme.com."}, "acme.com"),
         ({"email": "jane@gmail.com"}, None),
+        ({"email": "rival@eu.pipecraft.io"}, None),
+        ({"email": "student@mit.edu"}, None),
         ({"email": "jane@acme.com", "account_id": " 0015g00000XyZ "}, "0015g00000XyZ"),
         ({"account_id": "crm-42"}, "crm-42"),
         ({"job_title": "CTO"}, None),
     ],
 )
-def test_the_account_is_the_crm_id_else_the_company_email_domain(
+def test_the_account_is_the_crm_id_else_the_domain_of_a_company_we_sell_to(
     profile: dict[str, Any], account: str | None
 ) -> None:
     assert account_of(profile, RULES) == account
