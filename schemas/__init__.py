@@ -1,5 +1,6 @@
 """leadflow's public contract: pydantic v2 models of the events it reads and writes."""
 
+from schemas.accounts import ACCOUNT_STAGES, AccountChange, AccountSignal
 from schemas.events import (
     ENGAGEMENT_TYPES,
     EVENT_ADAPTER,
@@ -12,6 +13,7 @@ from schemas.events import (
 from schemas.stage_changes import FUNNEL_STAGES, STAGES, StageChange
 
 __all__ = [
+    "ACCOUNT_STAGES",
     "ENGAGEMENT_TYPES",
     "EVENT_ADAPTER",
     "EVENT_MODELS",
@@ -20,6 +22,8 @@ __all__ = [
     "PROFILE_TYPES",
     "SALES_TYPES",
     "STAGES",
+    "AccountChange",
+    "AccountSignal",
     "Event",
     "StageChange",
 ]

@@ -145,7 +145,13 @@ def test_schemas_export_writes_every_model(tmp_path: Path) -> None:
     result = leadflow("schemas", "export", str(tmp_path))
     assert result.returncode == 0
     names = {p.name for p in tmp_path.iterdir()}
-    assert {"event.schema.json", "stage_change.schema.json", "profile_updated.schema.json"} <= names
+    assert {
+        "event.schema.json",
+        "stage_change.schema.json",
+        "profile_updated.schema.json",
+        "account_signal.schema.json",
+        "account_change.schema.json",
+    } <= names
     schema = orjson.loads((tmp_path / "event.schema.json").read_bytes())
     assert "profile_updated" in schema["discriminator"]["mapping"]
 
