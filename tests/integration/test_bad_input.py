@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from streams.agents import partition_for
 from streams.local_pipeline import WorkerProcess as Worker
 from tests.factories import event
 from tests.integration.harness import Pipeline, raw_producer
@@ -48,5 +49,50 @@ def test_rejected_messages_go_to_the_dead_letter_topic_with_reasons(pipeline: Pi
         assert metrics['leadflow_dead_letters_total{kind="invalid_event"}'] == 4
         assert metrics['leadflow_dead_letters_total{kind="too_large"}'] == 1
         assert metrics["leadflow_events_applied_total"] == 1
+    finally:
+        worker.kill()
+
+
+def test_bad_or_misrouted_account_signals_do_not_stop_the_roll_up(pipeline: Pipeline) -> None:
+    signal = {
+        "account_id": "acme.com",
+        "lead_id": "cto-1",
+        "revision": 1,
+        "occurred_at": "2026-03-02T09:00:00.000000Z",
+        "causation_event_id": "evt-1",
+        "member": True,
+        "stage": "mql",
+        "seniority": "c_level",
+        "engagement_score": 70.0,
+    }
+    home = partition_for(b"acme.com", pipeline.partitions)
+    worker: Worker = pipeline.worker().start()
+    try:
+        worker.wait_assigned()
+        producer = raw_producer(pipeline.bootstrap_servers)
+        topics = pipeline.settings.topics
+        producer.send(topics.account_signals, key=b"acme.com", value=b"{}", partition=home)
+        wrong = (home + 1) % pipeline.partitions
+        producer.send(
+            topics.account_signals, key=b"acme.com", value=orjson.dumps(signal), partition=wrong
+        ).get(timeout=30)
+        producer.close()
+
+        dead = pipeline.reader(topics.dead_letter)
+        (letter,) = wait_for(dead.poll, lambda m: len(m) >= 1, 60, "the bad signal's dead letter")
+        headers = {name: value.decode() for name, value in letter.headers}
+        assert headers["leadflow-kind"] == "invalid_signal"
+        assert headers["leadflow-reason"].startswith("not an account signal: missing field")
+        # The misrouted signal reaches its account's partition and is applied there.
+        changes = pipeline.reader(topics.account_changes)
+        wait_for(changes.values, lambda v: len(v) == 2, 60, "the account's two changes")
+        assert [orjson.loads(v)["rule"] for v in changes.values()] == [
+            "account.engaged_score",
+            "account.sales_ready_decision_maker",
+        ]
+        assert {m.partition for m in changes.messages} == {home}
+        metrics = worker.metrics()
+        assert metrics["leadflow_events_rerouted_total"] == 1
+        assert metrics['leadflow_account_signals_total{direction="received"}'] == 1
     finally:
         worker.kill()
