@@ -1,17 +1,22 @@
-"""The stream shell around the core: validate -> decide -> emit, one event at a time.
+"""The stream shell around the core: validate -> decide -> emit, a batch of messages at a time.
 
 Delivery is at least once, and exactly once in effect:
-- an event that produces stage changes waits for the broker to acknowledge them before the lead's
-  new state is written to the table, so a crash can never keep a state whose changes were lost
-  (the event is processed again and sends the same bytes again, same `change_id`);
-- `handle` returns the acknowledgement of the state's changelog record, and the agent acks the
-  event (lets Faust commit its offset) only once that resolves. Faust's own flush before a
-  commit cannot be trusted for this: its producer buffer's `flush()` returns after 0.1 s without
-  progress even when records are still waiting, so offsets could be committed ahead of the
-  changelog, and a worker rebuilding from it would miss those states;
+- an agent step takes a batch of messages, applies each in order (a key's latest state is kept
+  in the step, so the next message of the same lead sees it), and sends their outputs (stage
+  changes, account signals, account changes, dead letters) as it goes;
+- only once the broker has acknowledged every output of the step are the new states written to
+  the tables, so a crash can never keep a state whose outputs were lost (the messages are
+  processed again and send the same bytes again, same `change_id`);
+- the step ends only once the changelog records of those states are acknowledged; Faust acks
+  (lets the consumer commit) the messages of a batch when the step ends. Faust's own flush
+  before a commit cannot be trusted for this: its producer buffer's `flush()` returns after
+  0.1 s without progress even when records are still waiting, so offsets could be committed
+  ahead of the changelog, and a worker rebuilding from it would miss those states;
 - the core ignores an event_id the lead already accepted, so redelivered events change nothing,
   except that the lead's state is written again: the crash that caused the redelivery may have
   lost the changelog record of the state the local store already had.
+One step costs one round trip to the broker for its outputs and one for its states, whatever
+the number of messages in it.
 """
 
 from __future__ import annotations
@@ -57,17 +62,58 @@ class Message(Protocol):
     value: bytes | None
 
 
+class Consumed(Protocol):
+    """A consumed message as Faust hands it to an agent (its `Event`)."""
+
+    @property
+    def message(self) -> Message: ...
+
+
 Send = Callable[..., Awaitable[Awaitable[Any]]]
 """`Topic.send`: buffers a message and returns an awaitable of its acknowledgement."""
 
 
 class StateTable(Protocol):
-    """A Faust table of raw bytes, as `streams.app.StateTable` provides it."""
+    """A Faust table of raw bytes, as `streams.app.StateTable` provides it. A key is read and
+    written on behalf of the consumed message it belongs to (its partition is the key's)."""
 
-    def get(self, key: bytes) -> bytes | None: ...
-    def put(self, key: bytes, value: bytes) -> asyncio.Future[Any]:
+    def get_for(self, consumed: Consumed, key: bytes) -> bytes | None: ...
+    def put_for(self, consumed: Consumed, key: bytes, value: bytes) -> asyncio.Future[Any]:
         """Store `value` and return the acknowledgement of its changelog record."""
         ...
+
+
+@dataclass
+class Step:
+    """One agent step over a batch: outputs are sent as messages are applied, and each key's
+    latest state is kept here until `finish` writes it."""
+
+    table: StateTable
+    sent: list[Awaitable[Any]] = field(default_factory=list)
+    states: dict[bytes, tuple[bytes, Consumed]] = field(default_factory=dict)
+    applied: list[float] = field(default_factory=list)
+    """Kafka timestamps of the messages applied (for the latency metric)."""
+
+    def read(self, consumed: Consumed, key: bytes) -> bytes | None:
+        if key in self.states:
+            return self.states[key][0]
+        return self.table.get_for(consumed, key)
+
+    def write(self, consumed: Consumed, key: bytes, value: bytes) -> None:
+        self.states[key] = (value, consumed)
+
+    async def send(self, send: Send, **message: Any) -> None:
+        self.sent.append(await send(**message))
+
+    async def finish(self) -> None:
+        """Wait for every output, then write the states and wait for their changelog records."""
+        await asyncio.gather(*self.sent)
+        await asyncio.gather(
+            *(
+                self.table.put_for(consumed, key, value)
+                for key, (value, consumed) in self.states.items()
+            )
+        )
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -82,7 +128,6 @@ class LeadQualifier:
     """Processes events of the partitions this worker owns; all decisions come from the core."""
 
     rules: Rules
-    table: StateTable
     send_change: Send
     send_dead_letter: Send
     send_event: Send
@@ -94,11 +139,10 @@ class LeadQualifier:
     positions: dict[int, int] = field(default_factory=dict)
     """The last offset handled, per partition of the events topic."""
 
-    async def handle(self, message: Message) -> asyncio.Future[Any] | None:
-        """Apply one consumed message; return the acknowledgement of the lead state it wrote, if
-        it wrote one (everything else is acknowledged on return).
-
-        Never raises for bad input: that goes to the dead letters."""
+    async def apply(self, consumed: Consumed, step: Step) -> None:
+        """Apply one consumed message within `step`. Never raises for bad input: that goes to
+        the dead letters."""
+        message = consumed.message
         self.metrics.events_received.inc()
         self.positions[message.partition] = message.offset
         raw = message.value or b""
@@ -106,60 +150,61 @@ class LeadQualifier:
             event = decode_event(raw, self.max_event_bytes)
         except InvalidEventError as exc:
             kind = "too_large" if exc.reason.startswith("message too large") else "invalid_event"
-            await self.dead_letter(message, kind, exc.reason)
-            return None
+            await self.dead_letter(step, message, kind, exc.reason)
+            return
         lead_key = event.lead_id.encode()
         home = partition_for(lead_key, self.partitions)
         if home != message.partition:
             # A producer with another partitioner (or no key) put it here; its lead's state lives
             # on `home`. Forward it unchanged; the worker that owns `home` applies it.
-            await (await self.send_event(key=lead_key, value=raw, partition=home))
+            await step.send(self.send_event, key=lead_key, value=raw, partition=home)
             self.metrics.rerouted.inc()
-            return None
-        stored = self.table.get(lead_key)
+            return
+        stored = step.read(consumed, lead_key)
         state = decode_state(stored) if stored is not None else None
         try:
             decision = decide(state, event, self.rules)
         except Exception as exc:  # a bug must not stop the pipeline: keep the event for replay
             log.exception("the core failed on event %s", event.event_id)
-            await self.dead_letter(message, "internal_error", f"{type(exc).__name__}: {exc}")
-            return None
+            await self.dead_letter(step, message, "internal_error", f"{type(exc).__name__}: {exc}")
+            return
         if decision.duplicate:
             self.metrics.duplicates.inc()
             assert stored is not None  # only a known lead has seen an event before
-            return self.table.put(lead_key, stored)
-        acknowledgements = [
-            await self.send_change(key=lead_key, value=encode_change(change))
-            for change in decision.changes
-        ]
+            step.write(consumed, lead_key, stored)
+            return
+        for change in decision.changes:
+            await step.send(self.send_change, key=lead_key, value=encode_change(change))
+            self.metrics.stage_changes.labels(
+                "retracted" if change.retracted else change.to_stage
+            ).inc()
         if self.send_account_signal is not None:
             signals = signals_of(state, event, decision, self.rules)
             # The partition is named, not left to the producer: an account's state lives on
             # one partition of its table, so every signal of the account must reach that one.
             for signal in signals:
                 account_key = signal.account_id.encode()
-                acknowledgements.append(
-                    await self.send_account_signal(
-                        key=account_key,
-                        value=encode_account_signal(signal),
-                        partition=partition_for(account_key, self.partitions),
-                    )
+                await step.send(
+                    self.send_account_signal,
+                    key=account_key,
+                    value=encode_account_signal(signal),
+                    partition=partition_for(account_key, self.partitions),
                 )
             self.metrics.account_signals.labels("sent").inc(len(signals))
-        if acknowledgements:
-            await asyncio.gather(*acknowledgements)
-        for change in decision.changes:
-            self.metrics.stage_changes.labels(
-                "retracted" if change.retracted else change.to_stage
-            ).inc()
-        written = self.table.put(lead_key, encode_state(decision.state))
+        step.write(consumed, lead_key, encode_state(decision.state))
         self.metrics.events_applied.inc()
         if message.timestamp:
-            self.metrics.latency.observe(max(0.0, time.time() - message.timestamp))
-        return written
+            step.applied.append(message.timestamp)
 
-    async def dead_letter(self, message: Message, kind: str, reason: str) -> None:
-        await send_dead_letter(self.send_dead_letter, self.metrics, message, kind, reason)
+    async def finish(self, step: Step) -> None:
+        """End a step: outputs acknowledged, then states written and acknowledged."""
+        await step.finish()
+        now = time.time()
+        for timestamp in step.applied:
+            self.metrics.latency.observe(max(0.0, now - timestamp))
+
+    async def dead_letter(self, step: Step, message: Message, kind: str, reason: str) -> None:
+        await send_dead_letter(step, self.send_dead_letter, self.metrics, message, kind, reason)
 
 
 @dataclass
@@ -168,65 +213,60 @@ class AccountRollup:
     account changes are acknowledged before the state that produced them is written."""
 
     rules: Rules
-    table: StateTable
     send_change: Send
     send_dead_letter: Send
     send_signal: Send
     partitions: int
     metrics: PipelineMetrics
 
-    async def handle(self, message: Message) -> asyncio.Future[Any] | None:
-        """Apply one signal; return the acknowledgement of the account state it wrote, if any."""
+    async def apply(self, consumed: Consumed, step: Step) -> None:
+        """Apply one signal within `step`."""
+        message = consumed.message
         try:
             signal = decode_account_signal(message.value or b"")
         except InvalidEventError as exc:
-            await send_dead_letter(
-                self.send_dead_letter, self.metrics, message, "invalid_signal", exc.reason
-            )
-            return None
+            await self.dead_letter(step, message, "invalid_signal", exc.reason)
+            return
         account_key = signal.account_id.encode()
         home = partition_for(account_key, self.partitions)
         if home != message.partition:
             # Sent by hand to the wrong partition: the account's state lives on `home`.
-            await (await self.send_signal(key=account_key, value=message.value, partition=home))
+            await step.send(self.send_signal, key=account_key, value=message.value, partition=home)
             self.metrics.rerouted.inc()
-            return None
-        stored = self.table.get(account_key)
+            return
+        stored = step.read(consumed, account_key)
         state = decode_account_state(stored) if stored is not None else None
         try:
             decision = decide_account(state, signal, self.rules)
         except Exception as exc:  # a bug must not stop the pipeline: keep the signal
             log.exception("the account core failed on a signal of lead %s", signal.lead_id)
-            await send_dead_letter(
-                self.send_dead_letter,
-                self.metrics,
-                message,
-                "internal_error",
-                f"{type(exc).__name__}: {exc}",
-            )
-            return None
+            await self.dead_letter(step, message, "internal_error", f"{type(exc).__name__}: {exc}")
+            return
         self.metrics.account_signals.labels("received").inc()
         if decision.duplicate:
             assert stored is not None
-            return self.table.put(account_key, stored)
-        acknowledgements = [
-            await self.send_change(key=account_key, value=encode_account_change(change))
-            for change in decision.changes
-        ]
-        await asyncio.gather(*acknowledgements)
+            step.write(consumed, account_key, stored)
+            return
         for change in decision.changes:
+            await step.send(self.send_change, key=account_key, value=encode_account_change(change))
             self.metrics.account_changes.labels(
                 "retracted" if change.retracted else change.to_stage
             ).inc()
-        return self.table.put(account_key, encode_account_state(decision.state))
+        step.write(consumed, account_key, encode_account_state(decision.state))
+
+    async def finish(self, step: Step) -> None:
+        await step.finish()
+
+    async def dead_letter(self, step: Step, message: Message, kind: str, reason: str) -> None:
+        await send_dead_letter(step, self.send_dead_letter, self.metrics, message, kind, reason)
 
 
 async def send_dead_letter(
-    send: Send, metrics: PipelineMetrics, message: Message, kind: str, reason: str
+    step: Step, send: Send, metrics: PipelineMetrics, message: Message, kind: str, reason: str
 ) -> None:
     """Keep the original bytes, with where they came from and why they were rejected."""
     headers = dead_letter_headers(message.topic, message.partition, message.offset, kind, reason)
-    await (await send(key=message.key, value=message.value, headers=headers))
+    await step.send(send, key=message.key, value=message.value, headers=headers)
     metrics.dead_letters.labels(kind).inc()
     log.warning(
         "dead letter %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason

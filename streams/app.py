@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from functools import partial
-from typing import Any, cast
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol, cast
 
 import faust
+import faust.streams as faust_streams
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TP, FutureMessage
 from faust.web import Request, Response, View
 
-from streams.agents import AccountRollup, LeadQualifier, Message
+from streams.agents import AccountRollup, Consumed, LeadQualifier, Step
 from streams.kafka_clients import ssl_context
 from streams.metrics import PipelineMetrics
 from streams.recovery import table_manager_for
 from streams.rules import Rules
-from streams.settings import KafkaSettings, Settings
+from streams.settings import KafkaSettings, Settings, WorkerSettings
 
 LEADS_TABLE = "leads"
 ACCOUNTS_TABLE = "accounts"
@@ -65,7 +67,6 @@ def create_app(
     account_signals = app.topic(topics.account_signals, partitions=topics.partitions, **raw)
     qualifier = LeadQualifier(
         rules=rules,
-        table=leads,
         send_change=stage_changes.send,
         send_dead_letter=dead_letters.send,
         send_event=events.send,
@@ -77,12 +78,12 @@ def create_app(
 
     @app.agent(events, name="qualify", concurrency=1)
     async def qualify(stream: faust.StreamT[bytes]) -> None:
-        await _apply_each(stream, qualifier.handle, worker.session_timeout)
+        await _apply_in_steps(stream, qualifier, leads, worker)
 
     if worker.accounts:
+        accounts = _state_table(app, ACCOUNTS_TABLE, topics.partitions, "Per-account state.")
         rollup = AccountRollup(
             rules=rules,
-            table=_state_table(app, ACCOUNTS_TABLE, topics.partitions, "Per-account state."),
             send_change=app.topic(topics.account_changes, **raw).send,
             send_dead_letter=dead_letters.send,
             send_signal=account_signals.send,
@@ -92,7 +93,7 @@ def create_app(
 
         @app.agent(account_signals, name="roll_up", concurrency=1)
         async def roll_up(stream: faust.StreamT[bytes]) -> None:
-            await _apply_each(stream, rollup.handle, worker.session_timeout)
+            await _apply_in_steps(stream, rollup, accounts, worker)
 
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def measure_lag() -> None:
@@ -127,28 +128,43 @@ def create_app(
     return app
 
 
-async def _apply_each(
-    stream: faust.StreamT[bytes],
-    handle: Callable[[Message], Awaitable[asyncio.Future[Any] | None]],
-    shutdown_timeout: float,
-) -> None:
-    """Run `handle` on each message and ack it once what it wrote is acknowledged.
+class _Agent(Protocol):
+    async def apply(self, consumed: Consumed, step: Step) -> None: ...
+    async def finish(self, step: Step) -> None: ...
 
-    Manual acks: a message may be committed only once everything it wrote is acknowledged by
-    the broker, its table's changelog record included (see streams/agents.py)."""
-    async for event in cast(faust.Stream[bytes], stream).noack().events():
-        # A shutdown cancels the agent wherever it is: finish the message first, so that no
-        # state is stored locally without the changes that led to it being sent.
-        handling = asyncio.ensure_future(handle(event.message))
+
+async def _apply_in_steps(
+    stream: faust.StreamT[bytes], agent: _Agent, table: StateTable, worker: WorkerSettings
+) -> None:
+    """Apply the stream's messages a batch at a time (see streams/agents.py).
+
+    Faust acks the messages of a batch when this loop's body ends, so the body ends only once
+    everything the batch wrote is acknowledged by the broker, changelog records included."""
+    # faust.Stream has take_events; the StreamT protocol that noack() returns does not say so.
+    noack = cast(Any, stream).noack()
+    batches = noack.take_events(worker.batch_size, within=worker.batch_wait)
+    async for events in batches:
+        step = Step(table)
+        handling = asyncio.ensure_future(_apply_batch(agent, events, step))
         try:
-            written = await asyncio.shield(handling)
+            # A shutdown cancels the agent wherever it is: finish the batch first, so that no
+            # state is stored locally without the outputs that led to it being sent.
+            await asyncio.shield(handling)
         except asyncio.CancelledError:
-            await asyncio.wait_for(handling, timeout=shutdown_timeout)
+            await asyncio.wait_for(handling, timeout=worker.session_timeout)
             raise
-        if written is None:
-            event.ack()
-        else:
-            written.add_done_callback(partial(_ack_once_written, event))
+        except BaseException:
+            # Faust would ack (and later commit) the batch on the way out: a batch that did not
+            # finish must be read again by the next owner of its partitions.
+            for event in events:
+                event.message.acked = True
+            raise
+
+
+async def _apply_batch(agent: _Agent, events: Sequence[Consumed], step: Step) -> None:
+    for event in events:
+        await agent.apply(event, step)
+    await agent.finish(step)
 
 
 def _state_table(app: faust.App, name: str, partitions: int, help: str) -> StateTable:
@@ -207,18 +223,29 @@ class StateTable(faust.Table[bytes, bytes]):
         self._last_changelog_record = record
         return record
 
-    def put(self, key: bytes, value: bytes) -> FutureMessage:
-        self[key] = value
+    def get_for(self, consumed: Consumed, key: bytes) -> bytes | None:
+        with _current(consumed):
+            value: bytes | None = self.get(key)
+            return value
+
+    def put_for(self, consumed: Consumed, key: bytes, value: bytes) -> FutureMessage:
+        with _current(consumed):
+            self[key] = value
         record = self._last_changelog_record
         assert record is not None
         return record
 
 
-def _ack_once_written(event: faust.EventT[bytes], record: asyncio.Future[Any]) -> None:
-    # A failed changelog write leaves the event unacked: the next owner of the partition
-    # processes it again (Faust stops the worker when its producer fails).
-    if not record.cancelled() and record.exception() is None:
-        event.ack()
+@contextmanager
+def _current(consumed: Consumed) -> Iterator[None]:
+    # Faust's table and RocksDB store find a key's partition (its changelog partition and its
+    # database) from the stream's current event; in a batch, that is the batch's last event,
+    # not necessarily the one the key belongs to.
+    token = faust_streams._current_event.set(weakref.ref(cast(faust.EventT[bytes], consumed)))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
 
 
 def _credentials(kafka: KafkaSettings) -> faust.auth.Credentials | None:

@@ -88,6 +88,16 @@ class WorkerSettings(_Section):
         description="Seconds; also bounds how long a new worker waits to join its group.",
     )
     heartbeat_interval: Annotated[float, Field(gt=0)] = 1.0
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=500, description="Most messages an agent applies in one step."
+    )
+    batch_wait: Annotated[float, Field(gt=0)] = Field(
+        default=0.01,
+        description=(
+            "Seconds an agent step waits for more messages before it applies those it has: "
+            "added to the latency when traffic is light."
+        ),
+    )
     accounts: bool = Field(
         default=True,
         description="Roll leads up to accounts (the account table and its two topics).",
