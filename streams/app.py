@@ -124,7 +124,8 @@ def create_app(
 
     app.on_partitions_assigned.connect(limit_fetch_wait)
 
-    setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
+    if worker.faust_metrics:
+        setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
     return app
 
 
