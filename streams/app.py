@@ -11,9 +11,10 @@ from typing import Any, Protocol, cast
 
 import faust
 import faust.streams as faust_streams
-from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.types import TP, FutureMessage
 from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.agents import AccountRollup, Consumed, LeadQualifier, Step
 from streams.kafka_clients import ssl_context
@@ -124,8 +125,17 @@ def create_app(
 
     app.on_partitions_assigned.connect(limit_fetch_wait)
 
+    registry = metrics.registry
     if worker.faust_metrics:
-        setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
+        app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(registry, "faust"))
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            # aiohttp refuses a charset in `content_type`; Prometheus' type carries one.
+            headers = {"Content-Type": CONTENT_TYPE_LATEST}
+            return self.bytes(generate_latest(registry), headers=headers)
+
     return app
 
 
