@@ -24,6 +24,13 @@ from streams.rules import Rules
 from streams.settings import KafkaSettings, Settings, WorkerSettings
 
 LEADS_TABLE = "leads"
+RAW_BYTES: dict[str, Any] = {
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+}
+"""Topic options: keys and values stay bytes (the agents decode and encode them)."""
 ACCOUNTS_TABLE = "accounts"
 log = logging.getLogger(__name__)
 
@@ -35,33 +42,8 @@ def create_app(
     metrics = metrics or PipelineMetrics()
     topics = settings.topics
     worker = settings.worker
-    app = faust.App(
-        worker.app_id,
-        broker=[f"kafka://{server}" for server in settings.kafka.servers],
-        broker_credentials=_credentials(settings.kafka),
-        broker_client_id=settings.kafka.client_id,
-        broker_session_timeout=worker.session_timeout,
-        broker_heartbeat_interval=worker.heartbeat_interval,
-        store=f"{worker.store}://",
-        datadir=str(worker.data_dir),
-        web_host=worker.web_host,
-        web_port=worker.web_port,
-        web_in_thread=False,
-        topic_partitions=topics.partitions,
-        topic_replication_factor=topics.replication_factor,
-        processing_guarantee="at_least_once",
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        producer_max_request_size=worker.max_request_bytes,
-        TableManager=table_manager_for(settings.kafka),
-        Topic=DirectTopic,
-    )
-    raw: dict[str, Any] = {
-        "key_type": bytes,
-        "value_type": bytes,
-        "key_serializer": "raw",
-        "value_serializer": "raw",
-    }
+    app = faust_app(settings)
+    raw = RAW_BYTES
     events = app.topic(topics.events, partitions=topics.partitions, **raw)
     stage_changes = app.topic(topics.stage_changes, **raw)
     dead_letters = app.topic(topics.dead_letter, **raw)
@@ -121,11 +103,6 @@ def create_app(
                 }
             )
 
-    def limit_fetch_wait(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        _limit_fetch_wait(app, worker.fetch_max_wait)
-
-    app.on_partitions_assigned.connect(limit_fetch_wait)
-
     registry = metrics.registry
     if worker.faust_metrics:
         app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(registry, "faust"))
@@ -137,6 +114,40 @@ def create_app(
             headers = {"Content-Type": CONTENT_TYPE_LATEST}
             return self.bytes(generate_latest(registry), headers=headers)
 
+    return app
+
+
+def faust_app(settings: Settings) -> faust.App:
+    """A Faust app with the worker's configuration and no agent (`bench/stream.py` measures
+    Faust alone with it)."""
+    topics = settings.topics
+    worker = settings.worker
+    app = faust.App(
+        worker.app_id,
+        broker=[f"kafka://{server}" for server in settings.kafka.servers],
+        broker_credentials=_credentials(settings.kafka),
+        broker_client_id=settings.kafka.client_id,
+        broker_session_timeout=worker.session_timeout,
+        broker_heartbeat_interval=worker.heartbeat_interval,
+        store=f"{worker.store}://",
+        datadir=str(worker.data_dir),
+        web_host=worker.web_host,
+        web_port=worker.web_port,
+        web_in_thread=False,
+        topic_partitions=topics.partitions,
+        topic_replication_factor=topics.replication_factor,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_max_request_size=worker.max_request_bytes,
+        TableManager=table_manager_for(settings.kafka),
+        Topic=DirectTopic,
+    )
+
+    def limit_fetch_wait(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        _limit_fetch_wait(app, worker.fetch_max_wait)
+
+    app.on_partitions_assigned.connect(limit_fetch_wait)
     return app
 
 

@@ -33,11 +33,13 @@ class LeadflowProcess:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    module: str = "streams"
+    """The module run with `python -m` (the benchmarks run one of theirs)."""
 
     def start(self) -> Self:
         environment = {**os.environ, **self.env}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams", *self.args],
+            [sys.executable, "-m", self.module, *self.args],
             env=environment,
             stdin=subprocess.DEVNULL,
             stdout=self.log_path.open("ab"),
