@@ -8,6 +8,7 @@ actions saturates instead of piling up, and a cap never depends on how old the c
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -60,7 +61,7 @@ def seniority_of(profile: Mapping[str, object], rules: FitRules) -> str | None:
     return _seniority(profile.get("seniority"), title_phrases(profile.get("job_title")), rules)
 
 
-def _seniority(stated: object, phrases: set[str], rules: FitRules) -> str | None:
+def _seniority(stated: object, phrases: frozenset[str], rules: FitRules) -> str | None:
     if isinstance(stated, str) and stated.lower() in rules.seniority_points:
         return stated.lower()
     shown = [rules.title_seniority[p] for p in phrases if p in rules.title_seniority]
@@ -68,17 +69,24 @@ def _seniority(stated: object, phrases: set[str], rules: FitRules) -> str | None
     return max(shown, key=lambda level: (rules.seniority_points[level], level), default=None)
 
 
-def title_phrases(title: object) -> set[str]:
+def title_phrases(title: object) -> frozenset[str]:
     """Every run of one to three words of a job title, lower-cased: "VP, Data" gives
     {"vp", "data", "vp data"}. Rules keywords are looked up in this set."""
     if not isinstance(title, str):
-        return set()
+        return frozenset()
+    return _phrases_of(title)
+
+
+@functools.lru_cache(maxsize=4096)
+def _phrases_of(title: str) -> frozenset[str]:
+    # Titles repeat across leads and every event of a lead reads its title again (fit score,
+    # seniority before and after): about 3% of the worker's time before this cache.
     words = _NON_WORD.sub(" ", title.lower()).split()
-    return {
+    return frozenset(
         " ".join(words[start : start + length])
         for length in range(1, TITLE_PHRASE_MAX_WORDS + 1)
         for start in range(len(words) - length + 1)
-    }
+    )
 
 
 def exclusion_of(profile: Mapping[str, object], rules: ExclusionRules, fit: FitRules) -> str | None:
