@@ -13,9 +13,8 @@ from typing import Any, cast
 
 import faust
 from faust.web import Request, Response, View
-from faust.worker import Worker
 
-from streams.app import RAW_BYTES, faust_app
+from streams.app import RAW_BYTES, faust_app, faust_worker
 from streams.settings import Settings
 
 
@@ -42,4 +41,4 @@ def floor_app(settings: Settings) -> faust.App:
 
 
 if __name__ == "__main__":
-    Worker(floor_app(Settings()), loglevel="info").execute_from_commandline()
+    faust_worker(floor_app(Settings()), "info").execute_from_commandline()

@@ -210,15 +210,13 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "info",
 ) -> None:
     """Run a stream worker: events -> core -> stage changes (creates missing topics first)."""
-    from faust.worker import Worker
-
-    from streams.app import create_app
+    from streams.app import create_app, faust_worker
     from streams.kafka_clients import create_topics
 
     settings = Settings()
     rules = _rules(None, settings)
     create_topics(settings)
-    Worker(create_app(settings, rules), loglevel=loglevel).execute_from_commandline()
+    faust_worker(create_app(settings, rules), loglevel).execute_from_commandline()
 
 
 @topics_app.command("create")
