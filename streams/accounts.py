@@ -16,6 +16,7 @@ Two steps, each run where its input is partitioned:
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from typing import Final, NamedTuple
 
@@ -242,9 +243,13 @@ def decide_account(state: AccountState | None, signal: Signal, rules: Rules) -> 
             for seq in range(first_new, len(fold.transitions))
         )
         return AccountDecision(after, published, False)
-    signals = tuple(sorted((*signals, signal), key=_order))
-    fold = EMPTY_ACCOUNT_FOLD
-    for each in signals:
+    late = bisect.bisect_right(signals, _order(signal), key=_order)
+    signals = (*signals[:late], signal, *signals[late:])
+    before = _fold_before(state.fold, signals[:late], signal)
+    fold, refolded = (
+        (before, signals[late:]) if before is not None else (EMPTY_ACCOUNT_FOLD, signals)
+    )
+    for each in refolded:
         fold = _step(fold, each, rules)
     after = AccountState(state.account_id, signals, seen, fold)
     return AccountDecision(
@@ -257,6 +262,32 @@ def decide_account(state: AccountState | None, signal: Signal, rules: Rules) -> 
         ),
         False,
     )
+
+
+def _fold_before(
+    fold: AccountFold, earlier: tuple[Signal, ...], late: Signal
+) -> AccountFold | None:
+    """The fold of the `earlier` signals, taken from `fold` (theirs and later ones'), so that a
+    late signal refolds only what comes after it; None when that cannot be told apart.
+
+    A transition is stamped with the instant and lead of the signal that made it, and signals
+    are folded in that order: the transitions from before `late` are those stamped earlier.
+    A transition of the same lead at the same instant may come from a signal on either side."""
+    cut = (late.occurred_at, late.lead_id)
+    kept = 0
+    for transition in fold.transitions:
+        stamp = (transition.at, transition.lead_id)
+        if stamp == cut:
+            return None
+        if stamp > cut:
+            break
+        kept += 1
+    members: dict[str, Member] = {}
+    for signal in earlier:
+        _join_or_leave(members, signal)
+    transitions = fold.transitions[:kept]
+    stage = transitions[-1].to_stage if transitions else EMPTY_ACCOUNT_FOLD.stage
+    return AccountFold(stage, members, transitions)
 
 
 def _order(signal: Signal) -> tuple[int, str, int]:
@@ -298,12 +329,7 @@ def makeup_at(members: dict[str, Member], at: int, rules: Rules) -> Makeup:
 
 def _step(fold: AccountFold, signal: Signal, rules: Rules) -> AccountFold:
     members = dict(fold.members)
-    if signal.member:
-        members[signal.lead_id] = Member(
-            signal.stage, signal.seniority, signal.engagement_score, signal.occurred_at
-        )
-    else:
-        members.pop(signal.lead_id, None)
+    _join_or_leave(members, signal)
     makeup = makeup_at(members, signal.occurred_at, rules)
     stage = fold.stage
     transitions = fold.transitions
@@ -331,6 +357,15 @@ def _step(fold: AccountFold, signal: Signal, rules: Rules) -> AccountFold:
         )
         stage = to_stage
     return AccountFold(stage, members, transitions)
+
+
+def _join_or_leave(members: dict[str, Member], signal: Signal) -> None:
+    if signal.member:
+        members[signal.lead_id] = Member(
+            signal.stage, signal.seniority, signal.engagement_score, signal.occurred_at
+        )
+    else:
+        members.pop(signal.lead_id, None)
 
 
 def _reached(makeup: Makeup, rules: Rules) -> dict[str, str]:

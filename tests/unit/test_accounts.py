@@ -220,11 +220,18 @@ def test_the_account_history_does_not_depend_on_the_order_signals_arrive_in(
     shuffle.shuffle(arrived)
     arrived += [s for s in arrived if shuffle.random() < duplicate_share / 4]
     # Each account's state goes through its stored bytes now and then, as on a worker restart.
-    assert _fold(arrived, store_every=7) == in_order
+    folded: dict[str, AccountState] = {}
+    assert _fold(arrived, store_every=7, states=folded) == in_order
+    # A late signal refolds only what comes after it: the states end as an in-order fold's.
+    in_order_states: dict[str, AccountState] = {}
+    _fold(SAMPLE, states=in_order_states)
+    assert {a: s.fold for a, s in folded.items()} == {a: s.fold for a, s in in_order_states.items()}
 
 
-def _fold(arrived: list[Signal], store_every: int = 0) -> dict[str, AccountChangeRecord]:
-    states: dict[str, AccountState] = {}
+def _fold(
+    arrived: list[Signal], store_every: int = 0, states: dict[str, AccountState] | None = None
+) -> dict[str, AccountChangeRecord]:
+    states = {} if states is None else states
     published: list[AccountChangeRecord] = []
     for n, signal in enumerate(arrived, start=1):
         decision = decide_account(states.get(signal.account_id), signal, RULES)
