@@ -7,11 +7,12 @@ Two steps, each run where its input is partitioned:
 - `decide_account(state, signal, rules)`, on the account side: folds an account's signals in
   event-time order (`occurred_at`, then `lead_id`, then `revision`) and returns the account
   changes to publish. Signals of different leads reach an account in any interleaving (they come
-  from different partitions); one that sorts before the account's latest refolds the account, and
-  the changes whose content that alters are published again with a higher revision, or
-  retracted, exactly as the lead core does with late events. So, keyed by `change_id`, the
-  latest revision of every account change depends only on the set of signals, never on their
-  arrival order. A signal the account already has (same lead and revision) changes nothing.
+  from different partitions); one that sorts before the account's latest refolds the signals
+  from it on, and the changes whose content that alters are published again with a higher
+  revision, or retracted, exactly as the lead core does with late events. So, keyed by
+  `change_id`, the latest revision of every account change depends only on the set of signals,
+  never on their arrival order. A signal the account already has (same lead and revision)
+  changes nothing.
 """
 
 from __future__ import annotations
