@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import Final, Literal, TypeAlias
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.events import EventTime
 from schemas.stage_changes import Stage
 
 AccountStage: TypeAlias = Literal["engaged", "sales_ready", "customer"]
@@ -32,7 +33,7 @@ class AccountSignal(BaseModel):
     account_id: str
     lead_id: str
     revision: int = Field(ge=1, description="The lead's event count; higher supersedes lower.")
-    occurred_at: AwareDatetime = Field(description="Event time of the lead's latest event.")
+    occurred_at: EventTime = Field(description="Event time of the lead's latest event.")
     causation_event_id: str = Field(description="The lead event that made the facts change.")
     causation_change_id: str | None = Field(
         default=None, description="The lead stage change that event caused, if any."
@@ -52,7 +53,7 @@ class AccountChange(BaseModel):
     account_id: str
     from_stage: AccountStage | None
     to_stage: AccountStage
-    occurred_at: AwareDatetime = Field(description="Event time of the causing lead event.")
+    occurred_at: EventTime = Field(description="Event time of the causing lead event.")
     rule: str = Field(description="Id of the rule in the rules file that fired.")
     rules_version: str
     causation_lead_id: str

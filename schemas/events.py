@@ -7,9 +7,11 @@ ignored and extra properties are kept, so upstream systems can send more than le
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Final, Literal, TypeAlias
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic_core import PydanticCustomError
 
 EngagementType: TypeAlias = Literal[
     "page_view",
@@ -53,6 +55,35 @@ ENGAGEMENT_TYPES: Final[tuple[str, ...]] = EngagementType.__args__  # type: igno
 SALES_TYPES: Final[tuple[str, ...]] = SalesType.__args__  # type: ignore[attr-defined]
 PROFILE_TYPES: Final[tuple[str, ...]] = ("profile_updated",)
 EVENT_TYPES: Final[tuple[str, ...]] = PROFILE_TYPES + ENGAGEMENT_TYPES + SALES_TYPES
+
+EARLIEST_EVENT_TIME: Final = datetime(1970, 1, 1, tzinfo=UTC)
+"""The earliest valid `occurred_at` (included)."""
+LATEST_EVENT_TIME: Final = datetime(2100, 1, 1, tzinfo=UTC)
+"""The first `occurred_at` past the valid range (excluded). Wider than any engagement leadflow
+will see, narrower than what breaks: every instant in range converts to microseconds and back,
+to ClickHouse's DateTime64 and to ISO text in any offset."""
+
+
+def _within_event_time_range(value: datetime) -> datetime:
+    # Compared as instants: 9999-12-31T23:59:59-01:00 is past year 9999 in UTC.
+    if not EARLIEST_EVENT_TIME <= value < LATEST_EVENT_TIME:
+        raise PydanticCustomError(
+            "event_time_out_of_range",
+            "event time must be from 1970-01-01T00:00:00Z up to (not including) "
+            "2100-01-01T00:00:00Z",
+        )
+    return value
+
+
+EventTime = Annotated[
+    AwareDatetime,
+    AfterValidator(_within_event_time_range),
+    Field(
+        description="When it happened, with an offset; from 1970-01-01T00:00:00Z up to "
+        "(not including) 2100-01-01T00:00:00Z."
+    ),
+]
+"""An event's time: aware, and within [EARLIEST_EVENT_TIME, LATEST_EVENT_TIME)."""
 
 Identifier = Annotated[str, Field(min_length=1, max_length=256)]
 Label = Annotated[str, Field(min_length=1, max_length=256)]
@@ -122,7 +153,7 @@ class _Envelope(BaseModel):
 
     event_id: Identifier
     lead_id: Identifier
-    occurred_at: AwareDatetime
+    occurred_at: EventTime
     source: Label | None = None
     campaign: Label | None = None
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Final, Literal, TypeAlias
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.events import EventTime
 
 Stage: TypeAlias = Literal[
     "subscriber", "lead", "mql", "sql", "opportunity", "customer", "evangelist", "disqualified"
@@ -31,7 +33,7 @@ class StageChange(BaseModel):
     lead_id: str
     from_stage: Stage | None = Field(description="None for the lead's first stage.")
     to_stage: Stage
-    occurred_at: AwareDatetime = Field(description="Event time of the causing event (UTC).")
+    occurred_at: EventTime = Field(description="Event time of the causing event (UTC).")
     causation_event_id: str
     rule: str = Field(description="Id of the rule in the rules file that fired.")
     rules_version: str

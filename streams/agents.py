@@ -161,37 +161,48 @@ class LeadQualifier:
             self.metrics.rerouted.inc()
             return
         stored = step.read(consumed, lead_key)
-        state = decode_state(stored) if stored is not None else None
         try:
+            # Everything this event leads to is worked out (and encoded) before any of it is
+            # sent, so an event the code cannot handle leaves its lead exactly as it was.
+            state = decode_state(stored) if stored is not None else None
             decision = decide(state, event, self.rules)
+            changes = [(change, encode_change(change)) for change in decision.changes]
+            signals = (
+                [
+                    (signal.account_id.encode(), encode_account_signal(signal))
+                    for signal in signals_of(state, event, decision, self.rules)
+                ]
+                if self.send_account_signal is not None
+                else []
+            )
+            new_state = stored if decision.duplicate else encode_state(decision.state)
         except Exception as exc:  # a bug must not stop the pipeline: keep the event for replay
             log.exception("the core failed on event %s", event.event_id)
             await self.dead_letter(step, message, "internal_error", f"{type(exc).__name__}: {exc}")
             return
         if decision.duplicate:
             self.metrics.duplicates.inc()
-            assert stored is not None  # only a known lead has seen an event before
-            step.write(consumed, lead_key, stored)
+            assert new_state is not None  # only a known lead has seen an event before
+            step.write(consumed, lead_key, new_state)
             return
-        for change in decision.changes:
-            await step.send(self.send_change, key=lead_key, value=encode_change(change))
+        for change, value in changes:
+            await step.send(self.send_change, key=lead_key, value=value)
             self.metrics.stage_changes.labels(
                 "retracted" if change.retracted else change.to_stage
             ).inc()
         if self.send_account_signal is not None:
-            signals = signals_of(state, event, decision, self.rules)
             # The partition is named, not left to the producer: an account's state lives on
             # one partition of its table, so every signal of the account must reach that one.
-            for signal in signals:
-                account_key = signal.account_id.encode()
+            for account_key, value in signals:
                 await step.send(
                     self.send_account_signal,
                     key=account_key,
-                    value=encode_account_signal(signal),
+                    value=value,
                     partition=partition_for(account_key, self.partitions),
                 )
             self.metrics.account_signals.labels("sent").inc(len(signals))
-        step.write(consumed, lead_key, encode_state(decision.state))
+        assert new_state is not None
+        step.write(consumed, lead_key, new_state)
         self.metrics.events_applied.inc()
         if message.timestamp:
             step.applied.append(message.timestamp)
@@ -235,24 +246,26 @@ class AccountRollup:
             self.metrics.rerouted.inc()
             return
         stored = step.read(consumed, account_key)
-        state = decode_account_state(stored) if stored is not None else None
         try:
+            state = decode_account_state(stored) if stored is not None else None
             decision = decide_account(state, signal, self.rules)
+            changes = [(change, encode_account_change(change)) for change in decision.changes]
+            new_state = stored if decision.duplicate else encode_account_state(decision.state)
         except Exception as exc:  # a bug must not stop the pipeline: keep the signal
             log.exception("the account core failed on a signal of lead %s", signal.lead_id)
             await self.dead_letter(step, message, "internal_error", f"{type(exc).__name__}: {exc}")
             return
         self.metrics.account_signals.labels("received").inc()
+        assert new_state is not None  # only a known account has seen a signal before
         if decision.duplicate:
-            assert stored is not None
-            step.write(consumed, account_key, stored)
+            step.write(consumed, account_key, new_state)
             return
-        for change in decision.changes:
-            await step.send(self.send_change, key=account_key, value=encode_account_change(change))
+        for change, value in changes:
+            await step.send(self.send_change, key=account_key, value=value)
             self.metrics.account_changes.labels(
                 "retracted" if change.retracted else change.to_stage
             ).inc()
-        step.write(consumed, account_key, encode_account_state(decision.state))
+        step.write(consumed, account_key, new_state)
 
     async def finish(self, step: Step) -> None:
         await step.finish()

@@ -17,18 +17,18 @@ import logging
 import signal
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from schemas.events import SALES_TYPES
+from schemas.events import SALES_TYPES, Event
 from streams.codecs import dead_letter_headers, decode_event
 from streams.errors import InvalidEventError, LeadflowError
 from streams.rules import Rules
-from streams.segment import ALIASES, UnmappedMessage, to_event
+from streams.segment import ALIASES, SalesActivityRefused, UnmappedMessage, to_event
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,7 @@ class Collector:
             if collector.webhook_secret
             else None
         )
+        self._max_clock_skew = timedelta(seconds=collector.max_clock_skew)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BATCH_BYTES * 4)
@@ -181,7 +182,12 @@ class Collector:
                     400, "too_large", f"message {position}: {len(original)} bytes > 32KB"
                 )
             try:
-                value = to_event(message, message_kind, self.rules, received_at)
+                value = orjson.dumps(to_event(message, message_kind, self.rules, received_at))
+                event = self._valid_event(value, received_at)
+            except SalesActivityRefused as exc:
+                raise RequestError(
+                    400, "sales_activity_refused", f"message {position}: {exc.reason}"
+                ) from None
             except InvalidEventError as exc:
                 raise RequestError(
                     400, "invalid_event", f"message {position}: {exc.reason}"
@@ -189,9 +195,21 @@ class Collector:
             except UnmappedMessage as exc:
                 outgoing.dead_letters.append((original, str(exc)))
                 continue
-            event = orjson.loads(value)
-            outgoing.events.append((event["lead_id"].encode(), value, event["type"]))
+            outgoing.events.append((event.lead_id.encode(), value, event.type))
         return outgoing
+
+    def _valid_event(self, value: bytes, received_at: datetime) -> Event:
+        """The contract decides; its reason goes back to the sender. Past the contract's range,
+        an event may not lie further ahead of the time it was received than the clock skew
+        allowed (a sender whose clock runs fast, not one that invents the future)."""
+        event = decode_event(value, MAX_EVENT_BYTES)
+        if event.occurred_at > received_at + self._max_clock_skew:
+            raise InvalidEventError(
+                f"occurred_at: {event.occurred_at.isoformat()} is more than "
+                f"{self.settings.collector.max_clock_skew:g}s ahead of the time received "
+                f"({received_at.isoformat(timespec='seconds')})"
+            )
+        return event
 
     async def _crm_request(self, request: web.Request, kind: str) -> _Outgoing:
         if self._webhook_secret is None:
@@ -203,11 +221,12 @@ class Collector:
             raise RequestError(401, "bad_signature", f"missing or wrong {SIGNATURE_HEADER}")
         body = _parse_json(raw)
         documents = body if isinstance(body, list) else [body]
+        received_at = datetime.now(UTC)
         outgoing = _Outgoing()
         for position, document in enumerate(documents):
             value = orjson.dumps(document)
             try:
-                event = decode_event(value, MAX_EVENT_BYTES)
+                event = self._valid_event(value, received_at)
             except InvalidEventError as exc:
                 raise RequestError(
                     400, "invalid_event", f"event {position}: {exc.reason}"

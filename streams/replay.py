@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 from streams.accounts import (
     AccountChangeRecord,
+    AccountDecision,
     AccountState,
     Signal,
     decide_account,
@@ -77,7 +78,14 @@ class Replayer:
                 yield BadLine(number, exc.reason)
                 continue
             before = states.get(event.lead_id)
-            decision = decide(before, event, rules)
+            try:
+                decision = decide(before, event, rules)
+                signals = signals_of(before, event, decision, rules) if self.accounts else ()
+                rolled_up = self._roll_up(signals)
+            except Exception as exc:  # as the worker does: report it, keep the lead as it was
+                counts.bad += 1
+                yield BadLine(number, f"internal_error: {type(exc).__name__}: {exc}")
+                continue
             if decision.duplicate:
                 counts.duplicates += 1
                 continue
@@ -85,15 +93,24 @@ class Replayer:
             states[event.lead_id] = decision.state
             counts.stage_changes += len(decision.changes)
             yield from decision.changes
-            if not self.accounts:
-                continue
-            for signal in signals_of(before, event, decision, rules):
+            for signal, account in zip(signals, rolled_up, strict=True):
                 counts.account_signals += 1
                 yield signal
-                rolled_up = decide_account(accounts.get(signal.account_id), signal, rules)
-                accounts[signal.account_id] = rolled_up.state
-                counts.account_changes += len(rolled_up.changes)
-                yield from rolled_up.changes
+                accounts[signal.account_id] = account.state
+                counts.account_changes += len(account.changes)
+                yield from account.changes
+
+    def _roll_up(self, signals: tuple[Signal, ...]) -> list[AccountDecision]:
+        """Each signal's account decision, in order, without storing any of them yet."""
+        pending: dict[str, AccountState] = {}
+        decisions = []
+        for signal in signals:
+            account_id = signal.account_id
+            state = pending.get(account_id, self.account_states.get(account_id))
+            decision = decide_account(state, signal, self.rules)
+            pending[account_id] = decision.state
+            decisions.append(decision)
+        return decisions
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from schemas.events import ENGAGEMENT_TYPES, EVENT_TYPES
+from schemas.events import ENGAGEMENT_TYPES, EVENT_TYPES, SALES_TYPES
 from streams.errors import RulesError
 
 DEFAULT_RULES_RESOURCE = "rules.toml"
@@ -157,6 +157,13 @@ class CollectorRules(_Section):
     @classmethod
     def _known_types(cls, value: dict[str, str]) -> dict[str, str]:
         _check_known(value.values(), EVENT_TYPES, "event type")
+        sales = sorted(f"{name!r} -> {kind}" for name, kind in value.items() if kind in SALES_TYPES)
+        if sales:
+            # The write key of the tracking endpoints is public: anyone could send these.
+            raise ValueError(
+                f"sales event types cannot come from a tracker ({', '.join(sales)}): sales "
+                "activity enters through the signed CRM webhook or the events topic"
+            )
         return value
 
 

@@ -5,6 +5,12 @@ when its URL matches the rules file's pattern; `track` event names map to event 
 the rules file's table. `messageId` is the `event_id`, `userId` (else `anonymousId`) the
 `lead_id`, `timestamp` (else `originalTimestamp`, else the time the collector received it) the
 `occurred_at`; `context.campaign.source` / `.name` are the source and campaign.
+
+The write key of these endpoints is public (it sits in every page that loads the tracker), so
+they carry only what a browser may say: engagement and profile facts. Sales activity (every type
+of the contract's sales group) enters through the signed CRM webhook or the events topic: a
+track call that names one is refused, whatever the rules file maps (and the rules file cannot
+map a track name to one).
 """
 
 from __future__ import annotations
@@ -13,23 +19,28 @@ import re
 from datetime import datetime
 from typing import Any, Final
 
-import orjson
-
-from streams.codecs import decode_event
-from streams.errors import InvalidEventError
+from schemas.events import SALES_TYPES
+from streams.errors import InvalidEventError, LeadflowError
 from streams.rules import Rules
 
 ALIASES: Final = {"i": "identify", "t": "track", "p": "page"}
+_NON_WORD: Final = re.compile(r"[^a-z0-9]+")
 
 
-class UnmappedMessage(Exception):
+class UnmappedMessage(LeadflowError):
     """A valid Segment message leadflow has no event type for (e.g. an unlisted track name)."""
 
 
-def to_event(message: Any, kind: str, rules: Rules, received_at: datetime) -> bytes:
-    """One Segment message as a contract-valid leadflow event (JSON bytes).
+class SalesActivityRefused(InvalidEventError):
+    """A write-key call that would carry sales activity ("Deal Won"...): refused."""
 
-    Raises InvalidEventError (reject the request) or UnmappedMessage (dead-letter it)."""
+
+def to_event(message: Any, kind: str, rules: Rules, received_at: datetime) -> dict[str, Any]:
+    """One Segment message as a leadflow event document (JSON-ready; the caller validates it
+    against the contract).
+
+    Raises InvalidEventError (reject the request; SalesActivityRefused for sales activity) or
+    UnmappedMessage (dead-letter it)."""
     if not isinstance(message, dict):
         raise InvalidEventError("a message must be a JSON object")
     message_id = message.get("messageId")
@@ -65,15 +76,19 @@ def to_event(message: Any, kind: str, rules: Rules, received_at: datetime) -> by
         if not isinstance(name, str) or not name:
             raise InvalidEventError("a track message needs an 'event' name")
         event_type = rules.collector.track_events.get(name)
+        named = _NON_WORD.sub("_", name.lower()).strip("_")
+        if event_type in SALES_TYPES or named in SALES_TYPES:
+            raise SalesActivityRefused(
+                f"track event {name!r} is sales activity: send it through the signed CRM "
+                "webhook (/v1/crm/events), not with a write key"
+            )
         if event_type is None:
             raise UnmappedMessage(f"track event {name!r} is not in the rules' collector table")
         event["type"] = event_type
         event["properties"] = _dict(message.get("properties"))
     else:
         raise InvalidEventError(f"unsupported message type {kind!r}")
-    raw = orjson.dumps(event)
-    decode_event(raw)  # the contract decides; its reason goes back to the sender
-    return raw
+    return event
 
 
 def _dict(value: Any) -> dict[str, Any]:

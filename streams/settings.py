@@ -185,6 +185,13 @@ class CollectorSettings(_Section):
     publish_timeout: Annotated[float, Field(gt=0)] = Field(
         default=10.0, description="Seconds to wait for the broker's acks before answering 503."
     )
+    max_clock_skew: Annotated[float, Field(ge=0)] = Field(
+        default=86_400.0,
+        description=(
+            "Seconds an event's occurred_at may lie ahead of the time the collector received it "
+            "(a sender's fast clock); later events are refused with 400."
+        ),
+    )
 
 
 class PrivacySettings(_Section):

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.agents import partition_for
+from streams.local_broker import LocalBroker
 from streams.local_pipeline import WorkerProcess as Worker
+from streams.rules import Rules
+from tests.event_times import OUT_OF_RANGE, control_lead, edge_times, in_range, odd_types
 from tests.factories import event
-from tests.integration.harness import Pipeline, raw_producer
+from tests.integration.harness import Pipeline, raw_producer, replay_bytes, unique
 from tests.waiting import wait_for
 
 VALID = event("newsletter_subscribe", lead="after-the-bad-ones", event_id="good-1")
@@ -96,3 +104,63 @@ def test_bad_or_misrouted_account_signals_do_not_stop_the_roll_up(pipeline: Pipe
         assert metrics['leadflow_account_signals_total{direction="received"}'] == 1
     finally:
         worker.kill()
+
+
+@pytest.fixture(scope="module")
+def odd_times_pipeline(
+    broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Pipeline, Worker]]:
+    pipeline = Pipeline(broker.bootstrap_servers, tmp_path_factory.mktemp("odd-times"))
+    worker: Worker = pipeline.worker().start()
+    worker.wait_assigned()
+    yield pipeline, worker
+    worker.kill()
+    pipeline.close()
+
+
+@settings(max_examples=8, deadline=None)
+@given(odd=st.lists(st.tuples(edge_times, odd_types), min_size=1, max_size=4))
+def test_odd_event_times_on_the_topic_never_freeze_a_lead(
+    odd_times_pipeline: tuple[Pipeline, Worker], rules: Rules, odd: list[tuple[str, str]]
+) -> None:
+    """Out of range: a dead letter with the reason. In range, however odd: applied. Either way
+    the lead's later events go on as `replay` says, and nothing fails inside the worker."""
+    pipeline, worker = odd_times_pipeline
+    lead = unique("odd")
+    documents = []
+    for timestamp, event_type in odd:
+        document = event(event_type, lead=lead)
+        document["occurred_at"] = timestamp
+        documents.append(document)
+    documents += control_lead(lead)
+    producer = raw_producer(pipeline.bootstrap_servers)
+    topics = pipeline.settings.topics
+    for document in documents:
+        producer.send(topics.events, key=lead.encode(), value=orjson.dumps(document))
+    producer.flush()
+    producer.close()
+
+    expected = [c for c in replay_bytes(documents, rules)]
+    changes = pipeline.reader(topics.stage_changes)
+    found = wait_for(
+        lambda: [v for v in changes.values() if orjson.loads(v)["lead_id"] == lead],
+        lambda values: len(values) >= len(expected),
+        60,
+        "the lead's stage changes",
+    )
+    assert found == expected
+    assert [orjson.loads(v)["to_stage"] for v in found][-1] == "sql"
+    refused = sum(not in_range(d["occurred_at"]) for d in documents)
+    dead = pipeline.reader(topics.dead_letter)
+    letters = wait_for(
+        lambda: [m for m in dead.poll() if m.key == lead.encode()],
+        lambda found: len(found) >= refused,
+        60,
+        "a dead letter for each out-of-range event",
+    )
+    assert len(letters) == refused
+    for letter in letters:
+        headers = {name: value.decode() for name, value in letter.headers}
+        assert headers["leadflow-kind"] == "invalid_event"
+        assert headers["leadflow-reason"].startswith(OUT_OF_RANGE)
+    assert worker.metrics().get('leadflow_dead_letters_total{kind="internal_error"}', 0) == 0

@@ -373,3 +373,101 @@ def test_a_broker_failure_answers_503_so_the_client_retries(
         assert (status, body["code"], headers.get("Retry-After")) == (503, "unavailable", "1")
     finally:
         server.process.stop()
+
+
+def test_sales_activity_never_enters_with_a_write_key(pipeline: Pipeline, server: Server) -> None:
+    """The write key is public: a browser must not make anyone a customer (or an SQL...)."""
+    from segment.analytics import Client
+    from segment.analytics.request import APIError
+
+    client = Client(WRITE_KEY, host=server.url, sync_mode=True, max_retries=0)
+    lead = f"lead-{uuid.uuid4().hex[:6]}"
+    for name, properties in [
+        ("Deal Won", {"amount": 1e12, "currency": "USD"}),
+        ("Quote Requested", {}),
+        ("sales_contacted", {}),
+    ]:
+        with pytest.raises(APIError) as refused:
+            client.track(lead, name, properties, timestamp=_at(0))
+        assert (refused.value.status, refused.value.code) == (400, "sales_activity_refused")
+        assert "signed CRM webhook" in refused.value.message
+    batch = [
+        segment_message("track", lead, event="Email Opened"),
+        segment_message("track", lead, event="Deal Lost"),
+    ]
+    status, body, _ = server.post("/v1/batch", {"batch": batch})
+    assert (status, body["code"]) == (400, "sales_activity_refused")
+    assert body["message"].startswith("message 1: track event 'Deal Lost' is sales activity")
+    # A later call of the same lead lands on the same partition, after anything sent before it.
+    client.track(lead, "Demo Requested", timestamp=_at(3))
+    events = wait_for(
+        lambda: [e for e in server.events() if e["lead_id"] == lead],
+        lambda found: len(found) >= 1,
+        timeout=30,
+        what="the demo request",
+    )
+    assert [e["type"] for e in events] == ["demo_request"]
+
+
+def _collector_times() -> st.SearchStrategy[tuple[str, bool]]:
+    """(timestamp, accepted) pairs near the edges the collector enforces: the contract's start
+    and the clock skew ahead of now; far enough (10 minutes) from the moving edge to be sure."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from schemas.events import EARLIEST_EVENT_TIME
+
+    def near_start(micros: int, offset: int) -> tuple[str, bool]:
+        instant = EARLIEST_EVENT_TIME + timedelta(microseconds=micros)
+        text = instant.astimezone(timezone(timedelta(minutes=offset))).isoformat()
+        return text, micros >= 0
+
+    def near_skew(minutes: int, offset: int) -> tuple[str, bool]:
+        instant = datetime.now(UTC) + timedelta(days=1, minutes=minutes)
+        text = instant.astimezone(timezone(timedelta(minutes=offset))).isoformat()
+        return text, minutes < 0
+
+    offsets = st.integers(-(23 * 60 + 59), 23 * 60 + 59)
+    micros = st.integers(-3 * 86_400_000_000, 3 * 86_400_000_000)
+    minutes = st.integers(10, 3 * 1440).flatmap(lambda m: st.sampled_from([m, -m]))
+    return st.one_of(
+        st.builds(near_start, micros, offsets),
+        st.builds(near_skew, minutes, offsets),
+        st.sampled_from(
+            [
+                ("9999-12-31T23:59:59-01:00", False),
+                ("0001-01-01T00:00:00+01:00", False),
+                ("2099-12-31T23:59:59Z", False),
+            ]
+        ),
+    )
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(at=_collector_times(), path=st.sampled_from(["/v1/track", "/v1/crm/events"]))
+def test_event_times_outside_the_range_are_refused_with_the_reason(
+    fuzz_server: Server, at: tuple[str, bool], path: str
+) -> None:
+    timestamp, accepted = at
+    lead = f"lead-{uuid.uuid4().hex[:6]}"
+    if path == "/v1/track":
+        status, body, _ = fuzz_server.post(
+            path, segment_message("track", lead, event="Demo Requested", timestamp=timestamp)
+        )
+    else:
+        crm = orjson.dumps(
+            {
+                "event_id": str(uuid.uuid4()),
+                "lead_id": lead,
+                "type": "sales_contacted",
+                "occurred_at": timestamp,
+            }
+        )
+        signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), crm, hashlib.sha256).hexdigest()
+        status, body, _ = fuzz_server.post(path, crm, {"X-Leadflow-Signature": signature})
+    if accepted:
+        assert status == 200, (timestamp, body)
+    else:
+        assert (status, body["code"]) == (400, "invalid_event"), (timestamp, body)
+        assert "occurred_at" in body["message"], body

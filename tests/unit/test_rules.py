@@ -10,7 +10,7 @@ DEFAULT = (Path(__file__).parents[2] / "streams" / "rules.toml").read_text()
 
 def test_default_rules_load_and_cite_version_with_digest() -> None:
     rules = load_rules()
-    assert rules.version == "2026.11.3"
+    assert rules.version == "2026.12.1"
     version, _, digest = rules.rules_version.partition("+")
     assert version == rules.version and len(digest) == 8
 
@@ -22,7 +22,7 @@ def test_an_unversioned_edit_still_changes_the_rules_version() -> None:
 
 def test_rules_file_option_reads_the_given_file(tmp_path: Path) -> None:
     path = tmp_path / "rules.toml"
-    path.write_text(DEFAULT.replace('version = "2026.11.3"', 'version = "test-1"'))
+    path.write_text(DEFAULT.replace('version = "2026.12.1"', 'version = "test-1"'))
     assert load_rules(path).version == "test-1"
 
 
@@ -49,6 +49,11 @@ def test_rules_file_option_reads_the_given_file(tmp_path: Path) -> None:
             "lifecycle.high_intent_event_types: Value error, unknown event type: demo_requested",
         ),
         (('ceo = "c_level"', 'ceo = "emperor"'), "fit: Value error, unknown seniority: emperor"),
+        (
+            ('"Email Bounced" = "email_bounced"', '"Deal Won" = "deal_won"'),
+            "collector.track_events: Value error, sales event types cannot come from a tracker "
+            "('Deal Won' -> deal_won)",
+        ),
         (
             (
                 'student_title_keywords = ["student"',
