@@ -20,10 +20,10 @@ from typing import Any
 
 import orjson
 
-from streams.kafka_clients import aiokafka_config, create_topics
-from streams.local_broker import LocalBroker, free_port
-from streams.local_pipeline import LeadflowProcess
-from streams.settings import KafkaSettings, Settings, TopicSettings, environment_of
+from streams.common.kafka_clients import aiokafka_config, create_topics
+from streams.common.settings import KafkaSettings, Settings, TopicSettings, environment_of
+from streams.local.broker import LocalBroker, free_port
+from streams.local.processes import LeadflowProcess
 
 WRITE_KEY = "bench-write-key"
 BATCH = 50  # messages per request

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import orjson
 
-from streams.codecs import decode_event, encode_change, encode_state
-from streams.generator import generate
-from streams.lifecycle import decide
+from streams.common.codecs import decode_event, encode_change, encode_state
+from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
+from streams.core.lifecycle import LeadStageChange, decide
+from streams.core.rules import load_rules
+from streams.local.generator import generate
 from streams.replay import Replayer
-from streams.rules import load_rules
 
 CACHE = Path(".leadflow/bench")
 FULL_LEADS = 85_000  # about 1M events
@@ -52,7 +53,7 @@ def main(quick: bool = False) -> None:
     leads = QUICK_LEADS if quick else FULL_LEADS
     lines = events_file(leads).read_bytes().splitlines()
     rules = load_rules()
-    events = [decode_event(line) for line in lines]
+    events = [decode_event(line, DEFAULT_MAX_EVENT_BYTES) for line in lines]
     count = len(lines)
 
     def baseline() -> None:
@@ -61,7 +62,7 @@ def main(quick: bool = False) -> None:
 
     def decode_only() -> None:
         for line in lines:
-            decode_event(line)
+            decode_event(line, DEFAULT_MAX_EVENT_BYTES)
 
     def decide_only() -> None:
         states: dict[str, object] = {}
@@ -72,9 +73,9 @@ def main(quick: bool = False) -> None:
         gc.enable()
 
     def full_replay() -> None:
-        replayer = Replayer(rules)
+        replayer = Replayer(rules, DEFAULT_MAX_EVENT_BYTES)
         for item in replayer.run(lines):
-            if not isinstance(item, tuple) or len(item) != 2:
+            if isinstance(item, LeadStageChange):
                 encode_change(item)
 
     print(f"core: {count:,} generated events of {leads:,} leads, best of {ROUNDS} rounds")
@@ -88,7 +89,7 @@ def main(quick: bool = False) -> None:
         took = best_of(ROUNDS, run)
         print(f"  {name:<28}{count / took:>10,.0f} events/s  ({base / took:.3f} of baseline)")
 
-    replayer = Replayer(rules)
+    replayer = Replayer(rules, DEFAULT_MAX_EVENT_BYTES)
     for _ in replayer.run(lines):
         pass
     sizes = sorted(len(encode_state(state)) for state in replayer.states.values())

@@ -14,8 +14,8 @@ from typing import Any, cast
 import faust
 from faust.web import Request, Response, View
 
-from streams.app import RAW_BYTES, faust_app, faust_worker
-from streams.settings import Settings
+from streams.common.settings import Settings
+from streams.worker.app import RAW_BYTES, faust_app, faust_worker
 
 
 def floor_app(settings: Settings) -> faust.App:

@@ -22,18 +22,15 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer
 
-from projections.clickhouse import connect, migrate, use_private_temp_dir
+from projections.clickhouse import connect, migrate, spool_inserts_into
 from projections.projector import Projector
-from projections.writer import ProjectionWriter, event_row, stage_change_row
-from streams.codecs import encode_change
-from streams.generator import generate
-from streams.kafka_clients import connection_config, create_topics
-from streams.lifecycle import Change
-from streams.local_broker import LocalBroker
-from streams.publish import make_producer
-from streams.replay import Replayer
-from streams.rules import load_rules
-from streams.settings import (
+from projections.rows import event_row, stage_change_row
+from projections.writer import ProjectionWriter
+from streams.common.codecs import encode_change
+from streams.common.kafka_clients import connection_config, create_topics
+from streams.common.publish import make_producer
+from streams.common.settings import (
+    DEFAULT_MAX_EVENT_BYTES,
     ClickHouseSettings,
     KafkaSettings,
     PrivacySettings,
@@ -41,6 +38,11 @@ from streams.settings import (
     Settings,
     TopicSettings,
 )
+from streams.core.lifecycle import LeadStageChange
+from streams.core.rules import load_rules
+from streams.local.broker import LocalBroker
+from streams.local.generator import generate
+from streams.replay import Replayer
 
 FULL_LEADS, QUICK_LEADS = 8_000, 1_500
 LAG_RATE = 2_000  # stage changes per second
@@ -92,10 +94,12 @@ def main(quick: bool = False) -> None:
     documents = generate(leads, seed=5)
     events = [orjson.dumps(d) for d in documents]
     changes = [
-        encode_change(item) for item in Replayer(rules).run(events) if isinstance(item, Change)
+        encode_change(item)
+        for item in Replayer(rules, DEFAULT_MAX_EVENT_BYTES).run(events)
+        if isinstance(item, LeadStageChange)
     ]
     workdir = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
-    use_private_temp_dir(workdir / "tmp")
+    spool_inserts_into(workdir / "tmp")
     print(
         f"projector: {len(changes):,} stage changes and {len(events):,} events of {leads:,} leads"
     )
@@ -111,7 +115,7 @@ def main(quick: bool = False) -> None:
 
         migrate(client, "bench_direct")
         change_rows = [stage_change_row(value) for value in changes]
-        event_rows = [event_row(value) for value in events]
+        event_rows = [event_row(value, DEFAULT_MAX_EVENT_BYTES) for value in events]
         started = time.perf_counter()
         ProjectionWriter(client, "bench_direct").write(change_rows, event_rows)
         direct_seconds = time.perf_counter() - started

@@ -25,17 +25,24 @@ from typing import Any
 
 import orjson
 
-from streams.accounts import AccountChangeRecord
-from streams.codecs import encode_account_change
-from streams.generator import generate
-from streams.kafka_clients import aiokafka_config, create_topics
-from streams.lifecycle import Change
-from streams.local_broker import FETCH_MAX_WAIT, LocalBroker, free_port
-from streams.local_pipeline import TopicReader, WorkerProcess
-from streams.publish import make_producer, publish_events
+from streams.common.codecs import encode_account_change
+from streams.common.kafka_clients import aiokafka_config, create_topics
+from streams.common.publish import make_producer, publish_events
+from streams.common.settings import (
+    DEFAULT_MAX_EVENT_BYTES,
+    KafkaSettings,
+    Settings,
+    TopicSettings,
+    WorkerSettings,
+    environment_of,
+)
+from streams.core.accounts import AccountStageChange
+from streams.core.lifecycle import LeadStageChange
+from streams.core.rules import load_rules
+from streams.local.broker import FETCH_MAX_WAIT, LocalBroker, free_port
+from streams.local.generator import generate
+from streams.local.processes import TopicReader, WorkerProcess
 from streams.replay import Replayer, account_changes_in_effect
-from streams.rules import load_rules
-from streams.settings import KafkaSettings, Settings, TopicSettings, WorkerSettings, environment_of
 
 RATE = 5_000  # events/s for the latency run
 WARM_UP_MS = 500  # traffic not counted in the latency: the worker's first fetches
@@ -56,7 +63,7 @@ def _settings(bootstrap: str, workdir: Path) -> Settings:
             app_id=name,
             data_dir=workdir / name,
             web_port=free_port(),
-            fetch_max_wait=FETCH_MAX_WAIT,  # what the local broker needs (README, operations)
+            fetch_max_wait=FETCH_MAX_WAIT,  # what the local broker needs (docs/operations.md)
         ),
     )
 
@@ -211,11 +218,11 @@ def _latency(bootstrap: str, workdir: Path, documents: list[dict[str, object]], 
 
 def _published_by(documents: list[dict[str, object]]) -> dict[tuple[str, int], str]:
     """For each stage change (change_id, revision), the event whose processing published it."""
-    replayer = Replayer(load_rules())
+    replayer = Replayer(load_rules(), DEFAULT_MAX_EVENT_BYTES)
     found = {}
     for document in documents:
         for item in replayer.run([orjson.dumps(document)]):
-            if isinstance(item, Change):
+            if isinstance(item, LeadStageChange):
                 found[item.change_id, item.revision] = str(document["event_id"])
     return found
 
@@ -240,13 +247,17 @@ def _quiet(reader: TopicReader, seconds: float = 2.0) -> bool:
 def main(quick: bool = False) -> None:
     leads = 1_000 if quick else 4_000
     documents = generate(leads, seed=9)
-    replayed = list(Replayer(load_rules(), accounts=True).run(orjson.dumps(d) for d in documents))
-    expected = sum(1 for item in replayed if isinstance(item, Change))
+    replayed = list(
+        Replayer(load_rules(), DEFAULT_MAX_EVENT_BYTES, accounts=True).run(
+            orjson.dumps(d) for d in documents
+        )
+    )
+    expected = sum(1 for item in replayed if isinstance(item, LeadStageChange))
     expected_accounts = len(
         account_changes_in_effect(
             orjson.loads(encode_account_change(item))
             for item in replayed
-            if isinstance(item, AccountChangeRecord)
+            if isinstance(item, AccountStageChange)
         )
     )
     workdir = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))

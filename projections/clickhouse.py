@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -16,8 +17,8 @@ from urllib.parse import urlsplit
 
 import clickhouse_connect
 
+from streams.common.settings import ClickHouseSettings
 from streams.errors import LeadflowError
-from streams.settings import ClickHouseSettings
 
 # Inserts behave the same on chDB 26.x and older servers only with these set explicitly: newer
 # versions default to asynchronous inserts, older ones reject deduplication through views with them.
@@ -127,10 +128,9 @@ def migrate(client: Any, database: str) -> list[str]:
     return done
 
 
-def use_private_temp_dir(path: os.PathLike[str] | str) -> None:
-    """Spool insert buffers into `path`: a process killed mid-insert leaves its file there."""
+def spool_inserts_into(path: os.PathLike[str] | str) -> None:
+    """Spool the embedded engine's insert buffers into `path` (clickhouse-connect writes each
+    insert to a temporary file first): a process killed mid-insert leaves its file there, not
+    in the machine's /tmp. It sets this process's temporary directory; nothing else reads it."""
     os.makedirs(path, exist_ok=True)
-    os.environ["TMPDIR"] = str(path)
-    import tempfile
-
-    tempfile.tempdir = None  # re-read TMPDIR
+    tempfile.tempdir = str(path)

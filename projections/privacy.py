@@ -12,8 +12,8 @@ import hashlib
 import hmac
 from collections.abc import Callable
 
+from streams.common.settings import PrivacySettings
 from streams.errors import LeadflowError
-from streams.settings import PrivacySettings
 
 
 def lead_id_for_storage(privacy: PrivacySettings) -> Callable[[str], str]:

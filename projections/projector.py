@@ -20,19 +20,23 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from projections.privacy import lead_id_for_storage
-from projections.writer import (
+from projections.rows import (
+    ACCOUNT_CHANGES,
+    ACCOUNT_MEMBERS,
     CAUSATION_LEAD_ID,
+    EVENTS,
     LEAD_ID,
-    ProjectionWriter,
+    STAGE_CHANGES,
     RejectedRecord,
     account_change_row,
-    account_signal_row,
+    account_member_row,
     event_row,
     stage_change_row,
 )
-from streams.codecs import dead_letter_headers
-from streams.kafka_clients import connection_config
-from streams.settings import Settings
+from projections.writer import ProjectionWriter
+from streams.common.codecs import dead_letter_headers
+from streams.common.kafka_clients import connection_config
+from streams.common.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +89,7 @@ class _Batch:
     stage_changes: list[list[Any]] = field(default_factory=list)
     events: list[list[Any]] = field(default_factory=list)
     account_changes: list[list[Any]] = field(default_factory=list)
-    account_signals: list[list[Any]] = field(default_factory=list)
+    account_members: list[list[Any]] = field(default_factory=list)
     rejected: int = 0
     started: float = 0.0
 
@@ -94,7 +98,7 @@ class _Batch:
             len(self.stage_changes)
             + len(self.events)
             + len(self.account_changes)
-            + len(self.account_signals)
+            + len(self.account_members)
             + self.rejected
         )
 
@@ -145,6 +149,8 @@ class Projector:
                 polled = consumer.poll(
                     timeout_ms=100, max_records=self.settings.projector.batch_size
                 )
+                if not self.assigned.is_set() and consumer.assignment():
+                    self.assigned.set()
                 for tp, records in polled.items():
                     if not batch:
                         batch.started = time.monotonic()
@@ -175,7 +181,7 @@ class Projector:
             **connection_config(self.settings.kafka),
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
-            "max_partition_fetch_bytes": self.settings.topics.max_message_bytes + 65536,
+            "max_partition_fetch_bytes": self.settings.topics.max_dead_letter_bytes,
             "fetch_max_bytes": 64 * 1024 * 1024,
         }
         if self.from_beginning:
@@ -204,10 +210,10 @@ class Projector:
                 batch.account_changes.append(row)
                 lead_id = CAUSATION_LEAD_ID
             elif topic == topics.account_signals:
-                row = account_signal_row(record.value, record.timestamp)
-                batch.account_signals.append(row)
+                row = account_member_row(record.value, record.timestamp)
+                batch.account_members.append(row)
             else:
-                row = event_row(record.value, record.timestamp, self.settings.max_event_bytes)
+                row = event_row(record.value, self.settings.max_event_bytes, record.timestamp)
                 batch.events.append(row)
             row[lead_id] = self.stored_lead_id(row[lead_id])
         except RejectedRecord as exc:
@@ -223,7 +229,7 @@ class Projector:
                 self._producer = KafkaProducer(
                     **connection_config(self.settings.kafka),
                     acks="all",
-                    max_request_size=self.settings.worker.max_request_bytes,
+                    max_request_size=self.settings.topics.max_dead_letter_bytes,
                 )
             self._producer.send(
                 self.settings.topics.dead_letter,
@@ -247,21 +253,21 @@ class Projector:
     def _flush(self, consumer: KafkaConsumer, batch: _Batch) -> None:
         started = time.perf_counter()
         self.writer.write(
-            batch.stage_changes, batch.events, batch.account_changes, batch.account_signals
+            batch.stage_changes, batch.events, batch.account_changes, batch.account_members
         )
         if self._producer is not None:
             self._producer.flush()
         if not self.from_beginning:
             consumer.commit()
         self.metrics.batches.observe(time.perf_counter() - started)
-        self.metrics.rows.labels("stage_changes").inc(len(batch.stage_changes))
-        self.metrics.rows.labels("events").inc(len(batch.events))
-        self.metrics.rows.labels("account_changes").inc(len(batch.account_changes))
-        self.metrics.rows.labels("account_members").inc(len(batch.account_signals))
+        self.metrics.rows.labels(STAGE_CHANGES.name).inc(len(batch.stage_changes))
+        self.metrics.rows.labels(EVENTS.name).inc(len(batch.events))
+        self.metrics.rows.labels(ACCOUNT_CHANGES.name).inc(len(batch.account_changes))
+        self.metrics.rows.labels(ACCOUNT_MEMBERS.name).inc(len(batch.account_members))
         self.stats.stage_changes += len(batch.stage_changes)
         self.stats.events += len(batch.events)
         self.stats.account_changes += len(batch.account_changes)
-        self.stats.account_signals += len(batch.account_signals)
+        self.stats.account_signals += len(batch.account_members)
         self.stats.batches += 1
 
 

@@ -50,7 +50,7 @@ STEPS: Final = (
 )
 
 
-def read_metrics(client: Any, database: str) -> Metrics:
+def read_funnel(client: Any, database: str) -> Metrics:
     """Every funnel view's rows, as dicts, in a stable order."""
     metrics: Metrics = {}
     for view, order in VIEWS.items():
@@ -121,7 +121,7 @@ def write_html(metrics: Metrics, path: Path, title: str = "leadflow funnel") -> 
     path.write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-        f"<p>Generated {generated}. Definitions: README, section “Funnel views”.</p>"
+        f"<p>Generated {generated}. Definitions: docs/funnel.md, section “Funnel views”.</p>"
         f"<div class='charts'>{body}</div></body></html>",
         encoding="utf-8",
     )

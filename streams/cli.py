@@ -13,16 +13,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from streams.accounts import AccountChangeRecord
-from streams.codecs import encode_account_change, encode_change
+from streams.common.codecs import encode_account_change, encode_change
+from streams.common.settings import Settings, load_settings, settings_reference
+from streams.core.accounts import AccountStageChange
+from streams.core.explain import explain as explain_lead
+from streams.core.lifecycle import LeadStageChange
+from streams.core.rules import Rules, load_rules
 from streams.errors import LeadflowError
-from streams.explain import explain as explain_lead
-from streams.generator import TrafficShape
-from streams.generator import generate as generate_events
-from streams.lifecycle import Change
+from streams.local.generator import TrafficShape
+from streams.local.generator import generate as generate_events
 from streams.replay import BadLine, Replayer
-from streams.rules import Rules, load_rules
-from streams.settings import Settings
 
 app = typer.Typer(
     name="leadflow",
@@ -62,12 +62,22 @@ def main() -> None:
     try:
         app()
     except LeadflowError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", markup=False, highlight=False)
         sys.exit(1)
 
 
-def _rules(path: Path | None, settings: Settings | None = None) -> Rules:
-    settings = settings or Settings()
+@app.callback()
+def _start(ctx: typer.Context) -> None:
+    # The one place that reads the environment: every command gets these settings.
+    ctx.obj = load_settings()
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+def _rules(path: Path | None, settings: Settings) -> Rules:
     return load_rules(path or settings.rules_file)
 
 
@@ -87,6 +97,7 @@ def _open_events(name: str) -> Iterator[IO[bytes]]:
 
 @app.command()
 def replay(
+    ctx: typer.Context,
     events: EventsArgument,
     rules: RulesOption = None,
     accounts: Annotated[
@@ -100,7 +111,7 @@ def replay(
 
     Invalid lines are reported on stderr with their number and reason and do not stop the run.
     """
-    settings = Settings()
+    settings = _settings(ctx)
     replayer = Replayer(
         _rules(rules, settings), max_event_bytes=settings.max_event_bytes, accounts=accounts
     )
@@ -109,10 +120,10 @@ def replay(
         for item in replayer.run(handle):
             if isinstance(item, BadLine):
                 err.print(f"line {item.line_number}: {item.reason}", markup=False, highlight=False)
-            elif isinstance(item, AccountChangeRecord):
+            elif isinstance(item, AccountStageChange):
                 out.write(encode_account_change(item))
                 out.write(b"\n")
-            elif isinstance(item, Change) and not accounts:
+            elif isinstance(item, LeadStageChange) and not accounts:
                 out.write(encode_change(item))
                 out.write(b"\n")
     out.flush()
@@ -131,9 +142,11 @@ def replay(
 
 
 @app.command()
-def explain(lead_id: str, events: EventsArgument, rules: RulesOption = None) -> None:
+def explain(
+    ctx: typer.Context, lead_id: str, events: EventsArgument, rules: RulesOption = None
+) -> None:
     """Show one lead's score history and why each of its stage changes happened."""
-    settings = Settings()
+    settings = _settings(ctx)
     loaded = _rules(rules, settings)
     replayer = Replayer(loaded, max_event_bytes=settings.max_event_bytes)
     with _open_events(events) as handle:
@@ -147,17 +160,17 @@ def explain(lead_id: str, events: EventsArgument, rules: RulesOption = None) -> 
     table = Table(title=f"lead {lead_id} (rules {loaded.rules_version})", show_lines=False)
     for column in ("occurred_at", "event", "detail", "points", "engagement", "fit", "stage"):
         table.add_column(column, overflow="fold")
-    for step in explain_lead(state, loaded):
+    for row in explain_lead(state, loaded):
         table.add_row(
-            step.occurred_at.isoformat().replace("+00:00", "Z"),
-            step.type,
-            step.detail,
-            "" if step.points is None else f"{step.points:+g}",
-            f"{step.engagement_score:.1f}",
-            f"{step.fit_score:g}",
-            step.stage or "-",
+            row.occurred_at.isoformat().replace("+00:00", "Z"),
+            row.type,
+            row.detail,
+            "" if row.points is None else f"{row.points:+g}",
+            f"{row.engagement_score:.1f}",
+            f"{row.fit_score:g}",
+            row.stage or "-",
         )
-        for change in step.changes:
+        for change in row.changes:
             because = change.mql_kind or change.reason or ""
             table.add_row(
                 "",
@@ -192,6 +205,7 @@ def generate(
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     leads: Annotated[int, typer.Option(min=1, help="How many generated leads.")] = 2000,
     seed: Annotated[int, typer.Option(help="Same seed, same traffic.")] = 1,
     workdir: Annotated[Path, typer.Option(help="Logs and state of this run.")] = Path(
@@ -199,44 +213,46 @@ def demo(
     ),
 ) -> None:
     """Run the whole pipeline locally on generated traffic, then stop everything it started."""
-    from streams.demo import run_demo
+    from streams.local.demo import run_demo
 
-    if not run_demo(leads, seed, _rules(None), workdir, _console()):
+    settings = _settings(ctx)
+    if not run_demo(settings, _rules(None, settings), leads, seed, workdir, _console()):
         raise typer.Exit(1)
 
 
 @app.command()
 def worker(
+    ctx: typer.Context,
     loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "info",
 ) -> None:
     """Run a stream worker: events -> core -> stage changes (creates missing topics first)."""
-    from streams.app import create_app, faust_worker
-    from streams.kafka_clients import create_topics
+    from streams.common.kafka_clients import create_topics
+    from streams.worker.app import create_app, faust_worker
 
-    settings = Settings()
+    settings = _settings(ctx)
     rules = _rules(None, settings)
     create_topics(settings)
     faust_worker(create_app(settings, rules), loglevel).execute_from_commandline()
 
 
 @topics_app.command("create")
-def topics_create() -> None:
+def topics_create(ctx: typer.Context) -> None:
     """Create leadflow's topics that do not exist yet (partitions and configs from settings)."""
-    from streams.kafka_clients import create_topics
+    from streams.common.kafka_clients import create_topics
 
-    created = create_topics(Settings())
+    created = create_topics(_settings(ctx))
     typer.echo("created: " + (", ".join(created) if created else "nothing, all exist"))
 
 
 @app.command()
-def publish(events: EventsArgument) -> None:
+def publish(ctx: typer.Context, events: EventsArgument) -> None:
     """Validate and publish a JSON-lines log to the events topic (keyed by lead_id, acks=all).
 
     Invalid lines are reported on stderr with their number and reason, and are not sent.
     """
-    from streams.publish import publish_events
+    from streams.common.publish import publish_events
 
-    settings = Settings()
+    settings = _settings(ctx)
     with _open_events(events) as handle:
         lines = [line for line in handle if line.strip()]
     report = publish_events(lines, settings)
@@ -256,32 +272,37 @@ def broker(
     """Run the local Kafka-protocol broker (Tansu, memory only) in the foreground."""
     import signal
 
-    from streams.local_broker import LocalBroker
+    from streams.local.broker import LocalBroker
 
+    stopping = {signal.SIGINT, signal.SIGTERM}
+    # sigwait only receives signals that are blocked: unblocked, SIGTERM would end this process
+    # at once and leave the broker it started running.
+    signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
     with LocalBroker(port=port or None) as local:
         typer.echo(f"broker ready: LEADFLOW_KAFKA__BOOTSTRAP_SERVERS={local.bootstrap_servers}")
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        signal.sigwait(stopping)
 
 
 def _clickhouse(settings: Settings) -> Any:
-    from projections.clickhouse import connect, use_private_temp_dir
+    from projections.clickhouse import connect, spool_inserts_into
 
-    use_private_temp_dir(settings.projector.temp_dir)
+    spool_inserts_into(settings.projector.temp_dir)
     return connect(settings.clickhouse)
 
 
 @app.command()
-def migrate() -> None:
+def migrate(ctx: typer.Context) -> None:
     """Create or update the funnel tables and views in ClickHouse (idempotent)."""
     from projections.clickhouse import migrate as apply_migrations
 
-    settings = Settings()
+    settings = _settings(ctx)
     applied = apply_migrations(_clickhouse(settings), settings.clickhouse.database)
     typer.echo("applied: " + (", ".join(applied) if applied else "nothing, up to date"))
 
 
 @app.command()
 def project(
+    ctx: typer.Context,
     until_caught_up: Annotated[
         bool, typer.Option(help="Stop once its topics are read to their end.")
     ] = False,
@@ -295,7 +316,7 @@ def project(
     from projections.clickhouse import migrate as apply_migrations
     from projections.projector import Projector, ProjectorMetrics
 
-    settings = Settings()
+    settings = _settings(ctx)
     client = _clickhouse(settings)
     apply_migrations(client, settings.clickhouse.database)
     metrics = ProjectorMetrics()
@@ -315,22 +336,22 @@ def project(
 
 
 @app.command()
-def collect() -> None:
+def collect(ctx: typer.Context) -> None:
     """Serve the Segment-compatible tracking API and the CRM webhook (LEADFLOW_COLLECTOR__*)."""
     import asyncio
     import logging
 
-    from streams.collector import run_collector
-    from streams.kafka_clients import create_topics
+    from streams.collector.server import run_collector
+    from streams.common.kafka_clients import create_topics
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    settings = Settings()
+    settings = _settings(ctx)
     create_topics(settings)
     asyncio.run(run_collector(settings, _rules(None, settings)))
 
 
 @app.command()
-def rebuild() -> None:
+def rebuild(ctx: typer.Context) -> None:
     """Drop the funnel tables and project their topics again from the first offset.
 
     Stop the projector first. The result equals the live projection."""
@@ -338,13 +359,13 @@ def rebuild() -> None:
 
     from projections.clickhouse import migrate as apply_migrations
     from projections.projector import Projector, ProjectorStats
+    from projections.writer import ProjectionWriter
 
-    settings = Settings()
+    settings = _settings(ctx)
     client = _clickhouse(settings)
     database = settings.clickhouse.database
     apply_migrations(client, database)
-    for table in ("stage_changes", "events", "account_changes", "account_members"):
-        client.command(f"TRUNCATE TABLE {database}.{table}")
+    ProjectionWriter(client, database).truncate()
     with Progress(console=err, transient=False) as progress:
         task = progress.add_task("rebuilding", total=None)
 
@@ -363,6 +384,7 @@ def rebuild() -> None:
 
 @app.command()
 def report(
+    ctx: typer.Context,
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a one-page HTML report here.")
     ] = None,
@@ -371,10 +393,10 @@ def report(
     ] = False,
 ) -> None:
     """The funnel report from ClickHouse: stages, conversion, time to convert, bottlenecks."""
-    from projections.report import print_report, read_metrics, write_html
+    from projections.report import print_report, read_funnel, write_html
 
-    settings = Settings()
-    metrics = read_metrics(_clickhouse(settings), settings.clickhouse.database)
+    settings = _settings(ctx)
+    metrics = read_funnel(_clickhouse(settings), settings.clickhouse.database)
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(metrics, option=orjson.OPT_INDENT_2) + b"\n")
     else:
@@ -398,9 +420,15 @@ def schemas_export(
 
 
 @rules_app.command("show")
-def rules_show(rules: RulesOption = None) -> None:
+def rules_show(ctx: typer.Context, rules: RulesOption = None) -> None:
     """Validate the rules in force and print them as JSON (with their version)."""
-    loaded = _rules(rules)
+    loaded = _rules(rules, _settings(ctx))
     document = loaded.model_dump(mode="json")
     document["rules_version"] = loaded.rules_version
     typer.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+
+
+@app.command("settings")
+def settings_command() -> None:
+    """Print every setting: its LEADFLOW_* variable, default and meaning (docs/settings.md)."""
+    typer.echo(settings_reference(), nl=False)

@@ -8,18 +8,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from streams.accounts import (
-    AccountChangeRecord,
+from streams.common.codecs import decode_event
+from streams.core.accounts import (
     AccountDecision,
+    AccountStageChange,
     AccountState,
     Signal,
     decide_account,
-    signals_of,
 )
-from streams.codecs import DEFAULT_MAX_EVENT_BYTES, decode_event
+from streams.core.lifecycle import LeadStageChange, LeadState
+from streams.core.qualify import qualify
+from streams.core.revisions import latest_revisions
+from streams.core.rules import Rules
 from streams.errors import InvalidEventError
-from streams.lifecycle import Change, LeadState, decide
-from streams.rules import Rules
+
+Replayed = LeadStageChange | Signal | AccountStageChange
 
 
 class BadLine(NamedTuple):
@@ -47,22 +50,18 @@ class Replayer:
     stage changes of the event behind it."""
 
     rules: Rules
-    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    max_event_bytes: int
     accounts: bool = False
     states: dict[str, LeadState] = field(default_factory=dict)
     account_states: dict[str, AccountState] = field(default_factory=dict)
     counts: ReplayCounts = field(default_factory=ReplayCounts)
 
-    def run(
-        self, lines: Iterable[bytes]
-    ) -> Iterator[Change | Signal | AccountChangeRecord | BadLine]:
+    def run(self, lines: Iterable[bytes]) -> Iterator[Replayed | BadLine]:
         """Yield what the workers publish, and a BadLine for each invalid line, in input order."""
         with _cyclic_gc_paused():
             yield from self._run(lines)
 
-    def _run(
-        self, lines: Iterable[bytes]
-    ) -> Iterator[Change | Signal | AccountChangeRecord | BadLine]:
+    def _run(self, lines: Iterable[bytes]) -> Iterator[Replayed | BadLine]:
         counts = self.counts
         states = self.states
         accounts = self.account_states
@@ -79,21 +78,20 @@ class Replayer:
                 continue
             before = states.get(event.lead_id)
             try:
-                decision = decide(before, event, rules)
-                signals = signals_of(before, event, decision, rules) if self.accounts else ()
-                rolled_up = self._roll_up(signals)
+                qualified = qualify(before, event, rules, self.accounts)
+                rolled_up = self._roll_up(qualified.signals)
             except Exception as exc:  # as the worker does: report it, keep the lead as it was
                 counts.bad += 1
                 yield BadLine(number, f"internal_error: {type(exc).__name__}: {exc}")
                 continue
-            if decision.duplicate:
+            if qualified.duplicate:
                 counts.duplicates += 1
                 continue
             counts.events += 1
-            states[event.lead_id] = decision.state
-            counts.stage_changes += len(decision.changes)
-            yield from decision.changes
-            for signal, account in zip(signals, rolled_up, strict=True):
+            states[event.lead_id] = qualified.state
+            counts.stage_changes += len(qualified.changes)
+            yield from qualified.changes
+            for signal, account in zip(qualified.signals, rolled_up, strict=True):
                 counts.account_signals += 1
                 yield signal
                 accounts[signal.account_id] = account.state
@@ -126,13 +124,9 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def effective_changes(changes: Iterable[Change]) -> dict[str, Change]:
+def effective_changes(changes: Iterable[LeadStageChange]) -> dict[str, LeadStageChange]:
     """The latest revision of every change_id, retracted ones removed: what consumers keep."""
-    latest: dict[str, Change] = {}
-    for change in changes:
-        current = latest.get(change.change_id)
-        if current is None or change.revision >= current.revision:
-            latest[change.change_id] = change
+    latest = latest_revisions(changes, lambda change: (change.change_id, change.revision))
     return {cid: change for cid, change in latest.items() if not change.retracted}
 
 
@@ -140,11 +134,7 @@ def account_changes_in_effect(changes: Iterable[dict[str, Any]]) -> dict[str, di
     """Account changes (decoded JSON) as consumers keep them: the latest revision of each
     change_id, retracted ones removed, and without the revision, which stamps the order signals
     arrived in: that differs from run to run, the account's history does not."""
-    latest: dict[str, dict[str, Any]] = {}
-    for change in changes:
-        current = latest.get(change["change_id"])
-        if current is None or change["revision"] >= current["revision"]:
-            latest[change["change_id"]] = change
+    latest = latest_revisions(changes, lambda change: (change["change_id"], change["revision"]))
     return {
         change_id: {name: value for name, value in change.items() if name != "revision"}
         for change_id, change in latest.items()
@@ -152,9 +142,9 @@ def account_changes_in_effect(changes: Iterable[dict[str, Any]]) -> dict[str, di
     }
 
 
-def current_stages(changes: Iterable[Change]) -> dict[str, str]:
+def current_stages(changes: Iterable[LeadStageChange]) -> dict[str, str]:
     """Each lead's stage according to its effective changes (the one with the last sequence)."""
-    last: dict[str, Change] = {}
+    last: dict[str, LeadStageChange] = {}
     for change in effective_changes(changes).values():
         current = last.get(change.lead_id)
         if current is None or change.sequence > current.sequence:

@@ -1,7 +1,8 @@
 """Every account view computed in plain Python from account-change and account-signal records.
 
-Written from the definitions (README, `schemas/accounts.py`), independently of the SQL: tests
-compare the two. Records are the bytes of the contract, as published, duplicates included.
+Written from the definitions (docs/accounts.md, `schemas/accounts.py`), independently of the
+SQL: tests compare the two. Records are the bytes of the contract, as published, duplicates
+included.
 """
 
 from __future__ import annotations

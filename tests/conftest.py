@@ -3,7 +3,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-from streams.rules import Rules, load_rules
+from streams.core.rules import Rules, load_rules
 
 # CI machines are shared and noisy: no per-example deadline; more examples on CI.
 settings.register_profile("dev", deadline=None, max_examples=150)

@@ -10,12 +10,16 @@ from typing import Any
 import orjson
 
 from schemas.events import EVENT_ADAPTER, Event
-from streams.lifecycle import Change, LeadState, decide
-from streams.rules import Rules
+from streams.core.lifecycle import LeadStageChange, LeadState, decide
+from streams.core.rules import Rules
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 _ids = itertools.count(1)
 
+STUDENT = {"email": "sam@mit.edu", "job_title": "PhD Candidate"}
+COMPETITOR = {"email": "spy@rivalfunnel.com", "job_title": "VP Marketing", "company_size": 300}
+VENDOR = {"email": "rep@adsagency.example", "job_title": "Director of Sales", "company_size": 80}
+WEAK = {"email": "kim@gmail.com", "job_title": "Freelancer"}
 BUYER = {
     "email": "jane@acme.com",
     "job_title": "VP Marketing",
@@ -65,10 +69,10 @@ def as_lines(documents: Iterable[dict[str, Any]]) -> list[bytes]:
 
 def run(
     documents: Iterable[dict[str, Any]], rules: Rules
-) -> tuple[dict[str, LeadState], list[Change]]:
+) -> tuple[dict[str, LeadState], list[LeadStageChange]]:
     """Fold documents in the given order; return final states and every published change."""
     states: dict[str, LeadState] = {}
-    changes: list[Change] = []
+    changes: list[LeadStageChange] = []
     for document in documents:
         parsed = as_event(document)
         decision = decide(states.get(parsed.lead_id), parsed, rules)
@@ -77,6 +81,6 @@ def run(
     return states, changes
 
 
-def stages(changes: Iterable[Change]) -> list[str]:
+def stages(changes: Iterable[LeadStageChange]) -> list[str]:
     """The to_stage of each live change, in publication order."""
     return [c.to_stage for c in changes if not c.retracted]

@@ -1,6 +1,6 @@
 """Every funnel view computed in plain Python from replay output and the event log.
 
-Written from the definitions in the README, independently of the SQL: tests compare the two.
+Written from the definitions in docs/funnel.md, independently of the SQL: tests compare the two.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 
-from streams.codecs import decode_event
+from streams.common.codecs import decode_event
+from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
 
 Row = dict[str, Any]
 STAGES = ("subscriber", "lead", "mql", "sql", "opportunity", "customer", "evangelist")
@@ -135,7 +136,7 @@ def expected_metrics(
     conversions = lead_conversions(status)
     events: dict[str, Any] = {}
     for document in event_documents:
-        event = decode_event(orjson.dumps(document))
+        event = decode_event(orjson.dumps(document), DEFAULT_MAX_EVENT_BYTES)
         events[event.event_id] = event
     metrics: dict[str, list[Row]] = {}
 

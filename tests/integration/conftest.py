@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.local_broker import LocalBroker
+from streams.local.broker import LocalBroker
 from tests.integration.harness import Pipeline
 
 

@@ -12,11 +12,12 @@ from typing import Any
 import orjson
 from kafka import KafkaProducer
 
-from streams.local_broker import FETCH_MAX_WAIT, free_port
-from streams.local_pipeline import LeadflowProcess, TopicReader, WorkerProcess
+from streams.common.settings import DEFAULT_MAX_EVENT_BYTES, Settings
+from streams.core.revisions import latest_revisions
+from streams.core.rules import Rules
+from streams.local.broker import FETCH_MAX_WAIT, free_port
+from streams.local.processes import LeadflowProcess, TopicReader, WorkerProcess
 from streams.replay import Replayer
-from streams.rules import Rules
-from streams.settings import Settings
 
 
 def unique(prefix: str) -> str:
@@ -50,7 +51,7 @@ class Pipeline:
 
     @property
     def settings(self) -> Settings:
-        return _settings_from(self.env())
+        return settings_from(self.env())
 
     def worker(self, label: str = "a", store: str = "rocksdb") -> WorkerProcess:
         data_dir = self.workdir / f"worker-{label}"
@@ -77,7 +78,7 @@ class Pipeline:
         return LeadflowProcess(args=args, env=env, log_path=self.workdir / f"{log}.log")
 
     def publish(self, documents: Iterable[dict[str, Any]]) -> int:
-        from streams.publish import publish_events
+        from streams.common.publish import publish_events
 
         report = publish_events(documents, self.settings)
         assert report.rejected == []
@@ -93,7 +94,7 @@ class Pipeline:
             reader.close()
 
 
-def _settings_from(env: dict[str, str]) -> Settings:
+def settings_from(env: dict[str, str]) -> Settings:
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     try:
@@ -108,36 +109,40 @@ def _settings_from(env: dict[str, str]) -> Settings:
 
 def replay_bytes(documents: list[dict[str, Any]], rules: Rules) -> list[bytes]:
     """What `leadflow replay` prints for these events, as the encoded stage changes."""
-    from streams.codecs import encode_change
-    from streams.lifecycle import Change
+    from streams.common.codecs import encode_change
+    from streams.core.lifecycle import LeadStageChange
 
     return [
         encode_change(item)
-        for item in Replayer(rules).run(orjson.dumps(d) for d in documents)
-        if isinstance(item, Change)
+        for item in Replayer(rules, DEFAULT_MAX_EVENT_BYTES).run(orjson.dumps(d) for d in documents)
+        if isinstance(item, LeadStageChange)
     ]
 
 
 def replay_accounts(documents: list[dict[str, Any]], rules: Rules) -> dict[str, bytes]:
     """The effective account changes of `leadflow replay --accounts` for these events."""
-    from streams.accounts import AccountChangeRecord
-    from streams.codecs import encode_account_change
+    from streams.common.codecs import encode_account_change
+    from streams.core.accounts import AccountStageChange
 
     return effective_accounts(
         encode_account_change(item)
-        for item in Replayer(rules, accounts=True).run(orjson.dumps(d) for d in documents)
-        if isinstance(item, AccountChangeRecord)
+        for item in Replayer(rules, DEFAULT_MAX_EVENT_BYTES, accounts=True).run(
+            orjson.dumps(d) for d in documents
+        )
+        if isinstance(item, AccountStageChange)
     )
 
 
 def replay_signals(documents: list[dict[str, Any]], rules: Rules) -> set[bytes]:
     """The account signals the lead side sends for these events, as their bytes."""
-    from streams.accounts import Signal
-    from streams.codecs import encode_account_signal
+    from streams.common.codecs import encode_account_signal
+    from streams.core.accounts import Signal
 
     return {
         encode_account_signal(item)
-        for item in Replayer(rules, accounts=True).run(orjson.dumps(d) for d in documents)
+        for item in Replayer(rules, DEFAULT_MAX_EVENT_BYTES, accounts=True).run(
+            orjson.dumps(d) for d in documents
+        )
         if isinstance(item, Signal)
     }
 
@@ -169,12 +174,8 @@ def difference(
 
 def effective(values: Iterable[bytes]) -> dict[str, bytes]:
     """The latest revision of each change_id, as its bytes (retracted ones included)."""
-    latest: dict[str, tuple[int, bytes]] = {}
-    for value in values:
-        change = orjson.loads(value)
-        current = latest.get(change["change_id"])
-        if current is None or change["revision"] >= current[0]:
-            latest[change["change_id"]] = (change["revision"], value)
+    decoded = ((orjson.loads(value), value) for value in values)
+    latest = latest_revisions(decoded, lambda pair: (pair[0]["change_id"], pair[0]["revision"]))
     return {change_id: value for change_id, (_, value) in latest.items()}
 
 

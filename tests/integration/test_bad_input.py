@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.agents import partition_for
-from streams.local_broker import LocalBroker
-from streams.local_pipeline import WorkerProcess as Worker
-from streams.rules import Rules
+from streams.core.rules import Rules
+from streams.local.broker import LocalBroker
+from streams.local.processes import WorkerProcess as Worker
+from streams.worker.agents import partition_for
 from tests.event_times import OUT_OF_RANGE, control_lead, edge_times, in_range, odd_types
 from tests.factories import event
 from tests.integration.harness import Pipeline, raw_producer, replay_bytes, unique

@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.local_broker import LocalBroker, free_port
-from streams.local_pipeline import LeadflowProcess
+from streams.local.broker import LocalBroker, free_port
+from streams.local.processes import LeadflowProcess
 from tests.integration.harness import Pipeline
 from tests.waiting import wait_for
 

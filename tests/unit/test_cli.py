@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from schemas.stage_changes import StageChange
-from streams.codecs import decode_stage_change
+from streams.common.codecs import decode_stage_change
 from streams.replay import current_stages, effective_changes
 from tests.factories import event
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from projections.report import VIEWS
 from streams.cli import app
-from streams.settings import Settings
+from streams.common.settings import Settings
 
 ROOT = Path(__file__).parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -1,0 +1,134 @@
+"""Rows of the funnel tables, built from topic messages. Pure: no ClickHouse, no Kafka.
+
+Each table's columns are its contract model's fields (plus `published_at`, the Kafka timestamp of
+the record), so a field added to the contract cannot be forgotten here. The events table keeps a
+selection of the event: its envelope and a sale's value, never the other properties.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Final, NamedTuple
+
+from pydantic import BaseModel, ValidationError
+
+from schemas.accounts import AccountChange, AccountSignal
+from schemas.stage_changes import StageChange
+from streams.common.codecs import decode_event, describe_validation_error
+from streams.errors import InvalidEventError, LeadflowError
+
+PUBLISHED_AT: Final = "published_at"
+
+
+class Table(NamedTuple):
+    """A funnel table: its name and the columns a row gives, in order."""
+
+    name: str
+    columns: tuple[str, ...]
+
+    def position(self, column: str) -> int:
+        return self.columns.index(column)
+
+
+def _columns_of(model: type[BaseModel]) -> tuple[str, ...]:
+    return (*model.model_fields, PUBLISHED_AT)
+
+
+STAGE_CHANGES: Final = Table("stage_changes", _columns_of(StageChange))
+EVENTS: Final = Table(
+    "events",
+    (
+        "event_id",
+        "lead_id",
+        "type",
+        "occurred_at",
+        "source",
+        "campaign",
+        "amount",
+        "currency",
+        PUBLISHED_AT,
+    ),
+)
+ACCOUNT_CHANGES: Final = Table("account_changes", _columns_of(AccountChange))
+ACCOUNT_MEMBERS: Final = Table("account_members", _columns_of(AccountSignal))
+"""One row per account signal; ClickHouse keeps the latest per (account, lead): the member."""
+TABLES: Final = (STAGE_CHANGES, EVENTS, ACCOUNT_CHANGES, ACCOUNT_MEMBERS)
+
+
+class RejectedRecord(LeadflowError):
+    """A message the projector cannot turn into a row; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def published_at(timestamp_ms: int | None) -> datetime:
+    """A Kafka record timestamp as an aware UTC datetime (epoch when the record has none)."""
+    return datetime.fromtimestamp((timestamp_ms or 0) / 1000, tz=UTC)
+
+
+def _row(model: BaseModel, timestamp_ms: int | None) -> list[Any]:
+    # ClickHouse arrays take lists; the contract's tuples (seniorities) become lists.
+    row = [
+        list(value) if isinstance(value, tuple) else value
+        for value in (getattr(model, name) for name in type(model).model_fields)
+    ]
+    row.append(published_at(timestamp_ms))
+    return row
+
+
+def stage_change_row(value: bytes, timestamp_ms: int | None = None) -> list[Any]:
+    """The `stage_changes` row of one message of the stage-changes topic."""
+    try:
+        change = StageChange.model_validate_json(value)
+    except ValidationError as exc:
+        raise RejectedRecord(f"not a stage change: {describe_validation_error(exc)}") from None
+    return _row(change, timestamp_ms)
+
+
+def event_row(value: bytes, max_bytes: int, timestamp_ms: int | None = None) -> list[Any]:
+    """The `events` row of one message of the events topic (no properties but a sale's value)."""
+    try:
+        event = decode_event(value, max_bytes)
+    except InvalidEventError as exc:
+        raise RejectedRecord(exc.reason) from None
+    amount = currency = None
+    if event.type == "deal_won":
+        amount, currency = event.properties.amount, event.properties.currency
+    return [
+        event.event_id,
+        event.lead_id,
+        event.type,
+        event.occurred_at,
+        event.source,
+        event.campaign,
+        amount,
+        currency,
+        published_at(timestamp_ms),
+    ]
+
+
+def account_change_row(value: bytes, timestamp_ms: int | None = None) -> list[Any]:
+    """The `account_changes` row of one message of the account-changes topic."""
+    try:
+        change = AccountChange.model_validate_json(value)
+    except ValidationError as exc:
+        raise RejectedRecord(f"not an account change: {describe_validation_error(exc)}") from None
+    return _row(change, timestamp_ms)
+
+
+def account_member_row(value: bytes, timestamp_ms: int | None = None) -> list[Any]:
+    """The `account_members` row of one message of the account-signals topic."""
+    try:
+        signal = AccountSignal.model_validate_json(value)
+    except ValidationError as exc:
+        raise RejectedRecord(f"not an account signal: {describe_validation_error(exc)}") from None
+    return _row(signal, timestamp_ms)
+
+
+LEAD_ID: Final = STAGE_CHANGES.position("lead_id")
+"""Position of `lead_id` in stage-change, event and account-member rows."""
+assert LEAD_ID == EVENTS.position("lead_id") == ACCOUNT_MEMBERS.position("lead_id")
+CAUSATION_LEAD_ID: Final = ACCOUNT_CHANGES.position("causation_lead_id")
+"""Position of the lead id in account-change rows."""

@@ -1,0 +1,1 @@
+"""`leadflow collect`: the HTTP edge (Segment Tracking API and the signed CRM webhook)."""

@@ -1,0 +1,356 @@
+"""`leadflow collect`: the HTTP edge. Segment-compatible tracking endpoints and a CRM webhook.
+
+A request is answered 200 only after the broker acknowledged every event it carried (acks=all);
+a broker failure or a full in-flight budget answers 503 so the client retries later; an invalid
+request answers 400 with the reason and publishes nothing. Valid Segment messages leadflow has
+no event type for go to the dead-letter topic with the reason (counted), never silently away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from schemas.events import SALES_TYPES, Event
+from streams.collector.segment import ALIASES, SalesActivityRefused, UnmappedMessage, to_event
+from streams.common.codecs import dead_letter_headers, decode_event
+from streams.common.settings import Settings
+from streams.core.rules import Rules
+from streams.errors import InvalidEventError, LeadflowError
+
+log = logging.getLogger(__name__)
+
+SEGMENT_MAX_MESSAGE_BYTES: Final = 32 * 1024
+"""Segment's documented limit per call, and per message of a batch."""
+SEGMENT_MAX_BATCH_BYTES: Final = 500 * 1024
+SIGNATURE_HEADER: Final = "X-Leadflow-Signature"
+
+
+class RequestError(LeadflowError):
+    """A request to refuse; `status` and `code` go back to the client with the message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass
+class CollectorMetrics:
+    """The collector's counters (Prometheus, on `/metrics`)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.requests = Counter(
+            "leadflow_collector_requests",
+            "HTTP requests by endpoint and status.",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "leadflow_collector_events",
+            "Events acknowledged by the broker, by type.",
+            ["type"],
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "leadflow_collector_dead_letters",
+            "Valid messages with no leadflow event type, sent to the dead-letter topic.",
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "leadflow_collector_request_seconds",
+            "From request received to answer (acks included).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+
+
+@dataclass
+class _Outgoing:
+    events: list[tuple[bytes, bytes, str]] = field(default_factory=list)
+    """(key, value, type) of each event to publish."""
+    dead_letters: list[tuple[bytes, str]] = field(default_factory=list)
+    """(original message, reason) of each message to dead-letter."""
+
+    @property
+    def size(self) -> int:
+        return sum(len(v) for _, v, _ in self.events) + sum(len(v) for v, _ in self.dead_letters)
+
+
+class Collector:
+    """The aiohttp application around one Kafka producer."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        rules: Rules,
+        producer: Any,
+        metrics: CollectorMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.producer = producer
+        self.metrics = metrics or CollectorMetrics()
+        self.in_flight_bytes = 0
+        collector = settings.collector
+        self._write_keys = [key.get_secret_value().encode() for key in collector.write_keys]
+        self._webhook_secret = (
+            collector.webhook_secret.get_secret_value().encode()
+            if collector.webhook_secret
+            else None
+        )
+        self._max_clock_skew = timedelta(seconds=collector.max_clock_skew)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=SEGMENT_MAX_BATCH_BYTES * 4)
+        for kind in ("track", "identify", "page"):
+            app.router.add_post(f"/v1/{kind}", self._single(kind))
+        for alias, kind in ALIASES.items():
+            app.router.add_post(f"/v1/{alias}", self._single(kind))
+        app.router.add_post("/v1/batch", self._batch)
+        app.router.add_post("/v1/crm/events", self._crm)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        return app
+
+    def _single(self, kind: str) -> Any:
+        async def handle(request: web.Request) -> web.Response:
+            return await self._answer(request, f"/v1/{kind}", self._segment_request, kind)
+
+        return handle
+
+    async def _batch(self, request: web.Request) -> web.Response:
+        return await self._answer(request, "/v1/batch", self._segment_request, "batch")
+
+    async def _crm(self, request: web.Request) -> web.Response:
+        return await self._answer(request, "/v1/crm/events", self._crm_request, "crm")
+
+    async def _answer(
+        self, request: web.Request, endpoint: str, build: Any, kind: str
+    ) -> web.Response:
+        started = time.perf_counter()
+        try:
+            outgoing = await build(request, kind)
+            await self._publish(outgoing, endpoint)
+            response = web.json_response({"success": True})
+        except RequestError as exc:
+            response = web.json_response(
+                {"code": exc.code, "message": exc.message}, status=exc.status
+            )
+            if exc.status == 503:
+                response.headers["Retry-After"] = "1"
+        self.metrics.requests.labels(endpoint, str(response.status)).inc()
+        self.metrics.latency.observe(time.perf_counter() - started)
+        return response
+
+    async def _segment_request(self, request: web.Request, kind: str) -> _Outgoing:
+        limit = SEGMENT_MAX_BATCH_BYTES if kind == "batch" else SEGMENT_MAX_MESSAGE_BYTES
+        header_key = _basic_auth_user(request.headers.get("Authorization"))
+        if header_key is not None and not self._known_write_key(header_key):
+            raise RequestError(401, "unauthorized", "unknown write key")
+        body = _parse_json(await _read_body(request, limit))
+        if header_key is None:
+            body_key = body.get("writeKey") if isinstance(body, dict) else None
+            if not isinstance(body_key, str) or not self._known_write_key(body_key.encode()):
+                raise RequestError(401, "unauthorized", "a write key is required (Basic auth)")
+        received_at = datetime.now(UTC)
+        if kind == "batch":
+            if not isinstance(body, dict) or not isinstance(body.get("batch"), list):
+                raise RequestError(400, "invalid_request", "a batch needs a 'batch' list")
+            messages = [(m, _message_kind(m)) for m in body["batch"]]
+        else:
+            messages = [(body, kind)]
+        outgoing = _Outgoing()
+        for position, (message, message_kind) in enumerate(messages):
+            original = orjson.dumps(message)
+            if len(original) > SEGMENT_MAX_MESSAGE_BYTES:
+                raise RequestError(
+                    400, "too_large", f"message {position}: {len(original)} bytes > 32KB"
+                )
+            try:
+                value = orjson.dumps(to_event(message, message_kind, self.rules, received_at))
+                event = self._valid_event(value, received_at)
+            except SalesActivityRefused as exc:
+                raise RequestError(
+                    400, "sales_activity_refused", f"message {position}: {exc.reason}"
+                ) from None
+            except InvalidEventError as exc:
+                raise RequestError(
+                    400, "invalid_event", f"message {position}: {exc.reason}"
+                ) from None
+            except UnmappedMessage as exc:
+                outgoing.dead_letters.append((original, str(exc)))
+                continue
+            outgoing.events.append((event.lead_id.encode(), value, event.type))
+        return outgoing
+
+    def _valid_event(self, value: bytes, received_at: datetime) -> Event:
+        """The contract decides; its reason goes back to the sender. Past the contract's range,
+        an event may not lie further ahead of the time it was received than the clock skew
+        allowed (a sender whose clock runs fast, not one that invents the future)."""
+        event = decode_event(value, self.settings.max_event_bytes)
+        if event.occurred_at > received_at + self._max_clock_skew:
+            raise InvalidEventError(
+                f"occurred_at: {event.occurred_at.isoformat()} is more than "
+                f"{self.settings.collector.max_clock_skew:g}s ahead of the time received "
+                f"({received_at.isoformat(timespec='seconds')})"
+            )
+        return event
+
+    async def _crm_request(self, request: web.Request, kind: str) -> _Outgoing:
+        if self._webhook_secret is None:
+            raise RequestError(404, "not_configured", "the CRM webhook has no secret configured")
+        raw = await _read_body(request, SEGMENT_MAX_BATCH_BYTES)
+        expected = "sha256=" + hmac.new(self._webhook_secret, raw, hashlib.sha256).hexdigest()
+        given = request.headers.get(SIGNATURE_HEADER, "")
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise RequestError(401, "bad_signature", f"missing or wrong {SIGNATURE_HEADER}")
+        body = _parse_json(raw)
+        documents = body if isinstance(body, list) else [body]
+        received_at = datetime.now(UTC)
+        outgoing = _Outgoing()
+        for position, document in enumerate(documents):
+            value = orjson.dumps(document)
+            try:
+                event = self._valid_event(value, received_at)
+            except InvalidEventError as exc:
+                raise RequestError(
+                    400, "invalid_event", f"event {position}: {exc.reason}"
+                ) from None
+            if event.type not in SALES_TYPES:
+                raise RequestError(
+                    400, "invalid_event", f"event {position}: the CRM webhook takes sales events"
+                )
+            outgoing.events.append((event.lead_id.encode(), value, event.type))
+        return outgoing
+
+    def _known_write_key(self, candidate: bytes) -> bool:
+        # Compare with every key, in constant time, so timing tells nothing about any of them.
+        found = False
+        for key in self._write_keys:
+            found |= hmac.compare_digest(candidate, key)
+        return found
+
+    async def _publish(self, outgoing: _Outgoing, endpoint: str) -> None:
+        size = outgoing.size
+        budget = self.settings.collector.max_in_flight_bytes
+        if self.in_flight_bytes and self.in_flight_bytes + size > budget:
+            raise RequestError(503, "overloaded", "too much in flight; retry shortly")
+        self.in_flight_bytes += size
+        try:
+            await asyncio.wait_for(
+                self._send_all(outgoing, endpoint), timeout=self.settings.collector.publish_timeout
+            )
+        except Exception as exc:  # the broker is down or slow: the client must retry
+            log.warning("publish failed: %r", exc)
+            raise RequestError(503, "unavailable", "the broker did not acknowledge; retry") from exc
+        finally:
+            self.in_flight_bytes -= size
+        for _, _, event_type in outgoing.events:
+            self.metrics.events.labels(event_type).inc()
+        self.metrics.dead_letters.inc(len(outgoing.dead_letters))
+
+    async def _send_all(self, outgoing: _Outgoing, endpoint: str) -> None:
+        topics = self.settings.topics
+        pending = [
+            await self.producer.send(topics.events, value=value, key=key)
+            for key, value, _ in outgoing.events
+        ]
+        for original, reason in outgoing.dead_letters:
+            headers = dead_letter_headers(f"collector:{endpoint}", -1, -1, "unmapped", reason)
+            pending.append(
+                await self.producer.send(topics.dead_letter, value=original, headers=headers)
+            )
+        await asyncio.gather(*pending)
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "in_flight_bytes": self.in_flight_bytes})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.metrics.registry),
+            headers={"Content-Type": "text/plain; version=0.0.4"},
+        )
+
+
+def _basic_auth_user(header: str | None) -> bytes | None:
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        user, _, _ = base64.b64decode(header[6:].strip(), validate=True).partition(b":")
+    except (binascii.Error, ValueError):
+        raise RequestError(401, "unauthorized", "malformed Basic credentials") from None
+    return user
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The body, refusing anything over `limit` bytes. aiohttp inflates gzip bodies as they
+    stream in, so the limit applies to the decompressed size and a gzip bomb stops early."""
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    raw = b"".join(chunks)
+    if size > limit:
+        raise RequestError(400, "too_large", f"request body over {limit // 1024}KB")
+    return raw
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(400, "invalid_json", f"not JSON: {exc}") from None
+
+
+def _message_kind(message: Any) -> str:
+    kind = message.get("type") if isinstance(message, dict) else None
+    return ALIASES.get(kind, kind) if isinstance(kind, str) else ""
+
+
+async def run_collector(settings: Settings, rules: Rules) -> None:
+    """Serve until cancelled: one aiokafka producer (acks=all), one aiohttp server."""
+    from aiokafka import AIOKafkaProducer
+
+    from streams.common.kafka_clients import aiokafka_config
+
+    if not settings.collector.write_keys:
+        raise LeadflowError("set LEADFLOW_COLLECTOR__WRITE_KEYS (a JSON list of write keys)")
+    producer = AIOKafkaProducer(
+        **aiokafka_config(settings.kafka),
+        acks="all",
+        linger_ms=2,
+        max_request_size=SEGMENT_MAX_BATCH_BYTES * 2,
+        request_timeout_ms=int(settings.collector.publish_timeout * 1000),
+    )
+    await producer.start()
+    runner = web.AppRunner(Collector(settings, rules, producer).app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.collector.host, settings.collector.port)
+    await site.start()
+    log.info("collecting on http://%s:%d", settings.collector.host, settings.collector.port)
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await producer.stop()

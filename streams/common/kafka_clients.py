@@ -1,0 +1,108 @@
+"""kafka-python clients built from settings: the one place where connection settings become
+client configuration (bootstrap servers, SASL, TLS)."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from streams.common.settings import KafkaSettings, Settings, TopicSettings
+
+
+def _connection(kafka: KafkaSettings) -> dict[str, Any]:
+    # The keyword arguments kafka-python and aiokafka spell alike.
+    config: dict[str, Any] = {
+        "bootstrap_servers": kafka.servers,
+        "client_id": kafka.client_id,
+        "security_protocol": kafka.security_protocol,
+    }
+    if kafka.sasl_mechanism is not None:
+        config["sasl_mechanism"] = kafka.sasl_mechanism
+        config["sasl_plain_username"] = kafka.sasl_username
+        config["sasl_plain_password"] = (
+            kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+        )
+    return config
+
+
+def connection_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """kafka-python keyword arguments shared by producers, consumers and admin clients."""
+    config = _connection(kafka)
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        value = getattr(kafka, name)
+        if value is not None:
+            config[name] = str(value)
+    return config
+
+
+def aiokafka_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """aiokafka keyword arguments for the same connection settings (TLS as an SSL context)."""
+    config = _connection(kafka)
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        config["ssl_context"] = ssl_context(kafka)
+    return config
+
+
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
+    """A TLS context that trusts `ssl_cafile` (or the system store) and presents the client
+    certificate when one is configured."""
+    context = ssl.create_default_context(cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None)
+    if kafka.ssl_certfile:
+        context.load_cert_chain(
+            str(kafka.ssl_certfile), str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None
+        )
+    return context
+
+
+def topic_specs(topics: TopicSettings) -> dict[str, dict[str, str]]:
+    """Every topic leadflow owns, with its configuration.
+
+    Stage changes are keyed by lead and form each lead's history: they are kept (delete policy,
+    no compaction), as are account signals and changes (an account's history), and dead letters,
+    which someone has to look at."""
+    largest = str(topics.max_message_bytes)
+    largest_dead_letter = str(topics.max_dead_letter_bytes)
+    return {
+        topics.events: {"cleanup.policy": "delete", "max.message.bytes": largest},
+        topics.stage_changes: {"cleanup.policy": "delete"},
+        topics.dead_letter: {"cleanup.policy": "delete", "max.message.bytes": largest_dead_letter},
+        topics.account_signals: {"cleanup.policy": "delete"},
+        topics.account_changes: {"cleanup.policy": "delete"},
+    }
+
+
+def create_topics(settings: Settings) -> list[str]:
+    """Create leadflow's topics that do not exist yet; return the names this call created.
+
+    Safe to run from several processes at once."""
+    from kafka import errors as Errors
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(**connection_config(settings.kafka))
+    try:
+        existing = set(admin.list_topics())
+        missing = [
+            NewTopic(
+                name,
+                num_partitions=settings.topics.partitions,
+                replication_factor=settings.topics.replication_factor,
+                topic_configs=configs,
+            )
+            for name, configs in topic_specs(settings.topics).items()
+            if name not in existing
+        ]
+        if not missing:
+            return []
+        response = admin.create_topics(missing, raise_errors=False)
+    finally:
+        admin.close()
+    created = []
+    for result in response["topics"]:
+        error = Errors.for_code(result["error_code"])
+        # Workers started together race to create the same topics: losing that race is fine.
+        if error is Errors.TopicAlreadyExistsError:
+            continue
+        if error is not Errors.NoError:
+            raise error(f"cannot create topic {result['name']}: {result['error_message']}")
+        created.append(result["name"])
+    return created

@@ -1,0 +1,353 @@
+"""leadflow's one settings object, read from `LEADFLOW_*` environment variables.
+
+Nested sections use a double underscore: `LEADFLOW_KAFKA__BOOTSTRAP_SERVERS=broker:9092`.
+Secrets are `SecretStr`: they print as `**********` and are only revealed where a client needs them.
+Nothing else in leadflow reads the environment.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.errors import LeadflowError
+
+DEFAULT_MAX_EVENT_BYTES = 64 * 1024
+"""The largest valid event, unless `LEADFLOW_MAX_EVENT_BYTES` says otherwise."""
+DEAD_LETTER_HEADROOM = 64 * 1024
+"""Bytes a dead letter may add to its original message (its headers)."""
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """How to reach the brokers. Only these decide which cluster leadflow talks to."""
+
+    bootstrap_servers: str = Field(
+        default="localhost:9092", description="Comma-separated host:port list."
+    )
+    client_id: str = Field(default="leadflow", description="Client id the brokers log.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="`PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (SASL only)."
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user.")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
+    ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle that signs the brokers' certificates (TLS)."
+    )
+    ssl_certfile: Path | None = Field(default=None, description="Client certificate (mTLS).")
+    ssl_keyfile: Path | None = Field(default=None, description="Client certificate's key.")
+
+    @model_validator(mode="after")
+    def _sasl_is_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"{self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password"
+            )
+        return self
+
+    @property
+    def servers(self) -> list[str]:
+        return [server.strip() for server in self.bootstrap_servers.split(",") if server.strip()]
+
+
+class TopicSettings(_Section):
+    """Topic names and how `leadflow topics create` makes them."""
+
+    events: str = Field(default="leadflow.events", description="Input events, keyed by lead.")
+    stage_changes: str = Field(
+        default="leadflow.stage-changes", description="Lead stage changes, keyed by lead."
+    )
+    dead_letter: str = Field(
+        default="leadflow.dead-letter",
+        description="Rejected messages with their reason (`leadflow-*` headers).",
+    )
+    account_signals: str = Field(
+        default="leadflow.account-signals",
+        description="Lead facts for the account table, keyed by account (a repartition topic).",
+    )
+    account_changes: str = Field(
+        default="leadflow.account-changes", description="Account stage changes, keyed by account."
+    )
+    partitions: Annotated[int, Field(ge=1)] = Field(
+        default=4,
+        description="Partitions of the topics leadflow creates: the most workers that share work.",
+    )
+    replication_factor: Annotated[int, Field(ge=1)] = Field(
+        default=1, description="Replicas of the topics leadflow creates."
+    )
+    max_message_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=8 * 1024 * 1024,
+        description="Largest message the events and dead-letter topics accept.",
+    )
+
+    @property
+    def max_dead_letter_bytes(self) -> int:
+        """Largest dead letter: the largest message plus its headers."""
+        return self.max_message_bytes + DEAD_LETTER_HEADROOM
+
+
+class WorkerSettings(_Section):
+    """The Faust worker. Timeouts were measured on the local broker and hold on Apache Kafka."""
+
+    app_id: str = Field(default="leadflow", description="Consumer group and table-topic prefix.")
+    store: Literal["rocksdb", "memory"] = Field(
+        default="rocksdb",
+        description="Table store: RocksDB through the rocksdict binding, or memory (tests).",
+    )
+    data_dir: Path = Field(
+        default=Path(".leadflow/worker"), description="Where the tables' RocksDB files live."
+    )
+    web_host: str = Field(default="127.0.0.1", description="Address of `/health` and `/metrics`.")
+    web_port: Port = Field(default=6066, description="Port of `/health` and `/metrics`.")
+    session_timeout: Annotated[float, Field(gt=0)] = Field(
+        default=6.0,
+        description="Seconds; also bounds how long a new worker waits to join its group.",
+    )
+    heartbeat_interval: Annotated[float, Field(gt=0)] = Field(
+        default=1.0, description="Seconds between the consumer's heartbeats to its group."
+    )
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=500, description="Most messages an agent applies in one step."
+    )
+    batch_wait: Annotated[float, Field(gt=0)] = Field(
+        default=0.01,
+        description=(
+            "Seconds an agent step waits for more messages before it applies those it has: "
+            "added to the latency when traffic is light."
+        ),
+    )
+    faust_metrics: bool = Field(
+        default=False,
+        description=(
+            "Also serve Faust's own `faust_*` metrics on /metrics. Its sensors run on every "
+            "message and table operation: 10-20% of the worker's throughput, measured."
+        ),
+    )
+    accounts: bool = Field(
+        default=True,
+        description="Roll leads up to accounts (the account table and its two topics).",
+    )
+    fetch_max_wait: Annotated[float, Field(gt=0)] = Field(
+        default=1.5,
+        description=(
+            "Seconds the broker may hold a fetch that finds no new record (Faust's own 1.5 s "
+            "by default). Apache Kafka answers as soon as a record arrives; the local Tansu "
+            "build holds the fetch for much of this time, which becomes the worker's latency."
+        ),
+    )
+    max_request_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=8 * 1024 * 1024 + 65536,
+        description="Largest message the worker produces (a dead letter carries its original).",
+    )
+
+
+def _embedded_clickhouse() -> str:
+    return f"chdb://{Path.cwd() / '.leadflow' / 'clickhouse'}"
+
+
+class ClickHouseSettings(_Section):
+    """Where the funnel projections live: an embedded chDB directory or a ClickHouse server."""
+
+    url: str = Field(
+        default_factory=_embedded_clickhouse,
+        description=(
+            "`chdb:///abs/dir` for the embedded engine (default: .leadflow/clickhouse under the "
+            "working directory), or `http(s)://host:port` for a server."
+        ),
+    )
+    database: str = Field(
+        default="funnel",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Database of the funnel tables and views.",
+    )
+    username: str = Field(default="default", description="Server user.")
+    password: SecretStr | None = Field(default=None, description="Server password.")
+    verify_tls: bool = Field(default=True, description="Check the server's certificate.")
+    ca_cert: Path | None = Field(default=None, description="CA bundle for `https://` servers.")
+
+    @property
+    def embedded(self) -> bool:
+        return self.url.startswith("chdb://")
+
+
+class ProjectorSettings(_Section):
+    """The projector that writes stage changes and events into ClickHouse."""
+
+    group_id: str = Field(default="leadflow-projector", description="Its consumer group.")
+    batch_size: Annotated[int, Field(ge=1, le=500_000)] = Field(
+        default=20_000, description="Most rows per ClickHouse insert (kept far below 1M)."
+    )
+    flush_interval: Annotated[float, Field(gt=0)] = Field(
+        default=0.5, description="Seconds a partial batch may wait before it is written."
+    )
+    metrics_port: Port | None = Field(
+        default=None, description="Serve /metrics (Prometheus) on this port; off when unset."
+    )
+    temp_dir: Path = Field(
+        default=Path(".leadflow/projector-tmp"),
+        description="Where insert buffers are spooled (the embedded engine inserts from files).",
+    )
+
+
+class CollectorSettings(_Section):
+    """`leadflow collect`: the HTTP edge for trackers (Segment API) and the CRM (webhook)."""
+
+    host: str = Field(default="127.0.0.1", description="Address `leadflow collect` listens on.")
+    port: Port = Field(default=8088, description="Port `leadflow collect` listens on.")
+    write_keys: tuple[SecretStr, ...] = Field(
+        default=(), description="Accepted Segment write keys (JSON list in the environment)."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key of the CRM webhook's signature header."
+    )
+    max_in_flight_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=16 * 1024 * 1024,
+        description="Events waiting for broker acks; past it, requests get 503 and retry.",
+    )
+    publish_timeout: Annotated[float, Field(gt=0)] = Field(
+        default=10.0, description="Seconds to wait for the broker's acks before answering 503."
+    )
+    max_clock_skew: Annotated[float, Field(ge=0)] = Field(
+        default=86_400.0,
+        description=(
+            "Seconds an event's occurred_at may lie ahead of the time the collector received it "
+            "(a sender's fast clock); later events are refused with 400."
+        ),
+    )
+
+
+class PrivacySettings(_Section):
+    """How direct identifiers reach ClickHouse."""
+
+    hash_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the HMAC that replaces lead ids in ClickHouse. Required unless "
+        "clear_identifiers is true.",
+    )
+    clear_identifiers: bool = Field(
+        default=False, description="Opt in to storing lead ids in clear in ClickHouse."
+    )
+
+
+class Settings(BaseSettings):
+    """Every setting leadflow has. Build it once at start-up and pass it down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LEADFLOW_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    rules_file: Path | None = Field(
+        default=None, description="Rules file (TOML); the shipped default rules when unset."
+    )
+    max_event_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=DEFAULT_MAX_EVENT_BYTES,
+        description="Larger input messages go to the dead-letter topic.",
+    )
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    worker: WorkerSettings = WorkerSettings()
+    clickhouse: ClickHouseSettings = ClickHouseSettings()
+    projector: ProjectorSettings = ProjectorSettings()
+    collector: CollectorSettings = CollectorSettings()
+    privacy: PrivacySettings = PrivacySettings()
+
+
+def environment_of(settings: BaseModel, prefix: str = "LEADFLOW_") -> dict[str, str]:
+    """The `LEADFLOW_*` variables that rebuild `settings` in another process (non-defaults only).
+
+    Secrets are revealed: use it only to start leadflow's own processes."""
+    variables: dict[str, str] = {}
+    for name, field_info in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        key = f"{prefix}{name.upper()}"
+        if isinstance(value, BaseModel):
+            variables.update(environment_of(value, f"{key}__"))
+        elif isinstance(value, tuple):
+            if value != field_info.default:
+                items = [v.get_secret_value() if isinstance(v, SecretStr) else v for v in value]
+                variables[key] = json.dumps(items)
+        elif value != field_info.default and value is not None:
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            variables[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    return variables
+
+
+class SettingsError(LeadflowError):
+    """The environment holds a setting leadflow cannot use."""
+
+
+def load_settings() -> Settings:
+    """The settings of this process, from its `LEADFLOW_*` variables; a bad value raises
+    SettingsError naming the variable and what is wrong, one line per problem."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            location = "__".join(str(part) for part in error["loc"]).upper()
+            problems.append(f"LEADFLOW_{location}: {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+def settings_reference() -> str:
+    """Every setting as a Markdown table: variable, default, meaning (docs/settings.md)."""
+    lines = [
+        "# Settings",
+        "",
+        "Every setting is a `LEADFLOW_*` environment variable; nested sections use a double",
+        "underscore. This page is generated from the settings model: `leadflow settings`.",
+        "",
+    ]
+    for name, field_info in Settings.model_fields.items():
+        section = field_info.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            lines += [f"## `{name}`: {_first_line(section.__doc__)}", ""]
+            lines += _table(section, f"LEADFLOW_{name.upper()}__")
+            lines.append("")
+    top = {n: f for n, f in Settings.model_fields.items() if not _is_section(f)}
+    lines[5:5] = ["## General", "", *_table(Settings, "LEADFLOW_", top), ""]
+    return "\n".join(lines)
+
+
+def _is_section(field_info: FieldInfo) -> bool:
+    annotation = field_info.annotation
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _table(
+    model: type[BaseModel], prefix: str, fields: dict[str, FieldInfo] | None = None
+) -> list[str]:
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field_info in (fields or model.model_fields).items():
+        default = field_info.get_default(call_default_factory=False)
+        if field_info.default_factory is not None:
+            shown = "(derived)"
+        elif default in (None, ()):
+            shown = "unset"
+        elif isinstance(default, bool):
+            shown = f"`{str(default).lower()}`"
+        else:
+            shown = f"`{default}`"
+        meaning = (field_info.description or "").replace("|", "\\|")
+        rows.append(f"| `{prefix}{name.upper()}` | {shown} | {meaning} |")
+    return rows
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if text else ""

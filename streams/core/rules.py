@@ -1,0 +1,267 @@
+"""The rules file: load, validate and describe the qualification rules.
+
+The default rules ship with the package (`streams/core/rules.toml`); `--rules FILE` or
+`LEADFLOW_RULES_FILE` replaces them. A typo or a wrong value fails at load time with the path of
+the offending key, never half-way through a stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from schemas.events import ENGAGEMENT_TYPES, EVENT_TYPES, SALES_TYPES
+from streams.errors import RulesError
+
+DEFAULT_RULES_RESOURCE = "rules.toml"
+TITLE_PHRASE_MAX_WORDS = 3
+"""Job-title keywords are matched as whole phrases of up to this many words."""
+
+Points = Annotated[float, Field(allow_inf_nan=False)]
+NameSet = Annotated[frozenset[str], PlainSerializer(sorted, return_type=list[str])]
+"""A set of names; printed sorted, so `leadflow rules show` says the same thing every time."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LifecycleRules(_Section):
+    contact_event_types: NameSet
+    high_intent_event_types: NameSet
+    disqualify_on_exclusion: bool = True
+    reset_engagement_on_recycle: bool = True
+
+    @field_validator("contact_event_types", "high_intent_event_types")
+    @classmethod
+    def _known_event_types(cls, value: frozenset[str]) -> frozenset[str]:
+        _check_known(value, EVENT_TYPES, "event type")
+        return value
+
+
+class CompanySizePoints(_Section):
+    min_employees: Annotated[int, Field(ge=0)]
+    points: Points
+
+
+class FitRules(_Section):
+    lead_threshold: Points
+    business_email_points: Points = 0
+    free_email_points: Points = 0
+    free_email_domains: NameSet = frozenset()
+    seniority_points: dict[str, Points] = {}
+    title_seniority: dict[str, str] = {}
+    title_keyword_points: dict[str, Points] = {}
+    company_size_points: tuple[CompanySizePoints, ...] = ()
+    industry_points: dict[str, Points] = {}
+    country_points: dict[str, Points] = {}
+
+    @field_validator("free_email_domains")
+    @classmethod
+    def _lower_domains(cls, value: frozenset[str]) -> frozenset[str]:
+        return frozenset(d.lower() for d in value)
+
+    @field_validator("title_seniority", "title_keyword_points", "industry_points")
+    @classmethod
+    def _lower_keys(cls, value: dict[str, object]) -> dict[str, object]:
+        return {k.lower(): v for k, v in value.items()}
+
+    @field_validator("country_points")
+    @classmethod
+    def _upper_keys(cls, value: dict[str, float]) -> dict[str, float]:
+        return {k.upper(): v for k, v in value.items()}
+
+    @field_validator("company_size_points")
+    @classmethod
+    def _sorted_bands(cls, value: tuple[CompanySizePoints, ...]) -> tuple[CompanySizePoints, ...]:
+        return tuple(sorted(value, key=lambda band: band.min_employees))
+
+    @model_validator(mode="after")
+    def _title_seniorities_are_scored(self) -> FitRules:
+        _check_known(self.title_seniority.values(), self.seniority_points, "seniority")
+        _check_phrases(self.title_seniority)
+        _check_phrases(self.title_keyword_points)
+        return self
+
+
+class ExclusionRules(_Section):
+    competitor_domains: NameSet = frozenset()
+    competitor_companies: NameSet = frozenset()
+    vendor_domains: NameSet = frozenset()
+    vendor_companies: NameSet = frozenset()
+    student_title_keywords: NameSet = frozenset()
+    student_seniorities: NameSet = frozenset()
+    student_email_suffixes: tuple[str, ...] = ()
+
+    @field_validator(
+        "competitor_domains",
+        "competitor_companies",
+        "vendor_domains",
+        "vendor_companies",
+        "student_seniorities",
+        "student_title_keywords",
+    )
+    @classmethod
+    def _lower_set(cls, value: frozenset[str]) -> frozenset[str]:
+        return frozenset(v.strip().lower() for v in value)
+
+    @field_validator("student_title_keywords")
+    @classmethod
+    def _short_phrases(cls, value: frozenset[str]) -> frozenset[str]:
+        _check_phrases(value)
+        return value
+
+    @field_validator("student_email_suffixes")
+    @classmethod
+    def _lower_tuple(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.strip().lower() for v in value)
+
+
+class EngagementRules(_Section):
+    half_life_days: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    mql_threshold: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    points: dict[str, Points]
+    category_points: dict[str, Points] = {}
+    caps: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = {}
+
+    @field_validator("points", "caps")
+    @classmethod
+    def _engagement_types(cls, value: dict[str, float]) -> dict[str, float]:
+        _check_known(value, ENGAGEMENT_TYPES, "engagement event type")
+        return value
+
+
+class CollectorRules(_Section):
+    """How the collector turns tracker messages into events (`streams/collector/segment.py`)."""
+
+    pricing_url_pattern: str = "/pricing"
+    """A `page` whose URL matches this regular expression is a `pricing_page_view`."""
+    track_events: dict[str, str] = {}
+    """Segment `track` event name -> leadflow event type."""
+
+    @field_validator("pricing_url_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @field_validator("track_events")
+    @classmethod
+    def _known_types(cls, value: dict[str, str]) -> dict[str, str]:
+        _check_known(value.values(), EVENT_TYPES, "event type")
+        sales = sorted(f"{name!r} -> {kind}" for name, kind in value.items() if kind in SALES_TYPES)
+        if sales:
+            # The write key of the tracking endpoints is public: anyone could send these.
+            raise ValueError(
+                f"sales event types cannot come from a tracker ({', '.join(sales)}): sales "
+                "activity enters through the signed CRM webhook or the events topic"
+            )
+        return value
+
+
+class AccountRules(_Section):
+    """When an account (the people at one company) is engaged and sales-ready."""
+
+    engaged_threshold: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    engaged_min_leads: Annotated[int, Field(ge=1)]
+    sales_ready_min_mqls: Annotated[int, Field(ge=1)]
+    decision_maker_seniorities: NameSet = frozenset()
+
+    @field_validator("decision_maker_seniorities")
+    @classmethod
+    def _lower_seniorities(cls, value: frozenset[str]) -> frozenset[str]:
+        return frozenset(v.strip().lower() for v in value)
+
+
+class Rules(_Section):
+    """The whole rules file, validated. `rules_version` is what stage changes cite."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Annotated[str, Field(min_length=1, max_length=64)]
+    lifecycle: LifecycleRules
+    fit: FitRules
+    exclusions: ExclusionRules = ExclusionRules()
+    engagement: EngagementRules
+    collector: CollectorRules = CollectorRules()
+    accounts: AccountRules = AccountRules(
+        engaged_threshold=60.0, engaged_min_leads=2, sales_ready_min_mqls=2
+    )
+    content_digest: str = Field(default="", exclude=True)
+
+    @model_validator(mode="after")
+    def _decision_makers_are_seniorities(self) -> Rules:
+        try:
+            _check_known(
+                self.accounts.decision_maker_seniorities, self.fit.seniority_points, "seniority"
+            )
+        except ValueError as exc:
+            raise ValueError(f"accounts.decision_maker_seniorities: {exc}") from None
+        return self
+
+    @cached_property
+    def rules_version(self) -> str:
+        """`version` plus a digest of the file, so an unversioned edit is still told apart."""
+        return f"{self.version}+{self.content_digest[:8]}" if self.content_digest else self.version
+
+
+def load_rules(path: Path | None = None) -> Rules:
+    """Load the rules file at `path`, or the default rules shipped with leadflow."""
+    if path is None:
+        raw = resources.files("streams.core").joinpath(DEFAULT_RULES_RESOURCE).read_bytes()
+        origin = "the default rules"
+    else:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise RulesError(f"cannot read rules file {path}: {exc.strerror}") from exc
+        origin = str(path)
+    return parse_rules(raw, origin)
+
+
+def parse_rules(raw: bytes, origin: str = "rules") -> Rules:
+    """Validate rules from TOML bytes; errors name the offending key."""
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise RulesError(f"{origin}: not valid TOML: {exc}") from exc
+    document["content_digest"] = hashlib.sha256(raw).hexdigest()
+    try:
+        return Rules.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise RulesError(f"{origin}: invalid rules: {problems}") from exc
+
+
+def _check_phrases(phrases: object) -> None:
+    too_long = sorted(p for p in phrases if len(p.split()) > TITLE_PHRASE_MAX_WORDS)  # type: ignore[attr-defined]
+    if too_long:
+        raise ValueError(
+            f"title phrases have at most {TITLE_PHRASE_MAX_WORDS} words: {', '.join(too_long)}"
+        )
+
+
+def _check_known(values: object, known: object, what: str) -> None:
+    unknown = sorted(v for v in values if v not in known)  # type: ignore[attr-defined,operator]
+    if unknown:
+        raise ValueError(f"unknown {what}: {', '.join(unknown)}")

@@ -1,0 +1,172 @@
+"""Scoring: fit from profile facts, engagement from behaviour. Pure functions, no I/O.
+
+Engagement is kept as one bucket per event type, all anchored at the time of the lead's last
+engagement: moving to a later time multiplies every bucket by the same half-life factor, then
+the new points are added and the type's bucket is clamped to its cap. So a burst of low-value
+actions saturates instead of piling up, and a cap never depends on how old the content is.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Mapping
+from typing import Final
+
+from streams.core.rules import TITLE_PHRASE_MAX_WORDS, EngagementRules, ExclusionRules, FitRules
+
+MICROS_PER_DAY: Final = 86_400_000_000
+PRUNE_BELOW: Final = 1e-3
+"""Buckets that decayed below this are dropped: keeps per-lead state small and is deterministic."""
+
+_NON_WORD = re.compile(r"[^a-z0-9]+")
+
+Buckets = dict[str, float]
+
+
+def fit_score(profile: Mapping[str, object], rules: FitRules) -> float:
+    """Demographic and firmographic fit of a merged profile; missing facts score 0."""
+    score = 0.0
+    domain = email_domain(profile.get("email"))
+    if domain is not None:
+        free = domain in rules.free_email_domains
+        score += rules.free_email_points if free else rules.business_email_points
+    phrases = title_phrases(profile.get("job_title"))
+    seniority = _seniority(profile.get("seniority"), phrases, rules)
+    if seniority is not None:
+        score += rules.seniority_points[seniority]
+    score += max(
+        (rules.title_keyword_points[p] for p in phrases if p in rules.title_keyword_points),
+        default=0.0,
+    )
+    size = profile.get("company_size")
+    if isinstance(size, int):
+        for band in reversed(rules.company_size_points):
+            if size >= band.min_employees:
+                score += band.points
+                break
+    industry = profile.get("industry")
+    if isinstance(industry, str):
+        score += rules.industry_points.get(industry.lower(), 0.0)
+    country = profile.get("country")
+    if isinstance(country, str):
+        score += rules.country_points.get(country.upper(), 0.0)
+    return score
+
+
+def seniority_of(profile: Mapping[str, object], rules: FitRules) -> str | None:
+    """The `seniority` fact if the rules score it, else the most senior one its job title
+    shows (fit.title_seniority), else None."""
+    return _seniority(profile.get("seniority"), title_phrases(profile.get("job_title")), rules)
+
+
+def _seniority(stated: object, phrases: frozenset[str], rules: FitRules) -> str | None:
+    if isinstance(stated, str) and stated.lower() in rules.seniority_points:
+        return stated.lower()
+    shown = [rules.title_seniority[p] for p in phrases if p in rules.title_seniority]
+    # Ties in points are broken by name, so the answer never depends on set order.
+    return max(shown, key=lambda level: (rules.seniority_points[level], level), default=None)
+
+
+def title_phrases(title: object) -> frozenset[str]:
+    """Every run of one to three words of a job title, lower-cased: "VP, Data" gives
+    {"vp", "data", "vp data"}. Rules keywords are looked up in this set."""
+    if not isinstance(title, str):
+        return frozenset()
+    return _phrases_of(title)
+
+
+@functools.lru_cache(maxsize=4096)
+def _phrases_of(title: str) -> frozenset[str]:
+    # Titles repeat across leads and every event of a lead reads its title again (fit score,
+    # seniority before and after): about 3% of the worker's time before this cache.
+    words = _NON_WORD.sub(" ", title.lower()).split()
+    return frozenset(
+        " ".join(words[start : start + length])
+        for length in range(1, TITLE_PHRASE_MAX_WORDS + 1)
+        for start in range(len(words) - length + 1)
+    )
+
+
+def exclusion_of(profile: Mapping[str, object], rules: ExclusionRules, fit: FitRules) -> str | None:
+    """Why this profile must fail the fit criteria: "competitor", "vendor", "student" or None.
+
+    A student word in a job title counts only when the title shows no seniority worth points:
+    "Student Intern" is a student, "Student Success Manager" is not."""
+    domain = email_domain(profile.get("email"))
+    company = profile.get("company")
+    company_key = company.strip().lower() if isinstance(company, str) else None
+    if (
+        matches_domain(domain, rules.competitor_domains)
+        or company_key in rules.competitor_companies
+    ):
+        return "competitor"
+    if matches_domain(domain, rules.vendor_domains) or company_key in rules.vendor_companies:
+        return "vendor"
+    seniority = profile.get("seniority")
+    if isinstance(seniority, str) and seniority.lower() in rules.student_seniorities:
+        return "student"
+    phrases = title_phrases(profile.get("job_title"))
+    if not rules.student_title_keywords.isdisjoint(phrases) and not any(
+        fit.seniority_points[fit.title_seniority[p]] > 0
+        for p in phrases
+        if p in fit.title_seniority
+    ):
+        return "student"
+    if domain is not None and domain.endswith(rules.student_email_suffixes):
+        return "student"
+    return None
+
+
+def email_domain(email: object) -> str | None:
+    """The lower-cased domain of an email address, or None."""
+    if not isinstance(email, str) or "@" not in email:
+        return None
+    return email.rpartition("@")[2].strip().lower() or None
+
+
+def engagement_points(event_type: str, category: str | None, rules: EngagementRules) -> float:
+    """Points of one engagement event: its content category's points if listed, else its type's."""
+    if category is not None:
+        points = rules.category_points.get(category)
+        if points is not None:
+            return points
+    return rules.points.get(event_type, 0.0)
+
+
+def decay_factor(elapsed_micros: int, rules: EngagementRules) -> float:
+    """How much of a score is left after `elapsed_micros` of event time."""
+    return math.exp2(-elapsed_micros / (rules.half_life_days * MICROS_PER_DAY))
+
+
+def add_engagement(
+    buckets: Buckets, factor: float, event_type: str, points: float, rules: EngagementRules
+) -> Buckets:
+    """New buckets: the old ones decayed by `factor`, plus `points` in `event_type`'s bucket."""
+    if factor == 1.0:
+        decayed = dict(buckets)
+    else:
+        decayed = {
+            key: scaled
+            for key, value in buckets.items()
+            if abs(scaled := value * factor) >= PRUNE_BELOW
+        }
+    value = decayed.get(event_type, 0.0) + points
+    cap = rules.caps.get(event_type)
+    if cap is not None:
+        value = max(-cap, min(cap, value))
+    if abs(value) >= PRUNE_BELOW:
+        decayed[event_type] = value
+    else:
+        decayed.pop(event_type, None)
+    return decayed
+
+
+def matches_domain(domain: str | None, listed: frozenset[str]) -> bool:
+    """Whether `domain` is one of `listed` or a subdomain of one."""
+    if domain is None or not listed:
+        return False
+    if domain in listed:
+        return True
+    return any(domain.endswith("." + parent) for parent in listed)

@@ -1,0 +1,1 @@
+"""`leadflow worker`: the Faust app, its agents, tables, table recovery and metrics."""

@@ -1,0 +1,282 @@
+"""The stream shell around the core: validate -> qualify -> emit, a batch of messages at a time.
+
+Delivery is at least once, and exactly once in effect:
+- an agent takes a batch of messages and applies each in order (a key's latest state is kept
+  in the `Batch`, so the next message of the same lead sees it), sending their outputs (stage
+  changes, account signals, account changes, dead letters) as it goes;
+- only once the broker has acknowledged every output of the batch are the new states written to
+  the tables, so a crash can never keep a state whose outputs were lost (the messages are
+  processed again and send the same bytes again, same `change_id`);
+- the batch ends only once the changelog records of those states are acknowledged; Faust acks
+  (lets the consumer commit) the messages of a batch when it ends. Faust's own flush
+  before a commit cannot be trusted for this: its producer buffer's `flush()` returns after
+  0.1 s without progress even when records are still waiting, so offsets could be committed
+  ahead of the changelog, and a worker rebuilding from it would miss those states;
+- the core ignores an event_id the lead already accepted, so redelivered events change nothing,
+  except that the lead's state is written again: the crash that caused the redelivery may have
+  lost the changelog record of the state the local store already had.
+One batch costs one round trip to the broker for its outputs and one for its states, whatever
+the number of messages in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kafka.partitioner.default import murmur2
+
+from streams.common.codecs import (
+    dead_letter_headers,
+    decode_account_signal,
+    decode_account_state,
+    decode_event,
+    decode_state,
+    encode_account_change,
+    encode_account_signal,
+    encode_account_state,
+    encode_change,
+    encode_state,
+)
+from streams.core.accounts import decide_account
+from streams.core.qualify import qualify
+from streams.core.rules import Rules
+from streams.errors import InvalidEventError
+from streams.worker.metrics import PipelineMetrics
+
+log = logging.getLogger(__name__)
+
+
+class Message(Protocol):
+    """What the shell reads of a consumed Kafka message (Faust's `Message` has it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float
+    key: bytes | None
+    value: bytes | None
+
+
+class Consumed(Protocol):
+    """A consumed message as Faust hands it to an agent (its `Event`)."""
+
+    @property
+    def message(self) -> Message: ...
+
+
+Send = Callable[..., Awaitable[Awaitable[Any]]]
+"""`Topic.send`: buffers a message and returns an awaitable of its acknowledgement."""
+
+
+class KeyedStates(Protocol):
+    """States by key, as `streams.worker.tables.AckedTable` keeps them. A key is read and
+    written on behalf of the consumed message it belongs to (its partition is the key's)."""
+
+    def get_for(self, consumed: Consumed, key: bytes) -> bytes | None: ...
+    def put_for(self, consumed: Consumed, key: bytes, value: bytes) -> asyncio.Future[Any]:
+        """Store `value` and return the acknowledgement of its changelog record."""
+        ...
+
+
+@dataclass
+class Batch:
+    """The work of one batch of messages: outputs are sent as messages are applied, and each
+    key's latest state is kept here until `finish` writes it."""
+
+    table: KeyedStates
+    sent: list[Awaitable[Any]] = field(default_factory=list)
+    states: dict[bytes, tuple[bytes, Consumed]] = field(default_factory=dict)
+    applied: list[float] = field(default_factory=list)
+    """Kafka timestamps of the messages applied (for the latency metric)."""
+
+    def read(self, consumed: Consumed, key: bytes) -> bytes | None:
+        if key in self.states:
+            return self.states[key][0]
+        return self.table.get_for(consumed, key)
+
+    def write(self, consumed: Consumed, key: bytes, value: bytes) -> None:
+        self.states[key] = (value, consumed)
+
+    async def send(self, send: Send, **message: Any) -> None:
+        self.sent.append(await send(**message))
+
+    async def finish(self) -> None:
+        """Wait for every output, then write the states and wait for their changelog records."""
+        await asyncio.gather(*self.sent)
+        await asyncio.gather(
+            *(
+                self.table.put_for(consumed, key, value)
+                for key, (value, consumed) in self.states.items()
+            )
+        )
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default (murmur2) partitioner gives `key`: Java, kafka-python and
+    aiokafka producers all agree on it."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+@dataclass
+class LeadQualifier:
+    """Processes events of the partitions this worker owns; all decisions come from the core."""
+
+    rules: Rules
+    send_change: Send
+    send_dead_letter: Send
+    send_event: Send
+    partitions: int
+    max_event_bytes: int
+    metrics: PipelineMetrics
+    send_account_signal: Send | None = None
+    """Where the lead's account facts go; None when the account view is off."""
+    positions: dict[int, int] = field(default_factory=dict)
+    """The last offset handled, per partition of the events topic."""
+
+    async def apply(self, consumed: Consumed, batch: Batch) -> None:
+        """Apply one consumed message within `batch`. Never raises for bad input: that goes to
+        the dead letters."""
+        message = consumed.message
+        self.metrics.events_received.inc()
+        self.positions[message.partition] = message.offset
+        raw = message.value or b""
+        try:
+            event = decode_event(raw, self.max_event_bytes)
+        except InvalidEventError as exc:
+            kind = "too_large" if exc.reason.startswith("message too large") else "invalid_event"
+            await self.dead_letter(batch, message, kind, exc.reason)
+            return
+        lead_key = event.lead_id.encode()
+        home = partition_for(lead_key, self.partitions)
+        if home != message.partition:
+            # A producer with another partitioner (or no key) put it here; its lead's state lives
+            # on `home`. Forward it unchanged; the worker that owns `home` applies it.
+            await batch.send(self.send_event, key=lead_key, value=raw, partition=home)
+            self.metrics.rerouted.inc()
+            return
+        stored = batch.read(consumed, lead_key)
+        try:
+            # Everything this event leads to is worked out (and encoded) before any of it is
+            # sent, so an event the code cannot handle leaves its lead exactly as it was.
+            state = decode_state(stored) if stored is not None else None
+            qualified = qualify(state, event, self.rules, self.send_account_signal is not None)
+            changes = [(change, encode_change(change)) for change in qualified.changes]
+            signals = [
+                (signal.account_id.encode(), encode_account_signal(signal))
+                for signal in qualified.signals
+            ]
+            new_state = stored if qualified.duplicate else encode_state(qualified.state)
+        except Exception as exc:  # a bug must not stop the pipeline: keep the event for replay
+            log.exception("the core failed on event %s", event.event_id)
+            await self.dead_letter(batch, message, "internal_error", f"{type(exc).__name__}: {exc}")
+            return
+        if qualified.duplicate:
+            self.metrics.duplicates.inc()
+            assert new_state is not None  # only a known lead has seen an event before
+            batch.write(consumed, lead_key, new_state)
+            return
+        for change, value in changes:
+            await batch.send(self.send_change, key=lead_key, value=value)
+            self.metrics.stage_changes.labels(
+                "retracted" if change.retracted else change.to_stage
+            ).inc()
+        if self.send_account_signal is not None:
+            # The partition is named, not left to the producer: an account's state lives on
+            # one partition of its table, so every signal of the account must reach that one.
+            for account_key, value in signals:
+                await batch.send(
+                    self.send_account_signal,
+                    key=account_key,
+                    value=value,
+                    partition=partition_for(account_key, self.partitions),
+                )
+            self.metrics.account_signals.labels("sent").inc(len(signals))
+        assert new_state is not None
+        batch.write(consumed, lead_key, new_state)
+        self.metrics.events_applied.inc()
+        if message.timestamp:
+            batch.applied.append(message.timestamp)
+
+    async def finish(self, batch: Batch) -> None:
+        """End a batch: outputs acknowledged, then states written and acknowledged."""
+        await batch.finish()
+        now = time.time()
+        for timestamp in batch.applied:
+            self.metrics.latency.observe(max(0.0, now - timestamp))
+
+    async def dead_letter(self, batch: Batch, message: Message, kind: str, reason: str) -> None:
+        await send_dead_letter(batch, self.send_dead_letter, self.metrics, message, kind, reason)
+
+
+@dataclass
+class AccountRollup:
+    """Folds lead signals into per-account states; the same delivery rules as the leads:
+    account changes are acknowledged before the state that produced them is written."""
+
+    rules: Rules
+    send_change: Send
+    send_dead_letter: Send
+    send_signal: Send
+    partitions: int
+    metrics: PipelineMetrics
+
+    async def apply(self, consumed: Consumed, batch: Batch) -> None:
+        """Apply one signal within `batch`."""
+        message = consumed.message
+        try:
+            signal = decode_account_signal(message.value or b"")
+        except InvalidEventError as exc:
+            await self.dead_letter(batch, message, "invalid_signal", exc.reason)
+            return
+        account_key = signal.account_id.encode()
+        home = partition_for(account_key, self.partitions)
+        if home != message.partition:
+            # Sent by hand to the wrong partition: the account's state lives on `home`.
+            await batch.send(self.send_signal, key=account_key, value=message.value, partition=home)
+            self.metrics.rerouted.inc()
+            return
+        stored = batch.read(consumed, account_key)
+        try:
+            state = decode_account_state(stored) if stored is not None else None
+            decision = decide_account(state, signal, self.rules)
+            changes = [(change, encode_account_change(change)) for change in decision.changes]
+            new_state = stored if decision.duplicate else encode_account_state(decision.state)
+        except Exception as exc:  # a bug must not stop the pipeline: keep the signal
+            log.exception("the account core failed on a signal of lead %s", signal.lead_id)
+            await self.dead_letter(batch, message, "internal_error", f"{type(exc).__name__}: {exc}")
+            return
+        self.metrics.account_signals.labels("received").inc()
+        assert new_state is not None  # only a known account has seen a signal before
+        if decision.duplicate:
+            batch.write(consumed, account_key, new_state)
+            return
+        for change, value in changes:
+            await batch.send(self.send_change, key=account_key, value=value)
+            self.metrics.account_changes.labels(
+                "retracted" if change.retracted else change.to_stage
+            ).inc()
+        batch.write(consumed, account_key, new_state)
+
+    async def finish(self, batch: Batch) -> None:
+        await batch.finish()
+
+    async def dead_letter(self, batch: Batch, message: Message, kind: str, reason: str) -> None:
+        await send_dead_letter(batch, self.send_dead_letter, self.metrics, message, kind, reason)
+
+
+async def send_dead_letter(
+    batch: Batch, send: Send, metrics: PipelineMetrics, message: Message, kind: str, reason: str
+) -> None:
+    """Keep the original bytes, with where they came from and why they were rejected."""
+    headers = dead_letter_headers(message.topic, message.partition, message.offset, kind, reason)
+    await batch.send(send, key=message.key, value=message.value, headers=headers)
+    metrics.dead_letters.labels(kind).inc()
+    log.warning(
+        "dead letter %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
+    )

@@ -1,0 +1,245 @@
+"""The Faust app: topics, the lead and account tables and their agents, wired from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol, cast
+
+import faust
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+from faust.web import Request, Response, View
+from faust.worker import Worker
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streams.common.kafka_clients import ssl_context
+from streams.common.settings import KafkaSettings, Settings, WorkerSettings
+from streams.core.rules import Rules
+from streams.worker.agents import AccountRollup, Batch, Consumed, LeadQualifier
+from streams.worker.metrics import PipelineMetrics
+from streams.worker.recovery import table_manager_for
+from streams.worker.tables import AckedTable, DirectTopic
+
+LEADS_TABLE = "leads"
+ACCOUNTS_TABLE = "accounts"
+RAW_BYTES: dict[str, Any] = {
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+}
+"""Topic options: keys and values stay bytes (the agents decode and encode them)."""
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings, rules: Rules, metrics: PipelineMetrics | None = None
+) -> faust.App:
+    """Build the worker's Faust app. Importing this module starts nothing."""
+    metrics = metrics or PipelineMetrics()
+    topics = settings.topics
+    worker = settings.worker
+    app = faust_app(settings)
+    events = app.topic(topics.events, partitions=topics.partitions, **RAW_BYTES)
+    stage_changes = app.topic(topics.stage_changes, **RAW_BYTES)
+    dead_letters = app.topic(topics.dead_letter, **RAW_BYTES)
+    leads = _state_table(app, LEADS_TABLE, topics.partitions, "Per-lead state.")
+    account_signals = app.topic(topics.account_signals, partitions=topics.partitions, **RAW_BYTES)
+    qualifier = LeadQualifier(
+        rules=rules,
+        send_change=stage_changes.send,
+        send_dead_letter=dead_letters.send,
+        send_event=events.send,
+        partitions=topics.partitions,
+        max_event_bytes=settings.max_event_bytes,
+        metrics=metrics,
+        send_account_signal=account_signals.send if worker.accounts else None,
+    )
+
+    @app.agent(events, name="qualify", concurrency=1)
+    async def qualify(stream: faust.StreamT[bytes]) -> None:
+        await _apply_in_batches(stream, qualifier, leads, worker)
+
+    if worker.accounts:
+        accounts = _state_table(app, ACCOUNTS_TABLE, topics.partitions, "Per-account state.")
+        rollup = AccountRollup(
+            rules=rules,
+            send_change=app.topic(topics.account_changes, **RAW_BYTES).send,
+            send_dead_letter=dead_letters.send,
+            send_signal=account_signals.send,
+            partitions=topics.partitions,
+            metrics=metrics,
+        )
+
+        @app.agent(account_signals, name="roll_up", concurrency=1)
+        async def roll_up(stream: faust.StreamT[bytes]) -> None:
+            await _apply_in_batches(stream, rollup, accounts, worker)
+
+    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
+    async def measure_lag() -> None:
+        for tp in app.consumer.assignment():
+            if tp.topic == topics.events:
+                position = qualifier.positions.get(tp.partition, -1)
+                behind = app.consumer.highwater(tp) - position - 1
+                # The local broker's high watermark can undercount (docs/operations.md).
+                metrics.consumer_lag.labels(str(tp.partition)).set(max(0, behind))
+
+    @app.page("/health")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            assigned = sorted(
+                tp.partition for tp in app.consumer.assignment() if tp.topic == topics.events
+            )
+            return self.json(
+                {
+                    "status": "ok",
+                    "partitions": assigned,
+                    "positions": {p: qualifier.positions.get(p) for p in assigned},
+                    "fetch_max_wait_ms": getattr(_fetcher(app), "_fetch_max_wait_ms", None),
+                }
+            )
+
+    registry = metrics.registry
+    if worker.faust_metrics:
+        app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(registry, "faust"))
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            # aiohttp refuses a charset in `content_type`; Prometheus' type carries one.
+            headers = {"Content-Type": CONTENT_TYPE_LATEST}
+            return self.bytes(generate_latest(registry), headers=headers)
+
+    return app
+
+
+def faust_worker(app: faust.App, loglevel: str) -> Worker:
+    """Faust's worker for `app`, logging at `loglevel` and up."""
+    worker = Worker(app, loglevel=loglevel)
+    # Faust's terminal spinner, on at WARN and above, sets the root logger to DEBUG so that every
+    # record spins it: aiokafka then builds a debug record for each message it sends (7% of the
+    # samples of a profiled Faust agent). The log level asked for is the level used.
+    worker.spinner = None
+    return worker
+
+
+def faust_app(settings: Settings) -> faust.App:
+    """A Faust app with the worker's configuration and no agent (`bench/stream.py` measures
+    Faust alone with it)."""
+    topics = settings.topics
+    worker = settings.worker
+    app = faust.App(
+        worker.app_id,
+        broker=[f"kafka://{server}" for server in settings.kafka.servers],
+        broker_credentials=_credentials(settings.kafka),
+        broker_client_id=settings.kafka.client_id,
+        broker_session_timeout=worker.session_timeout,
+        broker_heartbeat_interval=worker.heartbeat_interval,
+        store=f"{worker.store}://",
+        datadir=str(worker.data_dir),
+        web_host=worker.web_host,
+        web_port=worker.web_port,
+        web_in_thread=False,
+        topic_partitions=topics.partitions,
+        topic_replication_factor=topics.replication_factor,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_max_request_size=worker.max_request_bytes,
+        TableManager=table_manager_for(settings.kafka),
+        Topic=DirectTopic,
+    )
+
+    def limit_fetch_wait(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        _limit_fetch_wait(app, worker.fetch_max_wait)
+
+    app.on_partitions_assigned.connect(limit_fetch_wait)
+    return app
+
+
+class _Agent(Protocol):
+    async def apply(self, consumed: Consumed, batch: Batch) -> None: ...
+    async def finish(self, batch: Batch) -> None: ...
+
+
+async def _apply_in_batches(
+    stream: faust.StreamT[bytes], agent: _Agent, table: AckedTable, worker: WorkerSettings
+) -> None:
+    """Apply the stream's messages a batch at a time (see streams/worker/agents.py).
+
+    Faust acks the messages of a batch when this loop's body ends, so the body ends only once
+    everything the batch wrote is acknowledged by the broker, changelog records included."""
+    # faust.Stream has take_events; the StreamT protocol that noack() returns does not say so.
+    noack = cast(Any, stream).noack()
+    batches = noack.take_events(worker.batch_size, within=worker.batch_wait)
+    async for events in batches:
+        handling = asyncio.ensure_future(_apply_batch(agent, events, Batch(table)))
+        try:
+            # A shutdown cancels the agent wherever it is: finish the batch first, so that no
+            # state is stored locally without the outputs that led to it being sent.
+            await asyncio.shield(handling)
+        except asyncio.CancelledError:
+            await asyncio.wait_for(handling, timeout=worker.session_timeout)
+            raise
+        except BaseException:
+            # Faust would ack (and later commit) the batch on the way out: a batch that did not
+            # finish must be read again by the next owner of its partitions.
+            for event in events:
+                event.message.acked = True
+            raise
+
+
+async def _apply_batch(agent: _Agent, events: Sequence[Consumed], batch: Batch) -> None:
+    for event in events:
+        await agent.apply(event, batch)
+    await agent.finish(batch)
+
+
+def _state_table(app: faust.App, name: str, partitions: int, help: str) -> AckedTable:
+    # A table derives its (raw) serializers from its key and value types.
+    table = AckedTable(
+        app,
+        name=name,
+        beacon=app.tables.beacon,
+        partitions=partitions,
+        help=help,
+        key_type=bytes,
+        value_type=bytes,
+    )
+    app.tables.add(table)
+    return table
+
+
+def _limit_fetch_wait(app: faust.App, seconds: float) -> None:
+    """Set how long a fetch may wait for records. Faust builds its aiokafka consumer with a fixed
+    1.5 s; aiokafka reads the value from its fetcher for every request, so it is set there."""
+    fetcher = _fetcher(app)
+    if fetcher is None:
+        log.warning("cannot set the consumer's fetch wait; Faust's default applies")
+    else:
+        fetcher._fetch_max_wait_ms = round(seconds * 1000)
+
+
+def _fetcher(app: faust.App) -> Any:
+    """The started aiokafka consumer's fetcher, or None (not started, or another layout)."""
+    try:
+        return cast(Any, app.consumer)._thread._ensure_consumer()._fetcher
+    except AttributeError:
+        return None
+
+
+def _credentials(kafka: KafkaSettings) -> faust.auth.Credentials | None:
+    """Faust's credentials for the connection settings (same TLS context as the other clients)."""
+    context = ssl_context(kafka) if kafka.security_protocol in ("SSL", "SASL_SSL") else None
+    if kafka.sasl_mechanism is not None:
+        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=password,
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None

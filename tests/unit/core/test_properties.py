@@ -1,0 +1,195 @@
+"""Properties the core guarantees for any log: checked with hypothesis on random event logs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas.events import EVENT_TYPES
+from schemas.stage_changes import STAGES, StageChange
+from streams.common.codecs import decode_state, encode_change, encode_state
+from streams.core.lifecycle import LeadStageChange, decide, entry_of
+from streams.core.revisions import instant_of
+from streams.core.rules import Rules, load_rules
+from streams.replay import current_stages, effective_changes
+from tests.factories import BUYER, COMPETITOR, STUDENT, VENDOR, WEAK, as_event, event, run
+
+RULES = load_rules()  # hypothesis does not mix with function-scoped fixtures
+PROFILES = [
+    BUYER,
+    STUDENT,
+    COMPETITOR,
+    VENDOR,
+    WEAK,
+    {"job_title": "CTO"},
+    {"company_size": 900, "industry": "software"},
+    {"email": "x@acme.org"},
+]
+ORDER = {stage: rank for rank, stage in enumerate(STAGES[:-1])}
+
+
+def properties_for(event_type: str) -> st.SearchStrategy[dict[str, Any]]:
+    if event_type == "profile_updated":
+        return st.sampled_from(PROFILES)
+    if event_type == "content_download":
+        return st.sampled_from(
+            [{}, {"content_category": "pricing_guide"}, {"content_category": "careers"}]
+        )
+    if event_type == "sales_contacted":
+        return st.sampled_from([{}, {"bant": {"budget": True, "need": False}}])
+    if event_type == "sales_disqualified":
+        return st.sampled_from([{"reason": "no_budget"}, {"reason": "competitor"}])
+    if event_type == "deal_won":
+        return st.just({"amount": 100.0, "currency": "EUR"})
+    if event_type == "advocacy":
+        return st.just({"kind": "review"})
+    return st.just({})
+
+
+# Hours on a coarse grid, so that ties (the same instant) happen often.
+instants = st.one_of(st.integers(0, 24 * 120), st.sampled_from([0, 1, 1, 48, 500]))
+
+
+@st.composite
+def lead_logs(draw: st.DrawFn, lead: str = "lead-1", max_size: int = 30) -> list[dict[str, Any]]:
+    """A lead's events, each with a distinct event_id, in a random arrival order."""
+    documents = []
+    for index in range(draw(st.integers(1, max_size))):
+        event_type = draw(st.sampled_from(EVENT_TYPES))
+        documents.append(
+            event(
+                event_type,
+                timedelta(hours=draw(instants)),
+                lead=lead,
+                event_id=f"{lead}-{index}",
+                source=draw(st.sampled_from([None, "google", "linkedin"])),
+                **draw(properties_for(event_type)),
+            )
+        )
+    return documents
+
+
+def encoded(changes: list[LeadStageChange]) -> list[bytes]:
+    return [encode_change(c) for c in changes]
+
+
+def without_revision(changes: dict[str, LeadStageChange]) -> dict[str, LeadStageChange]:
+    return {cid: c._replace(revision=0) for cid, c in changes.items()}
+
+
+def in_event_time_order(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(documents, key=lambda d: tuple(entry_of(as_event(d))[:3]))
+
+
+@given(lead_logs())
+def test_the_same_log_gives_the_same_bytes(documents: list[dict[str, Any]]) -> None:
+    assert encoded(run(documents, RULES)[1]) == encoded(run(documents, RULES)[1])
+
+
+@given(lead_logs(), st.data())
+def test_duplicated_events_change_nothing(
+    documents: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    with_duplicates = list(documents)
+    for original in data.draw(st.lists(st.sampled_from(documents), max_size=10)):
+        first = with_duplicates.index(original)
+        at = data.draw(st.integers(first + 1, len(with_duplicates)))
+        with_duplicates.insert(at, dict(original))
+    assert encoded(run(with_duplicates, RULES)[1]) == encoded(run(documents, RULES)[1])
+
+
+@given(lead_logs(), st.randoms(use_true_random=False))
+def test_arrival_order_does_not_change_the_outcome(
+    documents: list[dict[str, Any]], random: Any
+) -> None:
+    shuffled = list(documents)
+    random.shuffle(shuffled)
+    states, changes = run(shuffled, RULES)
+    sorted_states, sorted_changes = run(in_event_time_order(documents), RULES)
+    assert states["lead-1"].fold == sorted_states["lead-1"].fold
+    assert current_stages(changes) == current_stages(sorted_changes)
+    # Keyed by change_id, the latest revisions equal what the log in event-time order publishes.
+    assert without_revision(effective_changes(changes)) == without_revision(
+        effective_changes(sorted_changes)
+    )
+
+
+@given(lead_logs(), st.data())
+def test_a_stored_and_reloaded_state_continues_identically(
+    documents: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    cut = data.draw(st.integers(0, len(documents)))
+    states, first = run(documents[:cut], RULES)
+    state = states.get("lead-1")
+    reloaded = decode_state(encode_state(state)) if state is not None else None
+    assert reloaded == state
+    rest = []
+    for document in documents[cut:]:
+        decision = decide(reloaded, as_event(document), RULES)
+        reloaded = decision.state
+        rest.extend(decision.changes)
+    assert encoded(first + rest) == encoded(run(documents, RULES)[1])
+
+
+@given(lead_logs())
+def test_live_changes_chain_through_allowed_moves_only(documents: list[dict[str, Any]]) -> None:
+    live = sorted(effective_changes(run(documents, RULES)[1]).values(), key=lambda c: c.sequence)
+    assert [c.sequence for c in live] == list(range(len(live)))
+    previous = None
+    for change in live:
+        assert change.from_stage == previous
+        assert allowed(change.from_stage, change.to_stage), change
+        previous = change.to_stage
+
+
+def allowed(from_stage: str | None, to_stage: str) -> bool:
+    """Forward moves; disqualification before customer; recycling; a won deal from anywhere."""
+    if to_stage == "disqualified":
+        return from_stage is None or (from_stage in ORDER and ORDER[from_stage] < ORDER["customer"])
+    if from_stage == "disqualified":
+        return to_stage in ("subscriber", "lead", "customer")
+    if from_stage is None:
+        return to_stage in ("subscriber", "customer")
+    return ORDER[to_stage] > ORDER[from_stage]
+
+
+@given(st.sampled_from([STUDENT, COMPETITOR, VENDOR]), lead_logs())
+def test_excluded_people_never_reach_lead_to_opportunity(
+    profile: dict[str, Any], documents: list[dict[str, Any]]
+) -> None:
+    # Every profile fact this person ever sends still shows the exclusion.
+    documents = [
+        {**d, "properties": profile} if d["type"] == "profile_updated" else d for d in documents
+    ]
+    documents.insert(0, event("profile_updated", lead="lead-1", event_id="first", **profile))
+    _, changes = run(documents, RULES)
+    reached = {c.to_stage for c in effective_changes(changes).values()}
+    assert reached.isdisjoint({"lead", "mql", "sql", "opportunity"})
+
+
+@given(lead_logs(lead="a", max_size=15), lead_logs(lead="b", max_size=15), st.randoms())
+def test_leads_do_not_influence_each_other(
+    a: list[dict[str, Any]], b: list[dict[str, Any]], random: Any
+) -> None:
+    mixed = a + b
+    random.shuffle(mixed)
+    _, changes = run(mixed, RULES)
+    a_alone = [d for d in mixed if d["lead_id"] == "a"]
+    b_alone = [d for d in mixed if d["lead_id"] == "b"]
+    assert encoded([c for c in changes if c.lead_id == "a"]) == encoded(run(a_alone, RULES)[1])
+    assert encoded([c for c in changes if c.lead_id == "b"]) == encoded(run(b_alone, RULES)[1])
+
+
+@given(lead_logs())
+def test_every_change_meets_the_published_contract(documents: list[dict[str, Any]]) -> None:
+    for change in run(documents, RULES)[1]:
+        contract = StageChange.model_validate_json(encode_change(change))
+        at_instant = change._replace(occurred_at=instant_of(change.occurred_at))
+        assert tuple(contract.model_dump().values()) == tuple(at_instant)
+
+
+def test_rules_fixture_is_the_default(rules: Rules) -> None:
+    assert rules == RULES

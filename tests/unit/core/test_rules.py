@@ -1,0 +1,83 @@
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from streams.core.rules import load_rules, parse_rules
+from streams.errors import RulesError
+
+DEFAULT = resources.files("streams.core").joinpath("rules.toml").read_text()
+
+
+def test_default_rules_load_and_cite_version_with_digest() -> None:
+    rules = load_rules()
+    assert rules.version == "2026.12.1"
+    version, _, digest = rules.rules_version.partition("+")
+    assert version == rules.version and len(digest) == 8
+
+
+def test_an_unversioned_edit_still_changes_the_rules_version() -> None:
+    edited = DEFAULT.replace("mql_threshold = 60.0", "mql_threshold = 55.0")
+    assert parse_rules(edited.encode()).rules_version != load_rules().rules_version
+
+
+def test_rules_file_option_reads_the_given_file(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(DEFAULT.replace('version = "2026.12.1"', 'version = "test-1"'))
+    assert load_rules(path).version == "test-1"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ("[engagement.points]", "[engagement.points]\npage_veiw = 3"),
+            "engagement.points: Value error, unknown engagement event type: page_veiw",
+        ),
+        (
+            ("half_life_days = 30.0", "half_life_days = 0"),
+            "engagement.half_life_days: Input should be greater than 0",
+        ),
+        (
+            ("lead_threshold = 25", "lead_threshold = 25\nlead_treshold = 3"),
+            "fit.lead_treshold: Extra inputs are not permitted",
+        ),
+        (
+            (
+                'high_intent_event_types = ["demo_request"',
+                'high_intent_event_types = ["demo_requested"',
+            ),
+            "lifecycle.high_intent_event_types: Value error, unknown event type: demo_requested",
+        ),
+        (('ceo = "c_level"', 'ceo = "emperor"'), "fit: Value error, unknown seniority: emperor"),
+        (
+            ('"Email Bounced" = "email_bounced"', '"Deal Won" = "deal_won"'),
+            "collector.track_events: Value error, sales event types cannot come from a tracker "
+            "('Deal Won' -> deal_won)",
+        ),
+        (
+            (
+                'student_title_keywords = ["student"',
+                'student_title_keywords = ["full time phd student"',
+            ),
+            "at most 3 words: full time phd student",
+        ),
+    ],
+)
+def test_invalid_rules_fail_at_load_naming_the_key(edit: tuple[str, str], message: str) -> None:
+    old, new = edit
+    assert old in DEFAULT
+    with pytest.raises(RulesError) as failure:
+        parse_rules(DEFAULT.replace(old, new, 1).encode(), "my-rules.toml")
+    assert str(failure.value).startswith("my-rules.toml: invalid rules: ")
+    assert message in str(failure.value)
+
+
+def test_not_toml_is_reported_as_such() -> None:
+    with pytest.raises(RulesError, match=r"my\.toml: not valid TOML"):
+        parse_rules(b"version = ", "my.toml")
+
+
+def test_missing_rules_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(RulesError, match="cannot read rules file"):
+        load_rules(tmp_path / "nope.toml")

@@ -1,0 +1,117 @@
+"""Rows of the funnel tables from topic messages (pure: no ClickHouse)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from projections.rows import (
+    ACCOUNT_CHANGES,
+    ACCOUNT_MEMBERS,
+    CAUSATION_LEAD_ID,
+    EVENTS,
+    LEAD_ID,
+    STAGE_CHANGES,
+    TABLES,
+    RejectedRecord,
+    account_change_row,
+    account_member_row,
+    event_row,
+    published_at,
+    stage_change_row,
+)
+from schemas.accounts import AccountChange, AccountSignal
+from schemas.stage_changes import StageChange
+from streams.common.codecs import encode_account_change, encode_account_signal, encode_change
+from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
+from streams.core.rules import Rules
+from streams.local.generator import generate
+from streams.replay import Replayer
+from tests.factories import event
+
+TIMESTAMP_MS = 1_767_000_000_123
+
+
+@pytest.fixture(scope="module")
+def replayed(rules: Rules) -> list[object]:
+    lines = [orjson.dumps(d) for d in generate(120, seed=4)]
+    return list(Replayer(rules, DEFAULT_MAX_EVENT_BYTES, accounts=True).run(lines))
+
+
+def test_columns_are_the_contract_fields_then_the_kafka_timestamp() -> None:
+    for table, model in (
+        (STAGE_CHANGES, StageChange),
+        (ACCOUNT_CHANGES, AccountChange),
+        (ACCOUNT_MEMBERS, AccountSignal),
+    ):
+        assert table.columns == (*model.model_fields, "published_at")
+    assert [t.name for t in TABLES] == [
+        "stage_changes",
+        "events",
+        "account_changes",
+        "account_members",
+    ]
+    assert STAGE_CHANGES.columns[LEAD_ID] == EVENTS.columns[LEAD_ID] == "lead_id"
+    assert ACCOUNT_CHANGES.columns[CAUSATION_LEAD_ID] == "causation_lead_id"
+
+
+def test_each_row_holds_its_message_field_by_field(replayed: list[object]) -> None:
+    encoders = {"LeadStageChange": encode_change, "AccountStageChange": encode_account_change}
+    builders = {
+        "LeadStageChange": (stage_change_row, StageChange, STAGE_CHANGES),
+        "AccountStageChange": (account_change_row, AccountChange, ACCOUNT_CHANGES),
+        "Signal": (account_member_row, AccountSignal, ACCOUNT_MEMBERS),
+    }
+    seen = set()
+    for item in replayed:
+        kind = type(item).__name__
+        if kind not in builders:
+            continue
+        seen.add(kind)
+        build, model, table = builders[kind]
+        value = encoders.get(kind, encode_account_signal)(item)  # type: ignore[operator]
+        row = build(value, TIMESTAMP_MS)
+        assert len(row) == len(table.columns)
+        parsed = model.model_validate_json(value).model_dump()
+        for column, cell in zip(table.columns[:-1], row, strict=False):
+            expected = parsed[column]
+            assert cell == (list(expected) if isinstance(expected, tuple) else expected)
+        assert row[-1] == published_at(TIMESTAMP_MS)
+    assert seen == set(builders)
+
+
+def test_an_event_row_keeps_the_envelope_and_a_sales_value_only() -> None:
+    won = event("deal_won", amount=12_000.0, currency="EUR", source="crm", secret="kept on kafka")
+    row = event_row(orjson.dumps(won), DEFAULT_MAX_EVENT_BYTES, TIMESTAMP_MS)
+    assert dict(zip(EVENTS.columns, row, strict=True)) == {
+        "event_id": won["event_id"],
+        "lead_id": "lead-1",
+        "type": "deal_won",
+        "occurred_at": datetime.fromisoformat(won["occurred_at"]),
+        "source": "crm",
+        "campaign": None,
+        "amount": 12_000.0,
+        "currency": "EUR",
+        "published_at": datetime(2025, 12, 29, 9, 20, 0, 123_000, tzinfo=UTC),
+    }
+    view = event_row(orjson.dumps(event("page_view", url="/x")), DEFAULT_MAX_EVENT_BYTES)
+    assert view[EVENTS.position("amount")] is None
+    assert view[EVENTS.position("published_at")] == published_at(None)
+
+
+@pytest.mark.parametrize(
+    ("build", "reason"),
+    [
+        (stage_change_row, "not a stage change: "),
+        (account_change_row, "not an account change: "),
+        (account_member_row, "not an account signal: "),
+    ],
+)
+def test_an_unreadable_message_is_rejected_with_the_reason(build: object, reason: str) -> None:
+    with pytest.raises(RejectedRecord) as rejected:
+        build(b'{"change_id": 1}')  # type: ignore[operator]
+    assert rejected.value.reason.startswith(reason)
+    with pytest.raises(RejectedRecord, match="not JSON"):
+        event_row(b"\xff", DEFAULT_MAX_EVENT_BYTES)

@@ -1,0 +1,283 @@
+"""The worker's agents, driven in memory: in-memory topics and tables, no broker, no Faust loop.
+
+The same objects run inside the Faust app (`streams/worker/app.py` hands them Faust's topics and
+tables); the integration tests run them against the real broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.common.codecs import encode_account_change, encode_change
+from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
+from streams.core.accounts import AccountStageChange
+from streams.core.lifecycle import LeadStageChange
+from streams.core.rules import Rules
+from streams.local.generator import generate
+from streams.replay import Replayer, account_changes_in_effect
+from streams.worker.agents import AccountRollup, Batch, LeadQualifier, partition_for
+from streams.worker.metrics import PipelineMetrics
+from tests.factories import BUYER, days, event
+
+PARTITIONS = 4
+
+
+@dataclass
+class Record:
+    """A message as a consumer sees it (what `streams.worker.agents.Message` reads)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    timestamp: float = 1_700_000_000.0
+
+
+@dataclass
+class Consumed:
+    message: Record
+
+
+@dataclass
+class MemoryTopic:
+    """A topic in memory: `send` appends and acknowledges at once; partition by murmur2 key."""
+
+    name: str
+    records: list[Record] = field(default_factory=list)
+
+    async def send(
+        self,
+        key: bytes | None = None,
+        value: bytes | None = None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[None]:
+        if partition is None:
+            partition = partition_for(key, PARTITIONS) if key is not None else 0
+        offset = sum(1 for r in self.records if r.partition == partition)
+        self.records.append(Record(self.name, partition, offset, key, value, headers or []))
+        acknowledged: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        acknowledged.set_result(None)
+        return acknowledged
+
+    def values(self) -> list[bytes]:
+        return [r.value for r in self.records if r.value is not None]
+
+
+@dataclass
+class MemoryTable:
+    """States by key, acknowledged at once (what `KeyedStates` asks for)."""
+
+    stored: dict[bytes, bytes] = field(default_factory=dict)
+
+    def get_for(self, consumed: Any, key: bytes) -> bytes | None:
+        return self.stored.get(key)
+
+    def put_for(self, consumed: Any, key: bytes, value: bytes) -> asyncio.Future[None]:
+        self.stored[key] = value
+        acknowledged: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        acknowledged.set_result(None)
+        return acknowledged
+
+
+@dataclass
+class Worker:
+    """Both agents over in-memory topics, fed one partition's batch at a time."""
+
+    rules: Rules
+    accounts: bool = True
+    metrics: PipelineMetrics = field(default_factory=PipelineMetrics)
+    topics: dict[str, MemoryTopic] = field(
+        default_factory=lambda: defaultdict(lambda: MemoryTopic("?"))
+    )
+    leads: MemoryTable = field(default_factory=MemoryTable)
+    account_table: MemoryTable = field(default_factory=MemoryTable)
+
+    def __post_init__(self) -> None:
+        for name in ("events", "changes", "dead", "signals", "account_changes"):
+            self.topics[name] = MemoryTopic(name)
+        self.qualifier = LeadQualifier(
+            rules=self.rules,
+            send_change=self.topics["changes"].send,
+            send_dead_letter=self.topics["dead"].send,
+            send_event=self.topics["events"].send,
+            partitions=PARTITIONS,
+            max_event_bytes=DEFAULT_MAX_EVENT_BYTES,
+            metrics=self.metrics,
+            send_account_signal=self.topics["signals"].send if self.accounts else None,
+        )
+        self.rollup = AccountRollup(
+            rules=self.rules,
+            send_change=self.topics["account_changes"].send,
+            send_dead_letter=self.topics["dead"].send,
+            send_signal=self.topics["signals"].send,
+            partitions=PARTITIONS,
+            metrics=self.metrics,
+        )
+        self.read = {"events": 0, "signals": 0}
+
+    async def drain(self, batch_size: int = 50) -> None:
+        """Apply everything published so far, partition by partition, in batches, until the
+        agents publish nothing more to their own inputs."""
+        while any(self.read[t] < len(self.topics[t].records) for t in self.read):
+            for name, agent, table in (
+                ("events", self.qualifier, self.leads),
+                ("signals", self.rollup, self.account_table),
+            ):
+                pending = self.topics[name].records[self.read[name] :]
+                self.read[name] += len(pending)
+                for partition in range(PARTITIONS):
+                    mine = [r for r in pending if r.partition == partition]
+                    for start in range(0, len(mine), batch_size):
+                        batch = Batch(table)
+                        for record in mine[start : start + batch_size]:
+                            await agent.apply(Consumed(record), batch)
+                        await agent.finish(batch)
+
+    async def publish(self, documents: list[dict[str, Any]]) -> None:
+        for document in documents:
+            await self.topics["events"].send(
+                key=document["lead_id"].encode(), value=orjson.dumps(document)
+            )
+
+
+def dead_letters(worker: Worker) -> list[dict[str, str]]:
+    return [
+        {name: value.decode() for name, value in record.headers}
+        for record in worker.topics["dead"].records
+    ]
+
+
+def test_the_agents_publish_what_replay_prints(rules: Rules) -> None:
+    documents = generate(300, seed=5)
+    replayed = list(
+        Replayer(rules, DEFAULT_MAX_EVENT_BYTES, accounts=True).run(
+            orjson.dumps(d) for d in documents
+        )
+    )
+    worker = Worker(rules)
+
+    async def scenario() -> None:
+        await worker.publish(documents)
+        await worker.drain()
+
+    asyncio.run(scenario())
+    expected = [encode_change(c) for c in replayed if isinstance(c, LeadStageChange)]
+    # Per lead, the same changes in the same order; across leads, partitions interleave.
+    assert sorted(worker.topics["changes"].values()) == sorted(expected)
+    expected_accounts = account_changes_in_effect(
+        orjson.loads(encode_account_change(c))
+        for c in replayed
+        if isinstance(c, AccountStageChange)
+    )
+    assert len(expected_accounts) > 20
+    # Signals of one account come from several partitions: in another order than replay's, so
+    # some changes are revised or retracted on the way, but what is in effect is the same.
+    found = account_changes_in_effect(
+        orjson.loads(v) for v in worker.topics["account_changes"].values()
+    )
+    assert found == expected_accounts
+    assert worker.topics["dead"].records == []
+
+
+def test_bad_input_goes_to_the_dead_letters_and_the_lead_goes_on(rules: Rules) -> None:
+    worker = Worker(rules, accounts=False)
+    good = [
+        event("profile_updated", lead="l", **BUYER),
+        event("demo_request", days(1), lead="l"),
+    ]
+
+    async def scenario() -> None:
+        events = worker.topics["events"]
+        home = partition_for(b"l", PARTITIONS)
+        await events.send(key=b"l", value=b"not json", partition=home)
+        await events.send(key=b"l", value=orjson.dumps({**good[0], "type": "fax"}))
+        await worker.publish(good[:1])
+        await events.send(key=b"l", value=orjson.dumps(good[0]))  # a duplicate
+        await worker.publish(good[1:])
+        await worker.drain()
+
+    asyncio.run(scenario())
+    letters = dead_letters(worker)
+    assert [(d["leadflow-kind"], d["leadflow-reason"][:12]) for d in letters] == [
+        ("invalid_event", "not JSON: ex"),
+        ("invalid_event", "unknown type"),
+    ]
+    stages = [orjson.loads(v)["to_stage"] for v in worker.topics["changes"].values()]
+    assert stages == ["subscriber", "lead", "mql"]
+    assert worker.metrics.duplicates._value.get() == 1
+
+
+def test_an_event_on_the_wrong_partition_is_forwarded_to_its_leads(rules: Rules) -> None:
+    worker = Worker(rules, accounts=False)
+    home = partition_for(b"l", PARTITIONS)
+    document = event("newsletter_subscribe", lead="l")
+
+    async def scenario() -> None:
+        wrong = (home + 1) % PARTITIONS
+        await worker.topics["events"].send(key=b"l", value=orjson.dumps(document), partition=wrong)
+        await worker.drain()
+
+    asyncio.run(scenario())
+    assert [r.partition for r in worker.topics["events"].records] == [(home + 1) % 4, home]
+    assert [orjson.loads(v)["to_stage"] for v in worker.topics["changes"].values()] == [
+        "subscriber"
+    ]
+    assert worker.metrics.rerouted._value.get() == 1
+
+
+def test_an_account_signal_goes_to_its_accounts_partition(rules: Rules) -> None:
+    worker = Worker(rules)
+
+    async def scenario() -> None:
+        await worker.publish([event("profile_updated", lead="l", **BUYER)])
+        await worker.drain()
+
+    asyncio.run(scenario())
+    (signal,) = worker.topics["signals"].records
+    assert signal.key == b"acme.com"
+    assert signal.partition == partition_for(b"acme.com", PARTITIONS)
+
+
+def test_a_state_the_worker_cannot_read_dead_letters_the_event_and_stays(rules: Rules) -> None:
+    worker = Worker(rules, accounts=False)
+    worker.leads.stored[b"l"] = b"written by something else"
+
+    async def scenario() -> None:
+        await worker.publish([event("newsletter_subscribe", lead="l")])
+        await worker.drain()
+
+    asyncio.run(scenario())
+    (letter,) = dead_letters(worker)
+    assert letter["leadflow-kind"] == "internal_error"
+    assert letter["leadflow-reason"].startswith("InvalidStateError: cannot decode lead state")
+    assert worker.leads.stored[b"l"] == b"written by something else"
+    assert worker.topics["changes"].records == []
+
+
+@pytest.mark.parametrize("accounts", [True, False])
+def test_a_batch_stores_each_leads_latest_state_once(rules: Rules, accounts: bool) -> None:
+    writes: list[bytes] = []
+    worker = Worker(rules, accounts=accounts)
+    put = worker.leads.put_for
+
+    def counting(consumed: Any, key: bytes, value: bytes) -> asyncio.Future[None]:
+        writes.append(key)
+        return put(consumed, key, value)
+
+    worker.leads.put_for = counting  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        await worker.publish([event("page_view", days(n / 24), lead="l") for n in range(20)])
+        await worker.drain(batch_size=500)
+
+    asyncio.run(scenario())
+    assert writes == [b"l"]

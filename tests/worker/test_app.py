@@ -1,0 +1,46 @@
+"""The worker's Faust app, as built from settings (nothing is started)."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.common.settings import Settings, WorkerSettings
+from streams.core.rules import load_rules
+from streams.worker.app import create_app, faust_worker
+from streams.worker.metrics import PipelineMetrics
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_faust_metrics_are_served_only_when_asked_for(enabled: bool, tmp_path: Path) -> None:
+    worker = WorkerSettings(faust_metrics=enabled, store="memory", data_dir=tmp_path)
+    metrics = PipelineMetrics()
+    create_app(Settings(worker=worker), load_rules(), metrics)
+    names = {family.name for family in metrics.registry.collect()}
+    assert "leadflow_events_received" in names
+    assert any(name.startswith("faust_") for name in names) is enabled
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers
+
+
+@pytest.mark.parametrize("loglevel", ["warn", "error"])
+def test_the_worker_logs_at_the_level_asked_for(
+    loglevel: str, tmp_path: Path, restored_logging: None
+) -> None:
+    settings = Settings(worker=WorkerSettings(store="memory", data_dir=tmp_path))
+    worker = faust_worker(create_app(settings, load_rules()), loglevel)
+    worker.redirect_stdouts = False  # keep pytest's own stdout
+    worker._setup_logging()  # what the worker does first when it runs
+    assert logging.getLogger().getEffectiveLevel() == logging.getLevelName(loglevel.upper())
+    assert not logging.getLogger("aiokafka.producer.producer").isEnabledFor(logging.DEBUG)
