@@ -10,6 +10,7 @@ BENCHMARKS = {
     "projector": "bench.projector",
     "collector": "bench.collector",
     "stream": "bench.stream",
+    "state": "bench.state",
 }
 
 

@@ -173,10 +173,11 @@ def _without_position(rows: list[Row]) -> list[Row]:
 
 
 def _reasons(metrics: Metrics) -> list[Row]:
-    counts: dict[tuple[str, str], int] = defaultdict(int)
+    counts: dict[tuple[str, str | None], int] = defaultdict(int)
     for row in metrics["disqualification_reasons"]:
         counts[(row["reason"], row["from_stage"])] += row["disqualifications"]
-    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    # A lead disqualified before it had any stage has no from_stage: it sorts first.
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0][0], item[0][1] or ""))
     return [{"reason": r, "from_stage": s, "disqualifications": n} for (r, s), n in ordered]
 
 

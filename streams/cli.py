@@ -148,7 +148,7 @@ def explain(
     """Show one lead's score history and why each of its stage changes happened."""
     settings = _settings(ctx)
     loaded = _rules(rules, settings)
-    replayer = Replayer(loaded, max_event_bytes=settings.max_event_bytes)
+    replayer = Replayer(loaded, max_event_bytes=settings.max_event_bytes, keep_compacted=True)
     with _open_events(events) as handle:
         for _ in replayer.run(line for line in handle if lead_id.encode() in line):
             pass
@@ -160,7 +160,8 @@ def explain(
     table = Table(title=f"lead {lead_id} (rules {loaded.rules_version})", show_lines=False)
     for column in ("occurred_at", "event", "detail", "points", "engagement", "fit", "stage"):
         table.add_column(column, overflow="fold")
-    for row in explain_lead(state, loaded):
+    entries = [*replayer.compacted.get(lead_id, ()), *state.tail]
+    for row in explain_lead(entries, state.attribution, loaded):
         table.add_row(
             row.occurred_at.isoformat().replace("+00:00", "Z"),
             row.type,

@@ -16,7 +16,7 @@ from streams.core.accounts import (
     Signal,
     decide_account,
 )
-from streams.core.lifecycle import LeadStageChange, LeadState
+from streams.core.lifecycle import Entry, LeadStageChange, LeadState
 from streams.core.qualify import qualify
 from streams.core.revisions import latest_revisions
 from streams.core.rules import Rules
@@ -38,8 +38,11 @@ class ReplayCounts:
     events: int = 0
     duplicates: int = 0
     bad: int = 0
+    too_late: int = 0
+    """Events that sort before their lead's horizon (reported as bad lines too)."""
     stage_changes: int = 0
     account_signals: int = 0
+    account_signals_at_horizon: int = 0
     account_changes: int = 0
 
 
@@ -52,8 +55,11 @@ class Replayer:
     rules: Rules
     max_event_bytes: int
     accounts: bool = False
+    keep_compacted: bool = False
+    """Keep the entries each lead folded into its snapshot (`compacted`), for `explain`."""
     states: dict[str, LeadState] = field(default_factory=dict)
     account_states: dict[str, AccountState] = field(default_factory=dict)
+    compacted: dict[str, list[Entry]] = field(default_factory=dict)
     counts: ReplayCounts = field(default_factory=ReplayCounts)
 
     def run(self, lines: Iterable[bytes]) -> Iterator[Replayed | BadLine]:
@@ -87,14 +93,21 @@ class Replayer:
             if qualified.duplicate:
                 counts.duplicates += 1
                 continue
+            if qualified.too_late is not None:
+                counts.too_late += 1
+                yield BadLine(number, qualified.too_late)
+                continue
             counts.events += 1
             states[event.lead_id] = qualified.state
+            if self.keep_compacted and qualified.compacted:
+                self.compacted.setdefault(event.lead_id, []).extend(qualified.compacted)
             counts.stage_changes += len(qualified.changes)
             yield from qualified.changes
             for signal, account in zip(qualified.signals, rolled_up, strict=True):
                 counts.account_signals += 1
                 yield signal
                 accounts[signal.account_id] = account.state
+                counts.account_signals_at_horizon += account.at_horizon
                 counts.account_changes += len(account.changes)
                 yield from account.changes
 

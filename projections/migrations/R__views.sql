@@ -125,7 +125,7 @@ GROUP BY mql_kind;
 
 -- Disqualifications by reason, the stage they happened in, and first-touch source.
 CREATE OR REPLACE VIEW {database}.disqualification_reasons AS
-SELECT source, assumeNotNull(reason) AS reason, assumeNotNull(from_stage) AS from_stage,
+SELECT source, assumeNotNull(reason) AS reason, from_stage,
        count() AS disqualifications, uniqExact(lead_id) AS leads
 FROM {database}.stage_changes_live
 WHERE to_stage = 'disqualified'

@@ -5,8 +5,10 @@ The same record gives the same bytes, always: replays compare byte for byte."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Final
 
+import msgpack
 import orjson
 from pydantic import ValidationError
 
@@ -14,26 +16,29 @@ from schemas.accounts import AccountSignal
 from schemas.events import EVENT_ADAPTER, EVENT_TYPES, Event
 from schemas.stage_changes import StageChange
 from streams.core.accounts import (
-    AccountFold,
     AccountStageChange,
     AccountState,
-    AccountTransition,
-    Makeup,
     Member,
     Signal,
+    restore_account,
 )
 from streams.core.lifecycle import (
+    PROFILE_FIELDS,
     Attribution,
     Entry,
     Fold,
     LeadStageChange,
     LeadState,
-    Transition,
+    Rank,
+    rank_of,
+    restore,
 )
-from streams.core.revisions import instant_of, micros_of
+from streams.core.revisions import Published, instant_of, micros_of
+from streams.core.rules import Rules
 from streams.errors import InvalidEventError, InvalidStateError
 
-STATE_FORMAT: Final = 1
+STATE_FORMAT: Final = 2
+"""Version of the stored state layout; a worker refuses (dead-letters) a state of another."""
 
 
 def decode_event(raw: bytes, max_bytes: int) -> Event:
@@ -80,40 +85,248 @@ def decode_stage_change(raw: bytes) -> StageChange:
     return StageChange.model_validate_json(raw)
 
 
+# Stored states: MessagePack arrays of what a state cannot be derived from (see `restore`).
+# Names are stored as their position in these tables, which only ever grow at the end: a
+# stored state must read the same after an upgrade (tests/unit/common/test_codecs.py holds
+# the tables as they were). Event ids that are canonical UUIDs (most trackers' message ids)
+# are kept as their 16 bytes; times in the tail as the step from the entry before.
+STORED_STAGES: Final = (
+    "subscriber",
+    "lead",
+    "mql",
+    "sql",
+    "opportunity",
+    "customer",
+    "evangelist",
+    "disqualified",
+)
+STORED_ACCOUNT_STAGES: Final = ("engaged", "sales_ready", "customer")
+STORED_EVENT_TYPES: Final = (
+    "profile_updated",
+    "page_view",
+    "pricing_page_view",
+    "content_download",
+    "newsletter_subscribe",
+    "webinar_registered",
+    "webinar_attended",
+    "email_open",
+    "email_click",
+    "social_engagement",
+    "free_trial_signup",
+    "demo_request",
+    "contact_sales_request",
+    "unsubscribe",
+    "email_bounced",
+    "sales_contacted",
+    "sales_disqualified",
+    "quote_requested",
+    "deal_won",
+    "deal_lost",
+    "advocacy",
+    "lead_recycled",
+)
+_STAGE_AT: Final = {stage: n for n, stage in enumerate(STORED_STAGES)}
+_TYPE_AT: Final = {event_type: n for n, event_type in enumerate(STORED_EVENT_TYPES)}
+_SECOND: Final = 1_000_000
+
+
 def encode_state(state: LeadState) -> bytes:
-    """A lead state as compact JSON; `event_ids` is derived from the history, not stored."""
-    return orjson.dumps(
-        [STATE_FORMAT, state.lead_id, state.history, state.attribution, state.fold],
-        default=_named_tuple_as_list,
+    """A lead state as compact MessagePack. The lead id is the table's key, not stored; the
+    fold and the snapshot's scores are derived again on decoding."""
+    base = state.base
+    buckets = base.buckets
+    # The engagement is the buckets' sum, except with no bucket left (0 or 0.0 then).
+    engagement = base.engagement if not buckets else None
+    # One time is stored whole, the first entry's; the others as steps from it or from the
+    # entry before (short when whole seconds, as most trackers' times are).
+    origin = state.tail[0].at
+    tail = []
+    previous = origin
+    for entry in state.tail:
+        tail.append(_entry_out(entry, previous))
+        previous = entry.at
+    horizon = state.horizon
+    packed: bytes = msgpack.packb(
+        [
+            STATE_FORMAT,
+            state.accepted,
+            origin,
+            None if horizon is None else _key_out(horizon, origin),
+            [
+                _stage_out(base.stage),
+                _profile_out(base.profile),
+                base.waived_exclusion,
+                base.has_contact,
+                [part for name, value in buckets.items() for part in (_TYPE_AT[name], value)],
+                engagement,
+                _time_out(base.engagement_at, origin),
+                _bant_out(base.bant),
+            ],
+            _published_out(state.published),
+            None if state.attribution is None else _attribution_out(state.attribution, origin),
+            tail,
+        ],
+        use_bin_type=True,
     )
+    return packed
 
 
-def _named_tuple_as_list(value: object) -> list[object]:
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"cannot encode {type(value).__name__} in a lead state")
-
-
-def decode_state(raw: bytes) -> LeadState:
+def decode_state(raw: bytes, lead_id: str, rules: Rules) -> LeadState:
+    """A lead state stored by `encode_state`; InvalidStateError when it cannot be read."""
     try:
-        version, lead_id, history, attribution, fold = orjson.loads(raw)
+        unpacked = msgpack.unpackb(raw)
+        version = unpacked[0]
         if version != STATE_FORMAT:
             raise InvalidStateError(f"state format {version}, expected {STATE_FORMAT}")
-        entries = tuple(Entry(*entry) for entry in history)
-        return LeadState(
-            lead_id,
-            entries,
-            frozenset(entry.event_id for entry in entries),
-            Attribution(*attribution) if attribution is not None else None,
-            _decode_fold(fold),
+        _, accepted, origin, horizon, base, published, attribution, stored_tail = unpacked
+        stage, profile, waived, has_contact, flat, engagement, engaged_at, bant = base
+        buckets = {STORED_EVENT_TYPES[flat[i]]: flat[i + 1] for i in range(0, len(flat), 2)}
+        if engagement is None:
+            engagement = sum(buckets.values())
+        fold = Fold(
+            _stage_in(stage),
+            _profile_in(profile),
+            0.0,
+            None,
+            waived,
+            has_contact,
+            buckets,
+            engagement,
+            _time_in(engaged_at, origin),
+            _bant_in(bant),
+            (),
         )
-    except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
-        raise InvalidStateError(f"cannot decode lead state: {exc}") from exc
+        tail = []
+        previous = origin
+        for stored in stored_tail:
+            entry = _entry_in(stored, previous)
+            tail.append(entry)
+            previous = entry.at
+        return restore(
+            lead_id,
+            accepted,
+            None if horizon is None else _key_in(horizon, origin),
+            fold,
+            _published_in(published),
+            None if attribution is None else _attribution_in(attribution, origin),
+            tuple(tail),
+            rules,
+        )
+    except InvalidStateError:
+        raise
+    except (msgpack.UnpackException, TypeError, ValueError, KeyError, IndexError) as exc:
+        raise InvalidStateError(f"cannot decode lead state: {exc!r}") from exc
 
 
-def _decode_fold(fields: list[Any]) -> Fold:
-    fold = Fold(*fields)
-    return fold._replace(transitions=tuple(Transition(*t) for t in fold.transitions))
+def _stage_out(stage: str | None) -> int | None:
+    return None if stage is None else _STAGE_AT[stage]
+
+
+def _stage_in(stored: int | None) -> str | None:
+    return None if stored is None else STORED_STAGES[stored]
+
+
+def _time_out(at: int, origin: int) -> int | list[int]:
+    # A whole number of seconds from the origin as that number; anything else as [micros].
+    step = at - origin
+    return step // _SECOND if step % _SECOND == 0 else [step]
+
+
+def _time_in(stored: int | list[int], origin: int) -> int:
+    return origin + (stored[0] if isinstance(stored, list) else stored * _SECOND)
+
+
+def _id_out(event_id: str) -> str | bytes:
+    if len(event_id) == 36:
+        try:
+            parsed = uuid.UUID(event_id)
+        except ValueError:
+            return event_id
+        if str(parsed) == event_id:
+            return parsed.bytes
+    return event_id
+
+
+def _id_in(stored: str | bytes) -> str:
+    return str(uuid.UUID(bytes=stored)) if isinstance(stored, bytes) else stored
+
+
+def _key_out(key: tuple[int, int, str], origin: int) -> list[Any]:
+    return [_time_out(key[0], origin), key[1], _id_out(key[2])]
+
+
+def _key_in(stored: list[Any], origin: int) -> tuple[int, int, str]:
+    return (_time_in(stored[0], origin), stored[1], _id_in(stored[2]))
+
+
+def _profile_out(profile: dict[str, Any]) -> list[Any] | None:
+    return [profile.get(name) for name in PROFILE_FIELDS] if profile else None
+
+
+def _profile_in(stored: list[Any] | None) -> dict[str, Any]:
+    if not stored:
+        return {}
+    pairs = zip(PROFILE_FIELDS, stored, strict=True)
+    return {name: value for name, value in pairs if value is not None}
+
+
+_BANT: Final = ("budget", "authority", "need", "timeline")
+
+
+def _bant_out(bant: dict[str, bool | None] | None) -> list[Any] | None:
+    return None if bant is None else [bant.get(name) for name in _BANT]
+
+
+def _bant_in(stored: list[Any] | None) -> dict[str, bool | None] | None:
+    return None if stored is None else dict(zip(_BANT, stored, strict=True))
+
+
+def _published_out(published: Published, stages: tuple[str, ...] = STORED_STAGES) -> list[Any]:
+    at = {stage: n for n, stage in enumerate(stages)}
+    flat: list[Any] = []
+    for (from_stage, to_stage), n in published.pairs.items():
+        flat += [None if from_stage is None else at[from_stage], at[to_stage], n]
+    return [published.changes, flat]
+
+
+def _published_in(stored: list[Any], stages: tuple[str, ...] = STORED_STAGES) -> Published:
+    changes, flat = stored
+    pairs = {
+        (None if flat[i] is None else stages[flat[i]], stages[flat[i + 1]]): flat[i + 2]
+        for i in range(0, len(flat), 3)
+    }
+    return Published(changes, pairs)
+
+
+def _attribution_out(attribution: Attribution, origin: int) -> list[Any]:
+    at, rank, event_id, source, campaign = attribution
+    return [_time_out(at, origin), rank, _id_out(event_id), source, campaign]
+
+
+def _attribution_in(stored: list[Any], origin: int) -> Attribution:
+    at, rank, event_id, source, campaign = stored
+    return Attribution(_time_in(at, origin), rank, _id_in(event_id), source, campaign)
+
+
+def _entry_out(entry: Entry, previous: int) -> list[Any]:
+    detail = entry.detail
+    if entry.rank == Rank.PROFILE:
+        detail = _profile_out(detail)
+    elif entry.type == "sales_contacted":
+        detail = _bant_out(detail)
+    step = _time_out(entry.at, previous)
+    return [step, _TYPE_AT[entry.type], _id_out(entry.event_id), detail]
+
+
+def _entry_in(stored: list[Any], previous: int) -> Entry:
+    step, type_at, event_id, detail = stored
+    event_type = STORED_EVENT_TYPES[type_at]
+    rank = rank_of(event_type)
+    if rank == Rank.PROFILE:
+        detail = _profile_in(detail)
+    elif event_type == "sales_contacted":
+        detail = _bant_in(detail)
+    return Entry(_time_in(step, previous), rank, _id_in(event_id), event_type, detail)
 
 
 def _iso(micros: int) -> str:
@@ -156,38 +369,66 @@ def encode_account_change(change: AccountStageChange) -> bytes:
 
 
 def encode_account_state(state: AccountState) -> bytes:
-    """An account state as compact JSON; `seen` is derived from the signals, not stored."""
-    return orjson.dumps(
-        [STATE_FORMAT, state.account_id, state.signals, state.fold],
-        default=_named_tuple_as_list,
+    """An account state as compact MessagePack: its snapshot's stage and people, and its
+    signals in detail; the account id is the table's key, the tally and fold are derived."""
+    snapshot = state.snapshot
+    members = []
+    for lead_id, member in snapshot.members.items():
+        members += [lead_id, *member]
+    horizon = state.horizon
+    packed: bytes = msgpack.packb(
+        [
+            STATE_FORMAT,
+            state.accepted,
+            None if horizon is None else list(horizon),
+            snapshot.stage,
+            members,
+            _published_out(state.published, STORED_ACCOUNT_STAGES),
+            [
+                [
+                    s.lead_id,
+                    s.revision,
+                    s.occurred_at,
+                    _id_out(s.causation_event_id),
+                    s.causation_change_id,
+                    s.member,
+                    s.stage,
+                    s.seniority,
+                    s.engagement_score,
+                ]
+                for s in state.tail
+            ],
+        ],
+        use_bin_type=True,
     )
+    return packed
 
 
-def decode_account_state(raw: bytes) -> AccountState:
+def decode_account_state(raw: bytes, account_id: str, rules: Rules) -> AccountState:
+    """An account state stored by `encode_account_state`."""
     try:
-        version, account_id, signals, fold = orjson.loads(raw)
+        version, accepted, horizon, stage, flat, published, tail = msgpack.unpackb(raw)
         if version != STATE_FORMAT:
             raise InvalidStateError(f"state format {version}, expected {STATE_FORMAT}")
-        decoded = tuple(Signal(*signal) for signal in signals)
-        stage, members, transitions = fold
-        return AccountState(
-            account_id,
-            decoded,
-            frozenset((signal.lead_id, signal.revision) for signal in decoded),
-            AccountFold(
-                stage,
-                {lead_id: Member(*member) for lead_id, member in members.items()},
-                tuple(_decode_account_transition(t) for t in transitions),
-            ),
+        members = {flat[i]: Member(*flat[i + 1 : i + 7]) for i in range(0, len(flat), 7)}
+        signals = tuple(
+            Signal(account_id, lead, revision, at, _id_in(event_id), change, member, *facts)
+            for lead, revision, at, event_id, change, member, *facts in tail
         )
-    except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
-        raise InvalidStateError(f"cannot decode account state: {exc}") from exc
-
-
-def _decode_account_transition(fields: list[Any]) -> AccountTransition:
-    transition = AccountTransition(*fields)
-    makeup = Makeup(*transition.makeup)
-    return transition._replace(makeup=makeup._replace(seniorities=tuple(makeup.seniorities)))
+        return restore_account(
+            account_id,
+            accepted,
+            None if horizon is None else tuple(horizon),
+            stage,
+            members,
+            _published_in(published, STORED_ACCOUNT_STAGES),
+            signals,
+            rules,
+        )
+    except InvalidStateError:
+        raise
+    except (msgpack.UnpackException, TypeError, ValueError, KeyError) as exc:
+        raise InvalidStateError(f"cannot decode account state: {exc!r}") from exc
 
 
 DEAD_LETTER_HEADER_PREFIX: Final = "leadflow-"

@@ -150,6 +150,14 @@ class WorkerSettings(_Section):
             "build holds the fetch for much of this time, which becomes the worker's latency."
         ),
     )
+    max_state_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=900_000,
+        description=(
+            "Largest stored state of a lead or an account (one changelog record; Apache Kafka "
+            "takes 1 MB by default). A message that would make a state larger goes to the "
+            "dead letters (state_too_large) and the state stays as it was."
+        ),
+    )
     max_request_bytes: Annotated[int, Field(gt=0)] = Field(
         default=8 * 1024 * 1024 + 65536,
         description="Largest message the worker produces (a dead letter carries its original).",

@@ -1,28 +1,44 @@
 """The account roll-up: leads grouped by company, a pure and deterministic fold. No I/O.
 
 Two steps, each run where its input is partitioned:
-- `signals_of(before, decision, rules)`, on the lead side: after an event of a lead, the signals
-  to publish to its account(s), when the event changed what an account reads of the lead (its
-  account, stage, seniority or engagement). A lead that changes company leaves its old account.
+- `signals_of(before, event, decision, rules)`, on the lead side: after an event of a lead, the
+  signals to publish to its account(s), when the event changed what an account reads of the
+  lead (its account, stage, seniority or engagement). A lead that changes company leaves its
+  old account.
 - `decide_account(state, signal, rules)`, on the account side: folds an account's signals in
   event-time order (`occurred_at`, then `lead_id`, then `revision`) and returns the account
-  changes to publish. Signals of different leads reach an account in any interleaving (they come
-  from different partitions); one that sorts before the account's latest refolds the signals
-  from it on, and the changes whose content that alters are published again with a higher
-  revision, or retracted, exactly as the lead core does with late events. So, keyed by
-  `change_id`, the latest revision of every account change depends only on the set of signals,
-  never on their arrival order. A signal the account already has (same lead and revision)
-  changes nothing.
+  changes to publish. Signals of different leads reach an account in any interleaving (they
+  come from different partitions); one that sorts before the account's latest refolds the
+  account's recent past, and the changes whose content that alters are published again with a
+  higher revision, or retracted, exactly as the lead core does with late events. A signal the
+  account already has (same lead and revision) changes nothing.
+
+The state stays small whatever the account's history: its people (the latest facts of each,
+`Member`), a tally of them kept up to date signal by signal, and in detail only its signals of
+its latest `state.account_signals` in event-time order; older signals are folded into a
+snapshot. Within that bound the account's changes depend only on the set of
+signals, never on their arrival order. A signal older than the snapshot's newest (the horizon)
+is applied as if it had happened at the horizon, unless the account already holds that lead's
+facts at that revision or a later one; the changes it causes say `applied_at_horizon`.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from typing import Final, NamedTuple
 
 from schemas.events import Event
 from streams.core.lifecycle import Decision, LeadState, engagement_at
-from streams.core.revisions import Identity, derived_id, identities, rewrites
+from streams.core.revisions import (
+    NOTHING_PUBLISHED,
+    Identity,
+    Published,
+    derived_id,
+    identities,
+    rewrites,
+    summarize,
+)
 from streams.core.rules import Rules
 from streams.core.scoring import decay_factor, email_domain, matches_domain, seniority_of
 from streams.core.stages import (
@@ -51,12 +67,34 @@ class Signal(NamedTuple):
 
 
 class Member(NamedTuple):
-    """What the account keeps of one of its people: their latest signal's facts."""
+    """What the account keeps of one of its people: their latest signal's facts. A person who
+    left is kept as not `present`, so that an older signal of theirs cannot bring them back."""
 
+    present: bool
     stage: str | None
     seniority: str | None
     engagement: float
     at: int
+    revision: int
+
+
+class Tally(NamedTuple):
+    """Counts of an account's people, kept up to date as they change."""
+
+    people: int
+    leads: int
+    mqls: int
+    sqls: int
+    customers: int
+    decision_makers: int
+    """People with a decision-maker seniority who are not disqualified."""
+    positive: int
+    """The positive engagement of its people who are not disqualified, in millionths of a
+    point rounded up: an upper bound of their decayed engagement, so that it is summed only
+    when it could matter. Integers, so that adding and taking away never drift."""
+
+
+NO_ONE: Final = Tally(0, 0, 0, 0, 0, 0, 0)
 
 
 class Makeup(NamedTuple):
@@ -83,21 +121,43 @@ class AccountTransition(NamedTuple):
     event_id: str
     lead_change_id: str | None
     makeup: Makeup
+    at_horizon: bool
+
+
+class Snapshot(NamedTuple):
+    """An account up to its horizon: its stage, its people, their tally."""
+
+    stage: str | None
+    members: dict[str, Member]
+    tally: Tally
 
 
 class AccountFold(NamedTuple):
+    """The snapshot with the signals in detail folded in."""
+
     stage: str | None
-    members: dict[str, Member]
+    changed: dict[str, Member]
+    """The people those signals changed, over the snapshot's."""
+    tally: Tally
     transitions: tuple[AccountTransition, ...]
 
 
+SignalKey = tuple[int, str, int]
+"""How signals sort: (occurred_at, lead_id, revision)."""
+
+
 class AccountState(NamedTuple):
-    """An account's signals, sorted, and their fold."""
+    """An account's snapshot, its recent signals in detail (sorted), and their fold."""
 
     account_id: str
-    signals: tuple[Signal, ...]
+    accepted: int
+    """Signals accepted, all time: the revision of the changes the last one published."""
+    horizon: SignalKey | None
+    snapshot: Snapshot
+    published: Published
+    tail: tuple[Signal, ...]
     seen: frozenset[tuple[str, int]]
-    """(lead_id, revision) of every signal folded in."""
+    """(lead_id, revision) of every signal in the tail."""
     fold: AccountFold
 
 
@@ -124,19 +184,66 @@ class AccountStageChange(NamedTuple):
     sequence: int
     revision: int
     retracted: bool
+    applied_at_horizon: bool
 
 
 class AccountDecision(NamedTuple):
     state: AccountState
     changes: tuple[AccountStageChange, ...]
     duplicate: bool
+    at_horizon: bool = False
+    """The signal was older than the account's horizon and was applied there."""
 
 
-EMPTY_ACCOUNT_FOLD: Final = AccountFold(None, {}, ())
+EMPTY_SNAPSHOT: Final = Snapshot(None, {}, NO_ONE)
 
 
 def new_account(account_id: str) -> AccountState:
-    return AccountState(account_id, (), frozenset(), EMPTY_ACCOUNT_FOLD)
+    return AccountState(
+        account_id,
+        0,
+        None,
+        EMPTY_SNAPSHOT,
+        NOTHING_PUBLISHED,
+        (),
+        frozenset(),
+        AccountFold(None, {}, NO_ONE, ()),
+    )
+
+
+def restore_account(
+    account_id: str,
+    accepted: int,
+    horizon: SignalKey | None,
+    stage: str | None,
+    members: dict[str, Member],
+    published: Published,
+    tail: tuple[Signal, ...],
+    rules: Rules,
+) -> AccountState:
+    """A stored account state, from what a store keeps of it: the snapshot's tally is counted
+    again from its people, and the fold is the snapshot with the tail folded in."""
+    tally = NO_ONE
+    for member in members.values():
+        if member.present:
+            tally = _counted(tally, member, 1, rules)
+    snapshot = Snapshot(stage, members, tally)
+    return AccountState(
+        account_id,
+        accepted,
+        horizon,
+        snapshot,
+        published,
+        tail,
+        frozenset((signal.lead_id, signal.revision) for signal in tail),
+        _refold(snapshot, tail, rules),
+    )
+
+
+def members_of(state: AccountState) -> dict[str, Member]:
+    """The account's people now, by lead id."""
+    members = {**state.snapshot.members, **state.fold.changed}
+    return {lead_id: member for lead_id, member in members.items() if member.present}
 
 
 # The lead side.
@@ -173,7 +280,7 @@ def account_of(profile: dict[str, object], rules: Rules) -> str | None:
 
 
 def _facts(state: LeadState | None, rules: Rules) -> _LeadFacts | None:
-    if state is None or not state.history:
+    if state is None or not state.tail:
         return None
     fold = state.fold
     return _LeadFacts(
@@ -196,7 +303,7 @@ def signals_of(
     new = _facts(after, rules)
     if new is None or new == old:
         return ()
-    latest = after.history[-1]
+    latest = after.tail[-1]
     lead_change = next(
         (change.change_id for change in reversed(decision.changes) if not change.retracted), None
     )
@@ -207,7 +314,7 @@ def signals_of(
         return Signal(
             account_id,
             after.lead_id,
-            len(after.history),
+            after.accepted,
             at,
             event.event_id,
             lead_change,
@@ -234,78 +341,141 @@ def decide_account(state: AccountState | None, signal: Signal, rules: Rules) -> 
         state = new_account(signal.account_id)
     elif (signal.lead_id, signal.revision) in state.seen:
         return AccountDecision(state, (), True)
+    key = _order(signal)
+    horizon = state.horizon
+    if horizon is not None and key <= horizon:
+        return _apply_at_horizon(state, signal, horizon, rules)
+    tail = state.tail
     seen = state.seen | {(signal.lead_id, signal.revision)}
-    signals = state.signals
-    if not signals or _order(signal) > _order(signals[-1]):
-        fold = _step(state.fold, signal, rules)
-        after = AccountState(state.account_id, (*signals, signal), seen, fold)
-        first_new = len(state.fold.transitions)
-        found = identities(fold.transitions)
-        published = tuple(
-            _record(after, found[seq], seq, fold.transitions[seq], False, rules)
-            for seq in range(first_new, len(fold.transitions))
+    snapshot = state.snapshot
+    if not tail or key > _order(tail[-1]):
+        fold = _step(state.fold, signal, snapshot.members, rules, False)
+        after = state._replace(
+            accepted=state.accepted + 1, tail=(*tail, signal), seen=seen, fold=fold
         )
-        return AccountDecision(after, published, False)
-    late = bisect.bisect_right(signals, _order(signal), key=_order)
-    signals = (*signals[:late], signal, *signals[late:])
-    before = _fold_before(state.fold, signals[:late], signal)
-    fold, refolded = (
-        (before, signals[late:]) if before is not None else (EMPTY_ACCOUNT_FOLD, signals)
-    )
-    for each in refolded:
-        fold = _step(fold, each, rules)
-    after = AccountState(state.account_id, signals, seen, fold)
-    return AccountDecision(
-        after,
-        tuple(
-            _record(after, identity, seq, transition, retracted, rules)
-            for identity, seq, transition, retracted in rewrites(
-                state.fold.transitions, fold.transitions
+        found = identities(fold.transitions, state.published)
+        first = len(state.fold.transitions)
+        changes = tuple(
+            _record(
+                after,
+                found[seq],
+                state.published.changes + seq,
+                fold.transitions[seq],
+                False,
+                rules,
             )
-        ),
-        False,
+            for seq in range(first, len(fold.transitions))
+        )
+    else:
+        at = bisect.bisect_right(tail, key, key=_order)
+        tail = (*tail[:at], signal, *tail[at:])
+        fold = _refold(snapshot, tail, rules)
+        after = state._replace(accepted=state.accepted + 1, tail=tail, seen=seen, fold=fold)
+        changes = _rewritten(state.fold.transitions, after, fold.transitions, rules)
+    return AccountDecision(_compact(after, rules), changes, False)
+
+
+def _apply_at_horizon(
+    state: AccountState, signal: Signal, horizon: SignalKey, rules: Rules
+) -> AccountDecision:
+    changed = state.fold.changed
+    lead_id = signal.lead_id
+    current = changed[lead_id] if lead_id in changed else state.snapshot.members.get(lead_id)
+    if current is not None and current.revision >= signal.revision:
+        return AccountDecision(state, (), True)  # the account knows this lead's facts already
+    moved = signal._replace(occurred_at=horizon[0])
+    snapshot = state.snapshot
+    at_horizon = _step(
+        AccountFold(snapshot.stage, {}, snapshot.tally, ()), moved, snapshot.members, rules, True
+    )
+    members = {**snapshot.members, **at_horizon.changed}
+    snapshot = Snapshot(at_horizon.stage, members, at_horizon.tally)
+    fold = _refold(snapshot, state.tail, rules)
+    after = state._replace(
+        accepted=state.accepted + 1,
+        snapshot=snapshot,
+        published=summarize(state.published, at_horizon.transitions),
+        fold=fold,
+    )
+    changes = _rewritten(
+        state.fold.transitions,
+        after,
+        (*at_horizon.transitions, *fold.transitions),
+        rules,
+        start=state.published,
+    )
+    return AccountDecision(after, changes, False, True)
+
+
+def _rewritten(
+    old: tuple[AccountTransition, ...],
+    after: AccountState,
+    new: tuple[AccountTransition, ...],
+    rules: Rules,
+    start: Published | None = None,
+) -> tuple[AccountStageChange, ...]:
+    return tuple(
+        _record(after, identity, seq, transition, retracted, rules)
+        for identity, seq, transition, retracted in rewrites(
+            old, new, after.published if start is None else start
+        )
     )
 
 
-def _fold_before(
-    fold: AccountFold, earlier: tuple[Signal, ...], late: Signal
-) -> AccountFold | None:
-    """The fold of the `earlier` signals, taken from `fold` (theirs and later ones'), so that a
-    late signal refolds only what comes after it; None when that cannot be told apart.
-
-    A transition is stamped with the instant and lead of the signal that made it, and signals
-    are folded in that order: the transitions from before `late` are those stamped earlier.
-    A transition of the same lead at the same instant may come from a signal on either side."""
-    cut = (late.occurred_at, late.lead_id)
-    kept = 0
-    for transition in fold.transitions:
-        stamp = (transition.at, transition.lead_id)
-        if stamp == cut:
-            return None
-        if stamp > cut:
-            break
-        kept += 1
-    members: dict[str, Member] = {}
-    for signal in earlier:
-        _join_or_leave(members, signal)
-    transitions = fold.transitions[:kept]
-    stage = transitions[-1].to_stage if transitions else EMPTY_ACCOUNT_FOLD.stage
-    return AccountFold(stage, members, transitions)
+def _refold(snapshot: Snapshot, signals: tuple[Signal, ...], rules: Rules) -> AccountFold:
+    fold = AccountFold(snapshot.stage, {}, snapshot.tally, ())
+    # One working dict of the people changed, filled in place: refolding a long tail must not
+    # copy it at every signal.
+    changed: dict[str, Member] = {}
+    for signal in signals:
+        fold = _step(fold, signal, snapshot.members, rules, False, changed)
+    return fold
 
 
-def _order(signal: Signal) -> tuple[int, str, int]:
+def _compact(state: AccountState, rules: Rules) -> AccountState:
+    """Fold into the snapshot the oldest signals once the tail holds more than the most kept
+    (down to three quarters of it, so that a busy account compacts once every quarter of the
+    limit). The bound is a count, not a time: an account's signals come from every partition of
+    the leads, and how far apart partitions are in event time depends on how the workers drain
+    them, not on the data. The fold, and every later decision within the bound, stays what it
+    was."""
+    tail = state.tail
+    limit = rules.state.account_signals
+    if len(tail) <= limit:
+        return state
+    cut = len(tail) - limit * 3 // 4
+    compacted, kept = tail[:cut], tail[cut:]
+    snapshot = state.snapshot
+    folded = _refold(snapshot, compacted, rules)
+    members = {**snapshot.members, **folded.changed}
+    still_changed = {signal.lead_id for signal in kept}
+    fold = state.fold
+    return state._replace(
+        horizon=_order(compacted[-1]),
+        snapshot=Snapshot(folded.stage, members, folded.tally),
+        published=summarize(state.published, folded.transitions),
+        tail=kept,
+        seen=frozenset((signal.lead_id, signal.revision) for signal in kept),
+        fold=fold._replace(
+            changed={k: v for k, v in fold.changed.items() if k in still_changed},
+            transitions=fold.transitions[len(folded.transitions) :],
+        ),
+    )
+
+
+def _order(signal: Signal) -> SignalKey:
     return (signal.occurred_at, signal.lead_id, signal.revision)
 
 
 def makeup_at(members: dict[str, Member], at: int, rules: Rules) -> Makeup:
     """The account's make-up at event time `at` (>= every member's latest signal)."""
     people = leads = mqls = sqls = customers = decision_makers = 0
-    engagement = 0.0
     seniorities = []
     deciders = rules.accounts.decision_maker_seniorities
-    # Sorted by lead id: a float sum in a fixed order gives the same bits on every replay.
-    for lead_id in sorted(members):
-        stage, seniority, score, since = members[lead_id]
+    for member in members.values():
+        if not member.present:
+            continue
+        stage, seniority = member.stage, member.seniority
         people += 1
         leads += stage in LEAD_OR_FURTHER
         mqls += stage in MQL_OR_FURTHER
@@ -313,36 +483,92 @@ def makeup_at(members: dict[str, Member], at: int, rules: Rules) -> Makeup:
         customers += stage in CUSTOMERS
         if seniority is not None:
             seniorities.append(seniority)
-        if stage == "disqualified":
-            continue  # a competitor, a student or a lost cause does not make the account warmer
-        if score:
-            engagement += score * decay_factor(at - since, rules.engagement)
-        decision_makers += seniority in deciders
+        if stage != "disqualified":
+            decision_makers += seniority in deciders
     return Makeup(
         people,
         leads,
         mqls,
         sqls,
         customers,
-        engagement,
+        engagement_of(members, at, rules),
         tuple(sorted(seniorities)),
         decision_makers,
     )
 
 
-def _step(fold: AccountFold, signal: Signal, rules: Rules) -> AccountFold:
-    members = dict(fold.members)
-    _join_or_leave(members, signal)
-    makeup = makeup_at(members, signal.occurred_at, rules)
+def engagement_of(members: dict[str, Member], at: int, rules: Rules) -> float:
+    """The sum of the people's engagement decayed to `at`, disqualified people left out."""
+    engagement = 0.0
+    # Sorted by lead id: a float sum in a fixed order gives the same bits on every replay.
+    for lead_id in sorted(members):
+        present, stage, _, score, since, _ = members[lead_id]
+        if present and stage != "disqualified" and score:
+            engagement += score * decay_factor(at - since, rules.engagement)
+    return engagement
+
+
+def _counted(tally: Tally, member: Member, sign: int, rules: Rules) -> Tally:
+    stage = member.stage
+    active = stage != "disqualified"
+    decider = active and member.seniority in rules.accounts.decision_maker_seniorities
+    people, leads, mqls, sqls, customers, deciders, positive = tally
+    return Tally(
+        people + sign,
+        leads + sign * (stage in LEAD_OR_FURTHER),
+        mqls + sign * (stage in MQL_OR_FURTHER),
+        sqls + sign * (stage in SQL_OR_FURTHER),
+        customers + sign * (stage in CUSTOMERS),
+        deciders + sign * decider,
+        (positive + sign * math.ceil(max(member.engagement, 0.0) * 1e6)) if active else positive,
+    )
+
+
+def _step(
+    fold: AccountFold,
+    signal: Signal,
+    snapshot_members: dict[str, Member],
+    rules: Rules,
+    at_horizon: bool,
+    working: dict[str, Member] | None = None,
+) -> AccountFold:
+    """Fold one signal (the latest in sort order). `working`, when given, is `fold.changed`
+    itself, owned by the caller and updated in place."""
+    lead_id = signal.lead_id
+    changed = fold.changed
+    old = changed[lead_id] if lead_id in changed else snapshot_members.get(lead_id)
+    new = Member(
+        signal.member,
+        signal.stage,
+        signal.seniority,
+        signal.engagement_score,
+        signal.occurred_at,
+        signal.revision,
+    )
+    tally = fold.tally
+    if old is not None and old.present:
+        tally = _counted(tally, old, -1, rules)
+    if new.present:
+        tally = _counted(tally, new, 1, rules)
+    if working is None:
+        changed = {**changed, lead_id: new}
+    else:
+        working[lead_id] = new
+        changed = working
     stage = fold.stage
-    transitions = fold.transitions
-    reached = _reached(makeup, rules)
+    reached = _reached(tally, stage, signal.occurred_at, snapshot_members, changed, rules)
+    if not reached:
+        return AccountFold(stage, changed, tally, fold.transitions)
     start = ACCOUNT_STAGE_ORDER.index(stage) + 1 if stage is not None else 0
-    top = max((ACCOUNT_STAGE_ORDER.index(s) for s in reached), default=-1)
+    top = max(ACCOUNT_STAGE_ORDER.index(s) for s in reached)
+    if top < start:
+        return AccountFold(stage, changed, tally, fold.transitions)
+    makeup = makeup_at(_merged(snapshot_members, changed), signal.occurred_at, rules)
     # A stage implies those below it: an account that becomes sales-ready at once is engaged at
     # that moment too (by the rule that made it sales-ready, if no engaged rule holds), so every
     # account's path is engaged -> sales_ready -> customer and times between stages add up.
-    target_rule = reached[ACCOUNT_STAGE_ORDER[top]] if top >= 0 else ""
+    target_rule = reached[ACCOUNT_STAGE_ORDER[top]]
+    transitions = fold.transitions
     for to_stage in ACCOUNT_STAGE_ORDER[start : top + 1]:
         rule = reached.get(to_stage, target_rule)
         transitions = (
@@ -352,38 +578,44 @@ def _step(fold: AccountFold, signal: Signal, rules: Rules) -> AccountFold:
                 to_stage,
                 signal.occurred_at,
                 rule,
-                signal.lead_id,
+                lead_id,
                 signal.causation_event_id,
                 signal.causation_change_id,
                 makeup,
+                at_horizon,
             ),
         )
         stage = to_stage
-    return AccountFold(stage, members, transitions)
+    return AccountFold(stage, changed, tally, transitions)
 
 
-def _join_or_leave(members: dict[str, Member], signal: Signal) -> None:
-    if signal.member:
-        members[signal.lead_id] = Member(
-            signal.stage, signal.seniority, signal.engagement_score, signal.occurred_at
-        )
-    else:
-        members.pop(signal.lead_id, None)
+def _merged(snapshot_members: dict[str, Member], changed: dict[str, Member]) -> dict[str, Member]:
+    return {**snapshot_members, **changed} if changed else snapshot_members
 
 
-def _reached(makeup: Makeup, rules: Rules) -> dict[str, str]:
-    """The stages whose rules hold for this make-up, with the rule that holds (first listed)."""
+def _reached(
+    tally: Tally,
+    stage: str | None,
+    at: int,
+    snapshot_members: dict[str, Member],
+    changed: dict[str, Member],
+    rules: Rules,
+) -> dict[str, str]:
+    """The stages whose rules hold now, with the rule that holds (first listed)."""
     accounts = rules.accounts
     reached = {}
-    if makeup.engagement >= accounts.engaged_threshold:
-        reached["engaged"] = "account.engaged_score"
-    elif makeup.leads >= accounts.engaged_min_leads:
+    # Engagement only decides the first stage; it is summed only while it could reach it.
+    if stage is None and tally.positive >= accounts.engaged_threshold * 1e6:
+        engagement = engagement_of(_merged(snapshot_members, changed), at, rules)
+        if engagement >= accounts.engaged_threshold:
+            reached["engaged"] = "account.engaged_score"
+    if "engaged" not in reached and tally.leads >= accounts.engaged_min_leads:
         reached["engaged"] = "account.engaged_people"
-    if makeup.mqls >= accounts.sales_ready_min_mqls:
+    if tally.mqls >= accounts.sales_ready_min_mqls:
         reached["sales_ready"] = "account.sales_ready_mqls"
-    elif makeup.mqls >= 1 and makeup.decision_makers >= 1:
+    elif tally.mqls >= 1 and tally.decision_makers >= 1:
         reached["sales_ready"] = "account.sales_ready_decision_maker"
-    if makeup.customers >= 1:
+    if tally.customers >= 1:
         reached["customer"] = "account.customer"
     return reached
 
@@ -420,6 +652,7 @@ def _record(
         round(makeup.engagement, 3),
         makeup.seniorities,
         sequence,
-        len(state.signals),
+        state.accepted,
         retracted,
+        transition.at_horizon,
     )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import NamedTuple
 
-from streams.core.lifecycle import LeadState, Rank, Transition, engagement_at, trace
+from streams.core.lifecycle import Attribution, Entry, Rank, Transition, engagement_at, trace
 from streams.core.revisions import instant_of
 from streams.core.rules import Rules
 from streams.core.scoring import engagement_points
@@ -26,10 +26,13 @@ class ExplainedEvent(NamedTuple):
     changes: tuple[Transition, ...]
 
 
-def explain(state: LeadState, rules: Rules) -> Iterator[ExplainedEvent]:
-    """The lead's history as the rules saw it."""
+def explain(
+    entries: Sequence[Entry], attribution: Attribution | None, rules: Rules
+) -> Iterator[ExplainedEvent]:
+    """A lead's history as the rules saw it: `entries` are every event it accepted, sorted
+    (those a replay folded into its snapshot, then its tail)."""
     seen = 0
-    for entry, fold in trace(state, rules):
+    for entry, fold in trace(entries, attribution, rules):
         points = None
         if entry.rank == Rank.ENGAGEMENT:
             points = engagement_points(entry.type, entry.detail, rules.engagement)

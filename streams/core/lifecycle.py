@@ -6,21 +6,40 @@ order), then `event_id`. `decide(state, event, rules)` returns the next state an
 changes to publish; it never reads a clock, a random source or anything but its arguments.
 
 - An event in order (the usual case) extends the fold by one step.
-- An event that arrives late is inserted at its own time and the lead is refolded. The changes
-  whose content the refold alters are published again with a higher revision; those that no
-  longer happen are published as retracted. Keyed by `change_id`, the latest revision of every
-  change therefore equals the fold of the sorted log, whatever the arrival order.
+- An event that arrives late is inserted at its own time and the lead's recent past is
+  refolded. The changes whose content the refold alters are published again with a higher
+  revision; those that no longer happen are published as retracted. Keyed by `change_id`, the
+  latest revision of every change therefore equals the fold of the sorted log, whatever the
+  arrival order, for every event within the bound below.
 - An event whose `event_id` was already accepted changes nothing.
+
+The state stays small whatever the lead's history: it keeps in detail (its `tail`) only its
+events of the last `state.allowed_lateness_days` of event time, counted back from its second
+newest event, and at most `state.lead_events` of them; the older ones are folded into a snapshot
+(`base`, with `published` counting the stage changes they made). An event that sorts at or
+before the newest event in the snapshot (the `horizon`) cannot be applied at its own time any
+more: the decision says `too_late` and nothing changes (the worker dead-letters it). That is
+also what becomes of a duplicate of an event already folded into the snapshot.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import bisect
+from collections.abc import Iterator, Sequence
 from enum import IntEnum
 from typing import Any, Final, NamedTuple
 
 from schemas.events import SALES_TYPES, Event
-from streams.core.revisions import Identity, derived_id, identities, micros_of, rewrites
+from streams.core.revisions import (
+    NOTHING_PUBLISHED,
+    Identity,
+    Published,
+    derived_id,
+    identities,
+    micros_of,
+    rewrites,
+    summarize,
+)
 from streams.core.rules import Rules
 from streams.core.scoring import (
     add_engagement,
@@ -130,19 +149,32 @@ class Fold(NamedTuple):
     engagement_at: int
     bant: dict[str, bool | None] | None
     transitions: tuple[Transition, ...]
+    """The stage changes made by the events in detail (a snapshot's are only counted)."""
 
 
 EMPTY_FOLD: Final = Fold(None, {}, 0.0, None, None, False, {}, 0.0, 0, None, ())
 
+Key = tuple[int, int, str]
+"""How entries sort: (at, rank, event_id)."""
+
 
 class LeadState(NamedTuple):
-    """A lead's whole state: its sorted accepted events and their fold."""
+    """A lead's state: a snapshot of its older events, its recent ones in detail, their fold."""
 
     lead_id: str
-    history: tuple[Entry, ...]
-    event_ids: frozenset[str]
+    accepted: int
+    """Events accepted, all time: the revision of the changes the last one published."""
+    horizon: Key | None
+    """The sort key of the newest event folded into `base`; None while every event is kept."""
+    base: Fold
+    """The fold of the events up to the horizon; its transitions are in `published`."""
+    published: Published
     attribution: Attribution | None
+    tail: tuple[Entry, ...]
+    """The events after the horizon, sorted."""
+    tail_ids: frozenset[str]
     fold: Fold
+    """`base` folded with `tail`: what the rules read now."""
 
 
 class Decision(NamedTuple):
@@ -151,34 +183,131 @@ class Decision(NamedTuple):
     state: LeadState
     changes: tuple[LeadStageChange, ...]
     duplicate: bool
+    too_late: bool = False
+    """The event sorts before the lead's horizon: not applied (a duplicate of a snapshot
+    event, or later than the bound)."""
+    compacted: tuple[Entry, ...] = ()
+    """Entries this decision folded into the snapshot, in order (for `explain`)."""
 
 
 def new_lead(lead_id: str) -> LeadState:
     """The state of a lead leadflow has not seen yet."""
-    return LeadState(lead_id, (), frozenset(), None, EMPTY_FOLD)
+    return LeadState(
+        lead_id, 0, None, EMPTY_FOLD, NOTHING_PUBLISHED, None, (), frozenset(), EMPTY_FOLD
+    )
 
 
 def decide(state: LeadState | None, event: Event, rules: Rules) -> Decision:
     """Apply one event to a lead's state. Pure and deterministic."""
     if state is None:
         state = new_lead(event.lead_id)
-    elif event.event_id in state.event_ids:
+    elif event.event_id in state.tail_ids:
         return Decision(state, (), True)
     entry = entry_of(event)
+    horizon = state.horizon
+    if horizon is not None and entry[:3] <= horizon:
+        return Decision(state, (), False, too_late=True)
     attribution = _earlier_attribution(state.attribution, entry, event.source, event.campaign)
-    history = state.history
-    event_ids = state.event_ids | {entry.event_id}
+    tail = state.tail
+    accepted = state.accepted + 1
+    tail_ids = state.tail_ids | {entry.event_id}
     old = state.fold.transitions
-    if not history or entry > history[-1]:
-        history = (*history, entry)
+    if not tail or entry > tail[-1]:
         fold = fold_entry(state.fold, entry, attribution, rules)
-        next_state = LeadState(state.lead_id, history, event_ids, attribution, fold)
-        published = _publish(next_state, range(len(old), len(fold.transitions)), rules)
-        return Decision(next_state, published, False)
-    history = _insert_sorted(history, entry)
-    fold = refold(history, attribution, rules)
-    next_state = LeadState(state.lead_id, history, event_ids, attribution, fold)
-    return Decision(next_state, _publish_rewrite(state, next_state, rules), False)
+        after = state._replace(
+            accepted=accepted,
+            attribution=attribution,
+            tail=(*tail, entry),
+            tail_ids=tail_ids,
+            fold=fold,
+        )
+        changes = _publish(after, len(old), rules)
+    else:
+        tail = _insert_sorted(tail, entry)
+        fold = refold(state.base, tail, attribution, rules)
+        after = state._replace(
+            accepted=accepted, attribution=attribution, tail=tail, tail_ids=tail_ids, fold=fold
+        )
+        changes = _publish_rewrite(state, after, rules)
+    compacted, after = compact(after, rules)
+    return Decision(after, changes, False, False, compacted)
+
+
+def compact(state: LeadState, rules: Rules) -> tuple[tuple[Entry, ...], LeadState]:
+    """Fold into the snapshot the entries past the bound: older than the allowed lateness
+    before the second newest entry (so that one event dated far ahead of the others cannot
+    push them all out), or beyond the most entries kept (down to three quarters of it, so
+    that a busy lead compacts once every quarter of the limit, not at every event). The fold,
+    and so every later decision within the bound, stays what it was."""
+    tail = state.tail
+    limit = rules.state.lead_events
+    reference = tail[-2].at if len(tail) > 1 else tail[-1].at
+    oldest_kept = reference - rules.state.allowed_lateness_micros
+    cut = 0
+    if len(tail) > limit:
+        cut = len(tail) - limit * 3 // 4
+    if tail[0].at < oldest_kept:
+        cut = max(cut, bisect.bisect_left(tail, oldest_kept, key=_at))
+    cut = min(cut, len(tail) - 1)
+    if cut <= 0:
+        return (), state
+    compacted = tail[:cut]
+    base = state.base
+    attribution = state.attribution
+    for entry in compacted:
+        base = fold_entry(base, entry, attribution, rules)
+    made = len(base.transitions)
+    kept = tail[cut:]
+    return compacted, state._replace(
+        horizon=compacted[-1][:3],
+        base=base._replace(transitions=()),
+        published=summarize(state.published, base.transitions),
+        tail=kept,
+        tail_ids=frozenset(entry.event_id for entry in kept),
+        fold=state.fold._replace(transitions=state.fold.transitions[made:]),
+    )
+
+
+def _at(entry: Entry) -> int:
+    return entry.at
+
+
+def restore(
+    lead_id: str,
+    accepted: int,
+    horizon: Key | None,
+    base: Fold,
+    published: Published,
+    attribution: Attribution | None,
+    tail: tuple[Entry, ...],
+    rules: Rules,
+) -> LeadState:
+    """A stored lead state, from what a store keeps of it: the snapshot's fit and exclusion are
+    read again from its profile, and the fold is the snapshot with the tail folded in, so a
+    state stored and reloaded decides exactly as one never stored."""
+    base = base._replace(
+        fit_score=fit_score(base.profile, rules.fit),
+        exclusion=exclusion_of(base.profile, rules.exclusions, rules.fit),
+        transitions=(),
+    )
+    return LeadState(
+        lead_id,
+        accepted,
+        horizon,
+        base,
+        published,
+        attribution,
+        tail,
+        frozenset(entry.event_id for entry in tail),
+        refold(base, tail, attribution, rules),
+    )
+
+
+def rank_of(event_type: str) -> Rank:
+    """How entries of this type sort among those of the same instant."""
+    if event_type == "profile_updated":
+        return Rank.PROFILE
+    return Rank.SALES if event_type in SALES_TYPES else Rank.ENGAGEMENT
 
 
 def entry_of(event: Event) -> Entry:
@@ -218,19 +347,24 @@ def entry_of(event: Event) -> Entry:
     return Entry(at, Rank.SALES, event.event_id, event_type, detail)
 
 
-def refold(history: tuple[Entry, ...], attribution: Attribution | None, rules: Rules) -> Fold:
-    """The fold of a whole sorted history."""
-    fold = EMPTY_FOLD
-    for entry in history:
+def refold(
+    base: Fold, entries: Sequence[Entry], attribution: Attribution | None, rules: Rules
+) -> Fold:
+    """`base` with sorted `entries` folded in."""
+    fold = base
+    for entry in entries:
         fold = fold_entry(fold, entry, attribution, rules)
     return fold
 
 
-def trace(state: LeadState, rules: Rules) -> Iterator[tuple[Entry, Fold]]:
-    """Each entry of the lead's sorted history with the fold right after it (for `explain`)."""
+def trace(
+    entries: Sequence[Entry], attribution: Attribution | None, rules: Rules
+) -> Iterator[tuple[Entry, Fold]]:
+    """Each of a lead's sorted entries, from its first, with the fold right after it (for
+    `explain`: the entries a replay compacted, then its tail)."""
     fold = EMPTY_FOLD
-    for entry in state.history:
-        fold = fold_entry(fold, entry, state.attribution, rules)
+    for entry in entries:
+        fold = fold_entry(fold, entry, attribution, rules)
         yield entry, fold
 
 
@@ -413,15 +547,17 @@ def change_id(lead_id: str, from_stage: str | None, to_stage: str, occurrence: i
     return derived_id(lead_id, from_stage or "", to_stage, str(occurrence))
 
 
-def _publish(state: LeadState, sequences: range, rules: Rules) -> tuple[LeadStageChange, ...]:
-    if not sequences:
-        return ()
+def _publish(state: LeadState, first_new: int, rules: Rules) -> tuple[LeadStageChange, ...]:
     transitions = state.fold.transitions
-    found = identities(transitions)
-    revision = len(state.history)
+    if first_new == len(transitions):
+        return ()
+    found = identities(transitions, state.published)
+    offset = state.published.changes
     return tuple(
-        _stage_change(state.lead_id, found[seq], seq, transitions[seq], revision, False, rules)
-        for seq in sequences
+        _stage_change(
+            state.lead_id, found[seq], offset + seq, transitions[seq], state.accepted, False, rules
+        )
+        for seq in range(first_new, len(transitions))
     )
 
 
@@ -429,11 +565,10 @@ def _publish_rewrite(
     before: LeadState, after: LeadState, rules: Rules
 ) -> tuple[LeadStageChange, ...]:
     """Changes to publish after a refold: retractions first, then new or altered changes."""
-    revision = len(after.history)
     return tuple(
-        _stage_change(after.lead_id, identity, seq, transition, revision, retracted, rules)
+        _stage_change(after.lead_id, identity, seq, transition, after.accepted, retracted, rules)
         for identity, seq, transition, retracted in rewrites(
-            before.fold.transitions, after.fold.transitions
+            before.fold.transitions, after.fold.transitions, after.published
         )
     )
 

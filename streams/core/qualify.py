@@ -10,7 +10,8 @@ from typing import NamedTuple
 
 from schemas.events import Event
 from streams.core.accounts import Signal, signals_of
-from streams.core.lifecycle import LeadStageChange, LeadState, decide
+from streams.core.lifecycle import Entry, LeadStageChange, LeadState, decide
+from streams.core.revisions import instant_of
 from streams.core.rules import Rules
 
 
@@ -22,11 +23,33 @@ class Qualified(NamedTuple):
     signals: tuple[Signal, ...]
     duplicate: bool
     """The lead had accepted this event_id already: nothing changed."""
+    too_late: str | None = None
+    """Why the event was not applied, when it sorts before the lead's horizon."""
+    compacted: tuple[Entry, ...] = ()
+    """The entries folded into the lead's snapshot by this event (for `explain`)."""
 
 
 def qualify(state: LeadState | None, event: Event, rules: Rules, accounts: bool) -> Qualified:
     """Apply `event` to its lead's `state`; with `accounts`, also the signals for its account(s)
     (the account view reads them). Pure and deterministic."""
     decision = decide(state, event, rules)
+    if decision.too_late:
+        assert state is not None and state.horizon is not None
+        return Qualified(state, (), (), False, too_late_reason(state, event, rules))
     signals = signals_of(state, event, decision, rules) if accounts else ()
-    return Qualified(decision.state, decision.changes, signals, decision.duplicate)
+    return Qualified(
+        decision.state, decision.changes, signals, decision.duplicate, None, decision.compacted
+    )
+
+
+def too_late_reason(state: LeadState, event: Event, rules: Rules) -> str:
+    """Why an event that sorts before its lead's horizon was not applied, in one line."""
+    assert state.horizon is not None
+    bound = rules.state
+    horizon = instant_of(state.horizon[0]).isoformat().replace("+00:00", "Z")
+    return (
+        f"too late: lead {state.lead_id} keeps its events of the last "
+        f"{bound.allowed_lateness_days:g} days (at most {bound.lead_events}) and folded the "
+        f"older ones into a snapshot, up to {horizon}; this event sorts before that (a "
+        "duplicate of an event in the snapshot, or later than the bound)"
+    )

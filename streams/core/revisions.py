@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final, Protocol, TypeVar
+from typing import Final, NamedTuple, Protocol, TypeVar
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
@@ -50,33 +50,65 @@ _T = TypeVar("_T", bound=Transitioned)
 _R = TypeVar("_R")
 
 
-def identities(transitions: Sequence[Transitioned]) -> list[Identity]:
-    """The identity of each transition: its stages, and how many times that pair came before."""
-    seen: dict[tuple[str | None, str], int] = {}
+class Published(NamedTuple):
+    """The transitions a snapshot holds only as a count: how many, and how many of each pair
+    of stages, so that the changes after it keep their sequences and ids."""
+
+    changes: int
+    pairs: dict[tuple[str | None, str], int]
+
+
+NOTHING_PUBLISHED: Final = Published(0, {})
+
+
+def summarize(start: Published, transitions: Sequence[Transitioned]) -> Published:
+    """`start` with `transitions` folded in."""
+    if not transitions:
+        return start
+    pairs = dict(start.pairs)
+    for transition in transitions:
+        pair = (transition.from_stage, transition.to_stage)
+        pairs[pair] = pairs.get(pair, 0) + 1
+    return Published(start.changes + len(transitions), pairs)
+
+
+def identities(
+    transitions: Sequence[Transitioned], start: Published = NOTHING_PUBLISHED
+) -> list[Identity]:
+    """The identity of each transition after `start`: its stages, and how many times that
+    pair came before."""
+    seen = start.pairs
+    counted: dict[tuple[str | None, str], int] = {}
     found = []
     for transition in transitions:
         pair = (transition.from_stage, transition.to_stage)
-        occurrence = seen.get(pair, 0)
-        seen[pair] = occurrence + 1
+        occurrence = counted.get(pair)
+        if occurrence is None:
+            occurrence = seen.get(pair, 0)
+        counted[pair] = occurrence + 1
         found.append((*pair, occurrence))
     return found
 
 
-def rewrites(old: Sequence[_T], new: Sequence[_T]) -> list[tuple[Identity, int, _T, bool]]:
-    """What to publish after a refold turned transitions `old` into `new`: (identity, sequence,
-    transition, retracted), retractions first, then the new or altered transitions."""
+def rewrites(
+    old: Sequence[_T], new: Sequence[_T], start: Published = NOTHING_PUBLISHED
+) -> list[tuple[Identity, int, _T, bool]]:
+    """What to publish after a refold turned the transitions after `start` from `old` into
+    `new`: (identity, sequence, transition, retracted), retractions first, then the new or
+    altered transitions."""
+    first = start.changes
     before = {
-        identity: (seq, transition)
-        for seq, (identity, transition) in enumerate(zip(identities(old), old, strict=True))
+        identity: (first + seq, transition)
+        for seq, (identity, transition) in enumerate(zip(identities(old, start), old, strict=True))
     }
-    after = identities(new)
+    after = identities(new, start)
     still_there = set(after)
     published = [
         (identity, seq, transition, True)
         for identity, (seq, transition) in before.items()
         if identity not in still_there
     ]
-    for seq, (identity, transition) in enumerate(zip(after, new, strict=True)):
+    for seq, (identity, transition) in enumerate(zip(after, new, strict=True), start=first):
         if before.get(identity) != (seq, transition):
             published.append((identity, seq, transition, False))
     return published

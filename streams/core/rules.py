@@ -191,6 +191,24 @@ class AccountRules(_Section):
         return frozenset(v.strip().lower() for v in value)
 
 
+class StateRules(_Section):
+    """How much of each lead's and account's past leadflow keeps in detail (docs/rules.md).
+
+    A lead keeps its events of the last `allowed_lateness_days` (event time, back from its
+    second newest event), at most `lead_events` of them; older ones are folded into a
+    snapshot. An event that sorts before the oldest one kept is too late: it goes to the dead
+    letters. An account keeps its latest `account_signals` signals; a signal older than the
+    oldest one kept is applied at that moment instead of its own."""
+
+    allowed_lateness_days: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 7.0
+    lead_events: Annotated[int, Field(ge=4, le=4096)] = 64
+    account_signals: Annotated[int, Field(ge=4, le=65536)] = 256
+
+    @cached_property
+    def allowed_lateness_micros(self) -> int:
+        return round(self.allowed_lateness_days * 86_400_000_000)
+
+
 class Rules(_Section):
     """The whole rules file, validated. `rules_version` is what stage changes cite."""
 
@@ -205,6 +223,7 @@ class Rules(_Section):
     accounts: AccountRules = AccountRules(
         engaged_threshold=60.0, engaged_min_leads=2, sales_ready_min_mqls=2
     )
+    state: StateRules = StateRules()
     content_digest: str = Field(default="", exclude=True)
 
     @model_validator(mode="after")

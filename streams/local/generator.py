@@ -364,3 +364,74 @@ def _micros(at: datetime) -> int:
 
 def _as_json(event: dict[str, Any]) -> dict[str, Any]:
     return {**event, "occurred_at": event["occurred_at"].isoformat().replace("+00:00", "Z")}
+
+
+# Heavy traffic: one busy lead, one big company (benchmarks and tests of bounded state).
+
+HEAVY_START: Final = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+_TOUCHES: Final = (
+    "page_view",
+    "email_open",
+    "email_click",
+    "content_download",
+    "pricing_page_view",
+)
+
+
+def _profile(lead: str, company: str, at: datetime) -> dict[str, Any]:
+    return {
+        "event_id": f"{lead}-profile",
+        "lead_id": lead,
+        "type": "profile_updated",
+        "occurred_at": at.isoformat(),
+        "properties": {
+            "email": f"{lead}@{company}",
+            "job_title": "Marketing Manager",
+            "company_size": 400,
+            "industry": "software",
+        },
+    }
+
+
+def _touch(lead: str, n: int, at: datetime, kind: str = "page_view") -> dict[str, Any]:
+    return {
+        "event_id": f"{lead}-{n}",
+        "lead_id": lead,
+        "type": kind,
+        "occurred_at": at.isoformat(),
+        "properties": {"content_category": "blog"} if kind == "content_download" else {},
+    }
+
+
+def lead_events(leads: int, per_lead: int, prefix: str) -> list[dict[str, Any]]:
+    """`leads` leads of `per_lead` events each (a profile, then page views every 30 s), in
+    event-time order."""
+    documents = []
+    for index in range(leads):
+        lead = f"{prefix}-{index}"
+        start = HEAVY_START + timedelta(seconds=index)
+        documents.append(_profile(lead, "example.com", start))
+        documents += [
+            _touch(lead, n, start + timedelta(seconds=30 * n)) for n in range(1, per_lead)
+        ]
+    return sorted(documents, key=lambda d: (d["occurred_at"], d["event_id"]))
+
+
+def account_events(companies: int, people: int, by_person: bool) -> list[dict[str, Any]]:
+    """`people` people at each of `companies` companies, a profile and 20 touches each over
+    three weeks; in event-time order, or person by person."""
+    per_person = []
+    for company in range(companies):
+        domain = f"company{company}.com"
+        for person in range(people):
+            lead = f"{domain}-p{person}"
+            start = HEAVY_START + timedelta(minutes=person)
+            events = [_profile(lead, domain, start)]
+            for n in range(1, 21):
+                at = start + timedelta(hours=25 * n)
+                events.append(_touch(lead, n, at, _TOUCHES[n % len(_TOUCHES)]))
+            per_person.append(events)
+    documents = [document for person in per_person for document in person]
+    if by_person:
+        return documents
+    return sorted(documents, key=lambda d: (d["occurred_at"], d["event_id"]))

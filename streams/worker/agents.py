@@ -86,21 +86,50 @@ class KeyedStates(Protocol):
 @dataclass
 class Batch:
     """The work of one batch of messages: outputs are sent as messages are applied, and each
-    key's latest state is kept here until `finish` writes it."""
+    key's latest state is kept here, as its agent holds it, until `finish` encodes it once and
+    writes it."""
 
     table: KeyedStates
     sent: list[Awaitable[Any]] = field(default_factory=list)
-    states: dict[bytes, tuple[bytes, Consumed]] = field(default_factory=dict)
+    states: dict[bytes, tuple[Any, Consumed, Callable[[Any], bytes] | None, bytes | None]] = field(
+        default_factory=dict
+    )
+    """Each key's latest state: its object (or bytes), the function that encodes it, and its
+    bytes when they are known already."""
     applied: list[float] = field(default_factory=list)
     """Kafka timestamps of the messages applied (for the latency metric)."""
+    sizes: dict[bytes, int] = field(default_factory=dict)
+    """An upper bound of the encoded size of a key's latest state (accounts)."""
 
     def read(self, consumed: Consumed, key: bytes) -> bytes | None:
+        """The key's stored bytes (what the table has, or what this batch wrote as bytes)."""
         if key in self.states:
-            return self.states[key][0]
+            value, _, encode, encoded = self.states[key]
+            if encode is None:
+                return value  # type: ignore[no-any-return]
+            if encoded is not None:
+                return encoded
         return self.table.get_for(consumed, key)
 
+    def held(self, key: bytes) -> Any:
+        """The state this batch keeps for `key` as an object, or None."""
+        found = self.states.get(key)
+        return found[0] if found is not None and found[2] is not None else None
+
     def write(self, consumed: Consumed, key: bytes, value: bytes) -> None:
-        self.states[key] = (value, consumed)
+        self.states[key] = (value, consumed, None, None)
+
+    def keep(
+        self,
+        consumed: Consumed,
+        key: bytes,
+        state: Any,
+        encode: Callable[[Any], bytes],
+        encoded: bytes | None = None,
+    ) -> None:
+        """Keep `state` for `key`; `finish` encodes it (unless `encoded` already is), once,
+        however many messages changed it."""
+        self.states[key] = (state, consumed, encode, encoded)
 
     async def send(self, send: Send, **message: Any) -> None:
         self.sent.append(await send(**message))
@@ -108,12 +137,12 @@ class Batch:
     async def finish(self) -> None:
         """Wait for every output, then write the states and wait for their changelog records."""
         await asyncio.gather(*self.sent)
-        await asyncio.gather(
-            *(
-                self.table.put_for(consumed, key, value)
-                for key, (value, consumed) in self.states.items()
-            )
-        )
+        writes = []
+        for key, (value, consumed, encode, encoded) in self.states.items():
+            if encode is not None:
+                value = encoded if encoded is not None else encode(value)
+            writes.append(self.table.put_for(consumed, key, value))
+        await asyncio.gather(*writes)
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -134,6 +163,7 @@ class LeadQualifier:
     partitions: int
     max_event_bytes: int
     metrics: PipelineMetrics
+    max_state_bytes: int
     send_account_signal: Send | None = None
     """Where the lead's account facts go; None when the account view is off."""
     positions: dict[int, int] = field(default_factory=dict)
@@ -160,26 +190,39 @@ class LeadQualifier:
             await batch.send(self.send_event, key=lead_key, value=raw, partition=home)
             self.metrics.rerouted.inc()
             return
-        stored = batch.read(consumed, lead_key)
+        stored = batch.read(consumed, lead_key) if batch.held(lead_key) is None else None
         try:
             # Everything this event leads to is worked out (and encoded) before any of it is
             # sent, so an event the code cannot handle leaves its lead exactly as it was.
-            state = decode_state(stored) if stored is not None else None
+            state = batch.held(lead_key)
+            if state is None and stored is not None:
+                state = decode_state(stored, event.lead_id, self.rules)
             qualified = qualify(state, event, self.rules, self.send_account_signal is not None)
+            unchanged = qualified.duplicate or qualified.too_late is not None
             changes = [(change, encode_change(change)) for change in qualified.changes]
             signals = [
                 (signal.account_id.encode(), encode_account_signal(signal))
                 for signal in qualified.signals
             ]
-            new_state = stored if qualified.duplicate else encode_state(qualified.state)
+            new_state = None if unchanged else encode_state(qualified.state)
         except Exception as exc:  # a bug must not stop the pipeline: keep the event for replay
             log.exception("the core failed on event %s", event.event_id)
             await self.dead_letter(batch, message, "internal_error", f"{type(exc).__name__}: {exc}")
             return
-        if qualified.duplicate:
-            self.metrics.duplicates.inc()
-            assert new_state is not None  # only a known lead has seen an event before
-            batch.write(consumed, lead_key, new_state)
+        if unchanged:
+            # Written again all the same: the crash behind a redelivery may have lost the
+            # changelog record of the state this worker's store already had.
+            batch.keep(consumed, lead_key, qualified.state, encode_state, stored)
+            if qualified.duplicate:
+                self.metrics.duplicates.inc()
+            else:
+                assert qualified.too_late is not None
+                await self.dead_letter(batch, message, "too_late", qualified.too_late)
+            return
+        assert new_state is not None
+        if len(new_state) > self.max_state_bytes:
+            reason = _too_large("lead", event.lead_id, len(new_state), self.max_state_bytes)
+            await self.dead_letter(batch, message, "state_too_large", reason)
             return
         for change, value in changes:
             await batch.send(self.send_change, key=lead_key, value=value)
@@ -197,8 +240,7 @@ class LeadQualifier:
                     partition=partition_for(account_key, self.partitions),
                 )
             self.metrics.account_signals.labels("sent").inc(len(signals))
-        assert new_state is not None
-        batch.write(consumed, lead_key, new_state)
+        batch.keep(consumed, lead_key, qualified.state, encode_state, new_state)
         self.metrics.events_applied.inc()
         if message.timestamp:
             batch.applied.append(message.timestamp)
@@ -225,6 +267,7 @@ class AccountRollup:
     send_signal: Send
     partitions: int
     metrics: PipelineMetrics
+    max_state_bytes: int
 
     async def apply(self, consumed: Consumed, batch: Batch) -> None:
         """Apply one signal within `batch`."""
@@ -241,33 +284,57 @@ class AccountRollup:
             await batch.send(self.send_signal, key=account_key, value=message.value, partition=home)
             self.metrics.rerouted.inc()
             return
-        stored = batch.read(consumed, account_key)
+        held = batch.held(account_key)
+        stored = batch.read(consumed, account_key) if held is None else None
         try:
-            state = decode_account_state(stored) if stored is not None else None
+            state = held
+            if state is None and stored is not None:
+                state = decode_account_state(stored, signal.account_id, self.rules)
             decision = decide_account(state, signal, self.rules)
             changes = [(change, encode_account_change(change)) for change in decision.changes]
-            new_state = stored if decision.duplicate else encode_account_state(decision.state)
+            encoded = None
+            # An account's state grows with its people: encoded once per batch, not per signal,
+            # and checked against the limit only once it could be near it.
+            size = batch.sizes.get(account_key, len(stored) if stored is not None else 0)
+            size += 2 * len(signal.lead_id) + 160
+            if size > self.max_state_bytes:
+                encoded = encode_account_state(decision.state)
+                size = len(encoded)
         except Exception as exc:  # a bug must not stop the pipeline: keep the signal
             log.exception("the account core failed on a signal of lead %s", signal.lead_id)
             await self.dead_letter(batch, message, "internal_error", f"{type(exc).__name__}: {exc}")
             return
         self.metrics.account_signals.labels("received").inc()
-        assert new_state is not None  # only a known account has seen a signal before
         if decision.duplicate:
-            batch.write(consumed, account_key, new_state)
+            batch.keep(consumed, account_key, decision.state, encode_account_state, stored)
             return
+        if size > self.max_state_bytes:
+            reason = _too_large("account", signal.account_id, size, self.max_state_bytes)
+            await self.dead_letter(batch, message, "state_too_large", reason)
+            return
+        batch.sizes[account_key] = size
+        if decision.at_horizon:
+            self.metrics.account_signals.labels("at_horizon").inc()
         for change, value in changes:
             await batch.send(self.send_change, key=account_key, value=value)
             self.metrics.account_changes.labels(
                 "retracted" if change.retracted else change.to_stage
             ).inc()
-        batch.write(consumed, account_key, new_state)
+        batch.keep(consumed, account_key, decision.state, encode_account_state, encoded)
 
     async def finish(self, batch: Batch) -> None:
         await batch.finish()
 
     async def dead_letter(self, batch: Batch, message: Message, kind: str, reason: str) -> None:
         await send_dead_letter(batch, self.send_dead_letter, self.metrics, message, kind, reason)
+
+
+def _too_large(what: str, key: str, size: int, limit: int) -> str:
+    return (
+        f"state_too_large: {what} {key}'s state would take {size:,} bytes, more than "
+        f"LEADFLOW_WORKER__MAX_STATE_BYTES ({limit:,}); this message is not applied and the "
+        f"{what} stays as it was"
+    )
 
 
 async def send_dead_letter(

@@ -54,6 +54,7 @@ def create_app(
         partitions=topics.partitions,
         max_event_bytes=settings.max_event_bytes,
         metrics=metrics,
+        max_state_bytes=worker.max_state_bytes,
         send_account_signal=account_signals.send if worker.accounts else None,
     )
 
@@ -70,6 +71,7 @@ def create_app(
             send_signal=account_signals.send,
             partitions=topics.partitions,
             metrics=metrics,
+            max_state_bytes=worker.max_state_bytes,
         )
 
         @app.agent(account_signals, name="roll_up", concurrency=1)

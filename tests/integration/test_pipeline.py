@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
+import orjson
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
 from streams.core.rules import Rules
 from streams.local.broker import FETCH_MAX_WAIT
-from streams.local.generator import generate
+from streams.local.generator import account_events, generate, lead_events
 from streams.local.processes import WorkerProcess as Worker
+from streams.worker.agents import partition_for
+from tests.factories import event
 from tests.integration.harness import (
     Pipeline,
     difference,
@@ -61,11 +66,15 @@ def test_stage_changes_equal_replay_of_the_same_log(
 
 
 def wait_for_accounts(
-    pipeline: Pipeline, traffic: list[dict[str, object]], rules: Rules, timeout: float = 120
+    pipeline: Pipeline,
+    traffic: list[dict[str, object]],
+    rules: Rules,
+    timeout: float = 120,
+    minimum: int = 100,
 ) -> None:
     """Wait until the account changes in effect equal those of `replay --accounts`."""
     expected = replay_accounts(traffic, rules)
-    assert len(expected) > 100
+    assert len(expected) >= minimum
     reader = pipeline.reader(pipeline.settings.topics.account_changes)
     try:
         wait_for(
@@ -186,3 +195,67 @@ def test_two_workers_share_the_partitions_and_give_the_same_result(
     received = [worker.metrics()["leadflow_events_received_total"] for worker in pair]
     assert all(count > 0 for count in received), received
     assert sum(received) >= len(traffic)
+
+
+def test_a_heavy_lead_and_a_big_account_stop_nothing(
+    pipeline: Pipeline, rules: Rules, workers: list[Worker]
+) -> None:
+    """A bot with 20,000 page views and a company of 300 people, among ordinary leads: the
+    worker keeps going, an ordinary lead on the bot's partition still gets its stage change
+    within a second once the burst is through, and everything equals replay."""
+    bot = lead_events(1, 20_000, "bot")
+    company = account_events(1, 300, by_person=True)
+    ordinary = generate(300, seed=31)
+    worker = pipeline.worker()
+    workers.append(worker.start())
+    worker.wait_assigned()
+    pipeline.publish([*bot, *company, *ordinary])
+    reader = pipeline.reader(pipeline.settings.topics.stage_changes)
+    expected = effective(replay_bytes([*bot, *company, *ordinary], rules))
+    wait_for(
+        lambda: difference(effective(reader.values()), expected),
+        lambda diff: diff is None,
+        timeout=240,
+        what="the stage changes of the burst to equal replay",
+    )
+    wait_for_accounts(pipeline, [*bot, *company, *ordinary], rules, minimum=1)
+    # An ordinary lead on the bot's partition, after the burst.
+    bot_partition = partition_for(b"bot-0", pipeline.partitions)
+    neighbour = next(
+        f"after-{n}"
+        for n in range(1000)
+        if partition_for(f"after-{n}".encode(), 4) == bot_partition
+    )
+    signup = event("newsletter_subscribe", lead=neighbour)
+    started = time.monotonic()
+    pipeline.publish([signup])
+    found = wait_for(
+        lambda: [v for v in reader.values() if orjson.loads(v)["lead_id"] == neighbour],
+        lambda values: len(values) >= 1,
+        timeout=30,
+        what="the neighbour's stage change",
+        interval=0.02,
+    )
+    took = time.monotonic() - started
+    assert orjson.loads(found[0])["to_stage"] == "subscriber"
+    assert took < 1.0, f"the neighbour waited {took:.2f}s"
+    largest = max(len(v) for v in _changelog(pipeline, "leads"))
+    assert largest < 16 * 1024, largest
+
+
+def _changelog(pipeline: Pipeline, table: str) -> list[bytes]:
+    """Every record of a table's changelog topic (read until nothing new comes for a second)."""
+    topic = f"{pipeline.name}-{table}-changelog"
+    consumer = KafkaConsumer(bootstrap_servers=pipeline.bootstrap_servers)
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(pipeline.partitions)])
+        consumer.seek_to_beginning()
+        values: list[bytes] = []
+        quiet_until = time.monotonic() + 1
+        while time.monotonic() < quiet_until:
+            for records in consumer.poll(timeout_ms=200, max_records=50_000).values():
+                quiet_until = time.monotonic() + 1
+                values.extend(r.value for r in records if r.value is not None)
+        return values
+    finally:
+        consumer.close()

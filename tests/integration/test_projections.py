@@ -6,7 +6,7 @@ import json
 import random
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +71,15 @@ def database(clickhouse: Any) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def sample(rules: Rules) -> tuple[list[dict[str, Any]], list[bytes]]:
-    # Arrival order shuffled: many events are late, so the log has rewrites and retractions.
-    events = random.Random(7).sample(generate(600, seed=7), k=len(generate(600, seed=7)))
+    # Each event delivered up to six days late (within the rules' allowed lateness), in any
+    # interleaving: many events are late, so the log has rewrites and retractions.
+    shuffle = random.Random(7)
+    events = sorted(
+        generate(600, seed=7),
+        key=lambda e: (
+            datetime.fromisoformat(e["occurred_at"]) + timedelta(days=6 * shuffle.random())
+        ),
+    )
     return events, replay_bytes(events, rules)
 
 

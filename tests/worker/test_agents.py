@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.common.codecs import encode_account_change, encode_change
+from streams.common.codecs import decode_account_state, encode_account_change, encode_change
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
-from streams.core.accounts import AccountStageChange
+from streams.core.accounts import AccountStageChange, members_of
 from streams.core.lifecycle import LeadStageChange
 from streams.core.rules import Rules
 from streams.local.generator import generate
@@ -94,6 +94,7 @@ class Worker:
 
     rules: Rules
     accounts: bool = True
+    max_state_bytes: int = 900_000
     metrics: PipelineMetrics = field(default_factory=PipelineMetrics)
     topics: dict[str, MemoryTopic] = field(
         default_factory=lambda: defaultdict(lambda: MemoryTopic("?"))
@@ -112,6 +113,7 @@ class Worker:
             partitions=PARTITIONS,
             max_event_bytes=DEFAULT_MAX_EVENT_BYTES,
             metrics=self.metrics,
+            max_state_bytes=self.max_state_bytes,
             send_account_signal=self.topics["signals"].send if self.accounts else None,
         )
         self.rollup = AccountRollup(
@@ -121,6 +123,7 @@ class Worker:
             send_signal=self.topics["signals"].send,
             partitions=PARTITIONS,
             metrics=self.metrics,
+            max_state_bytes=self.max_state_bytes,
         )
         self.read = {"events": 0, "signals": 0}
 
@@ -281,3 +284,44 @@ def test_a_batch_stores_each_leads_latest_state_once(rules: Rules, accounts: boo
 
     asyncio.run(scenario())
     assert writes == [b"l"]
+
+
+def test_an_event_older_than_the_leads_horizon_is_dead_lettered_as_too_late(rules: Rules) -> None:
+    worker = Worker(rules, accounts=False)
+    documents = [event("page_view", days(n), lead="l") for n in range(20)]
+    late = event("deal_won", days(1), lead="l", amount=10.0, currency="EUR")
+
+    async def scenario() -> None:
+        await worker.publish([*documents, late, documents[0]])
+        await worker.drain()
+
+    asyncio.run(scenario())
+    letters = dead_letters(worker)
+    assert [d["leadflow-kind"] for d in letters] == ["too_late", "too_late"]
+    assert letters[0]["leadflow-reason"].startswith("too late: lead l keeps its events of the last")
+    assert worker.metrics.dead_letters.labels("too_late")._value.get() == 2
+
+
+def test_an_account_state_past_the_limit_dead_letters_the_signal_that_grows_it(
+    rules: Rules,
+) -> None:
+    worker = Worker(rules, max_state_bytes=2_000)
+    people = [
+        event(
+            "profile_updated", days(n / 100), lead=f"p{n}", **{**BUYER, "email": f"p{n}@acme.com"}
+        )
+        for n in range(40)
+    ]
+
+    async def scenario() -> None:
+        await worker.publish(people)
+        await worker.drain()
+
+    asyncio.run(scenario())
+    letters = dead_letters(worker)
+    assert letters and {d["leadflow-kind"] for d in letters} == {"state_too_large"}
+    assert letters[0]["leadflow-reason"].startswith("state_too_large: account acme.com's state")
+    assert all(len(v) <= 2_000 for v in worker.account_table.stored.values())
+    state = decode_account_state(worker.account_table.stored[b"acme.com"], "acme.com", rules)
+    # Every person is either in the account or in a dead letter, never silently left out.
+    assert len(members_of(state)) + len(letters) == 40

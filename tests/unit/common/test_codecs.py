@@ -1,8 +1,10 @@
+import msgpack
 import orjson
 import pytest
 
 from streams.common.codecs import decode_event, decode_state
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
+from streams.core.rules import Rules
 from streams.errors import InvalidEventError, InvalidStateError
 from tests.factories import event
 
@@ -59,8 +61,91 @@ def test_an_oversized_message_is_rejected_before_parsing() -> None:
     assert reason(raw, max_bytes=65536) == f"message too large: {len(raw)} bytes > 65536"
 
 
-def test_an_undecodable_state_is_an_error() -> None:
+def test_an_undecodable_state_is_an_error(rules: Rules) -> None:
+    with pytest.raises(InvalidStateError, match="state format 99"):
+        decode_state(msgpack.packb([99, 1, None, [], [], None, []]), "lead-1", rules)
     with pytest.raises(InvalidStateError):
-        decode_state(b"[99, 1]")
+        decode_state(b"not a state", "lead-1", rules)
     with pytest.raises(InvalidStateError):
-        decode_state(b"not json")
+        decode_state(msgpack.packb([2, 1]), "lead-1", rules)
+
+
+def test_stored_name_tables_cover_the_contract_and_only_grow_at_the_end() -> None:
+    """A stored state keeps names as their position in these tables: moving one would make
+    every stored state read wrong after an upgrade. New names go at the end."""
+    from schemas.accounts import ACCOUNT_STAGES
+    from schemas.events import EVENT_TYPES
+    from schemas.stage_changes import STAGES
+    from streams.common.codecs import STORED_ACCOUNT_STAGES, STORED_EVENT_TYPES, STORED_STAGES
+
+    as_first_stored = (
+        (
+            "subscriber",
+            "lead",
+            "mql",
+            "sql",
+            "opportunity",
+            "customer",
+            "evangelist",
+            "disqualified",
+        ),
+        (
+            "profile_updated",
+            "page_view",
+            "pricing_page_view",
+            "content_download",
+            "newsletter_subscribe",
+            "webinar_registered",
+            "webinar_attended",
+            "email_open",
+            "email_click",
+            "social_engagement",
+            "free_trial_signup",
+            "demo_request",
+            "contact_sales_request",
+            "unsubscribe",
+            "email_bounced",
+            "sales_contacted",
+            "sales_disqualified",
+            "quote_requested",
+            "deal_won",
+            "deal_lost",
+            "advocacy",
+            "lead_recycled",
+        ),
+    )
+    assert STORED_STAGES[: len(as_first_stored[0])] == as_first_stored[0]
+    assert STORED_EVENT_TYPES[: len(as_first_stored[1])] == as_first_stored[1]
+    assert set(STORED_STAGES) == set(STAGES)
+    assert set(STORED_EVENT_TYPES) == set(EVENT_TYPES)
+    assert STORED_ACCOUNT_STAGES[:3] == ("engaged", "sales_ready", "customer")
+    assert set(STORED_ACCOUNT_STAGES) == set(ACCOUNT_STAGES)
+
+
+def test_a_state_reloads_equal_whatever_its_ids_and_times(rules: Rules) -> None:
+    """UUID ids are stored as bytes and other ids as text; whole seconds as seconds and other
+    times to the microsecond; before and after the snapshot."""
+    import uuid
+    from datetime import timedelta
+
+    from streams.common.codecs import encode_state
+    from tests.factories import BUYER, run
+
+    documents = [
+        event(
+            "profile_updated", timedelta(days=-30), lead="l", event_id=str(uuid.uuid4()), **BUYER
+        ),
+        event("page_view", timedelta(days=-29, microseconds=7), lead="l", event_id="ajs-next-1"),
+        event("content_download", timedelta(days=-1), lead="l", event_id=str(uuid.uuid4()).upper()),
+        event(
+            "email_click",
+            timedelta(microseconds=123),
+            lead="l",
+            event_id=str(uuid.uuid4()),
+            source="x",
+        ),
+    ]
+    states, _ = run(documents, rules)
+    state = states["l"]
+    assert state.horizon is not None and len(state.tail) == 2
+    assert decode_state(encode_state(state), "l", rules) == state

@@ -4,6 +4,7 @@ sales-ready and a customer; the same answer whatever order the signals arrive in
 from __future__ import annotations
 
 import random
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -26,12 +27,13 @@ from streams.core.accounts import (
     Signal,
     account_of,
     decide_account,
+    members_of,
 )
-from streams.core.revisions import latest_revisions
+from streams.core.revisions import latest_revisions, micros_of
 from streams.core.rules import Rules, load_rules
 from streams.local.generator import TrafficShape, generate
 from streams.replay import Replayer
-from tests.factories import BUYER, days, event
+from tests.factories import BUYER, T0, days, event
 
 RULES = load_rules()
 
@@ -195,7 +197,7 @@ def test_signals_and_changes_are_the_contract_and_states_round_trip() -> None:
         if signal.account_id == signals(items)[0].account_id:
             state = decide_account(state, signal, RULES).state
     assert state is not None
-    assert decode_account_state(encode_account_state(state)) == state
+    assert decode_account_state(encode_account_state(state), state.account_id, RULES) == state
 
 
 def effective(changes: list[AccountStageChange]) -> dict[str, AccountStageChange]:
@@ -205,14 +207,21 @@ def effective(changes: list[AccountStageChange]) -> dict[str, AccountStageChange
     return {cid: c._replace(revision=0) for cid, c in latest.items() if not c.retracted}
 
 
+NARROW = RULES.model_copy(update={"state": RULES.state.model_copy(update={"account_signals": 8})})
+"""Rules that keep 8 signals of an account in detail: the sample's accounts go past it."""
 SAMPLE = signals(roll_up(generate(200, seed=8, shape=TrafficShape(people_per_company=4))))
 
 
 @settings(max_examples=15, deadline=None)
 @given(st.integers(0, 2**32), st.floats(0, 1))
-def test_the_account_history_does_not_depend_on_the_order_signals_arrive_in(
+def test_within_the_bound_the_account_history_does_not_depend_on_arrival_order(
     seed: int, duplicate_share: float
 ) -> None:
+    """Every account of the sample has fewer signals than an account keeps in detail: in any
+    order, some twice, with states stored and reloaded, the changes in effect of the in-order
+    fold."""
+    per_account = Counter(signal.account_id for signal in SAMPLE)
+    assert max(per_account.values()) <= RULES.state.account_signals
     shuffle = random.Random(seed)
     in_order = _fold(SAMPLE)
     arrived = list(SAMPLE)
@@ -221,22 +230,51 @@ def test_the_account_history_does_not_depend_on_the_order_signals_arrive_in(
     # Each account's state goes through its stored bytes now and then, as on a worker restart.
     folded: dict[str, AccountState] = {}
     assert _fold(arrived, store_every=7, states=folded) == in_order
-    # A late signal refolds only what comes after it: the states end as an in-order fold's.
     in_order_states: dict[str, AccountState] = {}
     _fold(SAMPLE, states=in_order_states)
-    assert {a: s.fold for a, s in folded.items()} == {a: s.fold for a, s in in_order_states.items()}
+
+    # Where each account's snapshot ends depends on arrival; who is in it and its stage do not.
+    def content(states: dict[str, AccountState]) -> dict[str, object]:
+        return {a: (s.fold.stage, members_of(s)) for a, s in states.items()}
+
+    assert content(folded) == content(in_order_states)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**32))
+def test_in_any_order_every_person_ends_with_their_latest_facts(seed: int) -> None:
+    """Past the bound (here 8 signals per account) the account's changes are approximate (a
+    late signal is applied at the horizon), but who belongs to it, with which facts, never is."""
+    arrived = list(SAMPLE)
+    random.Random(seed).shuffle(arrived)
+    folded: dict[str, AccountState] = {}
+    _fold(arrived, store_every=5, states=folded, rules=NARROW)
+    in_order: dict[str, AccountState] = {}
+    _fold(SAMPLE, states=in_order, rules=NARROW)
+
+    def facts(states: dict[str, AccountState]) -> dict[str, object]:
+        # A late signal's facts count from the horizon on: `at` is the only thing it moves.
+        return {
+            a: {lead: m._replace(at=0) for lead, m in members_of(s).items()}
+            for a, s in states.items()
+        }
+
+    assert facts(folded) == facts(in_order)
 
 
 def _fold(
-    arrived: list[Signal], store_every: int = 0, states: dict[str, AccountState] | None = None
+    arrived: list[Signal],
+    store_every: int = 0,
+    states: dict[str, AccountState] | None = None,
+    rules: Rules = RULES,
 ) -> dict[str, AccountStageChange]:
     states = {} if states is None else states
     published: list[AccountStageChange] = []
     for n, signal in enumerate(arrived, start=1):
-        decision = decide_account(states.get(signal.account_id), signal, RULES)
+        decision = decide_account(states.get(signal.account_id), signal, rules)
         state = decision.state
         if store_every and n % store_every == 0:
-            state = decode_account_state(encode_account_state(state))
+            state = decode_account_state(encode_account_state(state), state.account_id, rules)
         states[signal.account_id] = state
         published.extend(decision.changes)
     return effective(published)
@@ -246,3 +284,54 @@ def test_the_sample_has_committees_and_every_account_stage() -> None:
     changes = _fold(SAMPLE).values()
     assert {c.to_stage for c in changes} == {"engaged", "sales_ready", "customer"}
     assert max(c.people for c in changes) >= 3
+
+
+def test_a_signal_older_than_the_horizon_is_applied_at_the_horizon() -> None:
+    """Two people: one changes a lot over weeks (the account compacts its past), then the other
+    is delivered weeks late as an MQL. It counts from the horizon, and the changes say so."""
+    early, late = [], []
+    for day in range(30):
+        early.append(_signal("acme.com", "busy", day + 1, days(day), "lead", "manager", 10.0))
+    late.append(_signal("acme.com", "late", 3, days(2), "mql", "vp", 5.0))
+    state = None
+    for signal in early:
+        state = decide_account(state, signal, NARROW).state
+    assert state is not None and state.horizon is not None
+    horizon_at = state.horizon[0]
+    assert horizon_at > late[0].occurred_at
+    decision = decide_account(state, late[0], NARROW)
+    assert decision.at_horizon
+    assert [(c.to_stage, c.rule) for c in decision.changes] == [
+        ("engaged", "account.engaged_people"),
+        ("sales_ready", "account.sales_ready_decision_maker"),
+    ]
+    assert all(c.occurred_at == horizon_at and c.applied_at_horizon for c in decision.changes)
+    assert members_of(decision.state)["late"].revision == 3
+    # The same signal again, or an older one of that person, changes nothing.
+    again = decide_account(decision.state, late[0], NARROW)
+    assert again.duplicate and again.changes == ()
+    older = decide_account(decision.state, late[0]._replace(revision=2), NARROW)
+    assert older.duplicate and older.changes == ()
+
+
+def _signal(
+    account: str,
+    lead: str,
+    revision: int,
+    at: Any,
+    stage: str,
+    seniority: str,
+    engagement: float,
+) -> Signal:
+    return Signal(
+        account,
+        lead,
+        revision,
+        micros_of(T0 + at),
+        f"{lead}-{revision}",
+        None,
+        True,
+        stage,
+        seniority,
+        engagement,
+    )
