@@ -92,7 +92,7 @@ def main(quick: bool = False) -> None:
     replayer = Replayer(rules, DEFAULT_MAX_EVENT_BYTES)
     for _ in replayer.run(lines):
         pass
-    sizes = sorted(len(encode_state(state)) for state in replayer.states.values())
+    sizes = sorted(len(encode_state(state, rules)) for state in replayer.states.values())
     histories = [state.accepted for state in replayer.states.values()]
     kept = [len(state.tail) for state in replayer.states.values()]
     print(

@@ -22,20 +22,19 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer, TopicPartition
 
-from bench.stream import _settings, _timed
+from bench.stream import _end_to_end, _settings
 from schemas.events import EVENT_ADAPTER, Event
-from streams.common.codecs import encode_account_state, encode_state
+from streams.common.codecs import encode_account_change, encode_account_state, encode_state
 from streams.common.kafka_clients import create_topics
 from streams.common.publish import publish_events
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
-from streams.core.accounts import AccountState, decide_account
+from streams.core.accounts import AccountStageChange, AccountState, decide_account
 from streams.core.lifecycle import LeadStageChange, LeadState
 from streams.core.qualify import qualify
 from streams.core.rules import Rules, load_rules
 from streams.local.broker import LocalBroker
 from streams.local.generator import account_events, generate, lead_events
-from streams.local.processes import TopicReader, WorkerProcess
-from streams.replay import Replayer
+from streams.replay import Replayer, account_changes_in_effect
 
 GOAL = 0.8
 
@@ -95,24 +94,27 @@ def _largest(bootstrap: str, topic: str) -> tuple[int, int]:
 
 
 def _live(bootstrap: str, workdir: Path, documents: list[dict[str, Any]]) -> tuple[float, str]:
-    """Events/s of one worker (with accounts) draining `documents` from a backlog, and its
-    largest changelog records."""
+    """Events/s of one worker (with accounts) draining `documents` from a backlog, until its
+    stage changes and account changes in effect are those of replay; and its largest
+    changelog records."""
     rules = load_rules()
-    expected = sum(
-        1
-        for item in Replayer(rules, DEFAULT_MAX_EVENT_BYTES).run(orjson.dumps(d) for d in documents)
-        if isinstance(item, LeadStageChange)
+    replayed = list(
+        Replayer(rules, DEFAULT_MAX_EVENT_BYTES, accounts=True).run(
+            orjson.dumps(d) for d in documents
+        )
+    )
+    expected = sum(1 for item in replayed if isinstance(item, LeadStageChange))
+    expected_accounts = len(
+        account_changes_in_effect(
+            orjson.loads(encode_account_change(item))
+            for item in replayed
+            if isinstance(item, AccountStageChange)
+        )
     )
     settings = _settings(bootstrap, workdir)
     create_topics(settings)
     publish_events(documents, settings)
-    reader = TopicReader(bootstrap, settings.topics.stage_changes, settings.topics.partitions)
-    try:
-        seconds = _timed(
-            WorkerProcess(), settings, workdir, lambda: len(reader.values()) >= expected
-        )
-    finally:
-        reader.close()
+    seconds = _end_to_end(settings, workdir, expected, expected_accounts)
     app = settings.worker.app_id
     leads, lead_records = _largest(bootstrap, f"{app}-leads-changelog")
     accounts, account_records = _largest(bootstrap, f"{app}-accounts-changelog")
@@ -188,7 +190,7 @@ def sizes_of_heavy_lead(rules: Rules, events: int) -> None:
             ).state
     (account,) = states.values()
     print(
-        f"  stored state: the lead of {events:,} events {len(encode_state(bot)):,} bytes; "
-        f"an account of 100 people {len(encode_account_state(account)):,} bytes "
-        f"({len(encode_account_state(account)) / 100:,.0f} per person)"
+        f"  stored state: the lead of {events:,} events {len(encode_state(bot, rules)):,} bytes; "
+        f"an account of 100 people {len(encode_account_state(account, rules)):,} bytes "
+        f"({len(encode_account_state(account, rules)) / 100:,.0f} per person)"
     )

@@ -70,10 +70,10 @@ class AccountChange(BaseModel):
     sequence: int = Field(ge=0, description="Position of this change in the account's history.")
     revision: int = Field(ge=0, description="Higher revision of a change_id supersedes lower.")
     retracted: bool = False
-    applied_at_horizon: bool = Field(
+    applied_late: bool = Field(
         default=False,
         description=(
-            "True: a signal older than the account's detailed past caused it, applied at that "
-            "past's start (occurred_at) instead of its own time (docs/accounts.md)."
+            "True: a signal older than the account's detailed past caused it; it was applied "
+            "at the account's newest moment (occurred_at), not its own time (docs/rules.md)."
         ),
     )

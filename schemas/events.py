@@ -10,8 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal, TypeAlias
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
-from pydantic_core import PydanticCustomError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 EngagementType: TypeAlias = Literal[
     "page_view",
@@ -64,23 +63,14 @@ will see, narrower than what breaks: every instant in range converts to microsec
 to ClickHouse's DateTime64 and to ISO text in any offset."""
 
 
-def _within_event_time_range(value: datetime) -> datetime:
-    # Compared as instants: 9999-12-31T23:59:59-01:00 is past year 9999 in UTC.
-    if not EARLIEST_EVENT_TIME <= value < LATEST_EVENT_TIME:
-        raise PydanticCustomError(
-            "event_time_out_of_range",
-            "event time must be from 1970-01-01T00:00:00Z up to (not including) "
-            "2100-01-01T00:00:00Z",
-        )
-    return value
-
-
 EventTime = Annotated[
     AwareDatetime,
-    AfterValidator(_within_event_time_range),
+    # Compared as instants: 9999-12-31T23:59:59-01:00 is past year 9999 in UTC.
     Field(
+        ge=EARLIEST_EVENT_TIME,
+        lt=LATEST_EVENT_TIME,
         description="When it happened, with an offset; from 1970-01-01T00:00:00Z up to "
-        "(not including) 2100-01-01T00:00:00Z."
+        "(not including) 2100-01-01T00:00:00Z.",
     ),
 ]
 """An event's time: aware, and within [EARLIEST_EVENT_TIME, LATEST_EVENT_TIME)."""

@@ -42,7 +42,7 @@ class ReplayCounts:
     """Events that sort before their lead's horizon (reported as bad lines too)."""
     stage_changes: int = 0
     account_signals: int = 0
-    account_signals_at_horizon: int = 0
+    account_signals_late: int = 0
     account_changes: int = 0
 
 
@@ -107,7 +107,7 @@ class Replayer:
                 counts.account_signals += 1
                 yield signal
                 accounts[signal.account_id] = account.state
-                counts.account_signals_at_horizon += account.at_horizon
+                counts.account_signals_late += account.late
                 counts.account_changes += len(account.changes)
                 yield from account.changes
 

@@ -20,6 +20,7 @@ from streams.core.accounts import (
     AccountState,
     Member,
     Signal,
+    compact_account,
     restore_account,
 )
 from streams.core.lifecycle import (
@@ -30,6 +31,7 @@ from streams.core.lifecycle import (
     LeadStageChange,
     LeadState,
     Rank,
+    compact,
     rank_of,
     restore,
 )
@@ -130,9 +132,11 @@ _TYPE_AT: Final = {event_type: n for n, event_type in enumerate(STORED_EVENT_TYP
 _SECOND: Final = 1_000_000
 
 
-def encode_state(state: LeadState) -> bytes:
-    """A lead state as compact MessagePack. The lead id is the table's key, not stored; the
-    fold and the snapshot's scores are derived again on decoding."""
+def encode_state(state: LeadState, rules: Rules) -> bytes:
+    """A lead state as compact MessagePack, with every entry past the bound folded into the
+    snapshot first. The lead id is the table's key, not stored; the fold and the snapshot's
+    scores are derived again on decoding."""
+    _, state = compact(state, rules)
     base = state.base
     buckets = base.buckets
     # The engagement is the buckets' sum, except with no bucket left (0 or 0.0 then).
@@ -165,6 +169,7 @@ def encode_state(state: LeadState) -> bytes:
             _published_out(state.published),
             None if state.attribution is None else _attribution_out(state.attribution, origin),
             tail,
+            None if state.told is None else [state.told[0], _time_out(state.told[1], origin)],
         ],
         use_bin_type=True,
     )
@@ -178,7 +183,7 @@ def decode_state(raw: bytes, lead_id: str, rules: Rules) -> LeadState:
         version = unpacked[0]
         if version != STATE_FORMAT:
             raise InvalidStateError(f"state format {version}, expected {STATE_FORMAT}")
-        _, accepted, origin, horizon, base, published, attribution, stored_tail = unpacked
+        _, accepted, origin, horizon, base, published, attribution, stored_tail, told = unpacked
         stage, profile, waived, has_contact, flat, engagement, engaged_at, bant = base
         buckets = {STORED_EVENT_TYPES[flat[i]]: flat[i + 1] for i in range(0, len(flat), 2)}
         if engagement is None:
@@ -210,6 +215,7 @@ def decode_state(raw: bytes, lead_id: str, rules: Rules) -> LeadState:
             _published_in(published),
             None if attribution is None else _attribution_in(attribution, origin),
             tuple(tail),
+            None if told is None else (told[0], _time_in(told[1], origin)),
             rules,
         )
     except InvalidStateError:
@@ -368,36 +374,44 @@ def encode_account_change(change: AccountStageChange) -> bytes:
     return orjson.dumps(fields)
 
 
-def encode_account_state(state: AccountState) -> bytes:
-    """An account state as compact MessagePack: its snapshot's stage and people, and its
-    signals in detail; the account id is the table's key, the tally and fold are derived."""
+def encode_account_state(state: AccountState, rules: Rules) -> bytes:
+    """An account state as compact MessagePack, with every signal past the bound folded into
+    the snapshot first: its snapshot's stage and people, and its signals in detail; the account
+    id is the table's key, the tally and fold are derived."""
+    state = compact_account(state, rules)
     snapshot = state.snapshot
-    members = []
-    for lead_id, member in snapshot.members.items():
-        members += [lead_id, *member]
+    members: list[Any] = []
+    for lead_id, (present, stage, seniority, engagement, at, revision) in snapshot.members.items():
+        members += [lead_id, present, _stage_out(stage), seniority, engagement, at, revision]
+    tail: list[Any] = []
+    previous = state.tail[0].occurred_at if state.tail else 0
+    for signal in state.tail:
+        tail.append(
+            [
+                signal.lead_id,
+                signal.revision,
+                _time_out(signal.occurred_at, previous),
+                _id_out(signal.causation_event_id),
+                _change_id_out(signal.causation_change_id),
+                signal.member,
+                _stage_out(signal.stage),
+                signal.seniority,
+                signal.engagement_score,
+            ]
+        )
+        previous = signal.occurred_at
     horizon = state.horizon
     packed: bytes = msgpack.packb(
         [
             STATE_FORMAT,
             state.accepted,
             None if horizon is None else list(horizon),
-            snapshot.stage,
+            None if snapshot.stage is None else STORED_ACCOUNT_STAGES.index(snapshot.stage),
             members,
             _published_out(state.published, STORED_ACCOUNT_STAGES),
-            [
-                [
-                    s.lead_id,
-                    s.revision,
-                    s.occurred_at,
-                    _id_out(s.causation_event_id),
-                    s.causation_change_id,
-                    s.member,
-                    s.stage,
-                    s.seniority,
-                    s.engagement_score,
-                ]
-                for s in state.tail
-            ],
+            state.tail[0].occurred_at if state.tail else 0,
+            tail,
+            [part for moved in state.moved for part in moved],
         ],
         use_bin_type=True,
     )
@@ -407,28 +421,80 @@ def encode_account_state(state: AccountState) -> bytes:
 def decode_account_state(raw: bytes, account_id: str, rules: Rules) -> AccountState:
     """An account state stored by `encode_account_state`."""
     try:
-        version, accepted, horizon, stage, flat, published, tail = msgpack.unpackb(raw)
-        if version != STATE_FORMAT:
-            raise InvalidStateError(f"state format {version}, expected {STATE_FORMAT}")
-        members = {flat[i]: Member(*flat[i + 1 : i + 7]) for i in range(0, len(flat), 7)}
-        signals = tuple(
-            Signal(account_id, lead, revision, at, _id_in(event_id), change, member, *facts)
-            for lead, revision, at, event_id, change, member, *facts in tail
-        )
+        unpacked = msgpack.unpackb(raw)
+        if unpacked[0] != STATE_FORMAT:
+            raise InvalidStateError(f"state format {unpacked[0]}, expected {STATE_FORMAT}")
+        _, accepted, horizon, stage, flat, published, origin, stored_tail, moved = unpacked
+        members = {
+            flat[i]: Member(
+                flat[i + 1],
+                _stage_in(flat[i + 2]),
+                flat[i + 3],
+                flat[i + 4],
+                flat[i + 5],
+                flat[i + 6],
+            )
+            for i in range(0, len(flat), 7)
+        }
+        signals = []
+        previous = origin
+        for (
+            lead,
+            revision,
+            at,
+            event_id,
+            change,
+            member,
+            lead_stage,
+            seniority,
+            score,
+        ) in stored_tail:
+            previous = _time_in(at, previous)
+            signals.append(
+                Signal(
+                    account_id,
+                    lead,
+                    revision,
+                    previous,
+                    _id_in(event_id),
+                    _change_id_in(change),
+                    member,
+                    _stage_in(lead_stage),
+                    seniority,
+                    score,
+                )
+            )
         return restore_account(
             account_id,
             accepted,
             None if horizon is None else tuple(horizon),
-            stage,
+            None if stage is None else STORED_ACCOUNT_STAGES[stage],
             members,
             _published_in(published, STORED_ACCOUNT_STAGES),
-            signals,
+            tuple(signals),
+            frozenset(zip(moved[::2], moved[1::2], strict=True)),
             rules,
         )
     except InvalidStateError:
         raise
-    except (msgpack.UnpackException, TypeError, ValueError, KeyError) as exc:
+    except (msgpack.UnpackException, TypeError, ValueError, KeyError, IndexError) as exc:
         raise InvalidStateError(f"cannot decode account state: {exc!r}") from exc
+
+
+def _change_id_out(change_id: str | None) -> str | bytes | None:
+    # Stage change ids are 32 hex digits: kept as their 16 bytes.
+    if change_id is not None and len(change_id) == 32:
+        try:
+            raw = bytes.fromhex(change_id)
+        except ValueError:
+            return change_id
+        if raw.hex() == change_id:
+            return raw
+    return change_id
+
+
+def _change_id_in(stored: str | bytes | None) -> str | None:
+    return stored.hex() if isinstance(stored, bytes) else stored
 
 
 DEAD_LETTER_HEADER_PREFIX: Final = "leadflow-"

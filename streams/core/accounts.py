@@ -14,12 +14,12 @@ Two steps, each run where its input is partitioned:
   account already has (same lead and revision) changes nothing.
 
 The state stays small whatever the account's history: its people (the latest facts of each,
-`Member`), a tally of them kept up to date signal by signal, and in detail only its signals of
-its latest `state.account_signals` in event-time order; older signals are folded into a
-snapshot. Within that bound the account's changes depend only on the set of
-signals, never on their arrival order. A signal older than the snapshot's newest (the horizon)
-is applied as if it had happened at the horizon, unless the account already holds that lead's
-facts at that revision or a later one; the changes it causes say `applied_at_horizon`.
+`Member`), a tally of them kept up to date signal by signal, and in detail only its latest
+`state.account_signals` signals in event-time order; older ones are folded into a snapshot.
+Within that bound the account's changes depend only on the set of signals, never on their
+arrival order. A signal older than the snapshot's newest (the horizon) is applied as if it had
+happened just after the account's newest signal, unless the account already holds that lead's
+facts at that revision or a later one; the changes it causes say `applied_late`.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class AccountTransition(NamedTuple):
     event_id: str
     lead_change_id: str | None
     makeup: Makeup
-    at_horizon: bool
+    late: bool
 
 
 class Snapshot(NamedTuple):
@@ -158,6 +158,9 @@ class AccountState(NamedTuple):
     tail: tuple[Signal, ...]
     seen: frozenset[tuple[str, int]]
     """(lead_id, revision) of every signal in the tail."""
+    moved: frozenset[tuple[str, int]]
+    """(lead_id, revision) of the tail's signals that came older than the horizon, and were
+    applied at the account's newest moment instead."""
     fold: AccountFold
 
 
@@ -184,15 +187,15 @@ class AccountStageChange(NamedTuple):
     sequence: int
     revision: int
     retracted: bool
-    applied_at_horizon: bool
+    applied_late: bool
 
 
 class AccountDecision(NamedTuple):
     state: AccountState
     changes: tuple[AccountStageChange, ...]
     duplicate: bool
-    at_horizon: bool = False
-    """The signal was older than the account's horizon and was applied there."""
+    late: bool = False
+    """The signal was older than the account's horizon: applied at its newest moment."""
 
 
 EMPTY_SNAPSHOT: Final = Snapshot(None, {}, NO_ONE)
@@ -207,6 +210,7 @@ def new_account(account_id: str) -> AccountState:
         NOTHING_PUBLISHED,
         (),
         frozenset(),
+        frozenset(),
         AccountFold(None, {}, NO_ONE, ()),
     )
 
@@ -219,6 +223,7 @@ def restore_account(
     members: dict[str, Member],
     published: Published,
     tail: tuple[Signal, ...],
+    moved: frozenset[tuple[str, int]],
     rules: Rules,
 ) -> AccountState:
     """A stored account state, from what a store keeps of it: the snapshot's tally is counted
@@ -236,7 +241,8 @@ def restore_account(
         published,
         tail,
         frozenset((signal.lead_id, signal.revision) for signal in tail),
-        _refold(snapshot, tail, rules),
+        moved,
+        _refold(snapshot, tail, moved, rules),
     )
 
 
@@ -303,12 +309,20 @@ def signals_of(
     new = _facts(after, rules)
     if new is None or new == old:
         return ()
-    latest = after.tail[-1]
+    at = after.tail[-1].at
+    engagement = engagement_at(after.fold, at, rules)
+    step = rules.accounts.engagement_step
+    if old is not None and old[:3] == new[:3] and step > 0 and before is not None:
+        # Only the engagement moved: tell the account once it is a step away from what the
+        # account holds (the last score told, decayed), not at every page view.
+        told = before.told
+        if told is not None:
+            held = told[0] * decay_factor(at - told[1], rules.engagement) if told[0] else 0.0
+            if abs(engagement - held) < step:
+                return ()
     lead_change = next(
         (change.change_id for change in reversed(decision.changes) if not change.retracted), None
     )
-    at = latest.at
-    engagement = engagement_at(after.fold, at, rules)
 
     def signal(account_id: str, member: bool) -> Signal:
         return Signal(
@@ -342,16 +356,28 @@ def decide_account(state: AccountState | None, signal: Signal, rules: Rules) -> 
     elif (signal.lead_id, signal.revision) in state.seen:
         return AccountDecision(state, (), True)
     key = _order(signal)
-    horizon = state.horizon
-    if horizon is not None and key <= horizon:
-        return _apply_at_horizon(state, signal, horizon, rules)
     tail = state.tail
+    moved = state.moved
+    late = False
+    if tail and key < _order(tail[-1]):
+        horizon = account_horizon(state, rules)
+        late = horizon is not None and key <= horizon
+    if late:
+        changed = state.fold.changed
+        lead_id = signal.lead_id
+        known = changed[lead_id] if lead_id in changed else state.snapshot.members.get(lead_id)
+        if known is not None and known.revision >= signal.revision:
+            return AccountDecision(state, (), True)  # the account has these facts, or newer
+        # Past the account's detail: the facts count from its newest moment on.
+        signal = signal._replace(occurred_at=tail[-1].occurred_at + 1)
+        key = _order(signal)
+        moved = moved | {(signal.lead_id, signal.revision)}
     seen = state.seen | {(signal.lead_id, signal.revision)}
     snapshot = state.snapshot
     if not tail or key > _order(tail[-1]):
-        fold = _step(state.fold, signal, snapshot.members, rules, False)
+        fold = _step(state.fold, signal, snapshot.members, rules, late)
         after = state._replace(
-            accepted=state.accepted + 1, tail=(*tail, signal), seen=seen, fold=fold
+            accepted=state.accepted + 1, tail=(*tail, signal), seen=seen, moved=moved, fold=fold
         )
         found = identities(fold.transitions, state.published)
         first = len(state.fold.transitions)
@@ -369,42 +395,12 @@ def decide_account(state: AccountState | None, signal: Signal, rules: Rules) -> 
     else:
         at = bisect.bisect_right(tail, key, key=_order)
         tail = (*tail[:at], signal, *tail[at:])
-        fold = _refold(snapshot, tail, rules)
+        fold = _refold(snapshot, tail, moved, rules)
         after = state._replace(accepted=state.accepted + 1, tail=tail, seen=seen, fold=fold)
         changes = _rewritten(state.fold.transitions, after, fold.transitions, rules)
-    return AccountDecision(_compact(after, rules), changes, False)
-
-
-def _apply_at_horizon(
-    state: AccountState, signal: Signal, horizon: SignalKey, rules: Rules
-) -> AccountDecision:
-    changed = state.fold.changed
-    lead_id = signal.lead_id
-    current = changed[lead_id] if lead_id in changed else state.snapshot.members.get(lead_id)
-    if current is not None and current.revision >= signal.revision:
-        return AccountDecision(state, (), True)  # the account knows this lead's facts already
-    moved = signal._replace(occurred_at=horizon[0])
-    snapshot = state.snapshot
-    at_horizon = _step(
-        AccountFold(snapshot.stage, {}, snapshot.tally, ()), moved, snapshot.members, rules, True
-    )
-    members = {**snapshot.members, **at_horizon.changed}
-    snapshot = Snapshot(at_horizon.stage, members, at_horizon.tally)
-    fold = _refold(snapshot, state.tail, rules)
-    after = state._replace(
-        accepted=state.accepted + 1,
-        snapshot=snapshot,
-        published=summarize(state.published, at_horizon.transitions),
-        fold=fold,
-    )
-    changes = _rewritten(
-        state.fold.transitions,
-        after,
-        (*at_horizon.transitions, *fold.transitions),
-        rules,
-        start=state.published,
-    )
-    return AccountDecision(after, changes, False, True)
+    if len(after.tail) >= rules.state.account_signals + _COMPACT_AT_ONCE:
+        after = compact_account(after, rules)
+    return AccountDecision(after, changes, False, late)
 
 
 def _rewritten(
@@ -412,50 +408,67 @@ def _rewritten(
     after: AccountState,
     new: tuple[AccountTransition, ...],
     rules: Rules,
-    start: Published | None = None,
 ) -> tuple[AccountStageChange, ...]:
     return tuple(
         _record(after, identity, seq, transition, retracted, rules)
-        for identity, seq, transition, retracted in rewrites(
-            old, new, after.published if start is None else start
-        )
+        for identity, seq, transition, retracted in rewrites(old, new, after.published)
     )
 
 
-def _refold(snapshot: Snapshot, signals: tuple[Signal, ...], rules: Rules) -> AccountFold:
+def _refold(
+    snapshot: Snapshot,
+    signals: tuple[Signal, ...],
+    moved: frozenset[tuple[str, int]],
+    rules: Rules,
+) -> AccountFold:
     fold = AccountFold(snapshot.stage, {}, snapshot.tally, ())
     # One working dict of the people changed, filled in place: refolding a long tail must not
     # copy it at every signal.
     changed: dict[str, Member] = {}
     for signal in signals:
-        fold = _step(fold, signal, snapshot.members, rules, False, changed)
+        late = (signal.lead_id, signal.revision) in moved if moved else False
+        fold = _step(fold, signal, snapshot.members, rules, late, changed)
     return fold
 
 
-def _compact(state: AccountState, rules: Rules) -> AccountState:
-    """Fold into the snapshot the oldest signals once the tail holds more than the most kept
-    (down to three quarters of it, so that a busy account compacts once every quarter of the
-    limit). The bound is a count, not a time: an account's signals come from every partition of
-    the leads, and how far apart partitions are in event time depends on how the workers drain
-    them, not on the data. The fold, and every later decision within the bound, stays what it
-    was."""
+_COMPACT_AT_ONCE: Final = 64
+"""Signals past the bound are folded into the snapshot this many at a time (and all of them
+before a state is stored): where the bound lies never depends on when that happens."""
+
+
+def account_horizon(state: AccountState, rules: Rules) -> SignalKey | None:
+    """The sort key of the newest signal folded into the snapshot, or past the bound (all but
+    the latest `state.account_signals`): a signal at or before it is applied late. The bound
+    is a count, not a time: an account's signals come from every partition of the leads, and
+    how far apart partitions are in event time depends on how the workers drain them, not on
+    the data."""
+    limit = rules.state.account_signals
+    tail = state.tail
+    return _order(tail[-limit - 1]) if len(tail) > limit else state.horizon
+
+
+def compact_account(state: AccountState, rules: Rules) -> AccountState:
+    """Fold into the snapshot the signals past the bound. The fold, and every later decision,
+    stays what it was."""
     tail = state.tail
     limit = rules.state.account_signals
     if len(tail) <= limit:
         return state
-    cut = len(tail) - limit * 3 // 4
+    cut = len(tail) - limit
     compacted, kept = tail[:cut], tail[cut:]
     snapshot = state.snapshot
-    folded = _refold(snapshot, compacted, rules)
+    folded = _refold(snapshot, compacted, state.moved, rules)
     members = {**snapshot.members, **folded.changed}
     still_changed = {signal.lead_id for signal in kept}
+    kept_keys = frozenset((signal.lead_id, signal.revision) for signal in kept)
     fold = state.fold
     return state._replace(
         horizon=_order(compacted[-1]),
         snapshot=Snapshot(folded.stage, members, folded.tally),
         published=summarize(state.published, folded.transitions),
         tail=kept,
-        seen=frozenset((signal.lead_id, signal.revision) for signal in kept),
+        seen=kept_keys,
+        moved=state.moved & kept_keys,
         fold=fold._replace(
             changed={k: v for k, v in fold.changed.items() if k in still_changed},
             transitions=fold.transitions[len(folded.transitions) :],
@@ -529,7 +542,7 @@ def _step(
     signal: Signal,
     snapshot_members: dict[str, Member],
     rules: Rules,
-    at_horizon: bool,
+    late: bool,
     working: dict[str, Member] | None = None,
 ) -> AccountFold:
     """Fold one signal (the latest in sort order). `working`, when given, is `fold.changed`
@@ -537,6 +550,10 @@ def _step(
     lead_id = signal.lead_id
     changed = fold.changed
     old = changed[lead_id] if lead_id in changed else snapshot_members.get(lead_id)
+    if old is not None and old.revision > signal.revision:
+        # An older signal of this person, moved after a newer one (it came past the bound):
+        # the account keeps the newer facts.
+        return fold
     new = Member(
         signal.member,
         signal.stage,
@@ -582,7 +599,7 @@ def _step(
                 signal.causation_event_id,
                 signal.causation_change_id,
                 makeup,
-                at_horizon,
+                late,
             ),
         )
         stage = to_stage
@@ -654,5 +671,5 @@ def _record(
         sequence,
         state.accepted,
         retracted,
-        transition.at_horizon,
+        transition.late,
     )

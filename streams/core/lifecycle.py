@@ -24,7 +24,6 @@ also what becomes of a duplicate of an event already folded into the snapshot.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterator, Sequence
 from enum import IntEnum
 from typing import Any, Final, NamedTuple
@@ -175,6 +174,8 @@ class LeadState(NamedTuple):
     tail_ids: frozenset[str]
     fold: Fold
     """`base` folded with `tail`: what the rules read now."""
+    told: tuple[float, int] | None = None
+    """The engagement (and its time) the lead last told its account(s), if it told any."""
 
 
 class Decision(NamedTuple):
@@ -201,14 +202,15 @@ def decide(state: LeadState | None, event: Event, rules: Rules) -> Decision:
     """Apply one event to a lead's state. Pure and deterministic."""
     if state is None:
         state = new_lead(event.lead_id)
-    elif event.event_id in state.tail_ids:
-        return Decision(state, (), True)
     entry = entry_of(event)
-    horizon = state.horizon
-    if horizon is not None and entry[:3] <= horizon:
-        return Decision(state, (), False, too_late=True)
-    attribution = _earlier_attribution(state.attribution, entry, event.source, event.campaign)
     tail = state.tail
+    if tail and entry[:3] <= tail[-1][:3]:
+        horizon = horizon_of(state, rules)
+        if horizon is not None and entry[:3] <= horizon:
+            return Decision(state, (), False, too_late=True)
+    if event.event_id in state.tail_ids:
+        return Decision(state, (), True)
+    attribution = _earlier_attribution(state.attribution, entry, event.source, event.campaign)
     accepted = state.accepted + 1
     tail_ids = state.tail_ids | {entry.event_id}
     old = state.fold.transitions
@@ -229,28 +231,50 @@ def decide(state: LeadState | None, event: Event, rules: Rules) -> Decision:
             accepted=accepted, attribution=attribution, tail=tail, tail_ids=tail_ids, fold=fold
         )
         changes = _publish_rewrite(state, after, rules)
-    compacted, after = compact(after, rules)
-    return Decision(after, changes, False, False, compacted)
+    if past_bound(after, rules) >= _COMPACT_AT_ONCE:
+        compacted, after = compact(after, rules)
+        return Decision(after, changes, False, False, compacted)
+    return Decision(after, changes, False)
+
+
+_COMPACT_AT_ONCE: Final = 16
+"""Entries past the bound are folded into the snapshot this many at a time (and all of them
+before a state is stored): where the bound lies never depends on when that happens."""
+
+
+def past_bound(state: LeadState, rules: Rules) -> int:
+    """How many of the tail's oldest entries are past the bound: older than the allowed
+    lateness before the second newest entry (so that one event dated far ahead of the others
+    cannot push them out), or beyond the most entries kept. They count as folded into the
+    snapshot, whether or not they are yet."""
+    tail = state.tail
+    count = len(tail)
+    if count <= 2:
+        return 0
+    limit = rules.state.lead_events
+    cut = count - limit if count > limit else 0
+    oldest_kept = tail[-2].at - rules.state.allowed_lateness_micros
+    if tail[cut].at < oldest_kept:
+        cut += 1
+        while tail[cut].at < oldest_kept:
+            cut += 1
+    return min(cut, count - 2)
+
+
+def horizon_of(state: LeadState, rules: Rules) -> Key | None:
+    """The sort key of the newest entry folded into the snapshot, or past the bound: an event
+    that sorts at or before it is too late."""
+    cut = past_bound(state, rules)
+    return state.tail[cut - 1][:3] if cut else state.horizon
 
 
 def compact(state: LeadState, rules: Rules) -> tuple[tuple[Entry, ...], LeadState]:
-    """Fold into the snapshot the entries past the bound: older than the allowed lateness
-    before the second newest entry (so that one event dated far ahead of the others cannot
-    push them all out), or beyond the most entries kept (down to three quarters of it, so
-    that a busy lead compacts once every quarter of the limit, not at every event). The fold,
-    and so every later decision within the bound, stays what it was."""
-    tail = state.tail
-    limit = rules.state.lead_events
-    reference = tail[-2].at if len(tail) > 1 else tail[-1].at
-    oldest_kept = reference - rules.state.allowed_lateness_micros
-    cut = 0
-    if len(tail) > limit:
-        cut = len(tail) - limit * 3 // 4
-    if tail[0].at < oldest_kept:
-        cut = max(cut, bisect.bisect_left(tail, oldest_kept, key=_at))
-    cut = min(cut, len(tail) - 1)
-    if cut <= 0:
+    """Fold into the snapshot the entries past the bound. The fold, and so every later
+    decision, stays what it was."""
+    cut = past_bound(state, rules)
+    if not cut:
         return (), state
+    tail = state.tail
     compacted = tail[:cut]
     base = state.base
     attribution = state.attribution
@@ -258,18 +282,15 @@ def compact(state: LeadState, rules: Rules) -> tuple[tuple[Entry, ...], LeadStat
         base = fold_entry(base, entry, attribution, rules)
     made = len(base.transitions)
     kept = tail[cut:]
+    tail_ids = state.tail_ids.difference(entry.event_id for entry in compacted)
     return compacted, state._replace(
         horizon=compacted[-1][:3],
         base=base._replace(transitions=()),
         published=summarize(state.published, base.transitions),
         tail=kept,
-        tail_ids=frozenset(entry.event_id for entry in kept),
+        tail_ids=tail_ids,
         fold=state.fold._replace(transitions=state.fold.transitions[made:]),
     )
-
-
-def _at(entry: Entry) -> int:
-    return entry.at
 
 
 def restore(
@@ -280,6 +301,7 @@ def restore(
     published: Published,
     attribution: Attribution | None,
     tail: tuple[Entry, ...],
+    told: tuple[float, int] | None,
     rules: Rules,
 ) -> LeadState:
     """A stored lead state, from what a store keeps of it: the snapshot's fit and exclusion are
@@ -300,6 +322,7 @@ def restore(
         tail,
         frozenset(entry.event_id for entry in tail),
         refold(base, tail, attribution, rules),
+        told,
     )
 
 

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from schemas.events import Event
 from streams.core.accounts import Signal, signals_of
-from streams.core.lifecycle import Entry, LeadStageChange, LeadState, decide
+from streams.core.lifecycle import Entry, LeadStageChange, LeadState, decide, horizon_of
 from streams.core.revisions import instant_of
 from streams.core.rules import Rules
 
@@ -34,19 +34,22 @@ def qualify(state: LeadState | None, event: Event, rules: Rules, accounts: bool)
     (the account view reads them). Pure and deterministic."""
     decision = decide(state, event, rules)
     if decision.too_late:
-        assert state is not None and state.horizon is not None
+        assert state is not None
         return Qualified(state, (), (), False, too_late_reason(state, event, rules))
+    after = decision.state
     signals = signals_of(state, event, decision, rules) if accounts else ()
-    return Qualified(
-        decision.state, decision.changes, signals, decision.duplicate, None, decision.compacted
-    )
+    if signals:
+        told = signals[-1]
+        after = after._replace(told=(told.engagement_score, told.occurred_at))
+    return Qualified(after, decision.changes, signals, decision.duplicate, None, decision.compacted)
 
 
 def too_late_reason(state: LeadState, event: Event, rules: Rules) -> str:
     """Why an event that sorts before its lead's horizon was not applied, in one line."""
-    assert state.horizon is not None
+    key = horizon_of(state, rules)
+    assert key is not None
     bound = rules.state
-    horizon = instant_of(state.horizon[0]).isoformat().replace("+00:00", "Z")
+    horizon = instant_of(key[0]).isoformat().replace("+00:00", "Z")
     return (
         f"too late: lead {state.lead_id} keeps its events of the last "
         f"{bound.allowed_lateness_days:g} days (at most {bound.lead_events}) and folded the "

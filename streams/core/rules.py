@@ -184,6 +184,9 @@ class AccountRules(_Section):
     engaged_min_leads: Annotated[int, Field(ge=1)]
     sales_ready_min_mqls: Annotated[int, Field(ge=1)]
     decision_maker_seniorities: NameSet = frozenset()
+    engagement_step: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
+    """A lead tells its account a change of its engagement alone only once it is this many
+    points from what the account holds (0: every change)."""
 
     @field_validator("decision_maker_seniorities")
     @classmethod
@@ -198,7 +201,7 @@ class StateRules(_Section):
     second newest event), at most `lead_events` of them; older ones are folded into a
     snapshot. An event that sorts before the oldest one kept is too late: it goes to the dead
     letters. An account keeps its latest `account_signals` signals; a signal older than the
-    oldest one kept is applied at that moment instead of its own."""
+    oldest one kept is applied at the account's newest moment instead of its own."""
 
     allowed_lateness_days: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 7.0
     lead_events: Annotated[int, Field(ge=4, le=4096)] = 64

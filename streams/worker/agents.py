@@ -204,7 +204,7 @@ class LeadQualifier:
                 (signal.account_id.encode(), encode_account_signal(signal))
                 for signal in qualified.signals
             ]
-            new_state = None if unchanged else encode_state(qualified.state)
+            new_state = None if unchanged else encode_state(qualified.state, self.rules)
         except Exception as exc:  # a bug must not stop the pipeline: keep the event for replay
             log.exception("the core failed on event %s", event.event_id)
             await self.dead_letter(batch, message, "internal_error", f"{type(exc).__name__}: {exc}")
@@ -212,7 +212,7 @@ class LeadQualifier:
         if unchanged:
             # Written again all the same: the crash behind a redelivery may have lost the
             # changelog record of the state this worker's store already had.
-            batch.keep(consumed, lead_key, qualified.state, encode_state, stored)
+            batch.keep(consumed, lead_key, qualified.state, self._encode, stored)
             if qualified.duplicate:
                 self.metrics.duplicates.inc()
             else:
@@ -240,10 +240,13 @@ class LeadQualifier:
                     partition=partition_for(account_key, self.partitions),
                 )
             self.metrics.account_signals.labels("sent").inc(len(signals))
-        batch.keep(consumed, lead_key, qualified.state, encode_state, new_state)
+        batch.keep(consumed, lead_key, qualified.state, self._encode, new_state)
         self.metrics.events_applied.inc()
         if message.timestamp:
             batch.applied.append(message.timestamp)
+
+    def _encode(self, state: Any) -> bytes:
+        return encode_state(state, self.rules)
 
     async def finish(self, batch: Batch) -> None:
         """End a batch: outputs acknowledged, then states written and acknowledged."""
@@ -298,7 +301,7 @@ class AccountRollup:
             size = batch.sizes.get(account_key, len(stored) if stored is not None else 0)
             size += 2 * len(signal.lead_id) + 160
             if size > self.max_state_bytes:
-                encoded = encode_account_state(decision.state)
+                encoded = encode_account_state(decision.state, self.rules)
                 size = len(encoded)
         except Exception as exc:  # a bug must not stop the pipeline: keep the signal
             log.exception("the account core failed on a signal of lead %s", signal.lead_id)
@@ -306,21 +309,24 @@ class AccountRollup:
             return
         self.metrics.account_signals.labels("received").inc()
         if decision.duplicate:
-            batch.keep(consumed, account_key, decision.state, encode_account_state, stored)
+            batch.keep(consumed, account_key, decision.state, self._encode, stored)
             return
         if size > self.max_state_bytes:
             reason = _too_large("account", signal.account_id, size, self.max_state_bytes)
             await self.dead_letter(batch, message, "state_too_large", reason)
             return
         batch.sizes[account_key] = size
-        if decision.at_horizon:
-            self.metrics.account_signals.labels("at_horizon").inc()
+        if decision.late:
+            self.metrics.account_signals.labels("late").inc()
         for change, value in changes:
             await batch.send(self.send_change, key=account_key, value=value)
             self.metrics.account_changes.labels(
                 "retracted" if change.retracted else change.to_stage
             ).inc()
-        batch.keep(consumed, account_key, decision.state, encode_account_state, encoded)
+        batch.keep(consumed, account_key, decision.state, self._encode, encoded)
+
+    def _encode(self, state: Any) -> bytes:
+        return encode_account_state(state, self.rules)
 
     async def finish(self, batch: Batch) -> None:
         await batch.finish()
