@@ -158,6 +158,16 @@ class WorkerSettings(_Section):
             "dead letters (state_too_large) and the state stays as it was."
         ),
     )
+    lead_cache: Annotated[int, Field(ge=0)] = Field(
+        default=20_000,
+        description=(
+            "Decoded lead states kept in memory between batches (a state is reused only while "
+            "the table still holds the bytes it came from); 0 decodes every time."
+        ),
+    )
+    account_cache: Annotated[int, Field(ge=0)] = Field(
+        default=2_000, description="Decoded account states kept in memory between batches."
+    )
     max_request_bytes: Annotated[int, Field(gt=0)] = Field(
         default=8 * 1024 * 1024 + 65536,
         description="Largest message the worker produces (a dead letter carries its original).",

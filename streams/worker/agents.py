@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -42,7 +43,8 @@ from streams.common.codecs import (
     encode_change,
     encode_state,
 )
-from streams.core.accounts import decide_account
+from streams.core.accounts import AccountState, Signal, compact_account, decide_account
+from streams.core.lifecycle import LeadState, compact
 from streams.core.qualify import qualify
 from streams.core.rules import Rules
 from streams.errors import InvalidEventError
@@ -83,6 +85,10 @@ class KeyedStates(Protocol):
         ...
 
 
+Encode = Callable[[bytes, Any], bytes]
+"""Encodes the state of a key (and may remember the pair, see `StateCache`)."""
+
+
 @dataclass
 class Batch:
     """The work of one batch of messages: outputs are sent as messages are applied, and each
@@ -91,24 +97,19 @@ class Batch:
 
     table: KeyedStates
     sent: list[Awaitable[Any]] = field(default_factory=list)
-    states: dict[bytes, tuple[Any, Consumed, Callable[[Any], bytes] | None, bytes | None]] = field(
-        default_factory=dict
-    )
-    """Each key's latest state: its object (or bytes), the function that encodes it, and its
-    bytes when they are known already."""
+    states: dict[bytes, tuple[Any, Consumed, Encode | None]] = field(default_factory=dict)
+    """Each key's latest state: bytes, or an object and the function that encodes it."""
     applied: list[float] = field(default_factory=list)
     """Kafka timestamps of the messages applied (for the latency metric)."""
     sizes: dict[bytes, int] = field(default_factory=dict)
-    """An upper bound of the encoded size of a key's latest state (accounts)."""
+    """An upper bound of the encoded size of a key's latest state."""
 
     def read(self, consumed: Consumed, key: bytes) -> bytes | None:
         """The key's stored bytes (what the table has, or what this batch wrote as bytes)."""
         if key in self.states:
-            value, _, encode, encoded = self.states[key]
+            value, _, encode = self.states[key]
             if encode is None:
                 return value  # type: ignore[no-any-return]
-            if encoded is not None:
-                return encoded
         return self.table.get_for(consumed, key)
 
     def held(self, key: bytes) -> Any:
@@ -117,19 +118,11 @@ class Batch:
         return found[0] if found is not None and found[2] is not None else None
 
     def write(self, consumed: Consumed, key: bytes, value: bytes) -> None:
-        self.states[key] = (value, consumed, None, None)
+        self.states[key] = (value, consumed, None)
 
-    def keep(
-        self,
-        consumed: Consumed,
-        key: bytes,
-        state: Any,
-        encode: Callable[[Any], bytes],
-        encoded: bytes | None = None,
-    ) -> None:
-        """Keep `state` for `key`; `finish` encodes it (unless `encoded` already is), once,
-        however many messages changed it."""
-        self.states[key] = (state, consumed, encode, encoded)
+    def keep(self, consumed: Consumed, key: bytes, state: Any, encode: Encode) -> None:
+        """Keep `state` for `key`; `finish` encodes it once, however many messages changed it."""
+        self.states[key] = (state, consumed, encode)
 
     async def send(self, send: Send, **message: Any) -> None:
         self.sent.append(await send(**message))
@@ -138,11 +131,36 @@ class Batch:
         """Wait for every output, then write the states and wait for their changelog records."""
         await asyncio.gather(*self.sent)
         writes = []
-        for key, (value, consumed, encode, encoded) in self.states.items():
+        for key, (value, consumed, encode) in self.states.items():
             if encode is not None:
-                value = encoded if encoded is not None else encode(value)
+                value = encode(key, value)
             writes.append(self.table.put_for(consumed, key, value))
         await asyncio.gather(*writes)
+
+
+class StateCache:
+    """The states a worker decoded or wrote last, with the bytes they were stored as: a state
+    is reused only while the table still holds those very bytes, so the cache can never be
+    stale (after a rebalance, another worker's write shows as other bytes)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._held: OrderedDict[bytes, tuple[bytes, Any]] = OrderedDict()
+
+    def get(self, key: bytes, stored: bytes) -> Any:
+        found = self._held.get(key)
+        if found is None or found[0] != stored:
+            return None
+        self._held.move_to_end(key)
+        return found[1]
+
+    def put(self, key: bytes, stored: bytes, state: Any) -> None:
+        if self.size <= 0:
+            return
+        self._held[key] = (stored, state)
+        self._held.move_to_end(key)
+        if len(self._held) > self.size:
+            self._held.popitem(last=False)
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -165,6 +183,8 @@ class LeadQualifier:
     metrics: PipelineMetrics
     max_state_bytes: int
     send_account_signal: Send | None = None
+    cache: StateCache = field(default_factory=lambda: StateCache(0))
+    """Decoded states kept between batches (see StateCache)."""
     """Where the lead's account facts go; None when the account view is off."""
     positions: dict[int, int] = field(default_factory=dict)
     """The last offset handled, per partition of the events topic."""
@@ -190,13 +210,12 @@ class LeadQualifier:
             await batch.send(self.send_event, key=lead_key, value=raw, partition=home)
             self.metrics.rerouted.inc()
             return
-        stored = batch.read(consumed, lead_key) if batch.held(lead_key) is None else None
+        held = batch.held(lead_key)
+        stored = batch.read(consumed, lead_key) if held is None else None
         try:
-            # Everything this event leads to is worked out (and encoded) before any of it is
-            # sent, so an event the code cannot handle leaves its lead exactly as it was.
-            state = batch.held(lead_key)
-            if state is None and stored is not None:
-                state = decode_state(stored, event.lead_id, self.rules)
+            # Everything this event leads to is worked out before any of it is sent, so an
+            # event the code cannot handle leaves its lead exactly as it was.
+            state = held if held is not None else self._stored(lead_key, stored, event.lead_id)
             qualified = qualify(state, event, self.rules, self.send_account_signal is not None)
             unchanged = qualified.duplicate or qualified.too_late is not None
             changes = [(change, encode_change(change)) for change in qualified.changes]
@@ -204,7 +223,12 @@ class LeadQualifier:
                 (signal.account_id.encode(), encode_account_signal(signal))
                 for signal in qualified.signals
             ]
-            new_state = None if unchanged else encode_state(qualified.state, self.rules)
+            # A lead's state is encoded once per batch; an event adds at most about twice its
+            # own size to it, so it is measured for real only once it could be near the limit.
+            size = batch.sizes.get(lead_key, len(stored) if stored is not None else 0)
+            size += 2 * len(raw) + 64
+            if not unchanged and size > self.max_state_bytes:
+                size = len(encode_state(qualified.state, self.rules))
         except Exception as exc:  # a bug must not stop the pipeline: keep the event for replay
             log.exception("the core failed on event %s", event.event_id)
             await self.dead_letter(batch, message, "internal_error", f"{type(exc).__name__}: {exc}")
@@ -212,18 +236,21 @@ class LeadQualifier:
         if unchanged:
             # Written again all the same: the crash behind a redelivery may have lost the
             # changelog record of the state this worker's store already had.
-            batch.keep(consumed, lead_key, qualified.state, self._encode, stored)
+            if held is None and stored is not None:
+                batch.write(consumed, lead_key, stored)
+            else:
+                batch.keep(consumed, lead_key, qualified.state, self._encode)
             if qualified.duplicate:
                 self.metrics.duplicates.inc()
             else:
                 assert qualified.too_late is not None
                 await self.dead_letter(batch, message, "too_late", qualified.too_late)
             return
-        assert new_state is not None
-        if len(new_state) > self.max_state_bytes:
-            reason = _too_large("lead", event.lead_id, len(new_state), self.max_state_bytes)
+        if size > self.max_state_bytes:
+            reason = _too_large("lead", event.lead_id, size, self.max_state_bytes)
             await self.dead_letter(batch, message, "state_too_large", reason)
             return
+        batch.sizes[lead_key] = size
         for change, value in changes:
             await batch.send(self.send_change, key=lead_key, value=value)
             self.metrics.stage_changes.labels(
@@ -240,13 +267,25 @@ class LeadQualifier:
                     partition=partition_for(account_key, self.partitions),
                 )
             self.metrics.account_signals.labels("sent").inc(len(signals))
-        batch.keep(consumed, lead_key, qualified.state, self._encode, new_state)
+        batch.keep(consumed, lead_key, qualified.state, self._encode)
         self.metrics.events_applied.inc()
         if message.timestamp:
             batch.applied.append(message.timestamp)
 
-    def _encode(self, state: Any) -> bytes:
-        return encode_state(state, self.rules)
+    def _stored(self, key: bytes, stored: bytes | None, lead_id: str) -> LeadState | None:
+        if stored is None:
+            return None
+        state: LeadState | None = self.cache.get(key, stored)
+        if state is None:
+            state = decode_state(stored, lead_id, self.rules)
+            self.cache.put(key, stored, state)
+        return state
+
+    def _encode(self, key: bytes, state: LeadState) -> bytes:
+        _, compacted = compact(state, self.rules)
+        stored = encode_state(compacted, self.rules)
+        self.cache.put(key, stored, compacted)
+        return stored
 
     async def finish(self, batch: Batch) -> None:
         """End a batch: outputs acknowledged, then states written and acknowledged."""
@@ -271,6 +310,8 @@ class AccountRollup:
     partitions: int
     metrics: PipelineMetrics
     max_state_bytes: int
+    cache: StateCache = field(default_factory=lambda: StateCache(0))
+    """Decoded states kept between batches (see StateCache)."""
 
     async def apply(self, consumed: Consumed, batch: Batch) -> None:
         """Apply one signal within `batch`."""
@@ -290,26 +331,25 @@ class AccountRollup:
         held = batch.held(account_key)
         stored = batch.read(consumed, account_key) if held is None else None
         try:
-            state = held
-            if state is None and stored is not None:
-                state = decode_account_state(stored, signal.account_id, self.rules)
+            state = held if held is not None else self._stored(account_key, stored, signal)
             decision = decide_account(state, signal, self.rules)
             changes = [(change, encode_account_change(change)) for change in decision.changes]
-            encoded = None
             # An account's state grows with its people: encoded once per batch, not per signal,
-            # and checked against the limit only once it could be near it.
+            # and measured against the limit only once it could be near it.
             size = batch.sizes.get(account_key, len(stored) if stored is not None else 0)
             size += 2 * len(signal.lead_id) + 160
             if size > self.max_state_bytes:
-                encoded = encode_account_state(decision.state, self.rules)
-                size = len(encoded)
+                size = len(encode_account_state(decision.state, self.rules))
         except Exception as exc:  # a bug must not stop the pipeline: keep the signal
             log.exception("the account core failed on a signal of lead %s", signal.lead_id)
             await self.dead_letter(batch, message, "internal_error", f"{type(exc).__name__}: {exc}")
             return
         self.metrics.account_signals.labels("received").inc()
         if decision.duplicate:
-            batch.keep(consumed, account_key, decision.state, self._encode, stored)
+            if held is None and stored is not None:
+                batch.write(consumed, account_key, stored)
+            else:
+                batch.keep(consumed, account_key, decision.state, self._encode)
             return
         if size > self.max_state_bytes:
             reason = _too_large("account", signal.account_id, size, self.max_state_bytes)
@@ -323,10 +363,22 @@ class AccountRollup:
             self.metrics.account_changes.labels(
                 "retracted" if change.retracted else change.to_stage
             ).inc()
-        batch.keep(consumed, account_key, decision.state, self._encode, encoded)
+        batch.keep(consumed, account_key, decision.state, self._encode)
 
-    def _encode(self, state: Any) -> bytes:
-        return encode_account_state(state, self.rules)
+    def _stored(self, key: bytes, stored: bytes | None, signal: Signal) -> AccountState | None:
+        if stored is None:
+            return None
+        state: AccountState | None = self.cache.get(key, stored)
+        if state is None:
+            state = decode_account_state(stored, signal.account_id, self.rules)
+            self.cache.put(key, stored, state)
+        return state
+
+    def _encode(self, key: bytes, state: AccountState) -> bytes:
+        compacted = compact_account(state, self.rules)
+        stored = encode_account_state(compacted, self.rules)
+        self.cache.put(key, stored, compacted)
+        return stored
 
     async def finish(self, batch: Batch) -> None:
         await batch.finish()

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from streams.common.kafka_clients import ssl_context
 from streams.common.settings import KafkaSettings, Settings, WorkerSettings
 from streams.core.rules import Rules
-from streams.worker.agents import AccountRollup, Batch, Consumed, LeadQualifier
+from streams.worker.agents import AccountRollup, Batch, Consumed, LeadQualifier, StateCache
 from streams.worker.metrics import PipelineMetrics
 from streams.worker.recovery import table_manager_for
 from streams.worker.tables import AckedTable, DirectTopic
@@ -55,6 +55,7 @@ def create_app(
         max_event_bytes=settings.max_event_bytes,
         metrics=metrics,
         max_state_bytes=worker.max_state_bytes,
+        cache=StateCache(worker.lead_cache),
         send_account_signal=account_signals.send if worker.accounts else None,
     )
 
@@ -72,6 +73,7 @@ def create_app(
             partitions=topics.partitions,
             metrics=metrics,
             max_state_bytes=worker.max_state_bytes,
+            cache=StateCache(worker.account_cache),
         )
 
         @app.agent(account_signals, name="roll_up", concurrency=1)

@@ -21,7 +21,7 @@ from streams.core.lifecycle import LeadStageChange
 from streams.core.rules import Rules
 from streams.local.generator import generate
 from streams.replay import Replayer, account_changes_in_effect
-from streams.worker.agents import AccountRollup, Batch, LeadQualifier, partition_for
+from streams.worker.agents import AccountRollup, Batch, LeadQualifier, StateCache, partition_for
 from streams.worker.metrics import PipelineMetrics
 from tests.factories import BUYER, days, event
 
@@ -95,6 +95,7 @@ class Worker:
     rules: Rules
     accounts: bool = True
     max_state_bytes: int = 900_000
+    cache: int = 0
     metrics: PipelineMetrics = field(default_factory=PipelineMetrics)
     topics: dict[str, MemoryTopic] = field(
         default_factory=lambda: defaultdict(lambda: MemoryTopic("?"))
@@ -114,6 +115,7 @@ class Worker:
             max_event_bytes=DEFAULT_MAX_EVENT_BYTES,
             metrics=self.metrics,
             max_state_bytes=self.max_state_bytes,
+            cache=StateCache(self.cache),
             send_account_signal=self.topics["signals"].send if self.accounts else None,
         )
         self.rollup = AccountRollup(
@@ -124,6 +126,7 @@ class Worker:
             partitions=PARTITIONS,
             metrics=self.metrics,
             max_state_bytes=self.max_state_bytes,
+            cache=StateCache(self.cache),
         )
         self.read = {"events": 0, "signals": 0}
 
@@ -159,18 +162,19 @@ def dead_letters(worker: Worker) -> list[dict[str, str]]:
     ]
 
 
-def test_the_agents_publish_what_replay_prints(rules: Rules) -> None:
+@pytest.mark.parametrize("cache", [0, 50, 10_000], ids=["no-cache", "small-cache", "cache"])
+def test_the_agents_publish_what_replay_prints(rules: Rules, cache: int) -> None:
     documents = generate(300, seed=5)
     replayed = list(
         Replayer(rules, DEFAULT_MAX_EVENT_BYTES, accounts=True).run(
             orjson.dumps(d) for d in documents
         )
     )
-    worker = Worker(rules)
+    worker = Worker(rules, cache=cache)
 
     async def scenario() -> None:
         await worker.publish(documents)
-        await worker.drain()
+        await worker.drain(batch_size=7)
 
     asyncio.run(scenario())
     expected = [encode_change(c) for c in replayed if isinstance(c, LeadStageChange)]
@@ -310,7 +314,7 @@ def test_an_account_state_past_the_limit_dead_letters_the_signal_that_grows_it(
         event(
             "profile_updated", days(n / 100), lead=f"p{n}", **{**BUYER, "email": f"p{n}@acme.com"}
         )
-        for n in range(40)
+        for n in range(80)
     ]
 
     async def scenario() -> None:
@@ -324,4 +328,25 @@ def test_an_account_state_past_the_limit_dead_letters_the_signal_that_grows_it(
     assert all(len(v) <= 2_000 for v in worker.account_table.stored.values())
     state = decode_account_state(worker.account_table.stored[b"acme.com"], "acme.com", rules)
     # Every person is either in the account or in a dead letter, never silently left out.
-    assert len(members_of(state)) + len(letters) == 40
+    assert len(members_of(state)) + len(letters) == 80
+
+
+def test_a_cached_state_is_used_only_while_the_table_holds_its_bytes(rules: Rules) -> None:
+    """Another worker (after a rebalance) wrote the lead meanwhile: its bytes win."""
+    worker = Worker(rules, accounts=False, cache=100)
+
+    async def scenario() -> None:
+        await worker.publish([event("profile_updated", lead="l", **BUYER)])
+        await worker.drain()
+        # Elsewhere, the lead went on: it asked for a demo (an MQL now).
+        other = Worker(rules, accounts=False)
+        other.leads.stored = dict(worker.leads.stored)
+        await other.publish([event("demo_request", days(1), lead="l")])
+        await other.drain()
+        worker.leads.stored = other.leads.stored
+        await worker.publish([event("sales_contacted", days(2), lead="l")])
+        await worker.drain()
+
+    asyncio.run(scenario())
+    stages = [orjson.loads(v)["to_stage"] for v in worker.topics["changes"].values()]
+    assert stages == ["subscriber", "lead", "sql"]
