@@ -17,6 +17,7 @@ from streams.common.kafka_clients import ssl_context
 from streams.common.settings import KafkaSettings, Settings, WorkerSettings
 from streams.core.rules import Rules
 from streams.worker.agents import AccountRollup, Batch, Consumed, LeadQualifier, StateCache
+from streams.worker.consumer import DirectConsumer
 from streams.worker.metrics import PipelineMetrics
 from streams.worker.recovery import table_manager_for
 from streams.worker.tables import AckedTable, DirectTopic
@@ -154,6 +155,9 @@ def faust_app(settings: Settings) -> faust.App:
         TableManager=table_manager_for(settings.kafka),
         Topic=DirectTopic,
     )
+
+    # Our consumer class, set before Faust makes the consumer (when the worker starts).
+    app.transport.Consumer = DirectConsumer  # type: ignore[misc]
 
     def limit_fetch_wait(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         _limit_fetch_wait(app, worker.fetch_max_wait)

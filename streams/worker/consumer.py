@@ -1,0 +1,92 @@
+"""Faust's aiokafka consumer, handing each fetched message to the streams without four tasks.
+
+Faust's fetch loop (`Consumer._drain_messages`) hands every message to the streams through
+`Service.wait_first(callback(message), suspend_flow.wait())`, so that a rebalance that stops
+the flow can abandon a hand-over blocked on a full stream buffer. That call makes four tasks
+(the hand-over, and waits for the flow, the stop and a crash) and cancels three, for every
+message. Here the hand-over runs at once, in the loop's own task: almost always it finishes
+without waiting (the buffer has room), and then nothing else happens. Only when it does wait,
+or when the flow is already stopped, does it go through Faust's `wait_first` as before, with
+the hand-over continued as a task. Below Faust's public API: faust-streaming 0.11-0.15 (the
+range pyproject pins); tests/worker/test_consumer.py fails if Faust's loop changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Generator
+from typing import Any
+
+from faust.transport.drivers.aiokafka import Consumer
+from mode.services import WaitResults
+
+
+class DirectHandOver:
+    """A `mode.Service` with a `suspend_flow` event (Faust's consumer), whose `wait_first` of
+    a hand-over and the flow's stop runs the hand-over at once (see the module)."""
+
+    suspend_flow: Any
+    _stopped: Any
+    _crashed: Any
+
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
+        if (
+            len(coros) == 2
+            and timeout is None
+            and asyncio.iscoroutine(coros[0])
+            and asyncio.iscoroutine(coros[1])
+            and not self.suspend_flow.is_set()
+            and not self._stopped.is_set()
+            and not self._crashed.is_set()
+        ):
+            handed, flow_stopped = coros
+            try:
+                waiting_on = handed.send(None)
+            except StopIteration as done:
+                flow_stopped.close()
+                return WaitResults([handed], [done.value], False)
+            except BaseException:
+                flow_stopped.close()
+                raise
+            rest = asyncio.ensure_future(_continue(handed, waiting_on))
+            results: WaitResults = await super().wait_first(rest, flow_stopped)  # type: ignore[misc]
+            return results
+        results = await super().wait_first(*coros, timeout=timeout)  # type: ignore[misc]
+        return results
+
+
+class DirectConsumer(DirectHandOver, Consumer):
+    """Faust's aiokafka consumer with a hand-over that costs no task when it does not wait."""
+
+
+async def _continue(started: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
+    """Finish a coroutine that was run up to its first wait (it yielded `waiting_on`)."""
+    return await _Continued(started, waiting_on)
+
+
+class _Continued:
+    """Awaitable that drives `started` on from where it stopped, forwarding what the event
+    loop sends or throws, as a task does for the coroutine it runs."""
+
+    def __init__(self, started: Coroutine[Any, Any, Any], waiting_on: Any) -> None:
+        self._started = started
+        self._waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        started, waiting_on = self._started, self._waiting_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except GeneratorExit:
+                started.close()
+                raise
+            except BaseException as exc:  # the task was cancelled, or the awaited failed
+                try:
+                    waiting_on = started.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    waiting_on = started.send(sent)
+                except StopIteration as done:
+                    return done.value
