@@ -20,6 +20,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,111 @@ async def _raw_copy(settings: Settings, count: int) -> float:
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+def _raw_copy_of(settings: Settings, partitions: list[int], count: int) -> float:
+    """`_raw_copy` of some partitions only (for one of several raw clients)."""
+
+    async def copy() -> float:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+        from aiokafka.structs import TopicPartition
+
+        consumer = AIOKafkaConsumer(**aiokafka_config(settings.kafka), enable_auto_commit=False)
+        producer = AIOKafkaProducer(**aiokafka_config(settings.kafka), acks="all")
+        await consumer.start()
+        await producer.start()
+        try:
+            consumer.assign([TopicPartition(settings.topics.events, p) for p in partitions])
+            await consumer.seek_to_beginning()
+            copied, pending, started = 0, [], None
+            while copied < count:
+                for records in (await consumer.getmany(timeout_ms=500, max_records=2_000)).values():
+                    started = started or time.perf_counter()
+                    for record in records:
+                        pending.append(
+                            await producer.send(
+                                settings.topics.dead_letter, value=record.value, key=record.key
+                            )
+                        )
+                    copied += len(records)
+            await asyncio.gather(*pending)
+            return time.perf_counter() - (started or time.perf_counter())
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+    return asyncio.run(copy())
+
+
+def _raw_copies(settings: Settings, clients: int, counts: list[int]) -> float:
+    """Seconds for `clients` raw clients in their own processes, each copying its share of the
+    partitions, to copy them all."""
+    create_topics(settings)
+    shares = [
+        [p for p in range(settings.topics.partitions) if p % clients == n] for n in range(clients)
+    ]
+    with ProcessPoolExecutor(clients) as pool:
+        started = time.perf_counter()
+        futures = [
+            pool.submit(_raw_copy_of, settings, share, sum(counts[p] for p in share))
+            for share in shares
+        ]
+        for future in futures:
+            future.result()
+        return time.perf_counter() - started
+
+
+def _per_partition(settings: Settings, documents: list[dict[str, object]]) -> list[int]:
+    from streams.worker.agents import partition_for
+
+    counts = [0] * settings.topics.partitions
+    for document in documents:
+        counts[partition_for(str(document["lead_id"]).encode(), len(counts))] += 1
+    return counts
+
+
+def _end_to_end_processes(
+    settings: Settings, workdir: Path, processes: int, expected: int, accounts: int
+) -> float:
+    """`_end_to_end` for `leadflow worker --processes N`, timed once every process owns
+    partitions."""
+    from streams.worker.processes import process_settings
+
+    topics, bootstrap = settings.topics, settings.kafka.bootstrap_servers
+    reader = TopicReader(bootstrap, topics.stage_changes, topics.partitions)
+    account_reader = TopicReader(bootstrap, topics.account_changes, topics.partitions)
+    supervisor = WorkerProcess(
+        args=["worker", "--loglevel", "warning", "--processes", str(processes)],
+        env=environment_of(settings),
+        log_path=workdir / f"workers-{settings.worker.app_id}.log",
+    ).start()
+    try:
+        probes = [
+            WorkerProcess(port=process_settings(settings, n).worker.web_port)
+            for n in range(processes)
+        ]
+        deadline = time.monotonic() + 120
+        while True:
+            owned = [set((probe.health() or {}).get("partitions", [])) for probe in probes]
+            if all(owned) and set.union(*owned) == set(range(topics.partitions)):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the workers did not share the partitions: {owned}")
+            time.sleep(0.1)
+        started = time.perf_counter()
+        deadline = time.monotonic() + 600
+        while not (
+            len(reader.values()) >= expected
+            and len(account_changes_in_effect(orjson.loads(v) for v in account_reader.values()))
+            >= accounts
+        ):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not done within 600s (log: {supervisor.log_path})")
+        return time.perf_counter() - started
+    finally:
+        supervisor.stop()
+        reader.close()
+        account_reader.close()
 
 
 def _rerun(settings: Settings, accounts: bool) -> Settings:
@@ -286,6 +392,16 @@ def main(quick: bool = False) -> None:
         print(
             f"  the account table's cost: {with_accounts / leads_only:.2f}x the time of leads "
             f"only ({expected_accounts:,} account changes in effect)"
+        )
+        counts = _per_partition(settings, documents)
+        two_raw = len(documents) / _raw_copies(_rerun(settings, accounts=True), 2, counts)
+        two_workers = len(documents) / _end_to_end_processes(
+            _rerun(settings, accounts=True), workdir, 2, expected, expected_accounts
+        )
+        print(f"  two raw clients, two processes     {two_raw:>8,.0f} events/s  (1.00)")
+        print(
+            f"  with accounts, worker --processes 2 {two_workers:>7,.0f} events/s  "
+            f"({two_workers / two_raw:.2f} of two raw clients; goal >= 0.50)"
         )
         e2e_rate = len(documents) / with_accounts
         seconds = 4 if quick else 10

@@ -225,14 +225,26 @@ def demo(
 def worker(
     ctx: typer.Context,
     loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "info",
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes on this machine, in one consumer group (one core each).",
+        ),
+    ] = 1,
 ) -> None:
     """Run a stream worker: events -> core -> stage changes (creates missing topics first)."""
     from streams.common.kafka_clients import create_topics
-    from streams.worker.app import create_app, faust_worker
 
     settings = _settings(ctx)
     rules = _rules(None, settings)
     create_topics(settings)
+    if processes > 1:
+        from streams.worker.processes import run_processes
+
+        raise typer.Exit(run_processes(settings, processes, loglevel))
+    from streams.worker.app import create_app, faust_worker
+
     faust_worker(create_app(settings, rules), loglevel).execute_from_commandline()
 
 

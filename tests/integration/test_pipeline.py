@@ -23,6 +23,7 @@ from tests.integration.harness import (
     replay_accounts,
     replay_bytes,
     replay_signals,
+    settings_from,
 )
 from tests.waiting import WaitTimeout, wait_for
 
@@ -259,3 +260,43 @@ def _changelog(pipeline: Pipeline, table: str) -> list[bytes]:
         return values
     finally:
         consumer.close()
+
+
+def test_worker_processes_share_the_partitions_and_stop_together(
+    pipeline: Pipeline, rules: Rules
+) -> None:
+    """`leadflow worker --processes 2`: one consumer group on one machine, the same result as
+    replay, and a stop signal ends every process."""
+    from streams.worker.processes import process_settings
+
+    traffic = generate(400, seed=41)
+    one = pipeline.worker()
+    supervisor = pipeline.command(
+        ["worker", "--loglevel", "info", "--processes", "2"], one.env, "supervisor"
+    ).start()
+    settings = settings_from(one.env)
+    probes = [
+        Worker(port=process_settings(settings, n).worker.web_port, log_path=one.log_path)
+        for n in range(2)
+    ]
+    try:
+        owned = wait_for(
+            lambda: [set((probe.health() or {}).get("partitions", [])) for probe in probes],
+            lambda owned: all(owned) and set.union(*owned) == {0, 1, 2, 3},
+            timeout=90,
+            what="both processes to own partitions",
+        )
+        assert not set.intersection(*owned)
+        pipeline.publish(traffic)
+        reader = pipeline.reader(pipeline.settings.topics.stage_changes)
+        expected = effective(replay_bytes(traffic, rules))
+        wait_for(
+            lambda: difference(effective(reader.values()), expected),
+            lambda diff: diff is None,
+            timeout=180,
+            what="the stage changes of both processes to equal replay",
+        )
+    finally:
+        supervisor.stop(timeout=60)
+    assert supervisor.process is not None and supervisor.process.returncode == 0
+    assert all(probe.health() is None for probe in probes)
