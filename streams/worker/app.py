@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol, cast
 
 import faust
@@ -16,7 +16,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from streams.common.kafka_clients import ssl_context
 from streams.common.settings import KafkaSettings, Settings, WorkerSettings
 from streams.core.rules import Rules
-from streams.worker.agents import AccountRollup, Batch, Consumed, LeadQualifier, StateCache
+from streams.worker.agents import (
+    AccountRollup,
+    Batch,
+    Consumed,
+    LeadQualifier,
+    Send,
+    StateCache,
+)
 from streams.worker.consumer import DirectConsumer
 from streams.worker.metrics import PipelineMetrics
 from streams.worker.recovery import table_manager_for
@@ -49,15 +56,15 @@ def create_app(
     account_signals = app.topic(topics.account_signals, partitions=topics.partitions, **RAW_BYTES)
     qualifier = LeadQualifier(
         rules=rules,
-        send_change=stage_changes.send,
-        send_dead_letter=dead_letters.send,
-        send_event=events.send,
+        send_change=producer_send(app, stage_changes),
+        send_dead_letter=producer_send(app, dead_letters),
+        send_event=producer_send(app, events),
         partitions=topics.partitions,
         max_event_bytes=settings.max_event_bytes,
         metrics=metrics,
         max_state_bytes=worker.max_state_bytes,
         cache=StateCache(worker.lead_cache),
-        send_account_signal=account_signals.send if worker.accounts else None,
+        send_account_signal=producer_send(app, account_signals) if worker.accounts else None,
     )
 
     @app.agent(events, name="qualify", concurrency=1)
@@ -68,9 +75,9 @@ def create_app(
         accounts = _state_table(app, ACCOUNTS_TABLE, topics.partitions, "Per-account state.")
         rollup = AccountRollup(
             rules=rules,
-            send_change=app.topic(topics.account_changes, **RAW_BYTES).send,
-            send_dead_letter=dead_letters.send,
-            send_signal=account_signals.send,
+            send_change=producer_send(app, app.topic(topics.account_changes, **RAW_BYTES)),
+            send_dead_letter=producer_send(app, dead_letters),
+            send_signal=producer_send(app, account_signals),
             partitions=topics.partitions,
             metrics=metrics,
             max_state_bytes=worker.max_state_bytes,
@@ -117,6 +124,26 @@ def create_app(
             return self.bytes(generate_latest(registry), headers=headers)
 
     return app
+
+
+def producer_send(app: faust.App, topic: faust.TopicT) -> Send:
+    """Send to `topic` through the app's producer (Faust's `Producer.send`): what `Topic.send`
+    ends in, without its per-message channel, future and sensor work (a quarter of the time
+    of a Faust agent that only copies messages, measured). Keys and values are bytes already."""
+    (name,) = topic.topics
+
+    async def send(
+        key: bytes | None = None,
+        value: bytes | None = None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Awaitable[Any]:
+        acknowledged: Awaitable[Any] = await app.producer.send(
+            name, key, value, partition, None, headers
+        )
+        return acknowledged
+
+    return send
 
 
 def faust_worker(app: faust.App, loglevel: str) -> Worker:
