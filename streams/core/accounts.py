@@ -395,7 +395,7 @@ def decide_account(state: AccountState | None, signal: Signal, rules: Rules) -> 
     else:
         at = bisect.bisect_right(tail, key, key=_order)
         tail = (*tail[:at], signal, *tail[at:])
-        fold = _refold(snapshot, tail, moved, rules)
+        fold = _refold_from(snapshot, tail, at, state.fold, moved, rules)
         after = state._replace(accepted=state.accepted + 1, tail=tail, seen=seen, fold=fold)
         changes = _rewritten(state.fold.transitions, after, fold.transitions, rules)
     if len(after.tail) >= rules.state.account_signals + _COMPACT_AT_ONCE:
@@ -429,6 +429,52 @@ def _refold(
         late = (signal.lead_id, signal.revision) in moved if moved else False
         fold = _step(fold, signal, snapshot.members, rules, late, changed)
     return fold
+
+
+def _refold_from(
+    snapshot: Snapshot,
+    tail: tuple[Signal, ...],
+    at: int,
+    fold: AccountFold,
+    moved: frozenset[tuple[str, int]],
+    rules: Rules,
+) -> AccountFold:
+    """The fold of `tail` from the snapshot, where a signal was just inserted at `at`: the
+    signals before it are only joined (who they are), not evaluated again, and the account's
+    changes before it are taken from `fold`; from `at` on, each signal is folded as usual.
+
+    A change is stamped with the instant and lead of the signal that made it, and signals are
+    folded in that order: the changes from before `at` are those stamped earlier. A change of
+    the same lead at the same instant may come from a signal on either side: then everything is
+    refolded."""
+    inserted = tail[at]
+    cut = (inserted.occurred_at, inserted.lead_id)
+    kept = 0
+    for transition in fold.transitions:
+        stamp = (transition.at, transition.lead_id)
+        if stamp == cut:
+            return _refold(snapshot, tail, moved, rules)
+        if stamp > cut:
+            break
+        kept += 1
+    members = snapshot.members
+    changed: dict[str, Member] = {}
+    tally = snapshot.tally
+    for signal in tail[:at]:
+        lead_id = signal.lead_id
+        old = changed[lead_id] if lead_id in changed else members.get(lead_id)
+        if old is not None and old.revision > signal.revision:
+            continue
+        new = _member_of(signal)
+        tally = _recounted(tally, old, new, rules)
+        changed[lead_id] = new
+    transitions = fold.transitions[:kept]
+    stage = transitions[-1].to_stage if transitions else snapshot.stage
+    refolded = AccountFold(stage, changed, tally, transitions)
+    for signal in tail[at:]:
+        late = (signal.lead_id, signal.revision) in moved if moved else False
+        refolded = _step(refolded, signal, members, rules, late, changed)
+    return refolded
 
 
 _COMPACT_AT_ONCE: Final = 64
@@ -537,6 +583,26 @@ def _counted(tally: Tally, member: Member, sign: int, rules: Rules) -> Tally:
     )
 
 
+def _member_of(signal: Signal) -> Member:
+    return Member(
+        signal.member,
+        signal.stage,
+        signal.seniority,
+        signal.engagement_score,
+        signal.occurred_at,
+        signal.revision,
+    )
+
+
+def _recounted(tally: Tally, old: Member | None, new: Member, rules: Rules) -> Tally:
+    """The tally once a person's facts move from `old` to `new`."""
+    if old is not None and old.present:
+        tally = _counted(tally, old, -1, rules)
+    if new.present:
+        tally = _counted(tally, new, 1, rules)
+    return tally
+
+
 def _step(
     fold: AccountFold,
     signal: Signal,
@@ -554,19 +620,8 @@ def _step(
         # An older signal of this person, moved after a newer one (it came past the bound):
         # the account keeps the newer facts.
         return fold
-    new = Member(
-        signal.member,
-        signal.stage,
-        signal.seniority,
-        signal.engagement_score,
-        signal.occurred_at,
-        signal.revision,
-    )
-    tally = fold.tally
-    if old is not None and old.present:
-        tally = _counted(tally, old, -1, rules)
-    if new.present:
-        tally = _counted(tally, new, 1, rules)
+    new = _member_of(signal)
+    tally = _recounted(fold.tally, old, new, rules)
     if working is None:
         changed = {**changed, lead_id: new}
     else:
