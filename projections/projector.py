@@ -35,7 +35,7 @@ from projections.rows import (
 )
 from projections.writer import ProjectionWriter
 from streams.common.codecs import dead_letter_headers
-from streams.common.kafka_clients import connection_config
+from streams.common.kafka_clients import connection_config, reaching
 from streams.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,8 @@ class Projector:
             "fetch_max_bytes": 64 * 1024 * 1024,
         }
         if self.from_beginning:
-            consumer = KafkaConsumer(**config, group_id=None)
+            with reaching(self.settings.kafka):
+                consumer = KafkaConsumer(**config, group_id=None)
             partitions = [
                 TopicPartition(topic, partition)
                 for topic in self.topics
@@ -194,7 +195,8 @@ class Projector:
             consumer.assign(partitions)
             consumer.seek_to_beginning()
         else:
-            consumer = KafkaConsumer(**config, group_id=self.settings.projector.group_id)
+            with reaching(self.settings.kafka):
+                consumer = KafkaConsumer(**config, group_id=self.settings.projector.group_id)
             consumer.subscribe(list(self.topics))
         return consumer
 

@@ -12,9 +12,10 @@ import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from streams.common.codecs import encode_account_change, encode_change
-from streams.common.settings import Settings, load_settings, settings_reference
+from streams.common.settings import Settings, load_settings, settings_reference, unknown_variables
 from streams.core.accounts import AccountStageChange
 from streams.core.explain import explain as explain_lead
 from streams.core.lifecycle import LeadStageChange
@@ -38,7 +39,8 @@ app.add_typer(schemas_app, name="schemas")
 app.add_typer(rules_app, name="rules")
 app.add_typer(topics_app, name="topics")
 
-err = Console(stderr=True)
+# Messages on stderr keep whole lines: a log collector or a test reads them one per line.
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _console() -> Console:
@@ -62,7 +64,7 @@ def main() -> None:
     try:
         app()
     except LeadflowError as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=False, highlight=False)
+        err.print(Text.assemble(("error:", "red"), f" {exc}"), highlight=False)
         sys.exit(1)
 
 
@@ -70,6 +72,8 @@ def main() -> None:
 def _start(ctx: typer.Context) -> None:
     # The one place that reads the environment: every command gets these settings.
     ctx.obj = load_settings()
+    for warning in unknown_variables():
+        err.print(Text.assemble(("warning:", "yellow"), f" {warning}"), highlight=False)
 
 
 def _settings(ctx: typer.Context) -> Settings:

@@ -19,3 +19,7 @@ class InvalidEventError(LeadflowError):
 
 class InvalidStateError(LeadflowError):
     """A stored lead state cannot be decoded (written by an incompatible version)."""
+
+
+class BrokerUnreachableError(LeadflowError):
+    """No Kafka broker answered at the configured address."""

@@ -4,9 +4,12 @@ client configuration (bootstrap servers, SASL, TLS)."""
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from streams.common.settings import KafkaSettings, Settings, TopicSettings
+from streams.errors import BrokerUnreachableError
 
 
 def _connection(kafka: KafkaSettings) -> dict[str, Any]:
@@ -33,6 +36,28 @@ def connection_config(kafka: KafkaSettings) -> dict[str, Any]:
         if value is not None:
             config[name] = str(value)
     return config
+
+
+@contextmanager
+def reaching(kafka: KafkaSettings) -> Iterator[None]:
+    """Around the creation of a kafka-python client: when no broker answers, one
+    BrokerUnreachableError naming the address and its setting instead of a traceback."""
+    from kafka import errors
+
+    try:
+        yield
+    except errors.KafkaTimeoutError as exc:
+        # kafka-python 3 says so with this error and message ("Unable to bootstrap from ...").
+        if "bootstrap" not in str(exc):
+            raise
+        raise BrokerUnreachableError(_unreachable(kafka)) from None
+
+
+def _unreachable(kafka: KafkaSettings) -> str:
+    return (
+        f"no Kafka broker answered at {kafka.bootstrap_servers} "
+        "(LEADFLOW_KAFKA__BOOTSTRAP_SERVERS): is it running, and reachable from here?"
+    )
 
 
 def aiokafka_config(kafka: KafkaSettings) -> dict[str, Any]:
@@ -78,7 +103,8 @@ def create_topics(settings: Settings) -> list[str]:
     from kafka import errors as Errors
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    admin = KafkaAdminClient(**connection_config(settings.kafka))
+    with reaching(settings.kafka):
+        admin = KafkaAdminClient(**connection_config(settings.kafka))
     try:
         existing = set(admin.list_topics())
         missing = [

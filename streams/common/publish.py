@@ -14,7 +14,7 @@ import orjson
 from pydantic import BaseModel
 
 from streams.common.codecs import decode_event
-from streams.common.kafka_clients import connection_config
+from streams.common.kafka_clients import connection_config, reaching
 from streams.common.settings import DEAD_LETTER_HEADROOM, Settings
 from streams.errors import InvalidEventError
 
@@ -70,7 +70,8 @@ def make_producer(settings: Settings, **overrides: Any) -> Any:
         "max_in_flight_requests_per_connection": 1,
         **overrides,
     }
-    return KafkaProducer(**config)
+    with reaching(settings.kafka):
+        return KafkaProducer(**config)
 
 
 def _as_bytes(events: Iterable[dict[str, Any] | BaseModel | bytes]) -> Iterator[bytes]:

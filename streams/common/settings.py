@@ -7,11 +7,23 @@ Nothing else in leadflow reads the environment.
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+import pydantic_settings
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -49,6 +61,18 @@ class KafkaSettings(_Section):
     )
     ssl_certfile: Path | None = Field(default=None, description="Client certificate (mTLS).")
     ssl_keyfile: Path | None = Field(default=None, description="Client certificate's key.")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        servers = [server.strip() for server in value.split(",") if server.strip()]
+        if not servers:
+            raise ValueError("needs at least one host:port")
+        for server in servers:
+            host, colon, port = server.rpartition(":")
+            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{server!r} is not host:port with a port from 1 to 65535")
+        return value
 
     @model_validator(mode="after")
     def _sasl_is_complete(self) -> KafkaSettings:
@@ -312,15 +336,89 @@ class SettingsError(LeadflowError):
 
 def load_settings() -> Settings:
     """The settings of this process, from its `LEADFLOW_*` variables; a bad value raises
-    SettingsError naming the variable and what is wrong, one line per problem."""
+    SettingsError naming the variable, its value and what is wrong, all in one line."""
     try:
         return Settings()
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):
-            location = "__".join(str(part) for part in error["loc"]).upper()
-            problems.append(f"LEADFLOW_{location}: {error['msg']}")
+            variable = "LEADFLOW_" + "__".join(str(part) for part in error["loc"]).upper()
+            problem = f"{variable}: {error['msg'].removeprefix('Value error, ')}"
+            if error["type"] == "extra_forbidden":
+                problem = f"{variable} is not a leadflow setting{_closest(variable)}"
+            elif error["type"] != "value_error" and _showable(variable, error["input"]):
+                problem += f" (got {_shown(error['input'])})"
+            problems.append(problem)
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+    except pydantic_settings.SettingsError as exc:
+        # A list or mapping setting whose value is not JSON: pydantic-settings names only the
+        # section, so name the variables of it that do not parse.
+        unparsed = [
+            name for name, value in os.environ.items() if _is_setting(name) and not _json(value)
+        ]
+        names = ", ".join(sorted(unparsed)) or str(exc)
+        raise SettingsError(
+            f"invalid settings: {names}: a list or mapping setting takes JSON, "
+            'such as ["a", "b"] or {"key": "value"}'
+        ) from None
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each `LEADFLOW_*` variable that names no setting (a misspelt name would
+    otherwise be ignored without a word), with the closest known name."""
+    environ = os.environ if environ is None else environ
+    known = set(setting_variables())
+    sections = {name for name, info in Settings.model_fields.items() if _is_section(info)}
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith("LEADFLOW_") or upper in known:
+            continue
+        if upper.removeprefix("LEADFLOW_").split("__")[0].lower() in sections:
+            # A whole section as JSON, or a name in it: validation refuses a wrong one.
+            continue
+        warnings.append(f"{name} is not a leadflow setting{_closest(upper)}; it is ignored")
+    return warnings
+
+
+def setting_variables() -> list[str]:
+    """Every `LEADFLOW_*` variable a setting is read from."""
+    names = []
+    for name, field_info in Settings.model_fields.items():
+        annotation = field_info.annotation
+        if _is_section(field_info):
+            assert isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            names += [f"LEADFLOW_{name}__{field}".upper() for field in annotation.model_fields]
+        else:
+            names.append(f"LEADFLOW_{name}".upper())
+    return names
+
+
+def _is_setting(name: str) -> bool:
+    return name.upper() in setting_variables()
+
+
+def _json(value: str) -> bool:
+    try:
+        json.loads(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _closest(variable: str) -> str:
+    match = difflib.get_close_matches(variable.upper(), setting_variables(), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def _showable(variable: str, value: object) -> bool:
+    secret = any(word in variable for word in ("PASSWORD", "SECRET", "KEY", "TOKEN"))
+    return not secret and not isinstance(value, dict)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def settings_reference() -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -159,3 +161,91 @@ def test_schemas_export_writes_every_model(tmp_path: Path) -> None:
 def test_rules_show_prints_the_version_in_force() -> None:
     result = leadflow("rules", "show")
     assert orjson.loads(result.stdout)["rules_version"].startswith("2026.12.2+")
+
+
+def _leadflow_with(variables: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
+    environment = {k: v for k, v in os.environ.items() if not k.upper().startswith("LEADFLOW_")}
+    return subprocess.run(
+        [*LEADFLOW, *args], env={**environment, **variables}, capture_output=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        (
+            "LEADFLOW_TOPICS__PARTITIONS",
+            "abc",
+            "integer, unable to parse string as an integer (got 'abc')",
+        ),
+        ("LEADFLOW_TOPICS__PARTITIONS", "0", "greater than or equal to 1 (got '0')"),
+        ("LEADFLOW_WORKER__BATCH_SIZE", "-1", "greater than or equal to 1"),
+        ("LEADFLOW_WORKER__BATCH_WAIT", "0", "greater than 0"),
+        ("LEADFLOW_WORKER__STORE", "redis", "'rocksdb' or 'memory' (got 'redis')"),
+        ("LEADFLOW_KAFKA__SECURITY_PROTOCOL", "TLS", "'PLAINTEXT', 'SSL'"),
+        ("LEADFLOW_KAFKA__SECURITY_PROTOCOL", "SASL_SSL", "needs sasl_mechanism"),
+        ("LEADFLOW_KAFKA__BOOTSTRAP_SERVERS", "garbage", "'garbage' is not host:port"),
+        ("LEADFLOW_KAFKA__BOOTSTRAP_SERVERS", "", "needs at least one host:port"),
+        ("LEADFLOW_KAFKA__BOOTSTRAP_SERVERS", "a:9092,b:70000", "'b:70000' is not host:port"),
+        ("LEADFLOW_COLLECTOR__WRITE_KEYS", "not json", "takes JSON"),
+        ("LEADFLOW_COLLECTOR__PORT", "70000", "less than or equal to 65535"),
+        (
+            "LEADFLOW_MAX_EVENT_BYTES",
+            "10GB",
+            "integer, unable to parse string as an integer (got '10GB')",
+        ),
+        (
+            "LEADFLOW_PRIVACY__CLEAR_IDENTIFIERS",
+            "maybe",
+            "valid boolean, unable to interpret input (got 'maybe')",
+        ),
+        ("LEADFLOW_WORKER__BATCHSIZE", "3", "did you mean LEADFLOW_WORKER__BATCH_SIZE?"),
+        (
+            "LEADFLOW_WORKER__FETCH_MAX_WAIT",
+            "fast",
+            "unable to parse string as a number (got 'fast')",
+        ),
+        ("LEADFLOW_COLLECTOR__PUBLISH_TIMEOUT", "-1", "greater than 0"),
+        ("LEADFLOW_CLICKHOUSE__DATABASE", "drop;table", "match pattern"),
+    ],
+)
+def test_a_bad_setting_stops_every_command_with_one_line(
+    variable: str, value: str, says: str
+) -> None:
+    result = _leadflow_with({variable: value}, "rules", "show")
+    assert result.returncode == 1
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"error: invalid settings: {variable.split('__')[0]}"), lines[0]
+    assert variable in lines[0] or "needs sasl" in lines[0]
+    assert says in lines[0]
+
+
+def test_a_secret_value_is_never_shown_in_the_error() -> None:
+    result = _leadflow_with(
+        {"LEADFLOW_KAFKA__SASL_PASSWORD": "", "LEADFLOW_PRIVACY__HASH_KEY": "hunter2hunter2"},
+        "rules",
+        "show",
+    )
+    assert b"hunter2" not in result.stderr
+
+
+def test_a_misspelt_variable_is_named_with_the_closest_setting() -> None:
+    result = _leadflow_with({"LEADFLOW_PARTITONS": "4"}, "rules", "show")
+    assert result.returncode == 0
+    assert result.stderr.decode().splitlines() == [
+        "warning: LEADFLOW_PARTITONS is not a leadflow setting "
+        "(did you mean LEADFLOW_TOPICS__PARTITIONS?); it is ignored"
+    ]
+
+
+def test_an_unreachable_broker_is_one_line_naming_the_address_and_the_setting() -> None:
+    with socket.socket() as closed:  # a port that nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"
+    result = _leadflow_with({"LEADFLOW_KAFKA__BOOTSTRAP_SERVERS": address}, "topics", "create")
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        f"error: no Kafka broker answered at {address} (LEADFLOW_KAFKA__BOOTSTRAP_SERVERS): "
+        "is it running, and reachable from here?"
+    ]
