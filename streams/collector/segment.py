@@ -1,10 +1,11 @@
 """Segment Tracking API messages -> leadflow events. Pure: no I/O, no clock but the one passed in.
 
-`identify` traits become `profile_updated`; `page` becomes `page_view`, or `pricing_page_view`
-when its URL matches the rules file's pattern; `track` event names map to event types through
-the rules file's table. `messageId` is the `event_id`, `userId` (else `anonymousId`) the
-`lead_id`, `timestamp` (else `originalTimestamp`, else the time the collector received it) the
-`occurred_at`; `context.campaign.source` / `.name` are the source and campaign.
+`identify` traits (`traits`, then `context.traits`) become `profile_updated`; `page` becomes
+`page_view`, or `pricing_page_view` when its URL matches the rules file's pattern; `track` event
+names map to event types through the rules file's table. `messageId` is the `event_id`,
+`userId` (else `anonymousId`) the `lead_id`, `timestamp` (else `originalTimestamp`, else the
+time the collector received it) the `occurred_at`; `context.campaign.source` / `.name` are the
+source and campaign.
 
 The write key of these endpoints is public (it sits in every page that loads the tracker), so
 they carry only what a browser may say: engagement and profile facts. Sales activity (every type
@@ -63,7 +64,10 @@ def to_event(message: Any, kind: str, rules: Rules, received_at: datetime) -> di
         event["campaign"] = campaign["name"]
     if kind == "identify":
         event["type"] = "profile_updated"
-        event["properties"] = _profile(_dict(message.get("traits")))
+        # Any call may carry the user's traits in `context.traits`, and some trackers send an
+        # identify's only there; where both name a field, the call's own `traits` win.
+        context_traits = _dict(_dict(message.get("context")).get("traits"))
+        event["properties"] = _profile({**context_traits, **_dict(message.get("traits"))})
     elif kind == "page":
         properties = _dict(message.get("properties"))
         url = properties.get("url") or _dict(_dict(message.get("context")).get("page")).get("url")

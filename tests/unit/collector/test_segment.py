@@ -27,6 +27,26 @@ def mapped(rules: Rules, kind: str, **fields: Any) -> dict[str, Any]:
     return document
 
 
+def test_identify_traits_sent_only_in_the_context_become_profile_facts(rules: Rules) -> None:
+    traits = {"email": "ana@acme.example", "title": "VP Marketing", "company": "Acme"}
+    document = mapped(rules, "identify", context={"traits": traits})
+    assert document["properties"] == {
+        "email": "ana@acme.example",
+        "job_title": "VP Marketing",
+        "company": "Acme",
+    }
+
+
+def test_the_calls_own_traits_win_over_the_context_traits(rules: Rules) -> None:
+    document = mapped(
+        rules,
+        "identify",
+        traits={"title": "CTO"},
+        context={"traits": {"title": "Engineer", "email": "ana@acme.example"}},
+    )
+    assert document["properties"] == {"email": "ana@acme.example", "job_title": "CTO"}
+
+
 def test_identify_traits_become_profile_facts(rules: Rules) -> None:
     document = mapped(
         rules,
