@@ -217,7 +217,8 @@ class Collector:
         raw = await _read_body(request, SEGMENT_MAX_BATCH_BYTES)
         expected = "sha256=" + hmac.new(self._webhook_secret, raw, hashlib.sha256).hexdigest()
         given = request.headers.get(SIGNATURE_HEADER, "")
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        # A header that is not ASCII cannot be the digest; aiohttp keeps its bytes as surrogates.
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
             raise RequestError(401, "bad_signature", f"missing or wrong {SIGNATURE_HEADER}")
         body = _parse_json(raw)
         documents = body if isinstance(body, list) else [body]
@@ -297,12 +298,26 @@ def _basic_auth_user(header: str | None) -> bytes | None:
     return user
 
 
+BODY_ENCODINGS: Final = frozenset({"identity", "gzip", "deflate"})
+"""What a request body may be sent as: what aiohttp inflates itself, and Segment's gzip."""
+
+
 async def _read_body(request: web.Request, limit: int) -> bytes:
     """The body, refusing anything over `limit` bytes. aiohttp inflates gzip bodies as they
     stream in, so the limit applies to the decompressed size and a gzip bomb stops early."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in BODY_ENCODINGS:
+        raise RequestError(
+            415, "unsupported_encoding", f"Content-Encoding {encoding[:40]!r}: use gzip or none"
+        )
     chunks, size = [], 0
     while size <= limit:
-        chunk = await request.content.read(limit + 1 - size)
+        try:
+            chunk = await request.content.read(limit + 1 - size)
+        except web.RequestPayloadError:
+            raise RequestError(
+                400, "bad_encoding", f"the body is not valid {encoding} data"
+            ) from None
         if not chunk:
             break
         chunks.append(chunk)
@@ -313,11 +328,35 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return raw
 
 
+MAX_JSON_DEPTH: Final = 64
+"""How deeply a request's JSON may nest. Tracking calls are a few levels deep; a body nested
+hundreds deep cannot be encoded again as an event (orjson stops at 255 levels)."""
+
+
 def _parse_json(raw: bytes) -> Any:
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise RequestError(400, "invalid_json", f"not JSON: {exc}") from None
+    if _deeper_than(body, MAX_JSON_DEPTH):
+        raise RequestError(400, "too_deep", f"JSON nested more than {MAX_JSON_DEPTH} levels")
+    return body
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _message_kind(message: Any) -> str:
@@ -341,7 +380,12 @@ async def run_collector(settings: Settings, rules: Rules) -> None:
         request_timeout_ms=int(settings.collector.publish_timeout * 1000),
     )
     await producer.start()
-    runner = web.AppRunner(Collector(settings, rules, producer).app(), access_log=None)
+    # A refused request's unread body is not drained after the answer (aiohttp's "lingering"
+    # would read, and inflate, what the client still sends, and log a traceback when it cannot
+    # be inflated): the connection is closed instead.
+    runner = web.AppRunner(
+        Collector(settings, rules, producer).app(), access_log=None, lingering_time=0
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.collector.host, settings.collector.port)
     await site.start()

@@ -6,6 +6,7 @@ import base64
 import gzip
 import hashlib
 import hmac
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -264,6 +266,45 @@ def test_oversized_and_malformed_bodies_get_400_with_the_reason(server: Server) 
     bad_time = segment_message("track", lead, event="Demo Requested", timestamp="yesterday")
     status, body, _ = server.post("/v1/track", bad_time)
     assert status == 400 and "occurred_at" in body["message"]
+
+
+def _raw_post(server: Server, path: str, body: bytes, headers: dict[str, bytes]) -> int:
+    """POST with header values sent as the bytes given (urllib would refuse non-Latin-1)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.putrequest("POST", path)
+        token = base64.b64encode(f"{WRITE_KEY}:".encode())
+        for name, value in {
+            "Authorization": b"Basic " + token,
+            "Content-Type": b"application/json",
+            "Content-Length": str(len(body)).encode(),
+            **headers,
+        }.items():
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_hostile_encodings_nesting_and_signatures_get_a_4xx_not_a_500(server: Server) -> None:
+    track = orjson.dumps(segment_message("track", "lead-hostile", event="Demo Requested"))
+    assert _raw_post(server, "/v1/track", b"not gzip at all", {"Content-Encoding": b"gzip"}) == 400
+    assert _raw_post(server, "/v1/track", b"\x28\xb5garbage", {"Content-Encoding": b"zstd"}) in (
+        400,
+        415,
+    )
+    assert _raw_post(server, "/v1/track", track, {"Content-Encoding": b"br, snappy"}) in (400, 415)
+    head = orjson.dumps(segment_message("track", "lead-hostile", event="Demo Requested"))[:-1]
+    nested = head + b',"properties":' + b'{"x":' * 900 + b'"leaf"' + b"}" * 900 + b"}"
+    assert _raw_post(server, "/v1/track", nested, {}) == 400
+    signature = "sha256=ünïcödé".encode()
+    crm = orjson.dumps({"event_id": "e-1", "lead_id": "l-1", "type": "deal_won"})
+    assert _raw_post(server, "/v1/crm/events", crm, {"X-Leadflow-Signature": signature}) == 401
+    assert all(event["lead_id"] != "lead-hostile" for event in server.events())
+    assert all(event["lead_id"] != "l-1" for event in server.events())
+    assert "Traceback" not in Path(server.process.log_path).read_text()
 
 
 def test_a_track_name_without_a_mapping_goes_to_the_dead_letter_topic(
