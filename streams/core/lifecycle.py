@@ -216,25 +216,40 @@ def decide(state: LeadState | None, event: Event, rules: Rules) -> Decision:
     old = state.fold.transitions
     if not tail or entry > tail[-1]:
         fold = fold_entry(state.fold, entry, attribution, rules)
-        after = state._replace(
-            accepted=accepted,
-            attribution=attribution,
-            tail=(*tail, entry),
-            tail_ids=tail_ids,
-            fold=fold,
-        )
+        after = _applied(state, accepted, attribution, (*tail, entry), tail_ids, fold)
         changes = _publish(after, len(old), rules)
     else:
         tail = _insert_sorted(tail, entry)
         fold = refold(state.base, tail, attribution, rules)
-        after = state._replace(
-            accepted=accepted, attribution=attribution, tail=tail, tail_ids=tail_ids, fold=fold
-        )
+        after = _applied(state, accepted, attribution, tail, tail_ids, fold)
         changes = _publish_rewrite(state, after, rules)
     if past_bound(after, rules) >= _COMPACT_AT_ONCE:
         compacted, after = compact(after, rules)
         return Decision(after, changes, False, False, compacted)
     return Decision(after, changes, False)
+
+
+def _applied(
+    state: LeadState,
+    accepted: int,
+    attribution: Attribution | None,
+    tail: tuple[Entry, ...],
+    tail_ids: frozenset[str],
+    fold: Fold,
+) -> LeadState:
+    # Built field by field: NamedTuple._replace costs several times more, once per event.
+    return LeadState(
+        state.lead_id,
+        accepted,
+        state.horizon,
+        state.base,
+        state.published,
+        attribution,
+        tail,
+        tail_ids,
+        fold,
+        state.told,
+    )
 
 
 _COMPACT_AT_ONCE: Final = 16
