@@ -421,13 +421,26 @@ def _refold(
     moved: frozenset[tuple[str, int]],
     rules: Rules,
 ) -> AccountFold:
-    fold = AccountFold(snapshot.stage, {}, snapshot.tally, ())
     # One working dict of the people changed, filled in place: refolding a long tail must not
     # copy it at every signal.
     changed: dict[str, Member] = {}
+    fold = AccountFold(snapshot.stage, changed, snapshot.tally, ())
+    return _fold_on(fold, signals, snapshot.members, moved, rules)
+
+
+def _fold_on(
+    fold: AccountFold,
+    signals: tuple[Signal, ...],
+    snapshot_members: dict[str, Member],
+    moved: frozenset[tuple[str, int]],
+    rules: Rules,
+) -> AccountFold:
+    """Fold `signals` in order onto `fold`, whose `changed` dict is the caller's working copy
+    (updated in place)."""
+    working = fold.changed
     for signal in signals:
         late = (signal.lead_id, signal.revision) in moved if moved else False
-        fold = _step(fold, signal, snapshot.members, rules, late, changed)
+        fold = _step(fold, signal, snapshot_members, rules, late, working)
     return fold
 
 
@@ -461,20 +474,14 @@ def _refold_from(
     changed: dict[str, Member] = {}
     tally = snapshot.tally
     for signal in tail[:at]:
-        lead_id = signal.lead_id
-        old = changed[lead_id] if lead_id in changed else members.get(lead_id)
-        if old is not None and old.revision > signal.revision:
-            continue
-        new = _member_of(signal)
-        tally = _recounted(tally, old, new, rules)
-        changed[lead_id] = new
+        joined = _joined(changed, members, tally, signal, rules)
+        if joined is not None:
+            changed[signal.lead_id], tally = joined
     transitions = fold.transitions[:kept]
     stage = transitions[-1].to_stage if transitions else snapshot.stage
-    refolded = AccountFold(stage, changed, tally, transitions)
-    for signal in tail[at:]:
-        late = (signal.lead_id, signal.revision) in moved if moved else False
-        refolded = _step(refolded, signal, members, rules, late, changed)
-    return refolded
+    return _fold_on(
+        AccountFold(stage, changed, tally, transitions), tail[at:], members, moved, rules
+    )
 
 
 _COMPACT_AT_ONCE: Final = 64
@@ -583,8 +590,22 @@ def _counted(tally: Tally, member: Member, sign: int, rules: Rules) -> Tally:
     )
 
 
-def _member_of(signal: Signal) -> Member:
-    return Member(
+def _joined(
+    changed: dict[str, Member],
+    snapshot_members: dict[str, Member],
+    tally: Tally,
+    signal: Signal,
+    rules: Rules,
+) -> tuple[Member, Tally] | None:
+    """The person's facts after `signal`, and the tally with them; None when the account holds
+    the person at a later revision already."""
+    lead_id = signal.lead_id
+    old = changed[lead_id] if lead_id in changed else snapshot_members.get(lead_id)
+    if old is not None and old.revision > signal.revision:
+        # An older signal of this person, moved after a newer one (it came past the bound):
+        # the account keeps the newer facts.
+        return None
+    new = Member(
         signal.member,
         signal.stage,
         signal.seniority,
@@ -592,15 +613,11 @@ def _member_of(signal: Signal) -> Member:
         signal.occurred_at,
         signal.revision,
     )
-
-
-def _recounted(tally: Tally, old: Member | None, new: Member, rules: Rules) -> Tally:
-    """The tally once a person's facts move from `old` to `new`."""
     if old is not None and old.present:
         tally = _counted(tally, old, -1, rules)
     if new.present:
         tally = _counted(tally, new, 1, rules)
-    return tally
+    return new, tally
 
 
 def _step(
@@ -615,13 +632,10 @@ def _step(
     itself, owned by the caller and updated in place."""
     lead_id = signal.lead_id
     changed = fold.changed
-    old = changed[lead_id] if lead_id in changed else snapshot_members.get(lead_id)
-    if old is not None and old.revision > signal.revision:
-        # An older signal of this person, moved after a newer one (it came past the bound):
-        # the account keeps the newer facts.
+    joined = _joined(changed, snapshot_members, fold.tally, signal, rules)
+    if joined is None:
         return fold
-    new = _member_of(signal)
-    tally = _recounted(fold.tally, old, new, rules)
+    new, tally = joined
     if working is None:
         changed = {**changed, lead_id: new}
     else:
