@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -353,8 +355,11 @@ def load_settings() -> Settings:
     except pydantic_settings.SettingsError as exc:
         # A list or mapping setting whose value is not JSON: pydantic-settings names only the
         # section, so name the variables of it that do not parse.
+        takes_json = set(setting_variables(json_only=True))
         unparsed = [
-            name for name, value in os.environ.items() if _is_setting(name) and not _json(value)
+            name
+            for name, value in os.environ.items()
+            if name.upper() in takes_json and not _json(value)
         ]
         names = ", ".join(sorted(unparsed)) or str(exc)
         raise SettingsError(
@@ -381,21 +386,29 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     return warnings
 
 
-def setting_variables() -> list[str]:
-    """Every `LEADFLOW_*` variable a setting is read from."""
+def setting_variables(json_only: bool = False) -> list[str]:
+    """Every `LEADFLOW_*` variable a setting is read from; with `json_only`, those of list and
+    mapping settings, whose values are JSON."""
     names = []
     for name, field_info in Settings.model_fields.items():
         annotation = field_info.annotation
         if _is_section(field_info):
             assert isinstance(annotation, type) and issubclass(annotation, BaseModel)
-            names += [f"LEADFLOW_{name}__{field}".upper() for field in annotation.model_fields]
-        else:
+            names += [
+                f"LEADFLOW_{name}__{field}".upper()
+                for field, info in annotation.model_fields.items()
+                if not json_only or _takes_json(info.annotation)
+            ]
+        elif not json_only or _takes_json(annotation):
             names.append(f"LEADFLOW_{name}".upper())
     return names
 
 
-def _is_setting(name: str) -> bool:
-    return name.upper() in setting_variables()
+def _takes_json(annotation: object) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_takes_json(argument) for argument in typing.get_args(annotation))
+    return origin in (tuple, list, dict, set, frozenset)
 
 
 def _json(value: str) -> bool:

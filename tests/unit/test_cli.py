@@ -20,8 +20,17 @@ from tests.factories import event
 LEADFLOW = [sys.executable, "-m", "streams"]
 
 
-def leadflow(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([*LEADFLOW, *args], input=stdin, capture_output=True, timeout=120)
+def leadflow(
+    *args: str, stdin: bytes | None = None, variables: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the CLI; with `variables`, those are its only LEADFLOW_* variables."""
+    environment = None
+    if variables is not None:
+        inherited = {k: v for k, v in os.environ.items() if not k.upper().startswith("LEADFLOW_")}
+        environment = {**inherited, **variables}
+    return subprocess.run(
+        [*LEADFLOW, *args], input=stdin, env=environment, capture_output=True, timeout=120
+    )
 
 
 @pytest.fixture(scope="module")
@@ -163,13 +172,6 @@ def test_rules_show_prints_the_version_in_force() -> None:
     assert orjson.loads(result.stdout)["rules_version"].startswith("2026.12.2+")
 
 
-def _leadflow_with(variables: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
-    environment = {k: v for k, v in os.environ.items() if not k.upper().startswith("LEADFLOW_")}
-    return subprocess.run(
-        [*LEADFLOW, *args], env={**environment, **variables}, capture_output=True, timeout=120
-    )
-
-
 @pytest.mark.parametrize(
     ("variable", "value", "says"),
     [
@@ -212,7 +214,7 @@ def _leadflow_with(variables: dict[str, str], *args: str) -> subprocess.Complete
 def test_a_bad_setting_stops_every_command_with_one_line(
     variable: str, value: str, says: str
 ) -> None:
-    result = _leadflow_with({variable: value}, "rules", "show")
+    result = leadflow("rules", "show", variables={variable: value})
     assert result.returncode == 1
     lines = result.stderr.decode().splitlines()
     assert len(lines) == 1, lines
@@ -222,16 +224,16 @@ def test_a_bad_setting_stops_every_command_with_one_line(
 
 
 def test_a_secret_value_is_never_shown_in_the_error() -> None:
-    result = _leadflow_with(
-        {"LEADFLOW_KAFKA__SASL_PASSWORD": "", "LEADFLOW_PRIVACY__HASH_KEY": "hunter2hunter2"},
-        "rules",
-        "show",
-    )
+    # A JSON string where a list of write keys is expected: invalid, and the value is a secret.
+    variables = {"LEADFLOW_COLLECTOR__WRITE_KEYS": '"hunter2hunter2"'}
+    result = leadflow("rules", "show", variables=variables)
+    assert result.returncode == 1
+    assert b"LEADFLOW_COLLECTOR__WRITE_KEYS" in result.stderr
     assert b"hunter2" not in result.stderr
 
 
 def test_a_misspelt_variable_is_named_with_the_closest_setting() -> None:
-    result = _leadflow_with({"LEADFLOW_PARTITONS": "4"}, "rules", "show")
+    result = leadflow("rules", "show", variables={"LEADFLOW_PARTITONS": "4"})
     assert result.returncode == 0
     assert result.stderr.decode().splitlines() == [
         "warning: LEADFLOW_PARTITONS is not a leadflow setting "
@@ -243,7 +245,7 @@ def test_an_unreachable_broker_is_one_line_naming_the_address_and_the_setting() 
     with socket.socket() as closed:  # a port that nothing listens on
         closed.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{closed.getsockname()[1]}"
-    result = _leadflow_with({"LEADFLOW_KAFKA__BOOTSTRAP_SERVERS": address}, "topics", "create")
+    result = leadflow("topics", "create", variables={"LEADFLOW_KAFKA__BOOTSTRAP_SERVERS": address})
     assert result.returncode == 1
     assert result.stderr.decode().splitlines() == [
         f"error: no Kafka broker answered at {address} (LEADFLOW_KAFKA__BOOTSTRAP_SERVERS): "

@@ -103,3 +103,13 @@ def test_a_bad_value_fails_with_one_line_naming_the_variable(
     message = str(failure.value)
     assert "\n" not in message
     assert message.startswith("invalid settings: LEADFLOW_TOPICS__PARTITIONS: ")
+
+
+def test_a_list_setting_that_is_not_json_is_named_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEADFLOW_COLLECTOR__WRITE_KEYS", "not json")
+    monkeypatch.setenv("LEADFLOW_KAFKA__BOOTSTRAP_SERVERS", "localhost:9092")
+    with pytest.raises(SettingsError) as failure:
+        load_settings()
+    assert str(failure.value).startswith(
+        "invalid settings: LEADFLOW_COLLECTOR__WRITE_KEYS: a list or mapping setting takes JSON"
+    )
