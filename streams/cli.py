@@ -247,9 +247,9 @@ def worker(
         from streams.worker.processes import run_processes
 
         raise typer.Exit(run_processes(settings, processes, loglevel))
-    from streams.worker.app import create_app, faust_worker
+    from streams.worker.app import create_app, run_worker
 
-    faust_worker(create_app(settings, rules), loglevel).execute_from_commandline()
+    run_worker(create_app(settings, rules), loglevel)
 
 
 @topics_app.command("create")

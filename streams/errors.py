@@ -23,3 +23,7 @@ class InvalidStateError(LeadflowError):
 
 class BrokerUnreachableError(LeadflowError):
     """No Kafka broker answered at the configured address."""
+
+
+class WorkerCrashedError(LeadflowError):
+    """The stream worker stopped on an error; the message says why, in one line."""

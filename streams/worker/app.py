@@ -8,14 +8,17 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol, cast
 
 import faust
+from faust.exceptions import ConsistencyError
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.web import Request, Response, View
 from faust.worker import Worker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.common.kafka_clients import ssl_context
+from streams.common.logs import quiet_client_repeats
 from streams.common.settings import KafkaSettings, Settings, WorkerSettings
 from streams.core.rules import Rules
+from streams.errors import WorkerCrashedError
 from streams.worker.agents import (
     AccountRollup,
     Batch,
@@ -146,14 +149,49 @@ def producer_send(app: faust.App, topic: faust.TopicT) -> Send:
     return send
 
 
+class LeadflowWorker(Worker):
+    """Faust's worker, with the client libraries' repeated log records held back (one line per
+    kind per interval while the broker is away, not a flood: `streams/common/logs.py`)."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        quiet_client_repeats(logger)
+
+
 def faust_worker(app: faust.App, loglevel: str) -> Worker:
     """Faust's worker for `app`, logging at `loglevel` and up."""
-    worker = Worker(app, loglevel=loglevel)
+    worker = LeadflowWorker(app, loglevel=loglevel)
     # Faust's terminal spinner, on at WARN and above, sets the root logger to DEBUG so that every
     # record spins it: aiokafka then builds a debug record for each message it sends (7% of the
     # samples of a profiled Faust agent). The log level asked for is the level used.
     worker.spinner = None
     return worker
+
+
+def run_worker(app: faust.App, loglevel: str) -> None:
+    """Run the worker until it is stopped. A worker that crashed raises `WorkerCrashedError`
+    with the reason in one line (Faust leaves only exit code 1 and a traceback in the log)."""
+    worker = faust_worker(app, loglevel)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exit:
+        if exit.code in (0, None) or worker.crash_reason is None:
+            raise
+        raise WorkerCrashedError(crash_explained(worker.crash_reason, app)) from None
+
+
+def crash_explained(reason: BaseException, app: faust.App) -> str:
+    """What stopped the worker, in one line, with what to do where leadflow knows it."""
+    if isinstance(reason, ConsistencyError):
+        return (
+            "a table's changelog on the broker ends before what this worker stored in "
+            f"{app.conf.datadir}: the broker lost the topics' data (a broker that keeps "
+            "nothing across a restart, or topics deleted and created again). Restore the "
+            "topics, or start again from what the broker holds with an empty "
+            "LEADFLOW_WORKER__DATA_DIR"
+        )
+    first_line = (str(reason).strip().splitlines() or [""])[0]
+    return f"the worker crashed: {type(reason).__name__}: {first_line}"
 
 
 def faust_app(settings: Settings) -> faust.App:
