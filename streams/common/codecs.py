@@ -165,6 +165,7 @@ def encode_state(state: LeadState, rules: Rules) -> bytes:
                 engagement,
                 _time_out(base.engagement_at, origin),
                 _bant_out(base.bant),
+                *_intent_out(base.intent, origin),
             ],
             _published_out(state.published),
             None if state.attribution is None else _attribution_out(state.attribution, origin),
@@ -184,7 +185,7 @@ def decode_state(raw: bytes, lead_id: str, rules: Rules) -> LeadState:
         if version != STATE_FORMAT:
             raise InvalidStateError(f"state format {version}, expected {STATE_FORMAT}")
         _, accepted, origin, horizon, base, published, attribution, stored_tail, told = unpacked
-        stage, profile, waived, has_contact, flat, engagement, engaged_at, bant = base
+        stage, profile, waived, has_contact, flat, engagement, engaged_at, bant, *intent = base
         buckets = {STORED_EVENT_TYPES[flat[i]]: flat[i + 1] for i in range(0, len(flat), 2)}
         if engagement is None:
             engagement = sum(buckets.values())
@@ -199,6 +200,7 @@ def decode_state(raw: bytes, lead_id: str, rules: Rules) -> LeadState:
             engagement,
             _time_in(engaged_at, origin),
             _bant_in(bant),
+            _intent_in(intent, origin),
             (),
         )
         tail = []
@@ -285,6 +287,28 @@ def _bant_out(bant: dict[str, bool | None] | None) -> list[Any] | None:
 
 def _bant_in(stored: list[Any] | None) -> dict[str, bool | None] | None:
     return None if stored is None else dict(zip(_BANT, stored, strict=True))
+
+
+def _intent_out(intent: dict[str, tuple[int, ...]], origin: int) -> list[Any]:
+    # Left out when empty (most leads), so a state without intent is as small as before.
+    if not intent:
+        return []
+    return [
+        [
+            part
+            for pattern, times in intent.items()
+            for part in (pattern, [_time_out(at, origin) for at in times])
+        ]
+    ]
+
+
+def _intent_in(stored: list[Any], origin: int) -> dict[str, tuple[int, ...]]:
+    if not stored:
+        return {}
+    (flat,) = stored
+    return {
+        flat[i]: tuple(_time_in(at, origin) for at in flat[i + 1]) for i in range(0, len(flat), 2)
+    }
 
 
 def _published_out(published: Published, stages: tuple[str, ...] = STORED_STAGES) -> list[Any]:

@@ -147,11 +147,14 @@ class Fold(NamedTuple):
     """Sum of the buckets, at `engagement_at`."""
     engagement_at: int
     bant: dict[str, bool | None] | None
+    intent: dict[str, tuple[int, ...]]
+    """Per intent pattern, the times of its latest counting events within its window (at most
+    its `count`): bounded, whatever the lead did."""
     transitions: tuple[Transition, ...]
     """The stage changes made by the events in detail (a snapshot's are only counted)."""
 
 
-EMPTY_FOLD: Final = Fold(None, {}, 0.0, None, None, False, {}, 0.0, 0, None, ())
+EMPTY_FOLD: Final = Fold(None, {}, 0.0, None, None, False, {}, 0.0, 0, None, {}, ())
 
 Key = tuple[int, int, str]
 """How entries sort: (at, rank, event_id)."""
@@ -426,6 +429,7 @@ def fold_entry(fold: Fold, entry: Entry, attribution: Attribution | None, rules:
         engagement,
         engaged_at,
         bant,
+        intent,
         transitions,
     ) = fold
     event_type = entry.type
@@ -438,6 +442,8 @@ def fold_entry(fold: Fold, entry: Entry, attribution: Attribution | None, rules:
         engaged_at = entry.at
         if event_type in lifecycle.contact_event_types:
             has_contact = True
+        if rules.intent_patterns:
+            intent = _counted(intent, entry, rules)
     elif entry.rank == Rank.PROFILE:
         profile = {**profile, **entry.detail}
         fit = fit_score(profile, rules.fit)
@@ -457,6 +463,7 @@ def fold_entry(fold: Fold, entry: Entry, attribution: Attribution | None, rules:
         engagement,
         engaged_at,
         bant,
+        intent,
         transitions,
     )
 
@@ -471,7 +478,7 @@ def fold_entry(fold: Fold, entry: Entry, attribution: Attribution | None, rules:
         if rule == "recycled.sales":
             fold = fold._replace(waived_exclusion=fold.exclusion)
             if lifecycle.reset_engagement_on_recycle:
-                fold = fold._replace(buckets={}, engagement=0.0, engagement_at=entry.at)
+                fold = fold._replace(buckets={}, engagement=0.0, engagement_at=entry.at, intent={})
         source, campaign = (
             (attribution.source, attribution.campaign)
             if attribution is not None and attribution[:3] <= entry[:3]
@@ -547,9 +554,35 @@ def _event_transition(fold: Fold, entry: Entry, rules: Rules) -> _Found | None:
     elif event_type == "quote_requested":
         if stage == "sql":
             return "opportunity", "opportunity.quote_requested", None, None, True
-    elif stage == "lead" and event_type in rules.lifecycle.high_intent_event_types:
-        return "mql", "mql.active_form", "active", None, True
+    elif stage == "lead":
+        if event_type in rules.lifecycle.high_intent_event_types:
+            return "mql", "mql.active_form", "active", None, True
+        for pattern in rules.intent_patterns:
+            times = fold.intent.get(pattern.id, ())
+            if (
+                len(times) >= pattern.count
+                and times[-1] == entry.at
+                and pattern.counts(event_type, entry.detail)
+            ):
+                return "mql", pattern.rule, "active", None, True
     return None
+
+
+def _counted(
+    intent: dict[str, tuple[int, ...]], entry: Entry, rules: Rules
+) -> dict[str, tuple[int, ...]]:
+    """The intent patterns' times once `entry` (an engagement event, the latest in sort order)
+    is counted: each pattern keeps its latest `count` times within its window."""
+    counted = None
+    for pattern in rules.intent_patterns:
+        if not pattern.counts(entry.type, entry.detail):
+            continue
+        oldest = entry.at - pattern.within_micros
+        kept = [at for at in intent.get(pattern.id, ()) if at >= oldest]
+        kept.append(entry.at)
+        counted = counted if counted is not None else dict(intent)
+        counted[pattern.id] = tuple(kept[-pattern.count :])
+    return intent if counted is None else counted
 
 
 def _fits(fold: Fold, rules: Rules) -> bool:

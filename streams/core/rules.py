@@ -146,6 +146,46 @@ class EngagementRules(_Section):
         return value
 
 
+class IntentPattern(_Section):
+    """A run of events that shows buying intent as clearly as a form: `count` of them within
+    `within_days` of event time make a lead an active MQL (rule `mql.intent.<id>`)."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+    event_types: NameSet = frozenset()
+    """Engagement types that count."""
+    content_categories: NameSet = frozenset()
+    """Content downloads of these categories count too."""
+    count: Annotated[int, Field(ge=2, le=20)]
+    within_days: Annotated[float, Field(gt=0, le=90, allow_inf_nan=False)]
+
+    @field_validator("event_types")
+    @classmethod
+    def _engagement_types(cls, value: frozenset[str]) -> frozenset[str]:
+        _check_known(value, ENGAGEMENT_TYPES, "engagement event type")
+        return value
+
+    @model_validator(mode="after")
+    def _something_counts(self) -> IntentPattern:
+        if not self.event_types and not self.content_categories:
+            raise ValueError("name event_types or content_categories (or both)")
+        return self
+
+    @cached_property
+    def rule(self) -> str:
+        """The rule id a stage change cites."""
+        return f"mql.intent.{self.id}"
+
+    @cached_property
+    def within_micros(self) -> int:
+        return round(self.within_days * 86_400_000_000)
+
+    def counts(self, event_type: str, category: object) -> bool:
+        """Whether an engagement event of this type (and content category) counts."""
+        return event_type in self.event_types or (
+            event_type == "content_download" and category in self.content_categories
+        )
+
+
 class CollectorRules(_Section):
     """How the collector turns tracker messages into events (`streams/collector/segment.py`)."""
 
@@ -222,6 +262,7 @@ class Rules(_Section):
     fit: FitRules
     exclusions: ExclusionRules = ExclusionRules()
     engagement: EngagementRules
+    intent_patterns: tuple[IntentPattern, ...] = ()
     collector: CollectorRules = CollectorRules()
     accounts: AccountRules = AccountRules(
         engaged_threshold=60.0, engaged_min_leads=2, sales_ready_min_mqls=2
@@ -237,6 +278,14 @@ class Rules(_Section):
             )
         except ValueError as exc:
             raise ValueError(f"accounts.decision_maker_seniorities: {exc}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _pattern_ids_are_unique(self) -> Rules:
+        ids = [pattern.id for pattern in self.intent_patterns]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"intent_patterns: ids used twice: {', '.join(repeated)}")
         return self
 
     @cached_property

@@ -150,3 +150,27 @@ def test_a_state_reloads_equal_whatever_its_ids_and_times(rules: Rules) -> None:
     state = compact(states["l"], rules)[1]
     assert state.horizon is not None and len(state.tail) == 2
     assert decode_state(encode_state(state, rules), "l", rules) == state
+
+
+def test_a_state_with_intent_reloads_equal_and_one_without_stores_nothing_for_it(
+    rules: Rules,
+) -> None:
+    from datetime import timedelta
+
+    from streams.common.codecs import encode_state
+    from streams.core.lifecycle import compact
+    from tests.factories import BUYER, run
+
+    documents = [
+        event("profile_updated", timedelta(days=-20), lead="l", **BUYER),
+        event("pricing_page_view", timedelta(days=-19, microseconds=3), lead="l"),
+        event("pricing_page_view", timedelta(days=-1), lead="l"),
+        event("email_click", timedelta(0), lead="l"),
+    ]
+    states, _ = run(documents, rules)
+    state = compact(states["l"], rules)[1]
+    assert state.horizon is not None and state.base.intent  # the intent is in the snapshot
+    assert decode_state(encode_state(state, rules), "l", rules) == state
+    plain, _ = run([d for d in documents if d["type"] != "pricing_page_view"], rules)
+    without = rules.model_copy(update={"intent_patterns": ()})
+    assert len(encode_state(plain["l"], rules)) == len(encode_state(plain["l"], without))

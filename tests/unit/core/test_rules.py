@@ -11,7 +11,7 @@ DEFAULT = resources.files("streams.core").joinpath("rules.toml").read_text()
 
 def test_default_rules_load_and_cite_version_with_digest() -> None:
     rules = load_rules()
-    assert rules.version == "2026.12.2"
+    assert rules.version == "2026.12.3"
     version, _, digest = rules.rules_version.partition("+")
     assert version == rules.version and len(digest) == 8
 
@@ -23,7 +23,7 @@ def test_an_unversioned_edit_still_changes_the_rules_version() -> None:
 
 def test_rules_file_option_reads_the_given_file(tmp_path: Path) -> None:
     path = tmp_path / "rules.toml"
-    path.write_text(DEFAULT.replace('version = "2026.12.2"', 'version = "test-1"'))
+    path.write_text(DEFAULT.replace('version = "2026.12.3"', 'version = "test-1"'))
     assert load_rules(path).version == "test-1"
 
 
@@ -81,3 +81,43 @@ def test_not_toml_is_reported_as_such() -> None:
 def test_missing_rules_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match="cannot read rules file"):
         load_rules(tmp_path / "nope.toml")
+
+
+PATTERN = """[[intent_patterns]]
+id = "pricing_research"
+event_types = ["pricing_page_view"]
+content_categories = ["pricing_guide"]
+count = 3
+within_days = 7.0
+"""
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ('event_types = ["pricing_page_view"]', 'event_types = ["pricing_view"]'),
+            "intent_patterns.0.event_types: Value error, unknown engagement event type: "
+            "pricing_view",
+        ),
+        (
+            ('event_types = ["pricing_page_view"]\ncontent_categories = ["pricing_guide"]', ""),
+            "intent_patterns.0: Value error, name event_types or content_categories",
+        ),
+        (("count = 3", "count = 1"), "intent_patterns.0.count: Input should be greater than"),
+        (('id = "pricing_research"', 'id = "Pricing Research"'), "intent_patterns.0.id"),
+        (
+            ("within_days = 7.0\n", "within_days = 7.0\n\n" + PATTERN),
+            "intent_patterns: ids used twice: pricing_research",
+        ),
+    ],
+)
+def test_invalid_intent_patterns_fail_at_load_naming_the_key(
+    edit: tuple[str, str], message: str
+) -> None:
+    assert PATTERN in DEFAULT
+    old, new = edit
+    edited = DEFAULT.replace(PATTERN, PATTERN.replace(old, new, 1), 1)
+    with pytest.raises(RulesError) as failure:
+        parse_rules(edited.encode(), "my-rules.toml")
+    assert message in str(failure.value)
