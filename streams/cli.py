@@ -191,6 +191,101 @@ def explain(
 
 
 @app.command()
+def whatif(
+    ctx: typer.Context,
+    events: EventsArgument,
+    rules: Annotated[
+        Path,
+        typer.Option("--rules", help="The draft rules file (TOML).", dir_okay=False),
+    ],
+    live: Annotated[
+        Path | None,
+        typer.Option(
+            "--live",
+            help="The rules to compare with. Default: LEADFLOW_RULES_FILE or the shipped rules.",
+            dir_okay=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+) -> None:
+    """Replay a log under the rules in force and under a draft; print both funnels side by side
+    and every lead whose stage history the draft changes."""
+    from streams.whatif import what_if
+
+    settings = _settings(ctx)
+    in_force = _rules(live, settings)
+    draft = load_rules(rules)
+    with _open_events(events) as handle:
+        lines = [line for line in handle if line.strip()]
+    comparison = what_if(lines, in_force, draft, settings.max_event_bytes)
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(comparison, option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    _print_what_if(comparison, len(lines))
+
+
+def _print_what_if(comparison: Any, events: int) -> None:
+    console = _console()
+    live, draft = comparison.live, comparison.draft
+    console.print(
+        f"{events} events of {live.leads} leads: rules {live.rules_version} (in force) "
+        f"against {draft.rules_version} (draft)"
+    )
+    funnel = Table(title="funnel", show_lines=False)
+    for column in ("", "in force", "draft", "change"):
+        funnel.add_column(column, justify="right" if column else "left")
+
+    def row(name: str, before: float | None, after: float | None, form: str = "{:,.0f}") -> None:
+        shown = [form.format(v) if v is not None else "-" for v in (before, after)]
+        change = form.format(after - before) if before is not None and after is not None else "-"
+        funnel.add_row(name, *shown, change if change.startswith("-") else f"+{change}")
+
+    row("MQLs", live.mqls, draft.mqls)
+    row("  active", live.active, draft.active)
+    row("  passive", live.passive, draft.passive)
+    for rule in sorted(live.mqls_by_rule.keys() | draft.mqls_by_rule.keys()):
+        row(f"    {rule}", live.mqls_by_rule.get(rule, 0), draft.mqls_by_rule.get(rule, 0))
+    row(
+        "median days, first touch to MQL",
+        live.median_days_to_mql,
+        draft.median_days_to_mql,
+        "{:.1f}",
+    )
+    row("MQLs that became SQL", live.mqls_to_sql, draft.mqls_to_sql)
+    row("MQL -> SQL", live.mql_to_sql_rate, draft.mql_to_sql_rate, "{:.1%}")
+    row("SQL -> won", live.sql_to_won_rate, draft.sql_to_won_rate, "{:.1%}")
+    console.print(funnel)
+    weeks = Table(title="MQLs per week (event time)")
+    for column in ("week", "in force", "draft"):
+        weeks.add_column(column, justify="right")
+    for week in sorted(live.mqls_by_week.keys() | draft.mqls_by_week.keys()):
+        weeks.add_row(
+            week, str(live.mqls_by_week.get(week, 0)), str(draft.mqls_by_week.get(week, 0))
+        )
+    console.print(weeks)
+    sources = Table(title="per source: MQLs / SQLs / won")
+    for column in ("source", "in force", "draft"):
+        sources.add_column(column, justify="right")
+    for source in sorted(live.by_source.keys() | draft.by_source.keys()):
+        cells = []
+        for funnel_figures in (live, draft):
+            figures = funnel_figures.by_source.get(source)
+            cells.append(f"{figures.mqls} / {figures.sqls} / {figures.won}" if figures else "-")
+        sources.add_row(source, *cells)
+    console.print(sources)
+    if not comparison.differences:
+        console.print("no lead's stage history differs")
+        return
+    leads = Table(title=f"{len(comparison.differences)} leads whose stage history differs")
+    for column in ("difference", "leads", "examples (the rule that made the difference)"):
+        leads.add_column(column, overflow="fold")
+    for kind, count in comparison.kinds.items():
+        examples = ", ".join(f"{d.lead_id} ({d.rule})" for d in comparison.examples(kind))
+        leads.add_row(kind.replace("_", " "), str(count), examples)
+    console.print(leads)
+
+
+@app.command()
 def generate(
     leads: Annotated[int, typer.Option(min=1, help="How many leads.")] = 1000,
     seed: Annotated[int, typer.Option(help="Same seed, same events.")] = 1,

@@ -1,0 +1,242 @@
+"""What-if: the same events under the rules in force and under a draft, side by side.
+
+Both rule sets replay the same log through the same core as the workers. Sales' outcomes are in
+the log (contacts, quotes, wins), so each rule set's MQLs can be judged by what sales later made
+of them: how many became SQL, how many were won. Nothing is published; a draft is seen before
+anyone ships it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+
+from streams.core.lifecycle import LeadStageChange
+from streams.core.revisions import micros_of
+from streams.core.rules import Rules
+from streams.replay import Replayer, effective_changes
+
+MICROS_PER_DAY = 86_400_000_000
+AFTER_MQL = frozenset({"sql", "opportunity", "customer", "evangelist"})
+AFTER_SQL = frozenset({"opportunity", "customer", "evangelist"})
+WON = frozenset({"customer", "evangelist"})
+EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class LeadHistory:
+    """The stages one lead entered under one rule set, in order, and its first event's time."""
+
+    steps: tuple[tuple[str, str, int], ...]
+    first_touch: int
+    source: str | None
+
+    @property
+    def mql(self) -> tuple[str, str, int] | None:
+        return next((step for step in self.steps if step[0] == "mql"), None)
+
+    def reached(self, stages: frozenset[str]) -> bool:
+        return any(step[0] in stages for step in self.steps)
+
+
+@dataclass(frozen=True)
+class SourceFigures:
+    mqls: int = 0
+    sqls: int = 0
+    won: int = 0
+
+
+@dataclass(frozen=True)
+class FunnelFigures:
+    """One rule set's funnel over the log."""
+
+    rules_version: str
+    leads: int
+    mqls: int
+    mqls_by_rule: dict[str, int]
+    mqls_by_week: dict[str, int]
+    """ISO week of the MQL's event time -> MQLs."""
+    median_days_to_mql: float | None
+    """From the lead's first event to its MQL."""
+    mqls_to_sql: int
+    """Of the MQLs, how many sales later made SQL (or further)."""
+    sqls_to_won: int
+    sqls: int
+    by_source: dict[str, SourceFigures]
+
+    @property
+    def active(self) -> int:
+        return sum(n for rule, n in self.mqls_by_rule.items() if rule != "mql.passive_score")
+
+    @property
+    def passive(self) -> int:
+        return self.mqls_by_rule.get("mql.passive_score", 0)
+
+    @property
+    def mql_to_sql_rate(self) -> float | None:
+        return self.mqls_to_sql / self.mqls if self.mqls else None
+
+    @property
+    def sql_to_won_rate(self) -> float | None:
+        return self.sqls_to_won / self.sqls if self.sqls else None
+
+
+@dataclass(frozen=True)
+class LeadDifference:
+    """How one lead's stage history differs between the rules in force and the draft."""
+
+    lead_id: str
+    kind: str
+    """newly_mql, no_longer_mql, mql_earlier, mql_later, mql_rule, other_stages."""
+    live: tuple[tuple[str, str, int], ...]
+    draft: tuple[tuple[str, str, int], ...]
+    rule: str
+    """The rule that made the difference: the draft's MQL rule, or the live one it lost."""
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """The comparison: each rule set's figures, and every lead whose history differs."""
+
+    live: FunnelFigures
+    draft: FunnelFigures
+    differences: tuple[LeadDifference, ...]
+    bad_lines: int
+    kinds: dict[str, int] = field(default_factory=dict)
+
+    def examples(self, kind: str, limit: int = EXAMPLES) -> list[LeadDifference]:
+        return [d for d in self.differences if d.kind == kind][:limit]
+
+
+def what_if(lines: Sequence[bytes], live: Rules, draft: Rules, max_event_bytes: int) -> WhatIf:
+    """Replay `lines` under `live` and under `draft` and compare what each makes of them."""
+    touches = first_touches(lines)
+    live_histories, bad = histories(lines, live, max_event_bytes, touches)
+    draft_histories, _ = histories(lines, draft, max_event_bytes, touches)
+    differences = tuple(
+        difference
+        for lead_id in sorted(live_histories.keys() | draft_histories.keys())
+        if (
+            difference := _difference(
+                lead_id, live_histories.get(lead_id), draft_histories.get(lead_id)
+            )
+        )
+        is not None
+    )
+    return WhatIf(
+        live=figures(live_histories, live.rules_version),
+        draft=figures(draft_histories, draft.rules_version),
+        differences=differences,
+        bad_lines=bad,
+        kinds=dict(sorted(Counter(d.kind for d in differences).items())),
+    )
+
+
+def first_touches(lines: Iterable[bytes]) -> dict[str, int]:
+    """Each lead's earliest event time in the log (microseconds), whatever the rules."""
+    found: dict[str, int] = {}
+    for raw in lines:
+        try:
+            document = orjson.loads(raw)
+            lead_id, at = (
+                document["lead_id"],
+                micros_of(datetime.fromisoformat(document["occurred_at"])),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue  # the replay reports it
+        if isinstance(lead_id, str) and (lead_id not in found or at < found[lead_id]):
+            found[lead_id] = at
+    return found
+
+
+def histories(
+    lines: Iterable[bytes], rules: Rules, max_event_bytes: int, touches: dict[str, int]
+) -> tuple[dict[str, LeadHistory], int]:
+    """Each lead's stage history under `rules` (the changes in effect), and the bad lines."""
+    replayer = Replayer(rules, max_event_bytes=max_event_bytes)
+    changes = [item for item in replayer.run(lines) if isinstance(item, LeadStageChange)]
+    by_lead: dict[str, list[LeadStageChange]] = {}
+    for change in effective_changes(changes).values():
+        if not change.retracted:
+            by_lead.setdefault(change.lead_id, []).append(change)
+    found = {}
+    for lead_id, state in replayer.states.items():
+        lead_changes = sorted(by_lead.get(lead_id, ()), key=lambda c: c.sequence)
+        found[lead_id] = LeadHistory(
+            steps=tuple((c.to_stage, c.rule, c.occurred_at) for c in lead_changes),
+            first_touch=touches.get(lead_id, 0),
+            source=state.attribution.source if state.attribution else None,
+        )
+    return found, replayer.counts.bad
+
+
+def figures(leads: dict[str, LeadHistory], rules_version: str) -> FunnelFigures:
+    """The funnel of one rule set over the leads' histories."""
+    mqls = {lead_id: h for lead_id, h in leads.items() if h.mql is not None}
+    by_rule = Counter(h.mql[1] for h in mqls.values() if h.mql is not None)
+    by_week = Counter(_iso_week(h.mql[2]) for h in mqls.values() if h.mql is not None)
+    days = [(h.mql[2] - h.first_touch) / MICROS_PER_DAY for h in mqls.values() if h.mql is not None]
+    sqls = [h for h in leads.values() if h.reached(AFTER_MQL)]
+    sources: dict[str, Counter[str]] = {}
+    for history in leads.values():
+        tally = sources.setdefault(history.source or "(none)", Counter())
+        tally["mqls"] += history.mql is not None
+        tally["sqls"] += history.reached(AFTER_MQL)
+        tally["won"] += history.reached(WON)
+    return FunnelFigures(
+        rules_version=rules_version,
+        leads=len(leads),
+        mqls=len(mqls),
+        mqls_by_rule=dict(sorted(by_rule.items())),
+        mqls_by_week=dict(sorted(by_week.items())),
+        median_days_to_mql=statistics.median(days) if days else None,
+        mqls_to_sql=sum(h.reached(AFTER_MQL) for h in mqls.values()),
+        sqls=len(sqls),
+        sqls_to_won=sum(h.reached(WON) for h in sqls),
+        by_source={
+            source: SourceFigures(t["mqls"], t["sqls"], t["won"])
+            for source, t in sorted(sources.items())
+            if t["mqls"] or t["sqls"] or t["won"]
+        },
+    )
+
+
+def _difference(
+    lead_id: str, live: LeadHistory | None, draft: LeadHistory | None
+) -> LeadDifference | None:
+    live_steps = live.steps if live else ()
+    draft_steps = draft.steps if draft else ()
+    if live_steps == draft_steps:
+        return None
+    live_mql = live.mql if live else None
+    draft_mql = draft.mql if draft else None
+    if live_mql is None and draft_mql is not None:
+        kind, rule = "newly_mql", draft_mql[1]
+    elif live_mql is not None and draft_mql is None:
+        kind, rule = "no_longer_mql", live_mql[1]
+    elif live_mql is not None and draft_mql is not None and live_mql != draft_mql:
+        if draft_mql[2] < live_mql[2]:
+            kind = "mql_earlier"
+        elif draft_mql[2] > live_mql[2]:
+            kind = "mql_later"
+        else:
+            kind = "mql_rule"
+        rule = draft_mql[1]
+    else:
+        kind = "other_stages"
+        changed = next(
+            (new for new, old in zip(draft_steps, live_steps, strict=False) if new != old),
+            (draft_steps or live_steps)[-1],
+        )
+        rule = changed[1]
+    return LeadDifference(lead_id, kind, live_steps, draft_steps, rule)
+
+
+def _iso_week(micros: int) -> str:
+    year, week, _ = datetime.fromtimestamp(micros / 1_000_000, tz=UTC).isocalendar()
+    return f"{year}-W{week:02d}"
