@@ -18,6 +18,8 @@ from streams.common.codecs import encode_account_change, encode_change
 from streams.common.settings import Settings, load_settings, settings_reference, unknown_variables
 from streams.core.accounts import AccountStageChange
 from streams.core.explain import explain as explain_lead
+from streams.core.explain import ledger as explain_ledger
+from streams.core.explain import rounded_parts
 from streams.core.lifecycle import LeadStageChange
 from streams.core.rules import Rules, load_rules
 from streams.errors import LeadflowError
@@ -147,9 +149,26 @@ def replay(
 
 @app.command()
 def explain(
-    ctx: typer.Context, lead_id: str, events: EventsArgument, rules: RulesOption = None
+    ctx: typer.Context,
+    lead_id: str,
+    events: EventsArgument,
+    rules: RulesOption = None,
+    show_ledger: Annotated[
+        bool,
+        typer.Option(
+            "--ledger",
+            help="Also show what makes the scores, at the last stage change (or --at).",
+        ),
+    ] = False,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="The ledger right after this event (its event_id)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the ledger as JSON.")] = False,
 ) -> None:
-    """Show one lead's score history and why each of its stage changes happened."""
+    """Show one lead's score history and why each of its stage changes happened; with
+    --ledger, which fact gave how many fit points, and what each engagement event still
+    gives the score (its points, what its cap clipped, its decay), adding up to the scores."""
     settings = _settings(ctx)
     loaded = _rules(rules, settings)
     replayer = Replayer(loaded, max_event_bytes=settings.max_event_bytes, keep_compacted=True)
@@ -165,6 +184,14 @@ def explain(
     for column in ("occurred_at", "event", "detail", "points", "engagement", "fit", "stage"):
         table.add_column(column, overflow="fold")
     entries = [*replayer.compacted.get(lead_id, ()), *state.tail]
+    if as_json or show_ledger or at is not None:
+        moment = _ledger_moment(entries, state, at)
+        shown = explain_ledger(entries, state.attribution, loaded, moment)
+        if as_json:
+            document = _ledger_document(lead_id, shown)
+            options = orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z
+            sys.stdout.buffer.write(orjson.dumps(document, option=options) + b"\n")
+            return
     for row in explain_lead(entries, state.attribution, loaded):
         table.add_row(
             row.occurred_at.isoformat().replace("+00:00", "Z"),
@@ -188,6 +215,62 @@ def explain(
                 style="green",
             )
     console.print(table)
+    if show_ledger or at is not None:
+        _print_ledger(console, shown)
+
+
+def _ledger_moment(entries: list[Any], state: Any, at: str | None) -> int:
+    """Where the ledger is shown: right after event `at`, else the last stage change's cause,
+    else the last event."""
+    if at is not None:
+        found = [i for i, entry in enumerate(entries) if entry.event_id == at]
+        if not found:
+            err.print(f"no accepted event {at!r} of this lead", markup=False, highlight=False)
+            raise typer.Exit(1)
+        return found[0]
+    transitions = state.fold.transitions
+    if transitions:
+        cause = transitions[-1].cause
+        return max(i for i, entry in enumerate(entries) if entry.event_id == cause)
+    return len(entries) - 1
+
+
+def _ledger_document(lead_id: str, shown: Any) -> dict[str, Any]:
+    """The ledger as JSON: exact figures, so a reader's sums match the scores to 1e-6."""
+    return {
+        "lead_id": lead_id,
+        "at": shown.at,
+        "fit_score": shown.fit_score,
+        "fit": [{"fact": f, "value": v, "points": p} for f, v, p in shown.fit],
+        "engagement_score": shown.engagement_score,
+        "engagement": [c._asdict() for c in shown.engagement],
+    }
+
+
+def _print_ledger(console: Console, shown: Any) -> None:
+    when = shown.at.isoformat().replace("+00:00", "Z")
+    fit = Table(title=f"fit score {shown.fit_score:g} at {when}")
+    for column in ("fact", "value", "points"):
+        fit.add_column(column, justify="right" if column == "points" else "left")
+    for fact, value, points in shown.fit:
+        fit.add_row(fact, value, f"{points:+g}")
+    console.print(fit)
+    engagement = Table(title=f"engagement score {shown.engagement_score:.3f} at {when}")
+    engagement.add_column("occurred_at")
+    engagement.add_column("event")
+    for column in ("points", "clipped by cap", "now"):
+        engagement.add_column(column, justify="right")
+    printed = rounded_parts([c.decayed_to for c in shown.engagement], shown.engagement_score)
+    for contribution, now in zip(shown.engagement, printed, strict=True):
+        engagement.add_row(
+            contribution.occurred_at.isoformat().replace("+00:00", "Z"),
+            contribution.type,
+            f"{contribution.points:+g}",
+            f"{contribution.clipped:.3f}" if round(contribution.clipped, 3) else "",
+            f"{now:.3f}",
+        )
+    engagement.add_row("", "sum", "", "", f"{sum(printed):.3f}", style="bold")
+    console.print(engagement)
 
 
 @app.command()
@@ -537,7 +620,7 @@ def rules_show(ctx: typer.Context, rules: RulesOption = None) -> None:
     loaded = _rules(rules, _settings(ctx))
     document = loaded.model_dump(mode="json")
     document["rules_version"] = loaded.rules_version
-    typer.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+    typer.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z).decode())
 
 
 @app.command("settings")

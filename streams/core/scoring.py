@@ -28,31 +28,44 @@ Buckets = dict[str, float]
 def fit_score(profile: Mapping[str, object], rules: FitRules) -> float:
     """Demographic and firmographic fit of a merged profile; missing facts score 0."""
     score = 0.0
+    for _, _, points in fit_ledger(profile, rules):
+        score += points
+    return score
+
+
+def fit_ledger(profile: Mapping[str, object], rules: FitRules) -> list[tuple[str, str, float]]:
+    """Each (fact, value, points) that makes the fit score, in the order they add up; the
+    points sum to `fit_score` exactly."""
+    ledger: list[tuple[str, str, float]] = []
     domain = email_domain(profile.get("email"))
     if domain is not None:
         free = domain in rules.free_email_domains
-        score += rules.free_email_points if free else rules.business_email_points
+        points = rules.free_email_points if free else rules.business_email_points
+        ledger.append(("email", f"{'free-mail' if free else 'business'} domain {domain}", points))
     phrases = title_phrases(profile.get("job_title"))
     seniority = _seniority(profile.get("seniority"), phrases, rules)
     if seniority is not None:
-        score += rules.seniority_points[seniority]
-    score += max(
-        (rules.title_keyword_points[p] for p in phrases if p in rules.title_keyword_points),
-        default=0.0,
+        ledger.append(("seniority", seniority, rules.seniority_points[seniority]))
+    keyword = max(
+        (p for p in phrases if p in rules.title_keyword_points),
+        key=lambda p: (rules.title_keyword_points[p], p),
+        default=None,
     )
+    if keyword is not None:
+        ledger.append(("job title keyword", keyword, rules.title_keyword_points[keyword]))
     size = profile.get("company_size")
     if isinstance(size, int):
         for band in reversed(rules.company_size_points):
             if size >= band.min_employees:
-                score += band.points
+                ledger.append(("company size", f"{size} (>= {band.min_employees})", band.points))
                 break
     industry = profile.get("industry")
-    if isinstance(industry, str):
-        score += rules.industry_points.get(industry.lower(), 0.0)
+    if isinstance(industry, str) and industry.lower() in rules.industry_points:
+        ledger.append(("industry", industry.lower(), rules.industry_points[industry.lower()]))
     country = profile.get("country")
-    if isinstance(country, str):
-        score += rules.country_points.get(country.upper(), 0.0)
-    return score
+    if isinstance(country, str) and country.upper() in rules.country_points:
+        ledger.append(("country", country.upper(), rules.country_points[country.upper()]))
+    return ledger
 
 
 def seniority_of(profile: Mapping[str, object], rules: FitRules) -> str | None:

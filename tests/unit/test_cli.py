@@ -152,6 +152,22 @@ def test_explain_names_the_rule_behind_each_change(
     assert "sql.sales_contacted" in text and "subscriber.contact" in text
 
 
+def test_explain_ledger_adds_up_to_the_scores_on_the_stage_change(
+    log: Path, replayed: tuple[bytes, bytes]
+) -> None:
+    mql = next(c for c in changes_of(replayed[0]) if c.rule == "mql.passive_score")
+    result = leadflow("explain", mql.lead_id, str(log), "--json", "--at", mql.causation_event_id)
+    assert result.returncode == 0, result.stderr
+    shown = orjson.loads(result.stdout)
+    assert sum(part["points"] for part in shown["fit"]) == shown["fit_score"] == mql.fit_score
+    parts = sum(part["decayed_to"] for part in shown["engagement"])
+    assert round(parts, 3) == round(shown["engagement_score"], 3) == mql.engagement_score
+    printed = leadflow("explain", mql.lead_id, str(log), "--ledger", "--at", mql.causation_event_id)
+    assert f"engagement score {mql.engagement_score:.3f}" in printed.stdout.decode()
+    missing = leadflow("explain", mql.lead_id, str(log), "--ledger", "--at", "no-such-event")
+    assert missing.returncode == 1 and b"no accepted event" in missing.stderr
+
+
 def test_schemas_export_writes_every_model(tmp_path: Path) -> None:
     result = leadflow("schemas", "export", str(tmp_path))
     assert result.returncode == 0
