@@ -17,7 +17,7 @@ from streams.core.lifecycle import (
 )
 from streams.core.revisions import instant_of
 from streams.core.rules import Rules
-from streams.core.scoring import decay_factor, engagement_points, fit_ledger
+from streams.core.scoring import engagement_points, fit_ledger, type_decay
 
 
 class ExplainedEvent(NamedTuple):
@@ -77,7 +77,8 @@ class Contribution(NamedTuple):
     points: float
     """The event's points, as the rules give them."""
     clipped: float
-    """What its type's cap took away when it was added (0 when under the cap)."""
+    """What its type's, its group's or the total cap took away when it was added (0 when
+    under them)."""
     decayed_to: float
     """What is left of points minus clipped at the moment shown (0 once reset or pruned)."""
 
@@ -109,9 +110,8 @@ def ledger(
     for entry, after in trace(entries[: upto + 1], attribution, rules):
         if entry.rank == Rank.ENGAGEMENT:
             before = fold.buckets
-            factor = (
-                decay_factor(entry.at - fold.engagement_at, rules.engagement) if before else 1.0
-            )
+            elapsed = entry.at - fold.engagement_at if before else 0
+            factor = type_decay(entry.type, elapsed, rules.engagement)
             points = engagement_points(entry.type, entry.detail, rules.engagement)
             net = after.buckets.get(entry.type, 0.0) - before.get(entry.type, 0.0) * factor
             added.setdefault(entry.type, []).append([entry, points, net, True])
@@ -127,7 +127,7 @@ def ledger(
             entry.type,
             points,
             points - net,
-            net * decay_factor(shown - entry.at, rules.engagement) if alive else 0.0,
+            net * type_decay(entry.type, shown - entry.at, rules.engagement) if alive else 0.0,
         )
         for rows in added.values()
         for entry, points, net, alive in rows

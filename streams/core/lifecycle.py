@@ -43,6 +43,7 @@ from streams.core.rules import Rules
 from streams.core.scoring import (
     add_engagement,
     decay_factor,
+    decayed_sum,
     engagement_points,
     exclusion_of,
     fit_score,
@@ -413,7 +414,9 @@ def engagement_at(fold: Fold, at: int, rules: Rules) -> float:
     """The lead's engagement score at event time `at` (>= its last engagement)."""
     if at <= fold.engagement_at or not fold.buckets:
         return fold.engagement
-    return fold.engagement * decay_factor(at - fold.engagement_at, rules.engagement)
+    if not rules.engagement.half_life_micros:
+        return fold.engagement * decay_factor(at - fold.engagement_at, rules.engagement)
+    return decayed_sum(fold.buckets, at - fold.engagement_at, rules.engagement)
 
 
 def fold_entry(fold: Fold, entry: Entry, attribution: Attribution | None, rules: Rules) -> Fold:
@@ -435,9 +438,9 @@ def fold_entry(fold: Fold, entry: Entry, attribution: Attribution | None, rules:
     event_type = entry.type
     lifecycle = rules.lifecycle
     if entry.rank == Rank.ENGAGEMENT:
-        factor = decay_factor(entry.at - engaged_at, rules.engagement) if buckets else 1.0
         points = engagement_points(event_type, entry.detail, rules.engagement)
-        buckets = add_engagement(buckets, factor, event_type, points, rules.engagement)
+        elapsed = entry.at - engaged_at if buckets else 0
+        buckets = add_engagement(buckets, elapsed, event_type, points, rules.engagement)
         engagement = sum(buckets.values())
         engaged_at = entry.at
         if event_type in lifecycle.contact_event_types:

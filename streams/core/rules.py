@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+from collections.abc import Iterable
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Final
 
 from pydantic import (
     BaseModel,
@@ -59,6 +60,32 @@ class CompanySizePoints(_Section):
     points: Points
 
 
+FIT_FACTS: Final = (
+    "email",
+    "seniority",
+    "title_keyword",
+    "company_size",
+    "industry",
+    "country",
+)
+"""The facts a fit score adds up, in the order it adds them."""
+
+GroupName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+
+
+class FitGroup(_Section):
+    """Fit facts scored together, with a cap on their sum (e.g. role: seniority and keyword)."""
+
+    facts: Annotated[tuple[str, ...], Field(min_length=1)]
+    cap: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+    @field_validator("facts")
+    @classmethod
+    def _known_facts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        _check_known(value, FIT_FACTS, "fit fact")
+        return value
+
+
 class FitRules(_Section):
     lead_threshold: Points
     business_email_points: Points = 0
@@ -70,6 +97,8 @@ class FitRules(_Section):
     company_size_points: tuple[CompanySizePoints, ...] = ()
     industry_points: dict[str, Points] = {}
     country_points: dict[str, Points] = {}
+    groups: dict[GroupName, FitGroup] = {}
+    """Caps on the sum of some facts' points; a fact belongs to at most one group."""
 
     @field_validator("free_email_domains")
     @classmethod
@@ -97,6 +126,16 @@ class FitRules(_Section):
         _check_phrases(self.title_seniority)
         _check_phrases(self.title_keyword_points)
         return self
+
+    @model_validator(mode="after")
+    def _facts_in_one_group(self) -> FitRules:
+        _check_one_group({name: group.facts for name, group in self.groups.items()}, "fact")
+        return self
+
+    @cached_property
+    def group_of(self) -> dict[str, tuple[str, FitGroup]]:
+        """Each grouped fact's (group name, group)."""
+        return {fact: (n, g) for n, g in self.groups.items() for fact in g.facts}
 
 
 class ExclusionRules(_Section):
@@ -132,18 +171,73 @@ class ExclusionRules(_Section):
         return tuple(v.strip().lower() for v in value)
 
 
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class ScoreGroup(_Section):
+    """Engagement types scored together (web, email, content, events, intent...): their own
+    half-life, and a cap on what the group adds up to at any moment."""
+
+    types: Annotated[NameSet, Field(min_length=1)]
+    half_life_days: Positive | None = None
+    """None: `engagement.half_life_days`."""
+    cap: Positive | None = None
+
+    @field_validator("types")
+    @classmethod
+    def _engagement_types(cls, value: frozenset[str]) -> frozenset[str]:
+        _check_known(value, ENGAGEMENT_TYPES, "engagement event type")
+        return value
+
+
 class EngagementRules(_Section):
-    half_life_days: Annotated[float, Field(gt=0, allow_inf_nan=False)]
-    mql_threshold: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    half_life_days: Positive
+    """The half-life of the types no group gives one."""
+    mql_threshold: Positive
     points: dict[str, Points]
     category_points: dict[str, Points] = {}
-    caps: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = {}
+    caps: dict[str, Positive] = {}
+    groups: dict[GroupName, ScoreGroup] = {}
+    """A type belongs to at most one group."""
+    total_cap: Positive | None = None
+    """The most all engagement adds up to at any moment."""
 
     @field_validator("points", "caps")
     @classmethod
     def _engagement_types(cls, value: dict[str, float]) -> dict[str, float]:
         _check_known(value, ENGAGEMENT_TYPES, "engagement event type")
         return value
+
+    @model_validator(mode="after")
+    def _groups_and_total_cap(self) -> EngagementRules:
+        _check_one_group({name: group.types for name, group in self.groups.items()}, "type")
+        if self.total_cap is not None and self.total_cap < self.mql_threshold:
+            raise ValueError(
+                f"total_cap {self.total_cap:g} is below mql_threshold {self.mql_threshold:g}:"
+                " no lead could become a passive MQL"
+            )
+        return self
+
+    @cached_property
+    def group_of(self) -> dict[str, ScoreGroup]:
+        """Each grouped type's group."""
+        return {t: group for group in self.groups.values() for t in group.types}
+
+    @cached_property
+    def members(self) -> dict[str, tuple[str, ...]]:
+        """Each grouped type's group members, sorted: sums over a group run in this order, so
+        they give the same bits on every replay (a set's order changes between processes)."""
+        return {t: tuple(sorted(g.types)) for g in self.groups.values() for t in g.types}
+
+    @cached_property
+    def half_life_micros(self) -> dict[str, float]:
+        """The half-life of each type whose group gives it its own, in microseconds."""
+        return {
+            t: group.half_life_days * 86_400_000_000
+            for group in self.groups.values()
+            if group.half_life_days is not None and group.half_life_days != self.half_life_days
+            for t in group.types
+        }
 
 
 class IntentPattern(_Section):
@@ -330,6 +424,15 @@ def _check_phrases(phrases: object) -> None:
         raise ValueError(
             f"title phrases have at most {TITLE_PHRASE_MAX_WORDS} words: {', '.join(too_long)}"
         )
+
+
+def _check_one_group(groups: dict[str, Iterable[str]], what: str) -> None:
+    seen: dict[str, str] = {}
+    for name, members in groups.items():
+        for member in sorted(members):
+            if member in seen:
+                raise ValueError(f"{what} {member} is in two groups: {seen[member]} and {name}")
+            seen[member] = name
 
 
 def _check_known(values: object, known: object, what: str) -> None:

@@ -34,8 +34,8 @@ def fit_score(profile: Mapping[str, object], rules: FitRules) -> float:
 
 
 def fit_ledger(profile: Mapping[str, object], rules: FitRules) -> list[tuple[str, str, float]]:
-    """Each (fact, value, points) that makes the fit score, in the order they add up; the
-    points sum to `fit_score` exactly."""
+    """Each (fact, value, points) that makes the fit score, in the order they add up, then what
+    each group's cap takes away; the points sum to `fit_score` exactly."""
     ledger: list[tuple[str, str, float]] = []
     domain = email_domain(profile.get("email"))
     if domain is not None:
@@ -52,12 +52,12 @@ def fit_ledger(profile: Mapping[str, object], rules: FitRules) -> list[tuple[str
         default=None,
     )
     if keyword is not None:
-        ledger.append(("job title keyword", keyword, rules.title_keyword_points[keyword]))
+        ledger.append(("title_keyword", keyword, rules.title_keyword_points[keyword]))
     size = profile.get("company_size")
     if isinstance(size, int):
         for band in reversed(rules.company_size_points):
             if size >= band.min_employees:
-                ledger.append(("company size", f"{size} (>= {band.min_employees})", band.points))
+                ledger.append(("company_size", f"{size} (>= {band.min_employees})", band.points))
                 break
     industry = profile.get("industry")
     if isinstance(industry, str) and industry.lower() in rules.industry_points:
@@ -65,6 +65,11 @@ def fit_ledger(profile: Mapping[str, object], rules: FitRules) -> list[tuple[str
     country = profile.get("country")
     if isinstance(country, str) and country.upper() in rules.country_points:
         ledger.append(("country", country.upper(), rules.country_points[country.upper()]))
+    for name, group in rules.groups.items():
+        total = sum(points for fact, _, points in ledger if fact in group.facts)
+        if abs(total) > group.cap:
+            bound = group.cap if total > 0 else -group.cap
+            ledger.append(("group cap", f"{name} at {bound:g}", bound - total))
     return ledger
 
 
@@ -149,31 +154,84 @@ def engagement_points(event_type: str, category: str | None, rules: EngagementRu
 
 
 def decay_factor(elapsed_micros: int, rules: EngagementRules) -> float:
-    """How much of a score is left after `elapsed_micros` of event time."""
+    """How much of a score is left after `elapsed_micros` of event time, at the half-life of
+    the types no group gives their own."""
     return math.exp2(-elapsed_micros / (rules.half_life_days * MICROS_PER_DAY))
 
 
+def type_decay(event_type: str, elapsed_micros: int, rules: EngagementRules) -> float:
+    """How much of one type's points is left after `elapsed_micros`, at its group's half-life."""
+    half_life = rules.half_life_micros.get(event_type)
+    if half_life is None:
+        return decay_factor(elapsed_micros, rules)
+    return math.exp2(-elapsed_micros / half_life)
+
+
+def decayed_sum(buckets: Buckets, elapsed_micros: int, rules: EngagementRules) -> float:
+    """The sum of the buckets `elapsed_micros` later."""
+    if not rules.half_life_micros:
+        return sum(buckets.values()) * decay_factor(elapsed_micros, rules)
+    return sum(
+        value * type_decay(event_type, elapsed_micros, rules)
+        for event_type, value in buckets.items()
+    )
+
+
 def add_engagement(
-    buckets: Buckets, factor: float, event_type: str, points: float, rules: EngagementRules
+    buckets: Buckets, elapsed_micros: int, event_type: str, points: float, rules: EngagementRules
 ) -> Buckets:
-    """New buckets: the old ones decayed by `factor`, plus `points` in `event_type`'s bucket."""
-    if factor == 1.0:
-        decayed = dict(buckets)
-    else:
-        decayed = {
-            key: scaled
-            for key, value in buckets.items()
-            if abs(scaled := value * factor) >= PRUNE_BELOW
-        }
-    value = decayed.get(event_type, 0.0) + points
+    """New buckets: the old ones decayed over `elapsed_micros`, plus `points` in `event_type`'s
+    bucket, within its type's cap, its group's cap and the total cap."""
+    decayed = _decayed(buckets, elapsed_micros, rules)
+    old = decayed.get(event_type, 0.0)
+    value = old + points
     cap = rules.caps.get(event_type)
     if cap is not None:
         value = max(-cap, min(cap, value))
+    members = rules.members.get(event_type)
+    if members is not None:
+        group_cap = rules.group_of[event_type].cap
+        if group_cap is not None:
+            others = sum(decayed.get(t, 0.0) for t in members if t != event_type)
+            value = _within(value, old, points, group_cap - others, -group_cap - others)
+    if rules.total_cap is not None and points > 0:
+        others = sum(decayed.values()) - old
+        value = _within(value, old, points, rules.total_cap - others, value)
     if abs(value) >= PRUNE_BELOW:
         decayed[event_type] = value
     else:
         decayed.pop(event_type, None)
     return decayed
+
+
+def _decayed(buckets: Buckets, elapsed_micros: int, rules: EngagementRules) -> Buckets:
+    if elapsed_micros == 0 or not buckets:
+        return dict(buckets)
+    factor = decay_factor(elapsed_micros, rules)
+    own = rules.half_life_micros
+    if not own:
+        return {
+            key: scaled
+            for key, value in buckets.items()
+            if abs(scaled := value * factor) >= PRUNE_BELOW
+        }
+    decayed: Buckets = {}
+    for key, value in buckets.items():
+        half_life = own.get(key)
+        scaled = value * (factor if half_life is None else math.exp2(-elapsed_micros / half_life))
+        if abs(scaled) >= PRUNE_BELOW:
+            decayed[key] = scaled
+    return decayed
+
+
+def _within(value: float, old: float, points: float, high: float, low: float) -> float:
+    """`value` (old + points) kept within [low, high] by clipping what the event adds only:
+    a bucket already beyond a bound (the rules changed) is not pulled back by one event."""
+    if points > 0:
+        return min(value, max(old, high))
+    if points < 0:
+        return max(value, min(old, low))
+    return value
 
 
 def matches_domain(domain: str | None, listed: frozenset[str]) -> bool:

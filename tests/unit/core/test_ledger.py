@@ -25,8 +25,8 @@ def test_the_fit_ledger_names_each_fact_and_its_points(rules: Rules) -> None:
     assert shown.fit == (
         ("email", "business domain acme.com", 10.0),
         ("seniority", "vp", 25.0),
-        ("job title keyword", "marketing", 10.0),
-        ("company size", "400 (>= 100)", 10.0),
+        ("title_keyword", "marketing", 10.0),
+        ("company_size", "400 (>= 100)", 10.0),
         ("industry", "software", 10.0),
         ("country", "US", 5.0),
     )

@@ -11,7 +11,7 @@ DEFAULT = resources.files("streams.core").joinpath("rules.toml").read_text()
 
 def test_default_rules_load_and_cite_version_with_digest() -> None:
     rules = load_rules()
-    assert rules.version == "2026.12.3"
+    assert rules.version == "2026.12.4"
     version, _, digest = rules.rules_version.partition("+")
     assert version == rules.version and len(digest) == 8
 
@@ -23,7 +23,7 @@ def test_an_unversioned_edit_still_changes_the_rules_version() -> None:
 
 def test_rules_file_option_reads_the_given_file(tmp_path: Path) -> None:
     path = tmp_path / "rules.toml"
-    path.write_text(DEFAULT.replace('version = "2026.12.3"', 'version = "test-1"'))
+    path.write_text(DEFAULT.replace('version = "2026.12.4"', 'version = "test-1"'))
     assert load_rules(path).version == "test-1"
 
 
@@ -120,4 +120,37 @@ def test_invalid_intent_patterns_fail_at_load_naming_the_key(
     edited = DEFAULT.replace(PATTERN, PATTERN.replace(old, new, 1), 1)
     with pytest.raises(RulesError) as failure:
         parse_rules(edited.encode(), "my-rules.toml")
+    assert message in str(failure.value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ('types = ["page_view", "social_engagement"]', 'types = ["page_view", "email_open"]'),
+            "engagement: Value error, type email_open is in two groups: email and web",
+        ),
+        (
+            ('types = ["page_view", "social_engagement"]', 'types = ["page_views"]'),
+            "engagement.groups.web.types: Value error, unknown engagement event type: page_views",
+        ),
+        (('types = ["page_view", "social_engagement"]', "types = []"), "groups.web.types"),
+        (("cap = 15\n", "cap = -1\n"), "engagement.groups.web.cap: Input should be greater"),
+        (
+            ("total_cap = 100.0", "total_cap = 50.0"),
+            "engagement: Value error, total_cap 50 is below mql_threshold 60",
+        ),
+        (
+            ('facts = ["seniority", "title_keyword"]', 'facts = ["seniority", "title"]'),
+            "fit.groups.role.facts: Value error, unknown fit fact: title",
+        ),
+    ],
+)
+def test_invalid_score_groups_fail_at_load_naming_the_key(
+    edit: tuple[str, str], message: str
+) -> None:
+    old, new = edit
+    assert old in DEFAULT
+    with pytest.raises(RulesError) as failure:
+        parse_rules(DEFAULT.replace(old, new, 1).encode(), "my-rules.toml")
     assert message in str(failure.value)

@@ -4,10 +4,12 @@ from streams.core.rules import Rules
 from streams.core.scoring import (
     add_engagement,
     decay_factor,
+    decayed_sum,
     engagement_points,
     exclusion_of,
     fit_score,
     title_phrases,
+    type_decay,
 )
 from tests.factories import BUYER
 
@@ -79,21 +81,67 @@ def test_score_halves_after_one_half_life(rules: Rules) -> None:
 def test_caps_saturate_a_type_at_any_moment(rules: Rules) -> None:
     buckets: dict[str, float] = {}
     for _ in range(50):
-        buckets = add_engagement(buckets, 1.0, "page_view", 1.0, rules.engagement)
+        buckets = add_engagement(buckets, 0, "page_view", 1.0, rules.engagement)
     assert buckets == {"page_view": 10.0}
     # After decay the type earns again, up to the cap.
-    buckets = add_engagement(buckets, 0.5, "page_view", 1.0, rules.engagement)
-    assert buckets == {"page_view": 6.0}
+    half_life = int(rules.engagement.groups["web"].half_life_days * DAY)  # type: ignore[operator]
+    buckets = add_engagement(buckets, half_life, "page_view", 1.0, rules.engagement)
+    assert buckets == pytest.approx({"page_view": 6.0})
 
 
 def test_negative_points_and_their_cap(rules: Rules) -> None:
-    buckets = add_engagement({"demo_request": 50.0}, 1.0, "unsubscribe", -20.0, rules.engagement)
+    buckets = add_engagement({"demo_request": 50.0}, 0, "unsubscribe", -20.0, rules.engagement)
     assert sum(buckets.values()) == 30.0
     for _ in range(5):
-        buckets = add_engagement(buckets, 1.0, "unsubscribe", -20.0, rules.engagement)
+        buckets = add_engagement(buckets, 0, "unsubscribe", -20.0, rules.engagement)
     assert buckets["unsubscribe"] == -40.0
 
 
 def test_decayed_buckets_are_pruned(rules: Rules) -> None:
-    buckets = add_engagement({"email_open": 1.0}, 1e-4, "page_view", 1.0, rules.engagement)
+    buckets = add_engagement({"email_open": 1.0}, 400 * DAY, "page_view", 1.0, rules.engagement)
     assert buckets == {"page_view": 1.0}
+
+
+def test_each_group_decays_at_its_own_half_life(rules: Rules) -> None:
+    pricing = rules.engagement.groups["intent"].half_life_days
+    content = rules.engagement.groups["content"].half_life_days
+    assert pricing is not None and content is not None and pricing < content
+    buckets = {"pricing_page_view": 10.0, "content_download": 10.0}
+    later = add_engagement(buckets, int(pricing * DAY), "page_view", 1.0, rules.engagement)
+    assert later["pricing_page_view"] == pytest.approx(5.0)
+    assert later["content_download"] == pytest.approx(10 * 0.5 ** (pricing / content))
+    elapsed = int(content * DAY)
+    assert decayed_sum(buckets, elapsed, rules.engagement) == pytest.approx(
+        10 * 0.5 ** (content / pricing) + 5.0
+    )
+    assert type_decay("page_view", elapsed, rules.engagement) == decay_factor(
+        elapsed, rules.engagement
+    )
+
+
+def test_a_group_cap_bounds_its_types_together(rules: Rules) -> None:
+    # web: page views (cap 10) and social likes (cap 8) add up to at most 15.
+    buckets: dict[str, float] = {}
+    for _ in range(20):
+        buckets = add_engagement(buckets, 0, "page_view", 1.0, rules.engagement)
+        buckets = add_engagement(buckets, 0, "social_engagement", 2.0, rules.engagement)
+    assert sum(buckets.values()) == 15.0
+    assert buckets["page_view"] <= 10.0 and buckets["social_engagement"] <= 8.0
+
+
+def test_the_total_cap_bounds_all_engagement(rules: Rules) -> None:
+    buckets: dict[str, float] = {}
+    for event_type in ("demo_request", "contact_sales_request", "free_trial_signup"):
+        buckets = add_engagement(buckets, 0, event_type, 50.0, rules.engagement)
+    assert sum(buckets.values()) == rules.engagement.total_cap == 100.0
+    # A negative event still counts in full, and the score earns again after it.
+    buckets = add_engagement(buckets, 0, "unsubscribe", -20.0, rules.engagement)
+    assert sum(buckets.values()) == 80.0
+    buckets = add_engagement(buckets, 0, "webinar_attended", 15.0, rules.engagement)
+    assert sum(buckets.values()) == 95.0
+
+
+def test_a_fit_group_cap_counts_one_title_once(rules: Rules) -> None:
+    # c_level (30) and the keyword "data" (10) come from one title: the role group caps at 35.
+    assert fit_score({"job_title": "CTO, Data"}, rules.fit) == 35
+    assert fit_score({"job_title": "VP Data"}, rules.fit) == 35
