@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -12,12 +14,17 @@ from typing import Any
 import orjson
 from kafka import KafkaProducer
 
+from projections.report import ACCOUNT_VIEWS
+from streams.common.codecs import encode_account_change, encode_account_signal
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES, Settings
+from streams.core.accounts import AccountStageChange, Signal
 from streams.core.revisions import latest_revisions
 from streams.core.rules import Rules
 from streams.local.broker import FETCH_MAX_WAIT, free_port
-from streams.local.processes import LeadflowProcess, TopicReader, WorkerProcess
+from streams.local.processes import LeadflowProcess, TopicReader, WorkerProcess, scrape_metrics
 from streams.replay import Replayer
+from tests.account_records import AccountLog
+from tests.funnel_reference import normalised
 
 
 def unique(prefix: str) -> str:
@@ -191,3 +198,48 @@ def raw_producer(bootstrap_servers: str) -> KafkaProducer:
     return KafkaProducer(
         bootstrap_servers=bootstrap_servers, acks="all", max_request_size=16 * 1024 * 1024
     )
+
+
+def report(env: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """`leadflow report --json` in its own process (the embedded engine is one per process)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "streams", "report", "--json"],
+        env=env_with_path(env),
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    found: dict[str, list[dict[str, Any]]] = orjson.loads(done.stdout)
+    return normalised(found)
+
+
+def env_with_path(env: dict[str, str]) -> dict[str, str]:
+    """This process's environment with `env` on top (for a subprocess)."""
+    return {**os.environ, **env}
+
+
+def replayed_account_records(traffic: list[dict[str, Any]], rules: Rules) -> AccountLog:
+    """The account records `replay` gives for these events, as their bytes."""
+    replayed = AccountLog()
+    for item in Replayer(rules, DEFAULT_MAX_EVENT_BYTES, accounts=True).run(
+        orjson.dumps(d) for d in traffic
+    ):
+        if isinstance(item, Signal):
+            replayed.signals.append(encode_account_signal(item))
+        elif isinstance(item, AccountStageChange):
+            replayed.changes.append(encode_account_change(item))
+    return replayed
+
+
+def account_views(metrics: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """Only the account views of a report."""
+    return {view: metrics[view] for view in ACCOUNT_VIEWS}
+
+
+def projected_rows(port: int) -> float:
+    """Rows a projector with its metrics on `port` has written so far (0 until it serves them)."""
+    try:
+        samples = scrape_metrics(port)
+    except OSError:
+        return 0.0
+    return sum(v for k, v in samples.items() if k.startswith("leadflow_projector_rows_total"))

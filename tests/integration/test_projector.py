@@ -15,25 +15,25 @@ import pytest
 from kafka import KafkaProducer
 
 from projections.report import ACCOUNT_VIEWS
-from streams.common.codecs import encode_account_change, encode_account_signal
 from streams.common.kafka_clients import create_topics
-from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
-from streams.core.accounts import AccountStageChange, Signal
 from streams.core.rules import Rules
 from streams.local.broker import LocalBroker, free_port
 from streams.local.generator import generate
-from streams.local.processes import scrape_metrics
-from streams.replay import Replayer
-from tests.account_records import AccountLog, account_log
+from tests.account_records import account_log
 from tests.account_reference import expected_account_metrics
 from tests.funnel_reference import expected_metrics, normalised
 from tests.integration.harness import (
     Pipeline,
+    account_views,
     difference,
     effective,
     effective_accounts,
+    env_with_path,
+    projected_rows,
     replay_accounts,
     replay_bytes,
+    replayed_account_records,
+    report,
 )
 from tests.waiting import wait_for
 
@@ -48,50 +48,6 @@ class Streamed:
     account_records: int
     expected: dict[str, list[dict[str, Any]]]
     live_env: dict[str, str]
-
-
-def report(env: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
-    """`leadflow report --json` in its own process (the embedded engine is one per process)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "streams", "report", "--json"],
-        env=env_with_path(env),
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    found: dict[str, list[dict[str, Any]]] = orjson.loads(done.stdout)
-    return normalised(found)
-
-
-def env_with_path(env: dict[str, str]) -> dict[str, str]:
-    import os
-
-    return {**os.environ, **env}
-
-
-def replayed_account_records(traffic: list[dict[str, Any]], rules: Rules) -> AccountLog:
-    """The account records `replay` gives for these events, as their bytes."""
-    replayed = AccountLog()
-    for item in Replayer(rules, DEFAULT_MAX_EVENT_BYTES, accounts=True).run(
-        orjson.dumps(d) for d in traffic
-    ):
-        if isinstance(item, Signal):
-            replayed.signals.append(encode_account_signal(item))
-        elif isinstance(item, AccountStageChange):
-            replayed.changes.append(encode_account_change(item))
-    return replayed
-
-
-def account_views(metrics: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
-    return {view: metrics[view] for view in ACCOUNT_VIEWS}
-
-
-def projected_rows(port: int) -> float:
-    try:
-        samples = scrape_metrics(port)
-    except OSError:
-        return 0.0
-    return sum(v for k, v in samples.items() if k.startswith("leadflow_projector_rows_total"))
 
 
 @pytest.fixture(scope="module")
