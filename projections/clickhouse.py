@@ -6,16 +6,20 @@ chDB engine for a `chdb://` URL. The same SQL runs on both.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import logging
 import os
 import re
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import clickhouse_connect
+from clickhouse_connect.driver import exceptions as clickhouse_errors
 
 from streams.common.settings import ClickHouseSettings
 from streams.errors import LeadflowError
@@ -34,11 +38,129 @@ class ClickHouseError(LeadflowError):
 def connect(settings: ClickHouseSettings) -> Any:
     """A clickhouse-connect client for the configured server or embedded directory.
 
-    The embedded engine allows one data directory per process, and one process per directory."""
+    The embedded engine allows one data directory per process, and one process per directory.
+    When the connection cannot be made, one ClickHouseError says so in a line that names the
+    setting and what to do (for a directory in use, which process holds it)."""
+    if settings.embedded:
+        holder = embedded_directory_holder(embedded_path(settings.url))
+        if holder is not None:
+            raise ClickHouseError(_in_use(settings.url, holder))
+    # The driver and its HTTP library log warnings of their own before raising; the error
+    # below says it all, in one line.
+    loggers = [logging.getLogger(name) for name in ("clickhouse_connect", "urllib3")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         return clickhouse_connect.get_client(**client_arguments(settings))
     except Exception as exc:  # the drivers raise many kinds; the operator needs one message
-        raise ClickHouseError(f"cannot open ClickHouse at {settings.url}: {exc}") from exc
+        raise ClickHouseError(_cannot_open(settings, exc)) from exc
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+_SETTING = "LEADFLOW_CLICKHOUSE__URL"
+_OS_REASON = re.compile(r"\[Errno -?\d+\] ([^\"')(]+)")
+
+
+def _cannot_open(settings: ClickHouseSettings, exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    if settings.embedded:
+        return (
+            f"cannot open the embedded ClickHouse at {settings.url} ({_SETTING}): "
+            f"{text[:300]}; check that the directory is writable and was made by chDB"
+        )
+    if isinstance(exc, clickhouse_errors.OperationalError):
+        reason = _OS_REASON.search(text)
+        return (
+            f"no ClickHouse server answered at {settings.url} ({_SETTING}): "
+            f"{reason[1].strip() if reason else text[:200]}; is it running, and reachable from "
+            "here?"
+        )
+    return (
+        f"ClickHouse at {settings.url} ({_SETTING}) refused to connect: {text[:300]}; check "
+        "LEADFLOW_CLICKHOUSE__USERNAME and LEADFLOW_CLICKHOUSE__PASSWORD"
+    )
+
+
+def embedded_path(url: str) -> Path:
+    """The data directory of a `chdb://` URL."""
+    return Path(url.removeprefix("chdb://"))
+
+
+@dataclass(frozen=True)
+class DirectoryHolder:
+    """The process that holds an embedded data directory's lock."""
+
+    pid: int | None
+    command: str | None
+
+
+def embedded_directory_holder(path: Path) -> DirectoryHolder | None:
+    """Who holds the lock of an embedded data directory, or None when nobody else does.
+
+    The engine takes an exclusive `flock` on `status` in the directory and writes its PID
+    there; the kernel's lock table (/proc/locks) names the holder even when the file is stale."""
+    status = path / "status"
+    try:
+        descriptor = os.open(status, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _flock_holder(os.fstat(descriptor).st_ino) or _pid_written_in(status)
+            if pid == os.getpid():
+                return None  # this process's own engine: the driver reuses it
+            return DirectoryHolder(pid, _command_of(pid) if pid else None)
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(descriptor)
+
+
+def _flock_holder(inode: int) -> int | None:
+    # Lines like "5: FLOCK  ADVISORY  WRITE 12210 fe:00:2170914 0 EOF".
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].endswith(f":{inode}"):
+            return int(fields[4]) if fields[4].isdigit() else None
+    return None
+
+
+def _pid_written_in(status: Path) -> int | None:
+    try:
+        first = status.read_text(errors="replace").split("\n", 1)[0]
+    except OSError:
+        return None
+    value = first.removeprefix("PID:").strip()
+    return int(value) if value.isdigit() else None
+
+
+def _command_of(pid: int) -> str | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    command = " ".join(raw.decode(errors="replace").replace("\0", " ").split())
+    return command[:120] or None
+
+
+def _in_use(url: str, holder: DirectoryHolder) -> str:
+    who = "another process"
+    if holder.pid is not None:
+        who = f"process {holder.pid}" + (f" ({holder.command})" if holder.command else "")
+    return (
+        f"the embedded ClickHouse directory of {url} ({_SETTING}) is in use by {who}: the "
+        "engine allows one process per directory; stop that process (a running projector, "
+        "report or rebuild) or point this one at another directory"
+    )
 
 
 def client_arguments(settings: ClickHouseSettings) -> dict[str, Any]:
