@@ -95,8 +95,11 @@ def create_app(
     async def measure_lag() -> None:
         for tp in app.consumer.assignment():
             if tp.topic == topics.events:
+                highwater = app.consumer.highwater(tp)
+                if highwater is None:  # not fetched yet since the partition was assigned
+                    continue
                 position = qualifier.positions.get(tp.partition, -1)
-                behind = app.consumer.highwater(tp) - position - 1
+                behind = highwater - position - 1
                 # The local broker's high watermark can undercount (docs/operations.md).
                 metrics.consumer_lag.labels(str(tp.partition)).set(max(0, behind))
 
