@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from projections.privacy import lead_id_for_storage
@@ -35,10 +36,14 @@ from projections.rows import (
 )
 from projections.writer import ProjectionWriter
 from streams.common.codecs import dead_letter_headers
-from streams.common.kafka_clients import connection_config, reaching
+from streams.common.kafka_clients import connection_config, end_offsets_read, reaching
 from streams.common.settings import Settings
 
 log = logging.getLogger(__name__)
+
+PARTITION_CHECK_INTERVAL = 30.0
+"""Seconds between two looks for partitions added to the topics (every second while one of
+the topics does not exist yet)."""
 
 
 @dataclass
@@ -106,8 +111,9 @@ class _Batch:
 class Projector:
     """Consumes stage changes, events, account changes and account signals into one database.
 
-    `from_beginning` reads every partition from offset 0 without a consumer group (rebuild);
-    otherwise the projector's group remembers where it is."""
+    It owns every partition of its topics (one projector per database). `from_beginning` reads
+    them from offset 0 and commits nothing (rebuild); otherwise it goes on from the offsets
+    committed under its group id."""
 
     def __init__(
         self,
@@ -131,6 +137,7 @@ class Projector:
         self.assigned = threading.Event()
         """Set once the consumer owns its partitions (joining a group takes a while)."""
         self._producer: KafkaProducer | None = None
+        self._missing: set[str] = set()
 
     def run(
         self,
@@ -138,19 +145,30 @@ class Projector:
         until_caught_up: bool = False,
         on_batch: Callable[[ProjectorStats], None] | None = None,
     ) -> ProjectorStats:
-        """Project until `stop` is set, or (with `until_caught_up`) until the end of the topics.
+        """Project until `stop` is set, or (with `until_caught_up`) until every partition of
+        the topics is read to the end it had when the run began.
 
         Whatever was read is written and committed before returning."""
         stop = stop or threading.Event()
+        if stop.is_set():
+            return self.stats
         consumer = self._consumer()
         batch = _Batch()
         try:
+            partitions = self._assign(consumer)
+            checked_at = time.monotonic()
+            targets = self._ends(partitions) if until_caught_up else {}
             while not stop.is_set():
+                if until_caught_up and not batch and _read_to(consumer, targets):
+                    break
+                if not until_caught_up and time.monotonic() - checked_at >= self._check_every(
+                    partitions
+                ):
+                    partitions = self._assign(consumer)
+                    checked_at = time.monotonic()
                 polled = consumer.poll(
                     timeout_ms=100, max_records=self.settings.projector.batch_size
                 )
-                if not self.assigned.is_set() and consumer.assignment():
-                    self.assigned.set()
                 for tp, records in polled.items():
                     if not batch:
                         batch.started = time.monotonic()
@@ -166,8 +184,6 @@ class Projector:
                     if on_batch:
                         on_batch(self.stats)
                     batch = _Batch()
-                if until_caught_up and not polled and not batch and _caught_up(consumer):
-                    break
             if batch:
                 self._flush(consumer, batch)
         finally:
@@ -177,28 +193,55 @@ class Projector:
         return self.stats
 
     def _consumer(self) -> KafkaConsumer:
+        # Partitions are assigned, not taken from a group: a group join waits out the rebalance
+        # timeout, and after a kill -9 the dead member's session as well (79 s were seen), and
+        # a member that joined while a dead one was still in the group owned only part of the
+        # partitions. The group id only names where the offsets are committed.
         config: dict[str, Any] = {
             **connection_config(self.settings.kafka),
+            "group_id": None if self.from_beginning else self.settings.projector.group_id,
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             "max_partition_fetch_bytes": self.settings.topics.max_dead_letter_bytes,
             "fetch_max_bytes": 64 * 1024 * 1024,
         }
-        if self.from_beginning:
-            with reaching(self.settings.kafka):
-                consumer = KafkaConsumer(**config, group_id=None)
-            partitions = [
-                TopicPartition(topic, partition)
-                for topic in self.topics
-                for partition in sorted(consumer.partitions_for_topic(topic) or ())
-            ]
-            consumer.assign(partitions)
-            consumer.seek_to_beginning()
-        else:
-            with reaching(self.settings.kafka):
-                consumer = KafkaConsumer(**config, group_id=self.settings.projector.group_id)
-            consumer.subscribe(list(self.topics))
-        return consumer
+        with reaching(self.settings.kafka):
+            return KafkaConsumer(**config)
+
+    def _assign(self, consumer: KafkaConsumer) -> set[TopicPartition]:
+        """Assign every partition of the topics that exist (a missing topic is logged once and
+        looked for again); return the assignment."""
+        partitions = set(consumer.assignment())
+        try:
+            for topic in self.topics:
+                found = consumer.partitions_for_topic(topic)
+                if not found and topic not in self._missing:
+                    self._missing.add(topic)
+                    log.warning("topic %s does not exist (yet); nothing to read from it", topic)
+                elif found:
+                    self._missing.discard(topic)
+                    partitions.update(TopicPartition(topic, partition) for partition in found)
+        except KafkaError as exc:  # the broker is away: keep what is assigned, look again later
+            log.warning("cannot read the topics' partitions: %s", exc)
+            return partitions
+        added = partitions - consumer.assignment()
+        if added:
+            consumer.assign(sorted(partitions))
+            if self.from_beginning:
+                consumer.seek_to_beginning(*added)
+        if partitions:
+            self.assigned.set()
+        return partitions
+
+    def _check_every(self, partitions: set[TopicPartition]) -> float:
+        return PARTITION_CHECK_INTERVAL if partitions and not self._missing else 1.0
+
+    def _ends(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
+        ends = end_offsets_read(self.settings.kafka, partitions)
+        log.info(
+            "reading %d partitions to their ends, offsets %d in all", len(ends), sum(ends.values())
+        )
+        return ends
 
     def _add(self, batch: _Batch, topic: str, record: Any) -> None:
         topics = self.settings.topics
@@ -273,10 +316,7 @@ class Projector:
         self.stats.batches += 1
 
 
-def _caught_up(consumer: KafkaConsumer) -> bool:
-    """Every partition of the topics is assigned and read up to its end offset."""
-    assigned = consumer.assignment()
-    if not assigned:
-        return False
-    ends = consumer.end_offsets(list(assigned))
+def _read_to(consumer: KafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    """Every partition is read up to its end in `ends` (from `end_offsets_read`: on the local
+    broker the high watermark alone can stop short)."""
     return all(consumer.position(tp) >= end for tp, end in ends.items())

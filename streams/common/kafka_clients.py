@@ -3,13 +3,17 @@ client configuration (bootstrap servers, SASL, TLS)."""
 
 from __future__ import annotations
 
+import logging
 import ssl
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from streams.common.settings import KafkaSettings, Settings, TopicSettings
 from streams.errors import BrokerUnreachableError
+
+log = logging.getLogger(__name__)
 
 
 def _connection(kafka: KafkaSettings) -> dict[str, Any]:
@@ -58,6 +62,51 @@ def _unreachable(kafka: KafkaSettings) -> str:
         f"no Kafka broker answered at {kafka.bootstrap_servers} "
         "(LEADFLOW_KAFKA__BOOTSTRAP_SERVERS): is it running, and reachable from here?"
     )
+
+
+def end_offsets_read(
+    kafka: KafkaSettings, partitions: Iterable[Any], timeout: float = 10.0
+) -> dict[Any, int]:
+    """The offset after the last record of each partition (kafka-python `TopicPartition`s),
+    checked against the log rather than taken from the broker's high watermark.
+
+    The local broker (Tansu 0.6.0) reports the watermark as if a partition's last record batch
+    held one record. A fetch at the reported last offset returns the whole batch that holds it,
+    and its last record is the real end. On Apache Kafka the reported end is already right and
+    this only confirms it. A partition whose fetch brings nothing within `timeout` seconds keeps
+    the reported end, with a warning."""
+    from kafka import KafkaConsumer
+
+    wanted = list(partitions)
+    if not wanted:
+        return {}
+    with reaching(kafka):
+        probe = KafkaConsumer(
+            **connection_config(kafka),
+            group_id=None,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=64 * 1024 * 1024,
+            fetch_max_bytes=256 * 1024 * 1024,
+        )
+    try:
+        ends: dict[Any, int] = dict(probe.end_offsets(wanted))
+        pending = {tp for tp, end in ends.items() if end > 0}
+        probe.assign(list(pending))
+        for tp in pending:
+            probe.seek(tp, ends[tp] - 1)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            # Unbounded records per poll: the whole batch at the reported end comes in one go.
+            for tp, records in probe.poll(timeout_ms=200, max_records=1 << 30).items():
+                if records and tp in pending:
+                    ends[tp] = max(ends[tp], records[-1].offset + 1)
+                    pending.discard(tp)
+                    probe.pause(tp)
+        for tp in pending:
+            log.warning("no record at the reported end of %s; keeping %d", tp, ends[tp])
+        return ends
+    finally:
+        probe.close()
 
 
 def aiokafka_config(kafka: KafkaSettings) -> dict[str, Any]:
