@@ -502,7 +502,10 @@ def project(
         bool, typer.Option(help="Stop once its topics are read to their end.")
     ] = False,
 ) -> None:
-    """Project stage changes, events and accounts into ClickHouse, committing after each insert."""
+    """Project stage changes, events and accounts into ClickHouse, committing after each insert.
+
+    SIGTERM or Ctrl-C: what was read is written and committed, then it exits 0."""
+    import logging
     import signal
     import threading
 
@@ -510,16 +513,20 @@ def project(
 
     from projections.clickhouse import migrate as apply_migrations
     from projections.projector import Projector, ProjectorMetrics
+    from streams.common.logs import quiet_client_repeats
 
+    # A stop asked for while ClickHouse opens is honoured as soon as the run begins.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    quiet_client_repeats(logging.getLogger())
     settings = _settings(ctx)
     client = _clickhouse(settings)
     apply_migrations(client, settings.clickhouse.database)
     metrics = ProjectorMetrics()
     if settings.projector.metrics_port is not None:
         start_http_server(settings.projector.metrics_port, registry=metrics.registry)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     err.print(f"projecting into {settings.clickhouse.database} at {settings.clickhouse.url}")
     stats = Projector(settings, client, metrics).run(stop, until_caught_up=until_caught_up)
     err.print(
