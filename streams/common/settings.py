@@ -232,7 +232,10 @@ class ClickHouseSettings(_Section):
 class ProjectorSettings(_Section):
     """The projector that writes stage changes and events into ClickHouse."""
 
-    group_id: str = Field(default="leadflow-projector", description="Its consumer group.")
+    group_id: str = Field(
+        default="leadflow-projector",
+        description="Group id its offsets are committed under (it owns every partition).",
+    )
     batch_size: Annotated[int, Field(ge=1, le=500_000)] = Field(
         default=20_000, description="Most rows per ClickHouse insert (kept far below 1M)."
     )
