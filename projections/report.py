@@ -28,6 +28,7 @@ FUNNEL_VIEWS: Final = {
     "sales_cycle": "source",
     "purchase_value": "currency",
     "mql_kinds": "mql_kind",
+    "mql_grades": "grade",
     "disqualification_reasons": "source, reason, from_stage",
     "bottlenecks": "position",
     "engagement_daily": "day, event_type, source, campaign",
@@ -91,6 +92,7 @@ def print_report(metrics: Metrics, console: Console | None = None) -> None:
     console.print(_table("Funnel", _funnel_rows(metrics)))
     console.print(_table("Conversion (all cohorts)", conversion_summary(metrics)))
     console.print(_table("MQL kinds", metrics["mql_kinds"]))
+    console.print(_table("MQL grades (fit letter, engagement number)", metrics["mql_grades"]))
     console.print(_table("Bottlenecks", _without_position(metrics["bottlenecks"])))
     console.print(_table("Disqualification reasons", _reasons(metrics)))
     console.print(_table("Purchase value", metrics["purchase_value"]))
@@ -108,6 +110,7 @@ def write_html(metrics: Metrics, path: Path, title: str = "leadflow funnel") -> 
         ("Funnel", _funnel_rows(metrics)),
         ("Conversion (all cohorts)", conversion_summary(metrics)),
         ("MQL kinds", metrics["mql_kinds"]),
+        ("MQL grades (fit letter, engagement number)", metrics["mql_grades"]),
         ("Bottlenecks", _without_position(metrics["bottlenecks"])),
         ("Disqualification reasons", _reasons(metrics)),
         ("Purchase value", metrics["purchase_value"]),

@@ -87,6 +87,7 @@ def lead_status(live: list[Row]) -> dict[str, Row]:
             row[f"{stage}_at"] = entries[0]["occurred_at"] if entries else None
             if stage == "mql":
                 row["mql_kind"] = entries[0]["mql_kind"] if entries else None
+                row["mql_grade"] = entries[0]["grade"] if entries else None
         status[lead_id] = row
     return status
 
@@ -237,6 +238,25 @@ def expected_metrics(
     metrics["mql_kinds"] = [
         {"mql_kind": kind, "mqls": mqls, "became_sql": sqls, "sql_rate": sqls / mqls}
         for kind, (mqls, sqls) in sorted(kinds.items())
+    ]
+
+    grades: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for lead in status.values():
+        if lead["mql_at"] is not None:
+            tally = grades[lead["mql_grade"] or "(none)"]
+            tally[0] += 1
+            tally[1] += lead["sql_at"] is not None
+            tally[2] += lead["customer_at"] is not None
+    metrics["mql_grades"] = [
+        {
+            "grade": grade,
+            "mqls": mqls,
+            "became_sql": sqls,
+            "sql_rate": sqls / mqls,
+            "won": won,
+            "won_rate": won / mqls,
+        }
+        for grade, (mqls, sqls, won) in sorted(grades.items())
     ]
 
     disqualified = [c for c in live if c["to_stage"] == "disqualified"]

@@ -4,7 +4,7 @@
 -- Every stage change that currently holds: latest revision of each change_id, retractions removed.
 CREATE OR REPLACE VIEW {database}.stage_changes_live AS
 SELECT change_id, lead_id, from_stage, to_stage, occurred_at, causation_event_id, rule,
-       rules_version, mql_kind, reason, fit_score, engagement_score,
+       rules_version, mql_kind, reason, fit_score, engagement_score, grade,
        ifNull(source, '(none)') AS source, ifNull(campaign, '(none)') AS campaign, sequence
 FROM {database}.stage_changes FINAL
 WHERE NOT retracted;
@@ -17,11 +17,13 @@ SELECT
     argMax(occurred_at, sequence) AS stage_since,
     argMax(source, sequence) AS source,
     argMax(campaign, sequence) AS campaign,
+    argMax(grade, sequence) AS current_grade,
     min(occurred_at) AS first_seen_at,
     minIfOrNull(occurred_at, to_stage = 'subscriber') AS subscriber_at,
     minIfOrNull(occurred_at, to_stage = 'lead') AS lead_at,
     minIfOrNull(occurred_at, to_stage = 'mql') AS mql_at,
     argMinIf(mql_kind, sequence, to_stage = 'mql') AS mql_kind,
+    argMinIf(grade, sequence, to_stage = 'mql') AS mql_grade,
     minIfOrNull(occurred_at, to_stage = 'sql') AS sql_at,
     minIfOrNull(occurred_at, to_stage = 'opportunity') AS opportunity_at,
     minIfOrNull(occurred_at, to_stage = 'customer') AS customer_at,
@@ -122,6 +124,16 @@ SELECT assumeNotNull(mql_kind) AS mql_kind, count() AS mqls,
 FROM {database}.lead_status
 WHERE mql_at IS NOT NULL
 GROUP BY mql_kind;
+
+-- MQLs by their grade when they became MQL (fit letter, engagement number), and what sales
+-- made of them: whether the grade predicts SQL and won, so sales can trust the sort.
+CREATE OR REPLACE VIEW {database}.mql_grades AS
+SELECT ifNull(mql_grade, '(none)') AS grade, count() AS mqls,
+       countIf(sql_at IS NOT NULL) AS became_sql, became_sql / mqls AS sql_rate,
+       countIf(customer_at IS NOT NULL) AS won, won / mqls AS won_rate
+FROM {database}.lead_status
+WHERE mql_at IS NOT NULL
+GROUP BY grade;
 
 -- Disqualifications by reason, the stage they happened in, and first-touch source.
 CREATE OR REPLACE VIEW {database}.disqualification_reasons AS

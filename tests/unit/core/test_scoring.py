@@ -8,6 +8,7 @@ from streams.core.scoring import (
     engagement_points,
     exclusion_of,
     fit_score,
+    grade_of,
     title_phrases,
     type_decay,
 )
@@ -145,3 +146,21 @@ def test_a_fit_group_cap_counts_one_title_once(rules: Rules) -> None:
     # c_level (30) and the keyword "data" (10) come from one title: the role group caps at 35.
     assert fit_score({"job_title": "CTO, Data"}, rules.fit) == 35
     assert fit_score({"job_title": "VP Data"}, rules.fit) == 35
+
+
+@pytest.mark.parametrize(
+    ("fit", "engagement", "grade"),
+    [
+        (70, 65, "A1"),
+        (50, 60, "A1"),
+        (49.999, 59.999, "B2"),
+        (25, 30, "B2"),
+        (0, 0, "C3"),
+        (-5, -9, "C3"),
+    ],
+)
+def test_a_grade_is_a_fit_band_and_an_engagement_band(
+    rules: Rules, fit: float, engagement: float, grade: str
+) -> None:
+    assert rules.grade is not None
+    assert grade_of(fit, engagement, rules.grade) == grade
