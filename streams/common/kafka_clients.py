@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from streams.common.settings import KafkaSettings, Settings, TopicSettings
-from streams.errors import BrokerUnreachableError
+from streams.errors import BrokerUnreachableError, TopicMissingError
 
 
 def _connection(kafka: KafkaSettings) -> dict[str, Any]:
@@ -132,3 +132,43 @@ def create_topics(settings: Settings) -> list[str]:
             raise error(f"cannot create topic {result['name']}: {result['error_message']}")
         created.append(result["name"])
     return created
+
+
+def read_whole_topic(settings: Settings, topic: str, idle_seconds: float = 1.0) -> list[bytes]:
+    """Every value on `topic`, partition by partition in offset order, from the first offset
+    to the end as it was when the call began (tombstones left out), for the tools that read a
+    log as a file (`whatif --from-topic`).
+
+    An end offset alone is not trusted: the local broker counts a partition's last record
+    batch as one record, so a reader that stops at the end offset can stop inside that batch.
+    Once every partition is past its end offset, polls go on until one brings nothing for
+    `idle_seconds`: a fetched batch is handed out whole before that."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    with reaching(settings.kafka):
+        consumer = KafkaConsumer(
+            **connection_config(settings.kafka),
+            enable_auto_commit=False,
+            group_id=None,
+            allow_auto_create_topics=False,  # reading a log must not create it by accident
+        )
+    try:
+        numbers = consumer.partitions_for_topic(topic)
+        if not numbers:
+            raise TopicMissingError(
+                f"topic {topic!r} does not exist on {settings.kafka.bootstrap_servers}"
+            )
+        partitions = [TopicPartition(topic, number) for number in sorted(numbers)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        ends = consumer.end_offsets(partitions)
+        values: dict[int, list[bytes]] = {p.partition: [] for p in partitions}
+        while True:
+            batch = consumer.poll(timeout_ms=round(idle_seconds * 1000), max_records=10_000)
+            for part, records in batch.items():
+                values[part.partition].extend(r.value for r in records if r.value is not None)
+            if not batch and all(consumer.position(p) >= ends[p] for p in partitions):
+                break
+    finally:
+        consumer.close()
+    return [value for number in sorted(values) for value in values[number]]
