@@ -94,9 +94,11 @@ def create_app(
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def measure_lag() -> None:
         for tp in app.consumer.assignment():
-            if tp.topic == topics.events:
+            highwater = app.consumer.highwater(tp)
+            # None until a fetch has told it, and again after a broker came back without data.
+            if tp.topic == topics.events and highwater is not None:
                 position = qualifier.positions.get(tp.partition, -1)
-                behind = app.consumer.highwater(tp) - position - 1
+                behind = highwater - position - 1
                 # The local broker's high watermark can undercount (docs/operations.md).
                 metrics.consumer_lag.labels(str(tp.partition)).set(max(0, behind))
 
