@@ -11,6 +11,7 @@ BENCHMARKS = {
     "collector": "bench.collector",
     "stream": "bench.stream",
     "state": "bench.state",
+    "challenger": "bench.challenger",
 }
 
 

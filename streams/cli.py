@@ -440,20 +440,25 @@ def worker(
             help="Worker processes on this machine, in one consumer group (one core each).",
         ),
     ] = 1,
+    shadow: Annotated[bool, typer.Option("--shadow", hidden=True)] = False,
 ) -> None:
-    """Run a stream worker: events -> core -> stage changes (creates missing topics first)."""
+    """Run a stream worker: events -> core -> stage changes (creates missing topics first);
+    with LEADFLOW_WORKER__CHALLENGER_RULES, a challenger process beside it."""
     from streams.common.kafka_clients import create_topics
 
     settings = _settings(ctx)
     rules = _rules(None, settings)
+    challenger = settings.worker.challenger_rules
+    if challenger is not None:
+        load_rules(challenger)  # a broken challenger stops the start, not the shadow alone
     create_topics(settings)
-    if processes > 1:
+    if processes > 1 or challenger is not None:
         from streams.worker.processes import run_processes
 
         raise typer.Exit(run_processes(settings, processes, loglevel))
     from streams.worker.app import create_app, run_worker
 
-    run_worker(create_app(settings, rules), loglevel)
+    run_worker(create_app(settings, rules, shadow=shadow), loglevel)
 
 
 @topics_app.command("create")

@@ -358,3 +358,64 @@ def normalised(metrics: dict[str, list[Row]]) -> dict[str, list[Row]]:
         view: [{k: value(v) for k, v in row.items()} for row in rows]
         for view, rows in metrics.items()
     }
+
+
+def _wilson(successes: int, trials: int) -> tuple[float, float]:
+    z = 1.959963984540054
+    rate = successes / trials
+    centre = rate + z * z / (2 * trials)
+    spread = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials))
+    return (centre - spread) / (1 + z * z / trials), (centre + spread) / (1 + z * z / trials)
+
+
+def champion_challenger(champion: Iterable[bytes], challenger: Iterable[bytes]) -> list[Row]:
+    """What `champion_challenger` must return for the effective changes of both rule sets."""
+    sides = {"champion": live_changes(champion), "challenger": live_changes(challenger)}
+    firsts: dict[str, dict[str, dict[str, Any]]] = {}
+    versions = {}
+    for side, live in sides.items():
+        leads: dict[str, dict[str, Any]] = defaultdict(dict)
+        for change in sorted(live, key=lambda c: c["occurred_at"]):
+            leads[change["lead_id"]].setdefault(change["to_stage"], change["occurred_at"])
+        firsts[side] = leads
+        versions[side] = max(live, key=lambda c: c["occurred_at"])["rules_version"]
+    rows = []
+    for side, other in (("challenger", "champion"), ("champion", "challenger")):
+        leads = firsts[side]
+        mqls = [lead for lead in leads.values() if "mql" in lead]
+        sqls = sum("sql" in lead for lead in mqls)
+        won = sum("customer" in lead for lead in mqls)
+        flagged, first, days = 0, 0, []
+        for lead_id, lead in leads.items():
+            won_at, mql_at = lead.get("customer"), lead.get("mql")
+            if won_at is None or mql_at is None or mql_at > won_at:
+                continue
+            flagged += 1
+            theirs = firsts[other].get(lead_id, {}).get("mql")
+            other_flagged = theirs is not None and theirs <= won_at
+            if not other_flagged or mql_at < theirs:
+                first += 1
+            if other_flagged and mql_at < theirs:
+                days.append(_days(mql_at, theirs))
+        sql_low, sql_high = _wilson(sqls, len(mqls))
+        won_low, won_high = _wilson(won, len(mqls))
+        rows.append(
+            {
+                "side": side,
+                "rules_version": versions[side],
+                "mqls": len(mqls),
+                "became_sql": sqls,
+                "sql_rate": sqls / len(mqls),
+                "sql_rate_low": sql_low,
+                "sql_rate_high": sql_high,
+                "won": won,
+                "won_rate": won / len(mqls),
+                "won_rate_low": won_low,
+                "won_rate_high": won_high,
+                "wins": sum("customer" in lead for lead in leads.values()),
+                "wins_flagged": flagged,
+                "wins_flagged_first": first,
+                "median_days_first": quantile(days, 0.5) if days else None,
+            }
+        )
+    return rows

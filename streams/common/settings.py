@@ -109,6 +109,13 @@ class TopicSettings(_Section):
     account_changes: str = Field(
         default="leadflow.account-changes", description="Account stage changes, keyed by account."
     )
+    challenger_stage_changes: str = Field(
+        default="leadflow.challenger-stage-changes",
+        description=(
+            "Stage changes of the challenger rules (LEADFLOW_WORKER__CHALLENGER_RULES), keyed "
+            "by lead: the shadow's own topic, so no consumer of the live stream sees them."
+        ),
+    )
     partitions: Annotated[int, Field(ge=1)] = Field(
         default=4,
         description="Partitions of the topics leadflow creates: the most workers that share work.",
@@ -197,6 +204,14 @@ class WorkerSettings(_Section):
     max_request_bytes: Annotated[int, Field(gt=0)] = Field(
         default=8 * 1024 * 1024 + 65536,
         description="Largest message the worker produces (a dead letter carries its original).",
+    )
+    challenger_rules: Path | None = Field(
+        default=None,
+        description=(
+            "A second rules file to score every event with in the shadow: one more worker "
+            "process, in its own consumer group with its own tables, publishes what it "
+            "decides to `topics.challenger_stage_changes` only (docs/rules.md)."
+        ),
     )
 
 

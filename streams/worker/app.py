@@ -45,9 +45,10 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings, rules: Rules, metrics: PipelineMetrics | None = None
+    settings: Settings, rules: Rules, metrics: PipelineMetrics | None = None, shadow: bool = False
 ) -> faust.App:
-    """Build the worker's Faust app. Importing this module starts nothing."""
+    """Build the worker's Faust app. Importing this module starts nothing. A `shadow` app is
+    a challenger's (`processes.challenger_settings`): it publishes stage changes only."""
     metrics = metrics or PipelineMetrics()
     topics = settings.topics
     worker = settings.worker
@@ -68,6 +69,7 @@ def create_app(
         max_state_bytes=worker.max_state_bytes,
         cache=StateCache(worker.lead_cache),
         send_account_signal=producer_send(app, account_signals) if worker.accounts else None,
+        shadow=shadow,
     )
 
     @app.agent(events, name="qualify", concurrency=1)
