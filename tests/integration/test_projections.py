@@ -328,6 +328,8 @@ def test_every_dashboard_query_runs_on_the_embedded_engine(
         [event_row(orjson.dumps(e), DEFAULT_MAX_EVENT_BYTES) for e in events],
     )
     write_accounts(writer, replayed_accounts)
+    challenger = replay_bytes(events, with_threshold(45.0))
+    writer.write([], [], challenger_changes=[stage_change_row(c) for c in challenger])
     dashboard = json.loads(DASHBOARD.read_text())
     queries = [
         target["rawSql"] for panel in dashboard["panels"] for target in panel.get("targets", [])
