@@ -200,7 +200,7 @@ class EngagementRules(_Section):
     groups: dict[GroupName, ScoreGroup] = {}
     """A type belongs to at most one group."""
     total_cap: Positive | None = None
-    """The most all engagement adds up to at any moment."""
+    """The most new points can lift all engagement to (docs/rules.md, "Score groups")."""
 
     @field_validator("points", "caps")
     @classmethod
