@@ -339,6 +339,7 @@ def expected_metrics(
             }
         )
     metrics["scoring_feedback"] = feedback
+    metrics["champion_challenger"] = []  # no challenger in these logs: see champion_challenger()
     return metrics
 
 
