@@ -37,6 +37,8 @@ SEGMENT_MAX_MESSAGE_BYTES: Final = 32 * 1024
 """Segment's documented limit per call, and per message of a batch."""
 SEGMENT_MAX_BATCH_BYTES: Final = 500 * 1024
 SIGNATURE_HEADER: Final = "X-Leadflow-Signature"
+PRODUCER_BATCH_BYTES: Final = SEGMENT_MAX_BATCH_BYTES * 2
+"""Largest record batch (and produce request) the collector's producer builds."""
 
 
 class RequestError(LeadflowError):
@@ -376,7 +378,11 @@ async def run_collector(settings: Settings, rules: Rules) -> None:
         **aiokafka_config(settings.kafka),
         acks="all",
         linger_ms=2,
-        max_request_size=SEGMENT_MAX_BATCH_BYTES * 2,
+        # One batch per partition fills while the previous one awaits its acks; a send that finds
+        # it full waits, and every waiter wakes at each drain. At aiokafka's 16 KB (about 50
+        # events) 200 requests of 100 events queued there; a batch as large as a request is not.
+        max_batch_size=PRODUCER_BATCH_BYTES,
+        max_request_size=PRODUCER_BATCH_BYTES,
         request_timeout_ms=int(settings.collector.publish_timeout * 1000),
     )
     await producer.start()
