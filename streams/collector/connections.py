@@ -17,27 +17,34 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-OVER_LIMIT_BODY: Final = (
-    b'{"code":"overloaded","message":"too many open connections; retry shortly"}'
-)
-OVER_LIMIT_ANSWER: Final = (
-    b"HTTP/1.1 503 Service Unavailable\r\n"
-    b"Content-Type: application/json\r\n"
-    b"Retry-After: 1\r\n"
-    b"Connection: close\r\n"
-    b"Content-Length: " + str(len(OVER_LIMIT_BODY)).encode() + b"\r\n\r\n" + OVER_LIMIT_BODY
-)
+
+def _unavailable(code: str, message: str) -> bytes:
+    body = b'{"code":"%s","message":"%s"}' % (code.encode(), message.encode())
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Retry-After: 1\r\n"
+        b"Connection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+
+OVER_LIMIT_ANSWER: Final = _unavailable("overloaded", "too many open connections; retry shortly")
+STOPPING_ANSWER: Final = _unavailable("stopping", "the collector is stopping; retry")
 REFUSAL_LINGER: Final = 1.0
 """Seconds a refused connection stays open after its answer: closing with the client's request
 still unread would reset the connection, and the reset can overtake the answer."""
 
 
 class _Refusal(asyncio.Protocol):
-    """A connection beyond the bound: one 503 answer, whatever the client sends, then closed."""
+    """A connection not served: one 503 answer, whatever the client sends, then closed."""
+
+    def __init__(self, answer: bytes) -> None:
+        self._answer = answer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        transport.write(OVER_LIMIT_ANSWER)
+        transport.write(self._answer)
         asyncio.get_running_loop().call_later(REFUSAL_LINGER, transport.close)
 
     def data_received(self, data: bytes) -> None:
@@ -61,11 +68,14 @@ class Listener:
         self._dropped = dropped
         self._before_first_request: set[RequestHandler] = set()
         self._listening: asyncio.Server | None = None
+        self._stopping = False
 
     def __call__(self) -> asyncio.BaseProtocol:
+        if self._stopping:
+            return _Refusal(STOPPING_ANSWER)
         if len(self._server.connections) >= self._max_connections:
             self._dropped("over_limit")
-            return _Refusal()
+            return _Refusal(OVER_LIMIT_ANSWER)
         handler = self._server()
         self._before_first_request.add(handler)
         asyncio.get_running_loop().call_later(self._header_timeout, self._deadline, handler)
@@ -90,6 +100,11 @@ class Listener:
         self._listening = await asyncio.get_running_loop().create_server(
             self, host, port, backlog=min(self._max_connections, 4096)
         )
+
+    def refuse(self) -> None:
+        """Answer every new connection 503 (the collector stops): a client that connects
+        while it stops learns so, instead of a reset."""
+        self._stopping = True
 
     def close(self) -> None:
         """Accept no more connections; those open stay to aiohttp's shutdown."""

@@ -45,6 +45,9 @@ SEGMENT_MAX_BATCH_BYTES: Final = 500 * 1024
 SIGNATURE_HEADER: Final = "X-Leadflow-Signature"
 PRODUCER_BATCH_BYTES: Final = SEGMENT_MAX_BATCH_BYTES * 2
 """Largest record batch (and produce request) the collector's producer builds."""
+STOP_DRAIN: Final = 1.0
+"""Seconds a stopping collector still answers new connections and requests (503) before it
+closes its socket and its idle connections."""
 
 
 class RequestError(LeadflowError):
@@ -129,6 +132,7 @@ class Collector:
         self.stopping = False
         self.on_request: Callable[[Any], None] = lambda connection: None
         """Told of each request's connection (the listener's header deadline)."""
+        self.open_connections: Callable[[], int] = lambda: 0
         self._receiving: dict[int, web.Request] = {}
         """Requests whose body is still arriving, by id (a request is not hashable)."""
         collector = settings.collector
@@ -357,6 +361,7 @@ class Collector:
                 "status": "stopping" if self.stopping else "ok",
                 "refusing": self.watch.problem,
                 "in_flight_bytes": self.in_flight_bytes,
+                "connections": self.open_connections(),
             }
         )
 
@@ -498,6 +503,7 @@ async def run_collector(settings: Settings, rules: Rules) -> None:
         dropped=lambda reason: dropped.labels(reason).inc(),
     )
     collector.on_request = listener.request_started
+    collector.open_connections = lambda: listener.open_connections
     await listener.listen(config.host, config.port)
     log.info("collecting on http://%s:%d", config.host, config.port)
     stop = asyncio.Event()
@@ -507,10 +513,13 @@ async def run_collector(settings: Settings, rules: Rules) -> None:
         await stop.wait()
         log.info("stopping: in-flight requests get their answers")
     finally:
-        listener.close()
+        # New connections and requests get 503 for a moment, so that a request already sent is
+        # answered rather than reset; then idle connections close, requests with the broker
+        # wait for their acks (at most the publish timeout), and the producer sends what it holds.
+        listener.refuse()
         collector.stop()
-        # Idle connections close now; requests with the broker wait for their acks (at most the
-        # publish timeout), then the producer sends what it still holds.
+        await asyncio.sleep(STOP_DRAIN)
+        listener.close()
         await runner.cleanup()
         watching.cancel()
         await producer.stop()
