@@ -41,6 +41,10 @@ def _address(server: Server) -> tuple[str, int]:
     return host, int(port)
 
 
+def _connect(server: Server) -> socket.socket:
+    return socket.create_connection(_address(server), timeout=10)
+
+
 def _request(path: str, body: bytes, content_length: int | None = None) -> bytes:
     length = len(body) if content_length is None else content_length
     return (
@@ -62,7 +66,7 @@ def _read_answer(connection: socket.socket) -> Answer | None:
     while b"\r\n\r\n" not in data:
         try:
             chunk = connection.recv(65536)
-        except ConnectionResetError:
+        except (ConnectionResetError, TimeoutError):
             return None
         if not chunk:
             return None
@@ -79,6 +83,7 @@ def _read_answer(connection: socket.socket) -> Answer | None:
 
 
 def _closed_by_server(connection: socket.socket) -> bool:
+    timeout = connection.gettimeout()
     connection.setblocking(False)
     try:
         return connection.recv(1) == b""
@@ -87,7 +92,7 @@ def _closed_by_server(connection: socket.socket) -> bool:
     except ConnectionResetError:
         return True
     finally:
-        connection.setblocking(True)
+        connection.settimeout(timeout)
 
 
 def _timed_post(server: Server, lead: str) -> tuple[int, float]:
@@ -107,8 +112,8 @@ def test_slow_clients_are_cut_off_while_normal_requests_keep_their_latency(
     )
     servers.append(server)
     slow_head = _request("/v1/track", b"{}")
-    slow = [socket.create_connection(_address(server)) for _ in range(100)]
-    short_body = socket.create_connection(_address(server))
+    slow = [_connect(server) for _ in range(100)]
+    short_body = _connect(server)
     connections = [short_body]
     stop = threading.Event()
 
@@ -131,7 +136,7 @@ def test_slow_clients_are_cut_off_while_normal_requests_keep_their_latency(
         assert time.monotonic() - started < 2 + 2
         # A keep-alive connection answered once, then silent: closed after the idle timeout.
         message = orjson.dumps(segment_message("track", "lead-idle", event="Demo Requested"))
-        idle = socket.create_connection(_address(server))
+        idle = _connect(server)
         connections.append(idle)
         idle.sendall(_request("/v1/track", message))
         answer = _read_answer(idle)
@@ -183,14 +188,14 @@ def test_a_connection_beyond_the_bound_gets_503_at_once(
 ) -> None:
     server = start_collector(pipeline, LEADFLOW_COLLECTOR__MAX_CONNECTIONS="10")
     servers.append(server)
-    held = [socket.create_connection(_address(server)) for _ in range(10)]
+    held = [_connect(server) for _ in range(10)]
     message = orjson.dumps(segment_message("track", "lead-bound", event="Demo Requested"))
     try:
         for connection in held:  # each served once, then held open (keep-alive)
             connection.sendall(b"GET /health HTTP/1.1\r\nHost: collector\r\n\r\n")
             answer = _read_answer(connection)
             assert answer is not None and answer.status == 200, answer
-        with closing(socket.create_connection(_address(server))) as beyond:
+        with closing(_connect(server)) as beyond:
             started = time.monotonic()
             beyond.sendall(_request("/v1/track", message))
             answer = _read_answer(beyond)
@@ -304,7 +309,7 @@ def test_a_stop_answers_every_request_in_flight_and_exits_0_in_bounded_time(
     servers.append(server)
     assert server.process.process is not None
     # One request whose body never completes; several clients posting batches meanwhile.
-    stalled = socket.create_connection(_address(server))
+    stalled = _connect(server)
     stalled.sendall(_request("/v1/batch", b'{"batch": [', content_length=5000))
     answers: list[tuple[int, list[str]]] = []
     failures: list[str] = []
