@@ -11,11 +11,15 @@ and one that has not sent its first request's headers within `header_timeout` is
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
+
+from streams.common.logs import OncePerInterval
 
 
 def _unavailable(code: str, message: str) -> bytes:
@@ -110,3 +114,24 @@ class Listener:
         """Accept no more connections; those open stay to aiohttp's shutdown."""
         if self._listening is not None:
             self._listening.close()
+
+
+class _MalformedRequestLine(logging.Filter):
+    """aiohttp logs a traceback for each request its parser refuses (and answers 4xx, e.g. an
+    encoding it cannot decode): a client could fill the log. One line with the reason instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and 400 <= error.code < 500:
+            record.msg = "refused a malformed request (%s): %s"
+            record.args = (error.code, " ".join(error.message.split()))
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_malformed_requests() -> None:
+    """One line per malformed request, and one per kind per interval (`OncePerInterval`)."""
+    server_log = logging.getLogger("aiohttp.server")
+    server_log.addFilter(_MalformedRequestLine())
+    server_log.addFilter(OncePerInterval(prefixes=("aiohttp.server",)))

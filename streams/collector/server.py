@@ -28,7 +28,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from schemas.events import SALES_TYPES, Event
-from streams.collector.connections import Listener
+from streams.collector.connections import Listener, quiet_malformed_requests
 from streams.collector.segment import ALIASES, SalesActivityRefused, UnmappedMessage, to_event
 from streams.collector.topics import TopicWatch
 from streams.common.codecs import dead_letter_headers, decode_event
@@ -466,6 +466,7 @@ async def run_collector(settings: Settings, rules: Rules) -> None:
     # While the broker is away its client fails many times a second: one line per kind per
     # interval says so.
     quiet_client_repeats(logging.getLogger())
+    quiet_malformed_requests()
     producer = AIOKafkaProducer(
         **aiokafka_config(settings.kafka),
         acks="all",

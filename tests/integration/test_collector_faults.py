@@ -17,6 +17,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from kafka.admin import KafkaAdminClient
 
 from streams.common.kafka_clients import create_topics
@@ -361,3 +363,181 @@ def test_a_stop_answers_every_request_in_flight_and_exits_0_in_bounded_time(
     log = Path(server.process.log_path).read_text()
     assert "Traceback" not in log
     assert log.strip().splitlines()[-1].endswith("stopped")
+
+
+@pytest.fixture(scope="module")
+def fuzzed(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    pipeline = Pipeline(broker.bootstrap_servers, tmp_path_factory.mktemp("fuzz-surface"))
+    started = start_collector(pipeline)
+    yield started
+    started.process.stop()
+    pipeline.close()
+
+
+def _rss_mb(server: Server) -> float:
+    assert server.process.process is not None
+    status = Path(f"/proc/{server.process.process.pid}/status").read_text()
+    kilobytes = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
+    return int(kilobytes) / 1024
+
+
+_int64 = st.integers(-(2**63), 2**63 - 1)
+_leaf = st.none() | st.booleans() | _int64 | st.floats() | st.text(max_size=12)
+_json_value = st.recursive(
+    _leaf,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+_message = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["track", "identify", "page", "t", "i", "p", "screen", ""]),
+        "messageId": st.uuids().map(str) | st.text(max_size=6),
+        "userId": st.text(max_size=6) | _int64,
+        "anonymousId": st.text(max_size=6),
+        "timestamp": st.sampled_from(["2026-03-01T12:00:00Z", "yesterday", "9999-12-31T23:59:59Z"]),
+        "event": st.sampled_from(["Demo Requested", "Deal Won", "Email Opened", "", "Nope"]),
+        "properties": _json_value,
+        "traits": _json_value,
+        "context": _json_value,
+        "writeKey": st.sampled_from([WRITE_KEY, "wrong"]),
+    },
+)
+_crm = st.fixed_dictionaries(
+    {
+        "event_id": st.uuids().map(str),
+        "lead_id": st.text(min_size=1, max_size=6),
+        "type": st.sampled_from(["sales_contacted", "deal_won", "page_view", "nope"]),
+        "occurred_at": st.sampled_from(["2026-03-02T10:00:00Z", "never"]),
+    },
+    optional={"properties": _json_value},
+)
+
+
+def _finite(value: object) -> bool:
+    try:
+        orjson.dumps(value)
+        return True
+    except orjson.JSONEncodeError:
+        return False
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"type":"track","event":"x","properties":' + b"[" * depth + b"]" * depth + b"}"
+
+
+_bodies = st.one_of(
+    _message.map(orjson.dumps),
+    st.lists(_message, max_size=4).map(lambda batch: orjson.dumps({"batch": batch})),
+    _crm.map(orjson.dumps),
+    st.lists(_crm, max_size=3).map(orjson.dumps),
+    _json_value.map(lambda value: orjson.dumps(value) if _finite(value) else b"NaN"),
+    st.integers(1, 2000).map(_nested),
+    st.binary(max_size=300),
+    st.just(b""),
+    st.integers(0, 3_000_000).map(lambda size: b'{"batch": [' + b" " * size + b"]}"),
+)
+_header_text = st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=40)
+
+
+KNOWN_PATHS = [
+    *("/v1/track", "/v1/identify", "/v1/page", "/v1/batch", "/v1/t", "/v1/i", "/v1/p"),
+    *("/v1/crm/events", "/health", "/metrics", "/", "/v1/", "/v1/track/../batch", "//v1/track"),
+]
+
+
+@st.composite
+def _requests(draw: st.DrawFn) -> tuple[str, str, dict[str, bytes], bytes]:
+    import gzip
+    import hashlib
+    import hmac
+    import zlib
+
+    from tests.integration.test_collector import WEBHOOK_SECRET
+
+    method = draw(st.sampled_from(["POST"] * 6 + ["GET", "PUT", "DELETE", "OPTIONS", "HEAD"]))
+    known = st.sampled_from(KNOWN_PATHS)
+    anything = st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=30)
+    if draw(st.sampled_from([False] * 9 + [True])):  # mostly the paths that exist
+        path = "/" + draw(anything).replace("#", "")
+    else:
+        path = draw(known)
+    if draw(st.booleans()):
+        path += "?" + draw(st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=20))
+    body = draw(_bodies)
+    headers: dict[str, bytes] = {}
+    encoding = draw(
+        st.sampled_from([None, "gzip", "deflate", "identity", "br", "zstd", "GZIP", "x"])
+    )
+    if encoding is not None:
+        headers["Content-Encoding"] = encoding.encode()
+        if draw(st.booleans()):  # usually what it says; sometimes not
+            if encoding.lower() == "gzip":
+                body = gzip.compress(body)
+            elif encoding == "deflate":
+                body = zlib.compress(body)
+    authorization = draw(
+        st.sampled_from(["valid", "wrong", "none", "garbage"])
+        | _header_text.map(lambda t: "raw:" + t)
+    )
+    if authorization == "valid":
+        headers["Authorization"] = AUTHORIZATION.encode()
+    elif authorization == "wrong":
+        headers["Authorization"] = b"Basic " + base64.b64encode(b"nope:")
+    elif authorization == "garbage":
+        headers["Authorization"] = b"Basic !!!"
+    elif authorization.startswith("raw:"):
+        headers["Authorization"] = authorization[4:].encode("latin-1")
+    signature = draw(st.sampled_from(["valid", "none", "random"]))
+    if signature == "valid":
+        digest = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        headers["X-Leadflow-Signature"] = f"sha256={digest}".encode()
+    elif signature == "random":
+        headers["X-Leadflow-Signature"] = draw(_header_text).encode("latin-1")
+    headers["Content-Type"] = draw(
+        st.sampled_from([b"application/json", b"text/plain", b""]) | _header_text.map(str.encode)
+    )
+    return method, path, headers, body
+
+
+def _send(server: Server, method: str, path: str, headers: dict[str, bytes], body: bytes) -> int:
+    import http.client
+
+    host, port = _address(server)
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        connection.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in {**headers, "Content-Length": str(len(body)).encode()}.items():
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        answer = connection.getresponse()
+        answer.read()
+        return answer.status
+    finally:
+        connection.close()
+
+
+_statuses: dict[int, int] = {}
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(request=_requests())
+def test_fuzzed_http_never_gets_a_500(
+    fuzzed: Server, request: tuple[str, str, dict[str, bytes], bytes]
+) -> None:
+    status = _send(fuzzed, *request)
+    _statuses[status] = _statuses.get(status, 0) + 1
+    assert status < 500 or status == 503, (status, request)
+
+
+def test_fuzzing_left_memory_bounded_and_the_log_clean(fuzzed: Server) -> None:
+    """After the fuzz above (same server): its RSS and its log."""
+    assert sum(_statuses.values()) > 0, "run with the fuzz test before it"
+    print(f"answers by status {dict(sorted(_statuses.items()))}, RSS {_rss_mb(fuzzed):.0f} MB")
+    assert _rss_mb(fuzzed) < 150, f"{_rss_mb(fuzzed):.0f} MB after {_statuses}"
+    log = Path(fuzzed.process.log_path).read_text()
+    assert "Traceback" not in log and "Error handling request" not in log
+    refused = log.count("refused a malformed request")
+    assert refused <= 10, f"{refused} lines for malformed requests"
