@@ -328,10 +328,18 @@ def test_a_stop_answers_every_request_in_flight_and_exits_0_in_bounded_time(
             try:
                 status, _, _ = server.post("/v1/batch", {"batch": batch})
             except urllib.error.URLError as exc:
-                if not isinstance(exc.reason, ConnectionRefusedError):
+                # urllib says URLError while connecting or sending: refused once the socket is
+                # closed, or reset in the kernel's accept queue when it closes. The request did
+                # not reach the collector; a request sent whole must get its answer.
+                if not isinstance(exc.reason, ConnectionRefusedError | ConnectionResetError):
                     failures.append(repr(exc))
-                return  # refused: the server no longer listens
-            except OSError as exc:  # reset or closed without an answer
+                return
+            except ConnectionResetError:
+                # A 503 for a request whose body the collector did not read to the end closes
+                # the connection, and the reset can overtake the answer (docs/collector.md):
+                # nothing was acknowledged; the client retries as for any 5xx.
+                return
+            except OSError as exc:  # a timeout, or closed without an answer
                 failures.append(repr(exc))
                 return
             answers.append((status, [m["messageId"] for m in batch]))
