@@ -288,6 +288,29 @@ class CollectorSettings(_Section):
             "(a sender's fast clock); later events are refused with 400."
         ),
     )
+    header_timeout: Annotated[float, Field(gt=0)] = Field(
+        default=10.0,
+        description="Seconds a new connection has to send its first request line and headers; "
+        "then it is closed.",
+    )
+    body_timeout: Annotated[float, Field(gt=0)] = Field(
+        default=30.0,
+        description="Seconds a request's body may take to arrive once its headers did; then 408.",
+    )
+    idle_timeout: Annotated[float, Field(gt=0)] = Field(
+        default=60.0,
+        description="Seconds a keep-alive connection may take after an answer to send the next "
+        "request's headers; then it is closed.",
+    )
+    max_connections: Annotated[int, Field(gt=0)] = Field(
+        default=1000,
+        description="Open connections at most; a connection beyond them gets 503 and is closed.",
+    )
+    topic_check_interval: Annotated[float, Field(gt=0)] = Field(
+        default=1.0,
+        description="Seconds between two checks that the broker answers and the collector's "
+        "topics exist; requests get 503 while either is not so.",
+    )
 
 
 class PrivacySettings(_Section):
