@@ -12,6 +12,7 @@ BENCHMARKS = {
     "stream": "bench.stream",
     "state": "bench.state",
     "restart": "bench.restart",
+    "challenger": "bench.challenger",
 }
 
 

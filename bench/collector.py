@@ -1,8 +1,9 @@
 """Collector throughput (events accepted and acknowledged per second) and request latency.
 
 A load generator on loopback posts Segment batches to `leadflow collect` (a subprocess, in front
-of the local broker) from many concurrent connections. The baseline, measured in the same run,
-is one aiokafka producer sending the same events with acks=all and no HTTP in between.
+of the local broker) from many concurrent connections: 16 connections with batches of 50, then
+200 connections with batches of 100. The baseline, measured in the same run, is one aiokafka
+producer sending the same events with acks=all and no HTTP in between.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from streams.local.broker import LocalBroker, free_port
 from streams.local.processes import LeadflowProcess
 
 WRITE_KEY = "bench-write-key"
-BATCH = 50  # messages per request
-CONCURRENCY = 16
+LOADS = ((16, 50), (200, 100))
+"""(concurrent connections, messages per request) of each load."""
 
 
-def _batches(count: int) -> list[bytes]:
+def _batches(count: int, size: int) -> list[bytes]:
     bodies = []
     for request in range(count):
         batch = [
@@ -42,13 +43,15 @@ def _batches(count: int) -> list[bytes]:
                 "timestamp": "2026-03-01T12:00:00Z",
                 "properties": {"campaign": "spring"},
             }
-            for index in range(BATCH)
+            for index in range(size)
         ]
         bodies.append(orjson.dumps({"batch": batch}))
     return bodies
 
 
-async def _load(url: str, bodies: list[bytes]) -> tuple[float, list[float], dict[int, int]]:
+async def _load(
+    url: str, bodies: list[bytes], connections: int
+) -> tuple[float, list[float], dict[int, int]]:
     import aiohttp
 
     token = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
@@ -72,9 +75,10 @@ async def _load(url: str, bodies: list[bytes]) -> tuple[float, list[float], dict
                     break
                 await asyncio.sleep(0.05)  # what a client does with Retry-After, but shorter
 
-    async with aiohttp.ClientSession() as session:
+    # One connection per client: the session's default pool (100) would queue clients beyond it.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         started = time.perf_counter()
-        await asyncio.gather(*(client(session) for _ in range(CONCURRENCY)))
+        await asyncio.gather(*(client(session) for _ in range(connections)))
         return time.perf_counter() - started, latencies, statuses
 
 
@@ -98,9 +102,10 @@ async def _raw(settings: Settings, bodies: list[bytes]) -> float:
 
 
 def main(quick: bool = False) -> None:
-    requests = 200 if quick else 1_000
-    bodies = _batches(requests)
-    events = requests * BATCH
+    rounds = 1 if quick else 5
+    loads = [
+        (connections, _batches(connections * 12 * rounds, size)) for connections, size in LOADS
+    ]
     workdir = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
     with LocalBroker(log_path=workdir / "broker.log") as broker:
         name = f"bench-{uuid.uuid4().hex[:8]}"
@@ -113,7 +118,9 @@ def main(quick: bool = False) -> None:
             ),
         )
         create_topics(settings)
-        raw_seconds = asyncio.run(_raw(settings, bodies))
+        baseline = loads[0][1]
+        raw_seconds = asyncio.run(_raw(settings, baseline))
+        raw_rate = len(baseline) * LOADS[0][1] / raw_seconds
         port = free_port()
         env = {
             **environment_of(settings),
@@ -122,26 +129,39 @@ def main(quick: bool = False) -> None:
         }
         collector = LeadflowProcess(["collect"], env, workdir / "collector.log").start()
         url = f"http://127.0.0.1:{port}"
+        results = []
         try:
             _wait_healthy(url, collector)
-            seconds, latencies, statuses = asyncio.run(_load(url, bodies))
+            rss_before = _rss_mb(collector)
+            for connections, bodies in loads:
+                results.append((connections, bodies, asyncio.run(_load(url, bodies, connections))))
+            rss_after = _rss_mb(collector)
         finally:
             collector.stop()
-    accepted = statuses.get(200, 0) * BATCH
-    cuts = statistics.quantiles(latencies, n=100)
-    print(
-        f"collector: {requests:,} requests of {BATCH} events, {CONCURRENCY} connections, "
-        "local broker"
-    )
-    print(f"  aiokafka producer alone, acks=all   {events / raw_seconds:>9,.0f} events/s  (1.00)")
-    print(
-        f"  collector, accepted and acknowledged {accepted / seconds:>8,.0f} events/s  "
-        f"({raw_seconds / seconds * accepted / events:.2f} of the producer alone)"
-    )
-    print(
-        f"  request latency p50 {cuts[49] * 1000:,.1f} ms, p99 {cuts[98] * 1000:,.1f} ms; "
-        f"answers {dict(sorted(statuses.items()))}"
-    )
+    print("collector: Segment batches on loopback, local broker")
+    print(f"  aiokafka producer alone, acks=all      {raw_rate:>9,.0f} events/s  (1.00)")
+    for (connections, size), (_, bodies, (seconds, latencies, statuses)) in zip(
+        LOADS, results, strict=True
+    ):
+        accepted = statuses.get(200, 0) * size
+        cuts = statistics.quantiles(latencies, n=100)
+        print(
+            f"  {len(bodies):,} requests of {size} from {connections} connections: "
+            f"{accepted / seconds:,.0f} events/s accepted and acknowledged "
+            f"({accepted / seconds / raw_rate:.2f} of the producer alone)"
+        )
+        print(
+            f"    request latency p50 {cuts[49] * 1000:,.1f} ms, p99 {cuts[98] * 1000:,.1f} ms; "
+            f"answers {dict(sorted(statuses.items()))}"
+        )
+    print(f"  collector RSS {rss_before:.0f} MB idle, {rss_after:.0f} MB after the loads")
+
+
+def _rss_mb(process: LeadflowProcess) -> float:
+    assert process.process is not None
+    status = Path(f"/proc/{process.process.pid}/status").read_text()
+    kilobytes = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
+    return int(kilobytes) / 1024
 
 
 def _wait_healthy(url: str, process: LeadflowProcess) -> None:

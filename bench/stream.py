@@ -64,6 +64,7 @@ def _settings(bootstrap: str, workdir: Path) -> Settings:
             dead_letter=f"{name}.dead-letter",
             account_signals=f"{name}.account-signals",
             account_changes=f"{name}.account-changes",
+            challenger_stage_changes=f"{name}.challenger-stage-changes",
         ),
         worker=WorkerSettings(
             app_id=name,

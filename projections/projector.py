@@ -1,9 +1,9 @@
 """The projector: stage changes, events and accounts from Kafka into the ClickHouse funnel tables.
 
-It reads its four topics in batches, inserts each batch, and commits the offsets only after
-ClickHouse accepted it. A crash between insert and commit re-reads the batch; the tables are
-keyed by `change_id` / `event_id` / (`account_id`, `lead_id`) and read with FINAL, so nothing is
-counted twice.
+It reads its topics (with a challenger running, its stage changes too) in batches, inserts each
+batch, and commits the offsets only after ClickHouse accepted it. A crash between insert and
+commit re-reads the batch; the tables are keyed by `change_id` / `event_id` / (`account_id`,
+`lead_id`) and read with FINAL, so nothing is counted twice.
 A message it cannot read goes to the dead-letter topic with the reason, and is counted.
 """
 
@@ -25,6 +25,7 @@ from projections.rows import (
     ACCOUNT_CHANGES,
     ACCOUNT_MEMBERS,
     CAUSATION_LEAD_ID,
+    CHALLENGER_STAGE_CHANGES,
     EVENTS,
     LEAD_ID,
     STAGE_CHANGES,
@@ -80,13 +81,20 @@ class ProjectorStats:
     events: int = 0
     account_changes: int = 0
     account_signals: int = 0
+    challenger_changes: int = 0
     dead_letters: int = 0
     batches: int = 0
 
     @property
     def records(self) -> int:
         """Records written, of every topic."""
-        return self.stage_changes + self.events + self.account_changes + self.account_signals
+        return (
+            self.stage_changes
+            + self.events
+            + self.account_changes
+            + self.account_signals
+            + self.challenger_changes
+        )
 
 
 @dataclass
@@ -95,6 +103,7 @@ class _Batch:
     events: list[list[Any]] = field(default_factory=list)
     account_changes: list[list[Any]] = field(default_factory=list)
     account_members: list[list[Any]] = field(default_factory=list)
+    challenger_changes: list[list[Any]] = field(default_factory=list)
     rejected: int = 0
     started: float = 0.0
 
@@ -104,6 +113,7 @@ class _Batch:
             + len(self.events)
             + len(self.account_changes)
             + len(self.account_members)
+            + len(self.challenger_changes)
             + self.rejected
         )
 
@@ -132,6 +142,7 @@ class Projector:
             settings.topics.events,
             settings.topics.account_changes,
             settings.topics.account_signals,
+            settings.topics.challenger_stage_changes,
         )
         self.stats = ProjectorStats()
         self.assigned = threading.Event()
@@ -257,6 +268,9 @@ class Projector:
             elif topic == topics.account_signals:
                 row = account_member_row(record.value, record.timestamp)
                 batch.account_members.append(row)
+            elif topic == topics.challenger_stage_changes:
+                row = stage_change_row(record.value, record.timestamp)
+                batch.challenger_changes.append(row)
             else:
                 row = event_row(record.value, self.settings.max_event_bytes, record.timestamp)
                 batch.events.append(row)
@@ -298,7 +312,11 @@ class Projector:
     def _flush(self, consumer: KafkaConsumer, batch: _Batch) -> None:
         started = time.perf_counter()
         self.writer.write(
-            batch.stage_changes, batch.events, batch.account_changes, batch.account_members
+            batch.stage_changes,
+            batch.events,
+            batch.account_changes,
+            batch.account_members,
+            batch.challenger_changes,
         )
         if self._producer is not None:
             self._producer.flush()
@@ -309,10 +327,12 @@ class Projector:
         self.metrics.rows.labels(EVENTS.name).inc(len(batch.events))
         self.metrics.rows.labels(ACCOUNT_CHANGES.name).inc(len(batch.account_changes))
         self.metrics.rows.labels(ACCOUNT_MEMBERS.name).inc(len(batch.account_members))
+        self.metrics.rows.labels(CHALLENGER_STAGE_CHANGES.name).inc(len(batch.challenger_changes))
         self.stats.stage_changes += len(batch.stage_changes)
         self.stats.events += len(batch.events)
         self.stats.account_changes += len(batch.account_changes)
         self.stats.account_signals += len(batch.account_members)
+        self.stats.challenger_changes += len(batch.challenger_changes)
         self.stats.batches += 1
 
 

@@ -28,6 +28,7 @@ FUNNEL_VIEWS: Final = {
     "sales_cycle": "source",
     "purchase_value": "currency",
     "mql_kinds": "mql_kind",
+    "mql_grades": "grade",
     "disqualification_reasons": "source, reason, from_stage",
     "bottlenecks": "position",
     "engagement_daily": "day, event_type, source, campaign",
@@ -40,7 +41,9 @@ ACCOUNT_VIEWS: Final = {
     "account_sizes": "people",
     "top_accounts": "sqls DESC, mqls DESC, people DESC, account_id",
 }
-VIEWS: Final = {**FUNNEL_VIEWS, **ACCOUNT_VIEWS}
+CHALLENGER_VIEWS: Final = {"champion_challenger": "side"}
+VIEWS: Final = {**FUNNEL_VIEWS, **ACCOUNT_VIEWS, **CHALLENGER_VIEWS}
+CHALLENGER_TITLE: Final = "Champion and challenger rules (the same events, sales' outcomes)"
 STEPS: Final = (
     "lead_to_mql",
     "mql_to_sql",
@@ -50,10 +53,11 @@ STEPS: Final = (
 )
 
 
-def read_funnel(client: Any, database: str) -> Metrics:
-    """Every funnel view's rows, as dicts, in a stable order."""
+def read_funnel(client: Any, database: str, views: dict[str, str] = VIEWS) -> Metrics:
+    """Every funnel view's rows (or those of `views`: name -> ORDER BY), as dicts, in a
+    stable order."""
     metrics: Metrics = {}
-    for view, order in VIEWS.items():
+    for view, order in views.items():
         result = client.query(f"SELECT * FROM {database}.{view} ORDER BY {order}")
         metrics[view] = [
             dict(zip(result.column_names, row, strict=True)) for row in result.result_rows
@@ -91,6 +95,7 @@ def print_report(metrics: Metrics, console: Console | None = None) -> None:
     console.print(_table("Funnel", _funnel_rows(metrics)))
     console.print(_table("Conversion (all cohorts)", conversion_summary(metrics)))
     console.print(_table("MQL kinds", metrics["mql_kinds"]))
+    console.print(_table("MQL grades (fit letter, engagement number)", metrics["mql_grades"]))
     console.print(_table("Bottlenecks", _without_position(metrics["bottlenecks"])))
     console.print(_table("Disqualification reasons", _reasons(metrics)))
     console.print(_table("Purchase value", metrics["purchase_value"]))
@@ -99,6 +104,8 @@ def print_report(metrics: Metrics, console: Console | None = None) -> None:
     )
     for title, rows in _account_sections(metrics):
         console.print(_table(title, rows))
+    if metrics["champion_challenger"]:
+        console.print(_table(CHALLENGER_TITLE, metrics["champion_challenger"]))
 
 
 def write_html(metrics: Metrics, path: Path, title: str = "leadflow funnel") -> None:
@@ -108,6 +115,7 @@ def write_html(metrics: Metrics, path: Path, title: str = "leadflow funnel") -> 
         ("Funnel", _funnel_rows(metrics)),
         ("Conversion (all cohorts)", conversion_summary(metrics)),
         ("MQL kinds", metrics["mql_kinds"]),
+        ("MQL grades (fit letter, engagement number)", metrics["mql_grades"]),
         ("Bottlenecks", _without_position(metrics["bottlenecks"])),
         ("Disqualification reasons", _reasons(metrics)),
         ("Purchase value", metrics["purchase_value"]),
@@ -115,6 +123,8 @@ def write_html(metrics: Metrics, path: Path, title: str = "leadflow funnel") -> 
         ("Scoring feedback", _feedback(metrics)),
         *_account_sections(metrics),
     ]
+    if metrics["champion_challenger"]:
+        sections.append((CHALLENGER_TITLE, metrics["champion_challenger"]))
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = "".join(f'<figure><img alt="{alt}" src="{src}"></figure>' for alt, src in charts)
     body += "".join(_html_table(name, rows) for name, rows in sections)

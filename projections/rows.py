@@ -52,7 +52,9 @@ EVENTS: Final = Table(
 ACCOUNT_CHANGES: Final = Table("account_changes", _columns_of(AccountChange))
 ACCOUNT_MEMBERS: Final = Table("account_members", _columns_of(AccountSignal))
 """One row per account signal; ClickHouse keeps the latest per (account, lead): the member."""
-TABLES: Final = (STAGE_CHANGES, EVENTS, ACCOUNT_CHANGES, ACCOUNT_MEMBERS)
+CHALLENGER_STAGE_CHANGES: Final = Table("challenger_stage_changes", _columns_of(StageChange))
+"""The challenger rules' stage changes (their own topic), as `stage_changes`."""
+TABLES: Final = (STAGE_CHANGES, EVENTS, ACCOUNT_CHANGES, ACCOUNT_MEMBERS, CHALLENGER_STAGE_CHANGES)
 
 
 class RejectedRecord(LeadflowError):

@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from projections.rows import ACCOUNT_CHANGES, ACCOUNT_MEMBERS, EVENTS, STAGE_CHANGES, TABLES, Table
+from projections.rows import (
+    ACCOUNT_CHANGES,
+    ACCOUNT_MEMBERS,
+    CHALLENGER_STAGE_CHANGES,
+    EVENTS,
+    STAGE_CHANGES,
+    TABLES,
+    Table,
+)
 
 
 class ProjectionWriter:
@@ -26,6 +34,7 @@ class ProjectionWriter:
         events: Sequence[list[Any]],
         account_changes: Sequence[list[Any]] = (),
         account_members: Sequence[list[Any]] = (),
+        challenger_changes: Sequence[list[Any]] = (),
     ) -> None:
         """Insert every kind of row; each insert is one block (all or nothing)."""
         for table, rows in (
@@ -33,6 +42,7 @@ class ProjectionWriter:
             (EVENTS, events),
             (ACCOUNT_CHANGES, account_changes),
             (ACCOUNT_MEMBERS, account_members),
+            (CHALLENGER_STAGE_CHANGES, challenger_changes),
         ):
             if rows:
                 self._insert(table, rows)

@@ -41,6 +41,11 @@ class StageChange(BaseModel):
     reason: str | None = Field(default=None, description="disqualified only.")
     fit_score: float
     engagement_score: float
+    grade: str | None = Field(
+        default=None,
+        description="The fit band's letter and the engagement band's number at the change"
+        " (the rules' [grade]), e.g. A1; None when the rules define no grade.",
+    )
     source: str | None = Field(default=None, description="The lead's first-touch source.")
     campaign: str | None = Field(default=None, description="The lead's first-touch campaign.")
     sequence: int = Field(ge=0, description="Position of this change in the lead's history.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -276,11 +277,21 @@ def _print_ledger(console: Console, shown: Any) -> None:
 @app.command()
 def whatif(
     ctx: typer.Context,
-    events: EventsArgument,
     rules: Annotated[
         Path,
         typer.Option("--rules", help="The draft rules file (TOML).", dir_okay=False),
     ],
+    events: Annotated[
+        str | None,
+        typer.Argument(help="JSON-lines event log; '-' reads stdin. Or --from-topic."),
+    ] = None,
+    from_topic: Annotated[
+        bool,
+        typer.Option(
+            "--from-topic",
+            help="Read the events topic (LEADFLOW_TOPICS__EVENTS) from its first offset.",
+        ),
+    ] = False,
     live: Annotated[
         Path | None,
         typer.Option(
@@ -290,6 +301,10 @@ def whatif(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", help="Also write the comparison as one HTML page.", dir_okay=False),
+    ] = None,
 ) -> None:
     """Replay a log under the rules in force and under a draft; print both funnels side by side
     and every lead whose stage history the draft changes."""
@@ -298,17 +313,28 @@ def whatif(
     settings = _settings(ctx)
     in_force = _rules(live, settings)
     draft = load_rules(rules)
-    with _open_events(events) as handle:
-        lines = [line for line in handle if line.strip()]
+    if (events is None) == (not from_topic):
+        err.print("give an events file or --from-topic (one of them)")
+        raise typer.Exit(2)
+    if events is not None:
+        with _open_events(events) as handle:
+            lines = [line for line in handle if line.strip()]
+    else:
+        from streams.common.kafka_clients import read_whole_topic
+
+        lines = read_whole_topic(settings, settings.topics.events)
     comparison = what_if(lines, in_force, draft, settings.max_event_bytes)
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(comparison, option=orjson.OPT_INDENT_2) + b"\n")
-        return
-    _print_what_if(comparison, len(lines))
+    else:
+        _print_what_if(_console(), comparison, len(lines))
+    if html is not None:
+        page = Console(record=True, width=160, file=io.StringIO())
+        _print_what_if(page, comparison, len(lines))
+        page.save_html(str(html))
 
 
-def _print_what_if(comparison: Any, events: int) -> None:
-    console = _console()
+def _print_what_if(console: Console, comparison: Any, events: int) -> None:
     live, draft = comparison.live, comparison.draft
     console.print(
         f"{events} events of {live.leads} leads: rules {live.rules_version} (in force) "
@@ -414,20 +440,25 @@ def worker(
             help="Worker processes on this machine, in one consumer group (one core each).",
         ),
     ] = 1,
+    shadow: Annotated[bool, typer.Option("--shadow", hidden=True)] = False,
 ) -> None:
-    """Run a stream worker: events -> core -> stage changes (creates missing topics first)."""
+    """Run a stream worker: events -> core -> stage changes (creates missing topics first);
+    with LEADFLOW_WORKER__CHALLENGER_RULES, a challenger process beside it."""
     from streams.common.kafka_clients import create_topics
 
     settings = _settings(ctx)
     rules = _rules(None, settings)
+    challenger = settings.worker.challenger_rules
+    if challenger is not None:
+        load_rules(challenger)  # a broken challenger stops the start, not the shadow alone
     create_topics(settings)
-    if processes > 1:
+    if processes > 1 or challenger is not None:
         from streams.worker.processes import run_processes
 
         raise typer.Exit(run_processes(settings, processes, loglevel))
     from streams.worker.app import create_app, run_worker
 
-    run_worker(create_app(settings, rules), loglevel)
+    run_worker(create_app(settings, rules, shadow=shadow), loglevel)
 
 
 @topics_app.command("create")

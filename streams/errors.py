@@ -25,5 +25,9 @@ class BrokerUnreachableError(LeadflowError):
     """No Kafka broker answered at the configured address."""
 
 
+class TopicMissingError(LeadflowError):
+    """A topic leadflow reads does not exist on the broker."""
+
+
 class WorkerCrashedError(LeadflowError):
     """The stream worker stopped on an error; the message says why, in one line."""

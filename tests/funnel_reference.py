@@ -87,6 +87,7 @@ def lead_status(live: list[Row]) -> dict[str, Row]:
             row[f"{stage}_at"] = entries[0]["occurred_at"] if entries else None
             if stage == "mql":
                 row["mql_kind"] = entries[0]["mql_kind"] if entries else None
+                row["mql_grade"] = entries[0]["grade"] if entries else None
         status[lead_id] = row
     return status
 
@@ -239,6 +240,25 @@ def expected_metrics(
         for kind, (mqls, sqls) in sorted(kinds.items())
     ]
 
+    grades: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for lead in status.values():
+        if lead["mql_at"] is not None:
+            tally = grades[lead["mql_grade"] or "(none)"]
+            tally[0] += 1
+            tally[1] += lead["sql_at"] is not None
+            tally[2] += lead["customer_at"] is not None
+    metrics["mql_grades"] = [
+        {
+            "grade": grade,
+            "mqls": mqls,
+            "became_sql": sqls,
+            "sql_rate": sqls / mqls,
+            "won": won,
+            "won_rate": won / mqls,
+        }
+        for grade, (mqls, sqls, won) in sorted(grades.items())
+    ]
+
     disqualified = [c for c in live if c["to_stage"] == "disqualified"]
     reasons = _count_rows(
         ((c["source"], c["reason"], c["from_stage"]) for c in disqualified),
@@ -319,6 +339,7 @@ def expected_metrics(
             }
         )
     metrics["scoring_feedback"] = feedback
+    metrics["champion_challenger"] = []  # no challenger in these logs: see champion_challenger()
     return metrics
 
 
@@ -338,3 +359,64 @@ def normalised(metrics: dict[str, list[Row]]) -> dict[str, list[Row]]:
         view: [{k: value(v) for k, v in row.items()} for row in rows]
         for view, rows in metrics.items()
     }
+
+
+def _wilson(successes: int, trials: int) -> tuple[float, float]:
+    z = 1.959963984540054
+    rate = successes / trials
+    centre = rate + z * z / (2 * trials)
+    spread = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials))
+    return (centre - spread) / (1 + z * z / trials), (centre + spread) / (1 + z * z / trials)
+
+
+def champion_challenger(champion: Iterable[bytes], challenger: Iterable[bytes]) -> list[Row]:
+    """What `champion_challenger` must return for the effective changes of both rule sets."""
+    sides = {"champion": live_changes(champion), "challenger": live_changes(challenger)}
+    firsts: dict[str, dict[str, dict[str, Any]]] = {}
+    versions = {}
+    for side, live in sides.items():
+        leads: dict[str, dict[str, Any]] = defaultdict(dict)
+        for change in sorted(live, key=lambda c: c["occurred_at"]):
+            leads[change["lead_id"]].setdefault(change["to_stage"], change["occurred_at"])
+        firsts[side] = leads
+        versions[side] = max(live, key=lambda c: c["occurred_at"])["rules_version"]
+    rows = []
+    for side, other in (("challenger", "champion"), ("champion", "challenger")):
+        leads = firsts[side]
+        mqls = [lead for lead in leads.values() if "mql" in lead]
+        sqls = sum("sql" in lead for lead in mqls)
+        won = sum("customer" in lead for lead in mqls)
+        flagged, first, days = 0, 0, []
+        for lead_id, lead in leads.items():
+            won_at, mql_at = lead.get("customer"), lead.get("mql")
+            if won_at is None or mql_at is None or mql_at > won_at:
+                continue
+            flagged += 1
+            theirs = firsts[other].get(lead_id, {}).get("mql")
+            other_flagged = theirs is not None and theirs <= won_at
+            if not other_flagged or mql_at < theirs:
+                first += 1
+            if other_flagged and mql_at < theirs:
+                days.append(_days(mql_at, theirs))
+        sql_low, sql_high = _wilson(sqls, len(mqls))
+        won_low, won_high = _wilson(won, len(mqls))
+        rows.append(
+            {
+                "side": side,
+                "rules_version": versions[side],
+                "mqls": len(mqls),
+                "became_sql": sqls,
+                "sql_rate": sqls / len(mqls),
+                "sql_rate_low": sql_low,
+                "sql_rate_high": sql_high,
+                "won": won,
+                "won_rate": won / len(mqls),
+                "won_rate_low": won_low,
+                "won_rate_high": won_high,
+                "wins": sum("customer" in lead for lead in leads.values()),
+                "wins_flagged": flagged,
+                "wins_flagged_first": first,
+                "median_days_first": quantile(days, 0.5) if days else None,
+            }
+        )
+    return rows

@@ -4,7 +4,7 @@
 -- Every stage change that currently holds: latest revision of each change_id, retractions removed.
 CREATE OR REPLACE VIEW {database}.stage_changes_live AS
 SELECT change_id, lead_id, from_stage, to_stage, occurred_at, causation_event_id, rule,
-       rules_version, mql_kind, reason, fit_score, engagement_score,
+       rules_version, mql_kind, reason, fit_score, engagement_score, grade,
        ifNull(source, '(none)') AS source, ifNull(campaign, '(none)') AS campaign, sequence
 FROM {database}.stage_changes FINAL
 WHERE NOT retracted;
@@ -17,11 +17,13 @@ SELECT
     argMax(occurred_at, sequence) AS stage_since,
     argMax(source, sequence) AS source,
     argMax(campaign, sequence) AS campaign,
+    argMax(grade, sequence) AS current_grade,
     min(occurred_at) AS first_seen_at,
     minIfOrNull(occurred_at, to_stage = 'subscriber') AS subscriber_at,
     minIfOrNull(occurred_at, to_stage = 'lead') AS lead_at,
     minIfOrNull(occurred_at, to_stage = 'mql') AS mql_at,
     argMinIf(mql_kind, sequence, to_stage = 'mql') AS mql_kind,
+    argMinIf(grade, sequence, to_stage = 'mql') AS mql_grade,
     minIfOrNull(occurred_at, to_stage = 'sql') AS sql_at,
     minIfOrNull(occurred_at, to_stage = 'opportunity') AS opportunity_at,
     minIfOrNull(occurred_at, to_stage = 'customer') AS customer_at,
@@ -122,6 +124,16 @@ SELECT assumeNotNull(mql_kind) AS mql_kind, count() AS mqls,
 FROM {database}.lead_status
 WHERE mql_at IS NOT NULL
 GROUP BY mql_kind;
+
+-- MQLs by their grade when they became MQL (fit letter, engagement number), and what sales
+-- made of them: whether the grade predicts SQL and won, so sales can trust the sort.
+CREATE OR REPLACE VIEW {database}.mql_grades AS
+SELECT ifNull(mql_grade, '(none)') AS grade, count() AS mqls,
+       countIf(sql_at IS NOT NULL) AS became_sql, became_sql / mqls AS sql_rate,
+       countIf(customer_at IS NOT NULL) AS won, won / mqls AS won_rate
+FROM {database}.lead_status
+WHERE mql_at IS NOT NULL
+GROUP BY grade;
 
 -- Disqualifications by reason, the stage they happened in, and first-touch source.
 CREATE OR REPLACE VIEW {database}.disqualification_reasons AS
@@ -344,3 +356,82 @@ SELECT step, toMonday(entered_at) AS cohort_week,
        converted / entered AS rate
 FROM {database}.account_conversions
 GROUP BY step, cohort_week;
+
+-- The challenger's stage changes that currently hold, as stage_changes_live for the live rules.
+CREATE OR REPLACE VIEW {database}.challenger_stage_changes_live AS
+SELECT change_id, lead_id, from_stage, to_stage, occurred_at, causation_event_id, rule,
+       rules_version, mql_kind, reason, fit_score, engagement_score, grade,
+       ifNull(source, '(none)') AS source, ifNull(campaign, '(none)') AS campaign, sequence
+FROM {database}.challenger_stage_changes FINAL
+WHERE NOT retracted;
+
+-- Champion (the live rules) against challenger, each on its own stage history of the same
+-- events: of the MQLs each made, how many became SQL and were won (with 95% Wilson intervals),
+-- and of the won leads, how many each flagged as MQL before the win, how many it flagged
+-- first (before the other, or alone) and the median days by which it was first when both
+-- flagged the lead. Empty until a challenger runs.
+CREATE OR REPLACE VIEW {database}.champion_challenger AS
+WITH
+    sides AS
+    (
+        SELECT 'champion' AS side, lead_id, occurred_at, to_stage, rules_version
+        FROM {database}.stage_changes_live
+        UNION ALL
+        SELECT 'challenger' AS side, lead_id, occurred_at, to_stage, rules_version
+        FROM {database}.challenger_stage_changes_live
+    ),
+    leads AS
+    (
+        SELECT side, lead_id,
+               max(occurred_at) AS last_at,
+               argMax(rules_version, occurred_at) AS version,
+               minIfOrNull(occurred_at, to_stage = 'mql') AS mql_at,
+               minIfOrNull(occurred_at, to_stage = 'sql') AS sql_at,
+               minIfOrNull(occurred_at, to_stage = 'customer') AS won_at
+        FROM sides
+        GROUP BY side, lead_id
+    ),
+    paired AS
+    (
+        SELECT mine.side AS side, mine.last_at AS last_at, mine.version AS version,
+               mine.mql_at AS mql_at, mine.sql_at AS sql_at, mine.won_at AS won_at,
+               theirs.mql_at AS other_mql_at,
+               won_at IS NOT NULL AND mql_at IS NOT NULL AND mql_at <= won_at AS flagged,
+               other_mql_at IS NOT NULL AND other_mql_at <= won_at AS other_flagged
+        FROM leads AS mine
+        LEFT JOIN leads AS theirs
+            ON theirs.lead_id = mine.lead_id AND theirs.side != mine.side
+    ),
+    (SELECT count() FROM {database}.challenger_stage_changes_live) AS challenger_changes,
+    1.959963984540054 AS z
+SELECT
+    side,
+    argMax(version, last_at) AS rules_version,
+    countIf(mql_at IS NOT NULL) AS mqls,
+    countIf(mql_at IS NOT NULL AND sql_at IS NOT NULL) AS became_sql,
+    became_sql / mqls AS sql_rate,
+    (sql_rate + z * z / (2 * mqls)
+        - z * sqrt(sql_rate * (1 - sql_rate) / mqls + z * z / (4 * mqls * mqls)))
+        / (1 + z * z / mqls) AS sql_rate_low,
+    (sql_rate + z * z / (2 * mqls)
+        + z * sqrt(sql_rate * (1 - sql_rate) / mqls + z * z / (4 * mqls * mqls)))
+        / (1 + z * z / mqls) AS sql_rate_high,
+    countIf(mql_at IS NOT NULL AND won_at IS NOT NULL) AS won,
+    won / mqls AS won_rate,
+    (won_rate + z * z / (2 * mqls)
+        - z * sqrt(won_rate * (1 - won_rate) / mqls + z * z / (4 * mqls * mqls)))
+        / (1 + z * z / mqls) AS won_rate_low,
+    (won_rate + z * z / (2 * mqls)
+        + z * sqrt(won_rate * (1 - won_rate) / mqls + z * z / (4 * mqls * mqls)))
+        / (1 + z * z / mqls) AS won_rate_high,
+    countIf(won_at IS NOT NULL) AS wins,
+    countIf(flagged) AS wins_flagged,
+    countIf(flagged AND (NOT other_flagged OR mql_at < other_mql_at)) AS wins_flagged_first,
+    quantileExactInclusiveIf(0.5)(
+        (toUnixTimestamp64Micro(other_mql_at) - toUnixTimestamp64Micro(mql_at)) / 86400e6,
+        flagged AND other_flagged AND mql_at < other_mql_at
+    ) AS median_days_first
+FROM paired
+WHERE challenger_changes > 0
+GROUP BY side
+SETTINGS join_use_nulls = 1;

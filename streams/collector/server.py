@@ -1,9 +1,11 @@
 """`leadflow collect`: the HTTP edge. Segment-compatible tracking endpoints and a CRM webhook.
 
-A request is answered 200 only after the broker acknowledged every event it carried (acks=all);
-a broker failure or a full in-flight budget answers 503 so the client retries later; an invalid
-request answers 400 with the reason and publishes nothing. Valid Segment messages leadflow has
-no event type for go to the dead-letter topic with the reason (counted), never silently away.
+A request is answered 200 only after the broker acknowledged every event it carried (acks=all)
+and its topics were still there; a broker away, a missing topic, a full in-flight budget or a
+stop answers 503 so the client retries later; an invalid request answers 400 with the reason and
+publishes nothing. Valid Segment messages leadflow has no event type for go to the dead-letter
+topic with the reason (counted), never silently away. docs/collector.md says what it promises
+under faults.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hmac
 import logging
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -25,8 +28,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from schemas.events import SALES_TYPES, Event
+from streams.collector.connections import Listener, quiet_malformed_requests
 from streams.collector.segment import ALIASES, SalesActivityRefused, UnmappedMessage, to_event
+from streams.collector.topics import TopicWatch
 from streams.common.codecs import dead_letter_headers, decode_event
+from streams.common.logs import quiet_client_repeats
 from streams.common.settings import Settings
 from streams.core.rules import Rules
 from streams.errors import InvalidEventError, LeadflowError
@@ -37,6 +43,11 @@ SEGMENT_MAX_MESSAGE_BYTES: Final = 32 * 1024
 """Segment's documented limit per call, and per message of a batch."""
 SEGMENT_MAX_BATCH_BYTES: Final = 500 * 1024
 SIGNATURE_HEADER: Final = "X-Leadflow-Signature"
+PRODUCER_BATCH_BYTES: Final = SEGMENT_MAX_BATCH_BYTES * 2
+"""Largest record batch (and produce request) the collector's producer builds."""
+STOP_DRAIN: Final = 1.0
+"""Seconds a stopping collector still answers new connections and requests (503) before it
+closes its socket and its idle connections."""
 
 
 class RequestError(LeadflowError):
@@ -45,6 +56,10 @@ class RequestError(LeadflowError):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+
+class _Stopping(Exception):
+    """Put into the body stream of a request still arriving when the collector stops."""
 
 
 @dataclass
@@ -77,6 +92,12 @@ class CollectorMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
+        self.connections_dropped = Counter(
+            "leadflow_collector_connections_dropped",
+            "Connections closed before a request: over_limit (answered 503) or header_timeout.",
+            ["reason"],
+            registry=self.registry,
+        )
 
 
 @dataclass
@@ -99,13 +120,21 @@ class Collector:
         settings: Settings,
         rules: Rules,
         producer: Any,
+        watch: TopicWatch,
         metrics: CollectorMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.rules = rules
         self.producer = producer
+        self.watch = watch
         self.metrics = metrics or CollectorMetrics()
         self.in_flight_bytes = 0
+        self.stopping = False
+        self.on_request: Callable[[Any], None] = lambda connection: None
+        """Told of each request's connection (the listener's header deadline)."""
+        self.open_connections: Callable[[], int] = lambda: 0
+        self._receiving: dict[int, web.Request] = {}
+        """Requests whose body is still arriving, by id (a request is not hashable)."""
         collector = settings.collector
         self._write_keys = [key.get_secret_value().encode() for key in collector.write_keys]
         self._webhook_secret = (
@@ -116,7 +145,7 @@ class Collector:
         self._max_clock_skew = timedelta(seconds=collector.max_clock_skew)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=SEGMENT_MAX_BATCH_BYTES * 4)
+        app = web.Application(client_max_size=SEGMENT_MAX_BATCH_BYTES * 4, middlewares=[self._seen])
         for kind in ("track", "identify", "page"):
             app.router.add_post(f"/v1/{kind}", self._single(kind))
         for alias, kind in ALIASES.items():
@@ -126,6 +155,18 @@ class Collector:
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
         return app
+
+    @web.middleware
+    async def _seen(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.on_request(request.protocol)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    def stop(self) -> None:
+        """From now on every request gets 503; a body still arriving is not waited for."""
+        self.stopping = True
+        for request in self._receiving.values():
+            request.content.set_exception(_Stopping())
 
     def _single(self, kind: str) -> Any:
         async def handle(request: web.Request) -> web.Response:
@@ -144,6 +185,8 @@ class Collector:
     ) -> web.Response:
         started = time.perf_counter()
         try:
+            if self.stopping:
+                raise RequestError(503, "stopping", "the collector is stopping; retry")
             outgoing = await build(request, kind)
             await self._publish(outgoing, endpoint)
             response = web.json_response({"success": True})
@@ -162,7 +205,7 @@ class Collector:
         header_key = _basic_auth_user(request.headers.get("Authorization"))
         if header_key is not None and not self._known_write_key(header_key):
             raise RequestError(401, "unauthorized", "unknown write key")
-        body = _parse_json(await _read_body(request, limit))
+        body = _parse_json(await self._read_body(request, limit))
         if header_key is None:
             body_key = body.get("writeKey") if isinstance(body, dict) else None
             if not isinstance(body_key, str) or not self._known_write_key(body_key.encode()):
@@ -214,7 +257,7 @@ class Collector:
     async def _crm_request(self, request: web.Request, kind: str) -> _Outgoing:
         if self._webhook_secret is None:
             raise RequestError(404, "not_configured", "the CRM webhook has no secret configured")
-        raw = await _read_body(request, SEGMENT_MAX_BATCH_BYTES)
+        raw = await self._read_body(request, SEGMENT_MAX_BATCH_BYTES)
         expected = "sha256=" + hmac.new(self._webhook_secret, raw, hashlib.sha256).hexdigest()
         given = request.headers.get(SIGNATURE_HEADER, "")
         # A header that is not ASCII cannot be the digest; aiohttp keeps its bytes as surrogates.
@@ -246,7 +289,24 @@ class Collector:
             found |= hmac.compare_digest(candidate, key)
         return found
 
+    async def _read_body(self, request: web.Request, limit: int) -> bytes:
+        timeout = self.settings.collector.body_timeout
+        self._receiving[id(request)] = request
+        try:
+            async with asyncio.timeout(timeout):
+                return await _read_body(request, limit)
+        except TimeoutError:
+            raise RequestError(
+                408, "timeout", f"the body did not arrive within {timeout:g}s"
+            ) from None
+        except _Stopping:
+            raise RequestError(503, "stopping", "the collector is stopping; retry") from None
+        finally:
+            self._receiving.pop(id(request), None)
+
     async def _publish(self, outgoing: _Outgoing, endpoint: str) -> None:
+        if self.watch.problem is not None:
+            raise RequestError(503, "unavailable", f"{self.watch.problem}; retry")
         size = outgoing.size
         budget = self.settings.collector.max_in_flight_bytes
         if self.in_flight_bytes and self.in_flight_bytes + size > budget:
@@ -256,36 +316,66 @@ class Collector:
             await asyncio.wait_for(
                 self._send_all(outgoing, endpoint), timeout=self.settings.collector.publish_timeout
             )
+        except RequestError:
+            raise
         except Exception as exc:  # the broker is down or slow: the client must retry
             log.warning("publish failed: %r", exc)
             raise RequestError(503, "unavailable", "the broker did not acknowledge; retry") from exc
         finally:
             self.in_flight_bytes -= size
+        problem = await self.watch.confirmed()
+        if problem is not None:
+            raise RequestError(503, "unavailable", f"{problem}; retry")
         for _, _, event_type in outgoing.events:
             self.metrics.events.labels(event_type).inc()
         self.metrics.dead_letters.inc(len(outgoing.dead_letters))
 
     async def _send_all(self, outgoing: _Outgoing, endpoint: str) -> None:
         topics = self.settings.topics
-        pending = [
-            await self.producer.send(topics.events, value=value, key=key)
-            for key, value, _ in outgoing.events
-        ]
-        for original, reason in outgoing.dead_letters:
-            headers = dead_letter_headers(f"collector:{endpoint}", -1, -1, "unmapped", reason)
-            pending.append(
-                await self.producer.send(topics.dead_letter, value=original, headers=headers)
-            )
+        pending: list[asyncio.Future[Any]] = []
+        try:
+            for key, value, _ in outgoing.events:
+                self._require_sendable(topics.events)
+                pending.append(await self.producer.send(topics.events, value=value, key=key))
+            for original, reason in outgoing.dead_letters:
+                headers = dead_letter_headers(f"collector:{endpoint}", -1, -1, "unmapped", reason)
+                self._require_sendable(topics.dead_letter)
+                pending.append(
+                    await self.producer.send(topics.dead_letter, value=original, headers=headers)
+                )
+        except BaseException:
+            for future in pending:
+                future.add_done_callback(_retrieved)
+            raise
         await asyncio.gather(*pending)
 
+    def _require_sendable(self, topic: str) -> None:
+        # Checked right before each send, with no await in between: a send to a topic the
+        # producer's metadata does not list would name it to the broker, which may create it.
+        if not self.watch.sendable(topic):
+            raise RequestError(503, "unavailable", f"topic {topic} is unknown; retry")
+
     async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "in_flight_bytes": self.in_flight_bytes})
+        return web.json_response(
+            {
+                "status": "stopping" if self.stopping else "ok",
+                "refusing": self.watch.problem,
+                "in_flight_bytes": self.in_flight_bytes,
+                "connections": self.open_connections(),
+            }
+        )
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(
             body=generate_latest(self.metrics.registry),
             headers={"Content-Type": "text/plain; version=0.0.4"},
         )
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    # A send abandoned with its request: its outcome is nobody's, but must not be logged.
+    if not future.cancelled():
+        future.exception()
 
 
 def _basic_auth_user(header: str | None) -> bytes | None:
@@ -365,36 +455,73 @@ def _message_kind(message: Any) -> str:
 
 
 async def run_collector(settings: Settings, rules: Rules) -> None:
-    """Serve until cancelled: one aiokafka producer (acks=all), one aiohttp server."""
+    """Serve until SIGTERM or SIGINT: one aiokafka producer (acks=all), one aiohttp server."""
     from aiokafka import AIOKafkaProducer
 
     from streams.common.kafka_clients import aiokafka_config
 
-    if not settings.collector.write_keys:
+    config = settings.collector
+    if not config.write_keys:
         raise LeadflowError("set LEADFLOW_COLLECTOR__WRITE_KEYS (a JSON list of write keys)")
+    # While the broker is away its client fails many times a second: one line per kind per
+    # interval says so.
+    quiet_client_repeats(logging.getLogger())
+    quiet_malformed_requests()
     producer = AIOKafkaProducer(
         **aiokafka_config(settings.kafka),
         acks="all",
         linger_ms=2,
-        max_request_size=SEGMENT_MAX_BATCH_BYTES * 2,
-        request_timeout_ms=int(settings.collector.publish_timeout * 1000),
+        # One batch per partition fills while the previous one awaits its acks; a send that finds
+        # it full waits, and every waiter wakes at each drain. At aiokafka's 16 KB (about 50
+        # events) 200 requests of 100 events queued there; a batch as large as a request is not.
+        max_batch_size=PRODUCER_BATCH_BYTES,
+        max_request_size=PRODUCER_BATCH_BYTES,
+        request_timeout_ms=int(config.publish_timeout * 1000),
     )
     await producer.start()
+    topics = (settings.topics.events, settings.topics.dead_letter)
+    watch = TopicWatch(producer.client, topics, config.topic_check_interval)
+    await watch.check()
+    watching = asyncio.create_task(watch.run())
+    collector = Collector(settings, rules, producer, watch)
     # A refused request's unread body is not drained after the answer (aiohttp's "lingering"
     # would read, and inflate, what the client still sends, and log a traceback when it cannot
     # be inflated): the connection is closed instead.
     runner = web.AppRunner(
-        Collector(settings, rules, producer).app(), access_log=None, lingering_time=0
+        collector.app(),
+        access_log=None,
+        lingering_time=0,
+        keepalive_timeout=config.idle_timeout,
+        shutdown_timeout=config.publish_timeout + 1,
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.collector.host, settings.collector.port)
-    await site.start()
-    log.info("collecting on http://%s:%d", settings.collector.host, settings.collector.port)
+    assert runner.server is not None
+    dropped = collector.metrics.connections_dropped
+    listener = Listener(
+        runner.server,
+        config.max_connections,
+        config.header_timeout,
+        dropped=lambda reason: dropped.labels(reason).inc(),
+    )
+    collector.on_request = listener.request_started
+    collector.open_connections = lambda: listener.open_connections
+    await listener.listen(config.host, config.port)
+    log.info("collecting on http://%s:%d", config.host, config.port)
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     try:
         await stop.wait()
+        log.info("stopping: in-flight requests get their answers")
     finally:
+        # New connections and requests get 503 for a moment, so that a request already sent is
+        # answered rather than reset; then idle connections close, requests with the broker
+        # wait for their acks (at most the publish timeout), and the producer sends what it holds.
+        listener.refuse()
+        collector.stop()
+        await asyncio.sleep(STOP_DRAIN)
+        listener.close()
         await runner.cleanup()
+        watching.cancel()
         await producer.stop()
+    log.info("stopped")

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from streams.common.settings import KafkaSettings, Settings, TopicSettings
-from streams.errors import BrokerUnreachableError
+from streams.errors import BrokerUnreachableError, TopicMissingError
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,7 @@ def topic_specs(topics: TopicSettings) -> dict[str, dict[str, str]]:
         topics.dead_letter: {"cleanup.policy": "delete", "max.message.bytes": largest_dead_letter},
         topics.account_signals: {"cleanup.policy": "delete"},
         topics.account_changes: {"cleanup.policy": "delete"},
+        topics.challenger_stage_changes: {"cleanup.policy": "delete"},
     }
 
 
@@ -181,3 +182,51 @@ def create_topics(settings: Settings) -> list[str]:
             raise error(f"cannot create topic {result['name']}: {result['error_message']}")
         created.append(result["name"])
     return created
+
+
+READ_STALL_SECONDS = 30
+"""How long a whole-topic read waits for a record before it gives up."""
+
+
+def read_whole_topic(settings: Settings, topic: str) -> list[bytes]:
+    """Every value on `topic`, partition by partition in offset order, from the first offset
+    to the end as it was when the call began (tombstones left out), for the tools that read a
+    log as a file (`whatif --from-topic`). The ends are checked against the log
+    (`end_offsets_read`), not taken from the broker's word alone."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    with reaching(settings.kafka):
+        consumer = KafkaConsumer(
+            **connection_config(settings.kafka),
+            enable_auto_commit=False,
+            group_id=None,
+            allow_auto_create_topics=False,  # reading a log must not create it by accident
+        )
+    try:
+        numbers = consumer.partitions_for_topic(topic)
+        if not numbers:
+            raise TopicMissingError(
+                f"topic {topic!r} does not exist on {settings.kafka.bootstrap_servers}"
+            )
+        partitions = [TopicPartition(topic, number) for number in sorted(numbers)]
+        ends = end_offsets_read(settings.kafka, partitions)
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        values: dict[int, list[bytes]] = {p.partition: [] for p in partitions}
+        progressed = time.monotonic()
+        while any(consumer.position(p) < ends[p] for p in partitions):
+            polled = consumer.poll(timeout_ms=1000, max_records=10_000)
+            for part, records in polled.items():
+                values[part.partition].extend(
+                    r.value for r in records if r.value is not None and r.offset < ends[part]
+                )
+            if polled:
+                progressed = time.monotonic()
+            elif time.monotonic() - progressed > READ_STALL_SECONDS:
+                raise BrokerUnreachableError(
+                    f"reading {topic!r} from {settings.kafka.bootstrap_servers} brought nothing "
+                    f"for {READ_STALL_SECONDS} s before its end"
+                )
+    finally:
+        consumer.close()
+    return [value for number in sorted(values) for value in values[number]]

@@ -109,6 +109,13 @@ class TopicSettings(_Section):
     account_changes: str = Field(
         default="leadflow.account-changes", description="Account stage changes, keyed by account."
     )
+    challenger_stage_changes: str = Field(
+        default="leadflow.challenger-stage-changes",
+        description=(
+            "Stage changes of the challenger rules (LEADFLOW_WORKER__CHALLENGER_RULES), keyed "
+            "by lead: the shadow's own topic, so no consumer of the live stream sees them."
+        ),
+    )
     partitions: Annotated[int, Field(ge=1)] = Field(
         default=4,
         description="Partitions of the topics leadflow creates: the most workers that share work.",
@@ -198,6 +205,14 @@ class WorkerSettings(_Section):
         default=8 * 1024 * 1024 + 65536,
         description="Largest message the worker produces (a dead letter carries its original).",
     )
+    challenger_rules: Path | None = Field(
+        default=None,
+        description=(
+            "A second rules file to score every event with in the shadow: one more worker "
+            "process, in its own consumer group with its own tables, publishes what it "
+            "decides to `topics.challenger_stage_changes` only (docs/rules.md)."
+        ),
+    )
 
 
 def _embedded_clickhouse() -> str:
@@ -275,6 +290,29 @@ class CollectorSettings(_Section):
             "Seconds an event's occurred_at may lie ahead of the time the collector received it "
             "(a sender's fast clock); later events are refused with 400."
         ),
+    )
+    header_timeout: Annotated[float, Field(gt=0)] = Field(
+        default=10.0,
+        description="Seconds a new connection has to send its first request line and headers; "
+        "then it is closed.",
+    )
+    body_timeout: Annotated[float, Field(gt=0)] = Field(
+        default=30.0,
+        description="Seconds a request's body may take to arrive once its headers did; then 408.",
+    )
+    idle_timeout: Annotated[float, Field(gt=0)] = Field(
+        default=60.0,
+        description="Seconds a keep-alive connection may take after an answer to send the next "
+        "request's headers; then it is closed.",
+    )
+    max_connections: Annotated[int, Field(gt=0)] = Field(
+        default=1000,
+        description="Open connections at most; a connection beyond them gets 503 and is closed.",
+    )
+    topic_check_interval: Annotated[float, Field(gt=0)] = Field(
+        default=1.0,
+        description="Seconds between two checks that the broker answers and the collector's "
+        "topics exist; requests get 503 while either is not so.",
     )
 
 

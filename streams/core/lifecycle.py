@@ -47,6 +47,7 @@ from streams.core.scoring import (
     engagement_points,
     exclusion_of,
     fit_score,
+    grade_of,
 )
 from streams.core.stages import BEFORE_CUSTOMER, LOSABLE
 
@@ -127,6 +128,7 @@ class LeadStageChange(NamedTuple):
     reason: str | None
     fit_score: float
     engagement_score: float
+    grade: str | None
     source: str | None
     campaign: str | None
     sequence: int
@@ -656,6 +658,8 @@ def _stage_change(
     retracted: bool,
     rules: Rules,
 ) -> LeadStageChange:
+    fit = round(transition.fit_score, 3)
+    engagement = round(transition.engagement_score, 3)
     return LeadStageChange(
         change_id(lead_id, *identity),
         lead_id,
@@ -667,8 +671,9 @@ def _stage_change(
         rules.rules_version,
         transition.mql_kind,
         transition.reason,
-        round(transition.fit_score, 3),
-        round(transition.engagement_score, 3),
+        fit,
+        engagement,
+        grade_of(fit, engagement, rules.grade) if rules.grade is not None else None,
         transition.source,
         transition.campaign,
         sequence,

@@ -200,7 +200,7 @@ class EngagementRules(_Section):
     groups: dict[GroupName, ScoreGroup] = {}
     """A type belongs to at most one group."""
     total_cap: Positive | None = None
-    """The most all engagement adds up to at any moment."""
+    """The most new points can lift all engagement to (docs/rules.md, "Score groups")."""
 
     @field_validator("points", "caps")
     @classmethod
@@ -238,6 +238,35 @@ class EngagementRules(_Section):
             if group.half_life_days is not None and group.half_life_days != self.half_life_days
             for t in group.types
         }
+
+
+class GradeBand(_Section):
+    """One band of a grade: its name, and the least score that earns it (none: the rest)."""
+
+    grade: Annotated[str, Field(pattern=r"^[A-Za-z0-9+-]{1,3}$")]
+    min: Points | None = None
+
+
+class GradeRules(_Section):
+    """A lead's grade: a band of its fit score and a band of its engagement score, side by
+    side ("A1": best fit, most engaged), so sales can sort leads by both at once."""
+
+    fit_bands: Annotated[tuple[GradeBand, ...], Field(min_length=1)]
+    engagement_bands: Annotated[tuple[GradeBand, ...], Field(min_length=1)]
+
+    @field_validator("fit_bands", "engagement_bands")
+    @classmethod
+    def _best_first_then_the_rest(cls, value: tuple[GradeBand, ...]) -> tuple[GradeBand, ...]:
+        *scored, rest = value
+        if rest.min is not None or any(band.min is None for band in scored):
+            raise ValueError("every band but the last needs a min; the last takes the rest")
+        mins = [band.min for band in scored if band.min is not None]
+        if mins != sorted(mins, reverse=True) or len(set(mins)) != len(mins):
+            raise ValueError("bands go from the highest min down, each min lower than the last")
+        names = [band.grade for band in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a grade is named twice: {', '.join(names)}")
+        return value
 
 
 class IntentPattern(_Section):
@@ -357,6 +386,8 @@ class Rules(_Section):
     exclusions: ExclusionRules = ExclusionRules()
     engagement: EngagementRules
     intent_patterns: tuple[IntentPattern, ...] = ()
+    grade: GradeRules | None = None
+    """None: stage changes carry no grade."""
     collector: CollectorRules = CollectorRules()
     accounts: AccountRules = AccountRules(
         engaged_threshold=60.0, engaged_min_leads=2, sales_ready_min_mqls=2

@@ -14,7 +14,14 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-from streams.core.rules import TITLE_PHRASE_MAX_WORDS, EngagementRules, ExclusionRules, FitRules
+from streams.core.rules import (
+    TITLE_PHRASE_MAX_WORDS,
+    EngagementRules,
+    ExclusionRules,
+    FitRules,
+    GradeBand,
+    GradeRules,
+)
 
 MICROS_PER_DAY: Final = 86_400_000_000
 PRUNE_BELOW: Final = 1e-3
@@ -232,6 +239,18 @@ def _within(value: float, old: float, points: float, high: float, low: float) ->
     if points < 0:
         return max(value, min(old, low))
     return value
+
+
+def grade_of(fit_score: float, engagement_score: float, rules: GradeRules) -> str:
+    """The fit band's grade followed by the engagement band's: "A1", "B3"..."""
+    return _band(fit_score, rules.fit_bands) + _band(engagement_score, rules.engagement_bands)
+
+
+def _band(score: float, bands: tuple[GradeBand, ...]) -> str:
+    for band in bands:
+        if band.min is None or score >= band.min:
+            return band.grade
+    raise AssertionError("the last band takes the rest")  # pragma: no cover
 
 
 def matches_domain(domain: str | None, listed: frozenset[str]) -> bool:

@@ -188,6 +188,10 @@ class LeadQualifier:
     """Where the lead's account facts go; None when the account view is off."""
     positions: dict[int, int] = field(default_factory=dict)
     """The last offset handled, per partition of the events topic."""
+    shadow: bool = False
+    """A challenger: it publishes its stage changes only. The live worker dead-letters bad input
+    and forwards misrouted events (this one counts the first and skips the second: it applies
+    the forwarded copy)."""
 
     async def apply(self, consumed: Consumed, batch: Batch) -> None:
         """Apply one consumed message within `batch`. Never raises for bad input: that goes to
@@ -205,6 +209,8 @@ class LeadQualifier:
         lead_key = event.lead_id.encode()
         home = partition_for(lead_key, self.partitions)
         if home != message.partition:
+            if self.shadow:
+                return
             # A producer with another partitioner (or no key) put it here; its lead's state lives
             # on `home`. Forward it unchanged; the worker that owns `home` applies it.
             await batch.send(self.send_event, key=lead_key, value=raw, partition=home)
@@ -295,6 +301,9 @@ class LeadQualifier:
             self.metrics.latency.observe(max(0.0, now - timestamp))
 
     async def dead_letter(self, batch: Batch, message: Message, kind: str, reason: str) -> None:
+        if self.shadow:
+            self.metrics.dead_letters.labels(kind).inc()
+            return
         await send_dead_letter(batch, self.send_dead_letter, self.metrics, message, kind, reason)
 
 

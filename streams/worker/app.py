@@ -45,9 +45,10 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings, rules: Rules, metrics: PipelineMetrics | None = None
+    settings: Settings, rules: Rules, metrics: PipelineMetrics | None = None, shadow: bool = False
 ) -> faust.App:
-    """Build the worker's Faust app. Importing this module starts nothing."""
+    """Build the worker's Faust app. Importing this module starts nothing. A `shadow` app is
+    a challenger's (`processes.challenger_settings`): it publishes stage changes only."""
     metrics = metrics or PipelineMetrics()
     topics = settings.topics
     worker = settings.worker
@@ -68,6 +69,7 @@ def create_app(
         max_state_bytes=worker.max_state_bytes,
         cache=StateCache(worker.lead_cache),
         send_account_signal=producer_send(app, account_signals) if worker.accounts else None,
+        shadow=shadow,
     )
 
     @app.agent(events, name="qualify", concurrency=1)
@@ -94,10 +96,9 @@ def create_app(
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def measure_lag() -> None:
         for tp in app.consumer.assignment():
-            if tp.topic == topics.events:
-                highwater = app.consumer.highwater(tp)
-                if highwater is None:  # not fetched yet since the partition was assigned
-                    continue
+            highwater = app.consumer.highwater(tp)
+            # None until a fetch has told it, and again after a broker came back without data.
+            if tp.topic == topics.events and highwater is not None:
                 position = qualifier.positions.get(tp.partition, -1)
                 behind = highwater - position - 1
                 # The local broker's high watermark can undercount (docs/operations.md).

@@ -7,6 +7,11 @@ on one machine: each process gets its own web port (the next ones after
 `LEADFLOW_WORKER__DATA_DIR`). A stop signal is passed on to every process and waited for; when
 one process ends on its own, the others are stopped too and its exit code is the
 supervisor's, so that whatever restarts leadflow sees the failure.
+
+With `LEADFLOW_WORKER__CHALLENGER_RULES` the supervisor also runs the challenger: one more
+worker process, with the challenger's rules, in its own consumer group, that publishes only to
+the challenger's topic (a challenger that lags or fails never holds up the live stream's
+partitions; it costs the machine one more worker's work).
 """
 
 from __future__ import annotations
@@ -36,21 +41,50 @@ def process_settings(settings: Settings, index: int) -> Settings:
     )
 
 
+def challenger_settings(settings: Settings, index: int) -> Settings:
+    """The settings of the challenger process (`worker.challenger_rules`), started as process
+    `index`: the challenger's rules, its own consumer group and tables (`<app_id>-challenger`,
+    `challenger` under the data directory), no account view, and its stage changes on
+    `topics.challenger_stage_changes` instead of the live topic."""
+    worker, topics = settings.worker, settings.topics
+    return settings.model_copy(
+        update={
+            "rules_file": worker.challenger_rules,
+            "topics": topics.model_copy(update={"stage_changes": topics.challenger_stage_changes}),
+            "worker": worker.model_copy(
+                update={
+                    "app_id": f"{worker.app_id}-challenger",
+                    "data_dir": worker.data_dir / "challenger",
+                    "web_port": worker.web_port + index if worker.web_port else 0,
+                    "accounts": False,
+                    "challenger_rules": None,
+                }
+            ),
+        }
+    )
+
+
 def run_processes(settings: Settings, processes: int, loglevel: str, grace: float = 30.0) -> int:
-    """Run `processes` workers until a stop signal or until one of them ends; return the exit
-    code to leave with."""
+    """Run `processes` workers, and the challenger when `worker.challenger_rules` names one,
+    until a stop signal or until one of them ends; return the exit code to leave with."""
+    command = [sys.executable, "-m", "streams", "worker", "--loglevel", loglevel]
+    live = settings.model_copy(
+        update={"worker": settings.worker.model_copy(update={"challenger_rules": None})}
+    )
+    started = [
+        (process_settings(live, index) if processes > 1 else live, command)
+        for index in range(processes)
+    ]
+    if settings.worker.challenger_rules is not None:
+        started.append((challenger_settings(settings, processes), [*command, "--shadow"]))
+    # Each child's settings are all in its variables: none inherited, so that no child starts
+    # a challenger of its own.
+    inherited = {k: v for k, v in os.environ.items() if not k.upper().startswith("LEADFLOW_")}
     children = []
-    for index in range(processes):
-        own = process_settings(settings, index)
+    for own, args in started:
         own.worker.data_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **environment_of(own)}
-        children.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "streams", "worker", "--loglevel", loglevel],
-                env=env,
-                stdin=subprocess.DEVNULL,
-            )
-        )
+        env = {**inherited, **environment_of(own)}
+        children.append(subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL))
     stopping: list[int] = []
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -50,6 +50,7 @@ class Pipeline:
             "LEADFLOW_TOPICS__DEAD_LETTER": f"{self.name}.dead-letter",
             "LEADFLOW_TOPICS__ACCOUNT_SIGNALS": f"{self.name}.account-signals",
             "LEADFLOW_TOPICS__ACCOUNT_CHANGES": f"{self.name}.account-changes",
+            "LEADFLOW_TOPICS__CHALLENGER_STAGE_CHANGES": f"{self.name}.challenger-stage-changes",
             "LEADFLOW_TOPICS__PARTITIONS": str(self.partitions),
             "LEADFLOW_WORKER__APP_ID": self.name,
             "LEADFLOW_WORKER__FETCH_MAX_WAIT": str(FETCH_MAX_WAIT),

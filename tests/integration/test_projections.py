@@ -42,7 +42,7 @@ from streams.local.generator import generate
 from streams.replay import Replayer
 from tests.account_records import T0, AccountLog, account_log
 from tests.account_reference import expected_account_metrics
-from tests.funnel_reference import expected_metrics, normalised
+from tests.funnel_reference import champion_challenger, expected_metrics, normalised
 from tests.integration.harness import Pipeline, effective, replay_bytes, settings_from, unique
 from tests.waiting import wait_for
 
@@ -149,6 +149,34 @@ def test_every_view_equals_the_same_metric_computed_from_replay(
     for view in FUNNEL_VIEWS:
         assert found[view], f"{view} is empty: the sample does not exercise it"
         assert found[view] == expected[view], view
+
+
+def test_champion_and_challenger_compare_against_the_same_sales_outcomes(
+    clickhouse: Any, database: str, sample: tuple[list[dict[str, Any]], list[bytes]]
+) -> None:
+    events, champion = sample
+    writer = ProjectionWriter(clickhouse, database)
+    assert read_funnel(clickhouse, database, {"champion_challenger": "side"}) == {
+        "champion_challenger": []
+    }, "nothing to compare before a challenger runs"
+    challenger = replay_bytes(events, with_threshold(45.0))
+    writer.write([stage_change_row(v, 1_700_000_000_000) for v in champion], [])
+    rows = [stage_change_row(v, 1_700_000_000_000) for v in challenger]
+    writer.write([], [], challenger_changes=rows)
+    writer.write([], [], challenger_changes=rows[: len(rows) // 2])  # a redelivery
+    found = read_funnel(clickhouse, database, {"champion_challenger": "side"})
+    expected = champion_challenger(effective(champion).values(), effective(challenger).values())
+    assert [row["side"] for row in expected] == ["challenger", "champion"]
+    assert expected[0]["mqls"] > expected[1]["mqls"] and expected[0]["wins_flagged_first"] > 0
+    assert normalised(found) == normalised({"champion_challenger": expected})
+
+
+def with_threshold(threshold: float) -> Rules:
+    from streams.core.rules import load_rules
+
+    rules = load_rules()
+    engagement = rules.engagement.model_copy(update={"mql_threshold": threshold})
+    return rules.model_copy(update={"engagement": engagement, "version": "challenger"})
 
 
 @pytest.mark.parametrize("source", ["replayed", "by_hand"])
@@ -300,6 +328,8 @@ def test_every_dashboard_query_runs_on_the_embedded_engine(
         [event_row(orjson.dumps(e), DEFAULT_MAX_EVENT_BYTES) for e in events],
     )
     write_accounts(writer, replayed_accounts)
+    challenger = replay_bytes(events, with_threshold(45.0))
+    writer.write([], [], challenger_changes=[stage_change_row(c) for c in challenger])
     dashboard = json.loads(DASHBOARD.read_text())
     queries = [
         target["rawSql"] for panel in dashboard["panels"] for target in panel.get("targets", [])

@@ -107,3 +107,10 @@ def test_whatif_prints_both_funnels_and_the_leads_that_differ(tmp_path: Path) ->
     parsed = orjson.loads(result.stdout)
     assert parsed["draft"]["mqls"] > parsed["live"]["mqls"]
     assert parsed["kinds"]["newly_mql"] >= 1
+    page = tmp_path / "whatif.html"
+    result = leadflow("whatif", "--rules", str(draft), str(log), "--html", str(page))
+    assert result.returncode == 0, result.stderr
+    shown = page.read_text()
+    assert shown.startswith("<!DOCTYPE html>") and "leads whose stage history differs" in shown
+    neither = leadflow("whatif", "--rules", str(draft))
+    assert neither.returncode == 2 and b"an events file or --from-topic" in neither.stderr

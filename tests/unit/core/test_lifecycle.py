@@ -37,6 +37,8 @@ def test_a_form_makes_a_subscriber_and_fit_makes_a_lead(rules: Rules) -> None:
         ("subscriber", "lead", "lead.fit"),
     ]
     assert changes[1].fit_score == 70
+    # A buyer's fit and little engagement yet: fit band A, engagement band 3.
+    assert [c.grade for c in changes] == ["C3", "A3"]
 
 
 def test_a_profile_with_an_email_is_contact_details(rules: Rules) -> None:

@@ -11,7 +11,7 @@ DEFAULT = resources.files("streams.core").joinpath("rules.toml").read_text()
 
 def test_default_rules_load_and_cite_version_with_digest() -> None:
     rules = load_rules()
-    assert rules.version == "2026.12.4"
+    assert rules.version == "2026.12.5"
     version, _, digest = rules.rules_version.partition("+")
     assert version == rules.version and len(digest) == 8
 
@@ -23,7 +23,7 @@ def test_an_unversioned_edit_still_changes_the_rules_version() -> None:
 
 def test_rules_file_option_reads_the_given_file(tmp_path: Path) -> None:
     path = tmp_path / "rules.toml"
-    path.write_text(DEFAULT.replace('version = "2026.12.4"', 'version = "test-1"'))
+    path.write_text(DEFAULT.replace('version = "2026.12.5"', 'version = "test-1"'))
     assert load_rules(path).version == "test-1"
 
 
@@ -154,3 +154,38 @@ def test_invalid_score_groups_fail_at_load_naming_the_key(
     with pytest.raises(RulesError) as failure:
         parse_rules(DEFAULT.replace(old, new, 1).encode(), "my-rules.toml")
     assert message in str(failure.value)
+
+
+GRADE = 'fit_bands = [{ grade = "A", min = 50 }, { grade = "B", min = 25 }, { grade = "C" }]'
+
+
+@pytest.mark.parametrize(
+    ("bands", "message"),
+    [
+        (
+            'fit_bands = [{ grade = "A", min = 50 }, { grade = "B", min = 25 }]',
+            "grade.fit_bands: Value error, every band but the last needs a min",
+        ),
+        (
+            'fit_bands = [{ grade = "A", min = 25 }, { grade = "B", min = 50 }, { grade = "C" }]',
+            "grade.fit_bands: Value error, bands go from the highest min down",
+        ),
+        (
+            'fit_bands = [{ grade = "A", min = 50 }, { grade = "A" }]',
+            "grade.fit_bands: Value error, a grade is named twice: A, A",
+        ),
+        ("fit_bands = []", "grade.fit_bands: Tuple should have at least 1 item"),
+        ('fit_bands = [{ grade = "A and more" }]', "grade.fit_bands.0.grade: String should match"),
+    ],
+)
+def test_invalid_grade_bands_fail_at_load_naming_the_key(bands: str, message: str) -> None:
+    assert GRADE in DEFAULT
+    with pytest.raises(RulesError) as failure:
+        parse_rules(DEFAULT.replace(GRADE, bands, 1).encode(), "my-rules.toml")
+    assert message in str(failure.value)
+
+
+def test_rules_without_a_grade_section_give_no_grade() -> None:
+    start = DEFAULT.index("[grade]")
+    end = DEFAULT.index("[accounts]")
+    assert parse_rules((DEFAULT[:start] + DEFAULT[end:]).encode()).grade is None

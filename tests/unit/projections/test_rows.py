@@ -11,6 +11,7 @@ from projections.rows import (
     ACCOUNT_CHANGES,
     ACCOUNT_MEMBERS,
     CAUSATION_LEAD_ID,
+    CHALLENGER_STAGE_CHANGES,
     EVENTS,
     LEAD_ID,
     STAGE_CHANGES,
@@ -43,6 +44,7 @@ def replayed(rules: Rules) -> list[object]:
 def test_columns_are_the_contract_fields_then_the_kafka_timestamp() -> None:
     for table, model in (
         (STAGE_CHANGES, StageChange),
+        (CHALLENGER_STAGE_CHANGES, StageChange),
         (ACCOUNT_CHANGES, AccountChange),
         (ACCOUNT_MEMBERS, AccountSignal),
     ):
@@ -52,6 +54,7 @@ def test_columns_are_the_contract_fields_then_the_kafka_timestamp() -> None:
         "events",
         "account_changes",
         "account_members",
+        "challenger_stage_changes",
     ]
     assert STAGE_CHANGES.columns[LEAD_ID] == EVENTS.columns[LEAD_ID] == "lead_id"
     assert ACCOUNT_CHANGES.columns[CAUSATION_LEAD_ID] == "causation_lead_id"
