@@ -18,6 +18,7 @@ import hmac
 import logging
 import signal
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -389,33 +390,76 @@ def _basic_auth_user(header: str | None) -> bytes | None:
 
 
 BODY_ENCODINGS: Final = frozenset({"identity", "gzip", "deflate"})
-"""What a request body may be sent as: what aiohttp inflates itself, and Segment's gzip."""
+"""What a request body may be sent as: none, Segment's gzip, or deflate (zlib or raw)."""
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
-    """The body, refusing anything over `limit` bytes. aiohttp inflates gzip bodies as they
-    stream in, so the limit applies to the decompressed size and a gzip bomb stops early."""
+    """The body, inflated, refusing anything over `limit` bytes after inflating. The body is
+    inflated here as it streams in, not by aiohttp (its parser can leave a handler waiting on a
+    body it failed to inflate), so a bad stream is a prompt 400 and a bomb stops early."""
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in BODY_ENCODINGS:
         raise RequestError(
             415, "unsupported_encoding", f"Content-Encoding {encoding[:40]!r}: use gzip or none"
         )
+    inflating = _Inflating(encoding, limit) if encoding != "identity" else None
     chunks, size = [], 0
     while size <= limit:
         try:
-            chunk = await request.content.read(limit + 1 - size)
+            chunk = await request.content.read(limit + 1 - size if inflating is None else 65536)
         except web.RequestPayloadError:
-            raise RequestError(
-                400, "bad_encoding", f"the body is not valid {encoding} data"
-            ) from None
+            raise RequestError(400, "bad_encoding", "the body ended early") from None
         if not chunk:
             break
+        if inflating is not None:
+            chunk = inflating.feed(chunk, limit + 1 - size)
         chunks.append(chunk)
         size += len(chunk)
-    raw = b"".join(chunks)
     if size > limit:
         raise RequestError(400, "too_large", f"request body over {limit // 1024}KB")
-    return raw
+    if inflating is not None:
+        inflating.finish()
+    return b"".join(chunks)
+
+
+class _Inflating:
+    """A gzip or deflate body inflated chunk by chunk, never more than asked for at once."""
+
+    def __init__(self, encoding: str, limit: int) -> None:
+        self.encoding = encoding
+        self.limit = limit
+        self._inflater: Any = None
+
+    def feed(self, compressed: bytes, wanted: int) -> bytes:
+        """What `compressed` inflates to, at most `wanted` bytes (more means over the limit)."""
+        if self._inflater is None:
+            self._inflater = zlib.decompressobj(self._window_bits(compressed))
+        try:
+            inflated = self._inflater.decompress(compressed, wanted)
+        except zlib.error:
+            raise self._bad() from None
+        if self._inflater.unused_data:
+            raise self._bad()
+        return bytes(inflated)
+
+    def finish(self) -> None:
+        """Refuse a stream that stopped before its end, or that goes on after it."""
+        if self._inflater is None:
+            return
+        if not self._inflater.eof or self._inflater.unused_data:
+            raise self._bad()
+
+    def _window_bits(self, start: bytes) -> int:
+        if self.encoding == "gzip":
+            return 16 + zlib.MAX_WBITS
+        # "deflate" should be zlib-wrapped (RFC 9110), but some clients send raw deflate.
+        zlib_header = (
+            len(start) >= 2 and start[0] & 0x0F == 8 and (start[0] << 8 | start[1]) % 31 == 0
+        )
+        return zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
+
+    def _bad(self) -> RequestError:
+        return RequestError(400, "bad_encoding", f"the body is not valid {self.encoding} data")
 
 
 MAX_JSON_DEPTH: Final = 64
@@ -491,6 +535,7 @@ async def run_collector(settings: Settings, rules: Rules) -> None:
         collector.app(),
         access_log=None,
         lingering_time=0,
+        auto_decompress=False,
         keepalive_timeout=config.idle_timeout,
         shutdown_timeout=config.publish_timeout + 1,
     )

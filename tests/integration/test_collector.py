@@ -11,6 +11,7 @@ import json
 import urllib.error
 import urllib.request
 import uuid
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -305,6 +306,35 @@ def test_hostile_encodings_nesting_and_signatures_get_a_4xx_not_a_500(server: Se
     assert all(event["lead_id"] != "lead-hostile" for event in server.events())
     assert all(event["lead_id"] != "l-1" for event in server.events())
     assert "Traceback" not in Path(server.process.log_path).read_text()
+
+
+def test_compressed_bodies_are_inflated_and_broken_streams_refused_at_once(
+    server: Server,
+) -> None:
+    """A large body that is not what its encoding says is a 400 at once (it used to wait out
+    the body timeout for a 408); zlib and raw deflate are both read; a stream cut short or
+    followed by more bytes is refused."""
+    not_deflate = b'{"batch": [' + b" " * 445_000 + b"]}"
+    assert _raw_post(server, "/v1/batch", not_deflate, {"Content-Encoding": b"deflate"}) == 400
+    assert _raw_post(server, "/v1/batch", not_deflate, {"Content-Encoding": b"gzip"}) == 400
+    lead = "lead-deflated"
+    zlib_wrapped = zlib.compress(orjson.dumps(segment_message("track", lead, event="Email Opened")))
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    raw_deflate = (
+        raw.compress(orjson.dumps(segment_message("track", lead, event="Email Clicked")))
+        + raw.flush()
+    )
+    assert _raw_post(server, "/v1/track", zlib_wrapped, {"Content-Encoding": b"deflate"}) == 200
+    assert _raw_post(server, "/v1/track", raw_deflate, {"Content-Encoding": b"Deflate"}) == 200
+    whole = gzip.compress(orjson.dumps(segment_message("track", lead, event="Demo Requested")))
+    assert _raw_post(server, "/v1/track", whole[:-6], {"Content-Encoding": b"gzip"}) == 400
+    assert _raw_post(server, "/v1/track", whole + b"junk", {"Content-Encoding": b"gzip"}) == 400
+    wait_for(
+        lambda: sorted(e["type"] for e in server.events() if e["lead_id"] == lead),
+        lambda types: types == ["email_click", "email_open"],
+        timeout=15,
+        what="both deflated calls on the events topic, and neither gzip one",
+    )
 
 
 def test_a_track_name_without_a_mapping_goes_to_the_dead_letter_topic(
