@@ -21,8 +21,9 @@ from typing import Any
 
 import orjson
 
+from bench import topics_named
 from streams.common.kafka_clients import aiokafka_config, create_topics
-from streams.common.settings import KafkaSettings, Settings, TopicSettings, environment_of
+from streams.common.settings import KafkaSettings, Settings, environment_of
 from streams.local.broker import LocalBroker, free_port
 from streams.local.processes import LeadflowProcess
 
@@ -111,11 +112,7 @@ def main(quick: bool = False) -> None:
         name = f"bench-{uuid.uuid4().hex[:8]}"
         settings = Settings(
             kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
-            topics=TopicSettings(
-                events=f"{name}.events",
-                stage_changes=f"{name}.stage-changes",
-                dead_letter=f"{name}.dead-letter",
-            ),
+            topics=topics_named(name),
         )
         create_topics(settings)
         baseline = loads[0][1]

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer
 
+from bench import topics_named
 from projections.clickhouse import connect, migrate, spool_inserts_into
 from projections.projector import Projector
 from projections.rows import event_row, stage_change_row
@@ -36,7 +37,6 @@ from streams.common.settings import (
     PrivacySettings,
     ProjectorSettings,
     Settings,
-    TopicSettings,
 )
 from streams.core.lifecycle import LeadStageChange
 from streams.core.rules import load_rules
@@ -53,11 +53,7 @@ def _settings(bootstrap: str, workdir: Path, database: str) -> Settings:
     name = f"bench-{uuid.uuid4().hex[:8]}"
     return Settings(
         kafka=KafkaSettings(bootstrap_servers=bootstrap),
-        topics=TopicSettings(
-            events=f"{name}.events",
-            stage_changes=f"{name}.stage-changes",
-            dead_letter=f"{name}.dead-letter",
-        ),
+        topics=topics_named(name),
         clickhouse=ClickHouseSettings(url=f"chdb://{workdir / 'clickhouse'}", database=database),
         projector=ProjectorSettings(group_id=f"{name}-projector", temp_dir=workdir / "tmp"),
         privacy=PrivacySettings(hash_key="bench"),

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from bench import topics_named
 from streams.common.kafka_clients import create_topics
 from streams.common.publish import make_producer, publish_events
 from streams.common.settings import (
@@ -27,7 +28,6 @@ from streams.common.settings import (
     PrivacySettings,
     ProjectorSettings,
     Settings,
-    TopicSettings,
     WorkerSettings,
     environment_of,
 )
@@ -43,13 +43,7 @@ def _settings(bootstrap: str, workdir: Path) -> Settings:
     name = f"bench-{uuid.uuid4().hex[:8]}"
     return Settings(
         kafka=KafkaSettings(bootstrap_servers=bootstrap),
-        topics=TopicSettings(
-            events=f"{name}.events",
-            stage_changes=f"{name}.stage-changes",
-            dead_letter=f"{name}.dead-letter",
-            account_signals=f"{name}.account-signals",
-            account_changes=f"{name}.account-changes",
-        ),
+        topics=topics_named(name),
         worker=WorkerSettings(
             app_id=name,
             data_dir=workdir / "worker",

@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from bench import topics_named
 from streams.common.codecs import encode_account_change
 from streams.common.kafka_clients import aiokafka_config, create_topics
 from streams.common.publish import make_producer, publish_events
@@ -36,7 +37,6 @@ from streams.common.settings import (
     DEFAULT_MAX_EVENT_BYTES,
     KafkaSettings,
     Settings,
-    TopicSettings,
     WorkerSettings,
     environment_of,
 )
@@ -58,14 +58,7 @@ def _settings(bootstrap: str, workdir: Path) -> Settings:
     name = f"bench-{uuid.uuid4().hex[:8]}"
     return Settings(
         kafka=KafkaSettings(bootstrap_servers=bootstrap),
-        topics=TopicSettings(
-            events=f"{name}.events",
-            stage_changes=f"{name}.stage-changes",
-            dead_letter=f"{name}.dead-letter",
-            account_signals=f"{name}.account-signals",
-            account_changes=f"{name}.account-changes",
-            challenger_stage_changes=f"{name}.challenger-stage-changes",
-        ),
+        topics=topics_named(name),
         worker=WorkerSettings(
             app_id=name,
             data_dir=workdir / name,
