@@ -377,9 +377,13 @@ def test_a_stop_answers_every_request_in_flight_and_exits_0_in_bounded_time(
 def fuzzed(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     pipeline = Pipeline(broker.bootstrap_servers, tmp_path_factory.mktemp("fuzz-surface"))
     started = start_collector(pipeline)
+    _rss_before.append(_rss_mb(started))
     yield started
     started.process.stop()
     pipeline.close()
+
+
+_rss_before: list[float] = []
 
 
 def _rss_mb(server: Server) -> float:
@@ -543,7 +547,11 @@ def test_fuzzed_http_never_gets_a_500(
 def test_fuzzing_left_memory_bounded_and_the_log_clean(fuzzed: Server) -> None:
     """After the fuzz above (same server): its RSS and its log."""
     assert sum(_statuses.values()) > 0, "run with the fuzz test before it"
-    print(f"answers by status {dict(sorted(_statuses.items()))}, RSS {_rss_mb(fuzzed):.0f} MB")
+    tried = sum(_statuses.values())
+    print(
+        f"{tried} requests, answers by status {dict(sorted(_statuses.items()))}, "
+        f"RSS {_rss_before[0]:.0f} MB before and {_rss_mb(fuzzed):.0f} MB after"
+    )
     assert _rss_mb(fuzzed) < 150, f"{_rss_mb(fuzzed):.0f} MB after {_statuses}"
     log = Path(fuzzed.process.log_path).read_text()
     assert "Traceback" not in log and "Error handling request" not in log
