@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol, cast
 
 import faust
-from faust.exceptions import ConsistencyError
+from faust.exceptions import ConsistencyError, ConsumerNotStarted
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.web import Request, Response, View
 from faust.worker import Worker
@@ -27,7 +27,7 @@ from streams.worker.agents import (
     Send,
     StateCache,
 )
-from streams.worker.consumer import DirectConsumer
+from streams.worker.consumer import consumer_class
 from streams.worker.metrics import PipelineMetrics
 from streams.worker.recovery import table_manager_for
 from streams.worker.tables import AckedTable, DirectTopic
@@ -226,12 +226,7 @@ def faust_app(settings: Settings) -> faust.App:
     )
 
     # Our consumer class, set before Faust makes the consumer (when the worker starts).
-    app.transport.Consumer = DirectConsumer  # type: ignore[misc]
-
-    def limit_fetch_wait(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        _limit_fetch_wait(app, worker.fetch_max_wait)
-
-    app.on_partitions_assigned.connect(limit_fetch_wait)
+    app.transport.Consumer = consumer_class(worker.fetch_max_wait)  # type: ignore[misc]
     return app
 
 
@@ -288,21 +283,11 @@ def _state_table(app: faust.App, name: str, partitions: int, help: str) -> Acked
     return table
 
 
-def _limit_fetch_wait(app: faust.App, seconds: float) -> None:
-    """Set how long a fetch may wait for records. Faust builds its aiokafka consumer with a fixed
-    1.5 s; aiokafka reads the value from its fetcher for every request, so it is set there."""
-    fetcher = _fetcher(app)
-    if fetcher is None:
-        log.warning("cannot set the consumer's fetch wait; Faust's default applies")
-    else:
-        fetcher._fetch_max_wait_ms = round(seconds * 1000)
-
-
 def _fetcher(app: faust.App) -> Any:
     """The started aiokafka consumer's fetcher, or None (not started, or another layout)."""
     try:
         return cast(Any, app.consumer)._thread._ensure_consumer()._fetcher
-    except AttributeError:
+    except (AttributeError, ConsumerNotStarted):
         return None
 
 

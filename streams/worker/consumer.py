@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Generator
-from typing import Any
+from typing import Any, cast
 
-from faust.transport.drivers.aiokafka import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from mode.services import WaitResults
 
 
@@ -56,7 +56,28 @@ class DirectHandOver:
 
 
 class DirectConsumer(DirectHandOver, Consumer):
-    """Faust's aiokafka consumer with a hand-over that costs no task when it does not wait."""
+    """Faust's aiokafka consumer with a hand-over that costs no task when it does not wait, and
+    a fetch wait of `fetch_max_wait_ms`."""
+
+    fetch_max_wait_ms = 1500
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return _WaitingThread(self, loop=self.loop, beacon=self.beacon)
+
+
+def consumer_class(fetch_max_wait: float) -> type[DirectConsumer]:
+    """`DirectConsumer` whose fetches wait at most `fetch_max_wait` seconds for records."""
+    return type(
+        "DirectConsumer", (DirectConsumer,), {"fetch_max_wait_ms": round(fetch_max_wait * 1000)}
+    )
+
+
+class _WaitingThread(AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka hands this to its fetcher when the consumer starts, before the first fetch.
+        consumer._fetch_max_wait_ms = cast(DirectConsumer, self.consumer).fetch_max_wait_ms
+        return consumer
 
 
 async def _continue(started: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
