@@ -36,7 +36,9 @@ SalesType: TypeAlias = Literal[
     "deal_lost",
     "advocacy",
     "lead_recycled",
+    "leads_merged",
 ]
+IdentityType: TypeAlias = Literal["identity_linked"]
 DisqualificationReason: TypeAlias = Literal[
     "competitor",
     "student",
@@ -53,7 +55,12 @@ AdvocacyKind: TypeAlias = Literal["testimonial", "review", "backlink", "referral
 ENGAGEMENT_TYPES: Final[tuple[str, ...]] = EngagementType.__args__  # type: ignore[attr-defined]
 SALES_TYPES: Final[tuple[str, ...]] = SalesType.__args__  # type: ignore[attr-defined]
 PROFILE_TYPES: Final[tuple[str, ...]] = ("profile_updated",)
-EVENT_TYPES: Final[tuple[str, ...]] = PROFILE_TYPES + ENGAGEMENT_TYPES + SALES_TYPES
+IDENTITY_TYPES: Final[tuple[str, ...]] = IdentityType.__args__  # type: ignore[attr-defined]
+LINK_TYPES: Final[tuple[str, ...]] = ("identity_linked", "leads_merged")
+"""The types that link one identity to a known lead (docs/rules.md, identity stitching)."""
+EVENT_TYPES: Final[tuple[str, ...]] = (
+    PROFILE_TYPES + ENGAGEMENT_TYPES + SALES_TYPES + IDENTITY_TYPES
+)
 
 EARLIEST_EVENT_TIME: Final = datetime(1970, 1, 1, tzinfo=UTC)
 """The earliest valid `occurred_at` (included)."""
@@ -138,6 +145,16 @@ class AdvocacyProperties(_Properties):
     kind: AdvocacyKind
 
 
+class IdentityLinkedProperties(_Properties):
+    known_lead_id: Identifier
+    """The known lead the identity (`lead_id`, a tracker's anonymous id) belongs to."""
+
+
+class LeadsMergedProperties(_Properties):
+    surviving_lead_id: Identifier
+    """The lead that stays; `lead_id` is the duplicate merged into it."""
+
+
 class _Envelope(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -146,6 +163,13 @@ class _Envelope(BaseModel):
     occurred_at: EventTime
     source: Label | None = None
     campaign: Label | None = None
+    anonymous_id: Identifier | None = Field(
+        default=None,
+        description="The tracker's anonymous id the event was seen under. Equal to lead_id: "
+        "the visitor is not identified yet (its events are kept under that id, which publishes "
+        "no stage changes). Another id: the event is lead_id's, and links that anonymous id "
+        "to lead_id.",
+    )
 
 
 class EngagementEvent(_Envelope):
@@ -201,6 +225,23 @@ class LeadRecycled(_Envelope):
     properties: _Properties = _Properties()
 
 
+class IdentityLinked(_Envelope):
+    """The identity `lead_id` (a tracker's anonymous id) is the known lead `known_lead_id`:
+    its engagement and first touch count for that lead from now on (Segment's `alias`, or a
+    call carrying both ids). Keyed by `lead_id`, the identity being linked."""
+
+    type: Literal["identity_linked"]
+    properties: IdentityLinkedProperties
+
+
+class LeadsMerged(_Envelope):
+    """The CRM merged the duplicate `lead_id` into `surviving_lead_id` (sales group: CRM only).
+    The duplicate's changes are retracted and its engagement counts for the survivor."""
+
+    type: Literal["leads_merged"]
+    properties: LeadsMergedProperties
+
+
 Event: TypeAlias = Annotated[
     EngagementEvent
     | ProfileUpdated
@@ -210,7 +251,9 @@ Event: TypeAlias = Annotated[
     | DealWon
     | DealLost
     | Advocacy
-    | LeadRecycled,
+    | LeadRecycled
+    | LeadsMerged
+    | IdentityLinked,
     Field(discriminator="type"),
 ]
 """Any leadflow event, discriminated by `type`."""
@@ -227,4 +270,6 @@ EVENT_MODELS: Final[tuple[type[BaseModel], ...]] = (
     DealLost,
     Advocacy,
     LeadRecycled,
+    LeadsMerged,
+    IdentityLinked,
 )

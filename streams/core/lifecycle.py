@@ -42,6 +42,7 @@ from streams.core.revisions import (
 from streams.core.rules import Rules
 from streams.core.scoring import (
     add_engagement,
+    combined_engagement,
     decay_factor,
     decayed_sum,
     engagement_points,
@@ -163,6 +164,38 @@ Key = tuple[int, int, str]
 """How entries sort: (at, rank, event_id)."""
 
 
+class Link(NamedTuple):
+    """The link that made an identity (an anonymous id, a merged duplicate) a known lead's:
+    the earliest by (at, rank, event_id) wins."""
+
+    at: int
+    rank: int
+    event_id: str
+    to_lead_id: str
+
+
+class Summary(NamedTuple):
+    """What a linked identity tells its known lead of itself: its engagement buckets at its
+    last engagement (`anchor`), its first touch, and from when they count (`at`, the later of
+    the link and that engagement; `cause` is the link's event or the visitor's last one).
+    The highest `revision` of an identity supersedes the lower ones; `withdrawn` says the
+    identity no longer belongs to this lead."""
+
+    from_id: str
+    to_id: str
+    revision: int
+    at: int
+    cause: str
+    anchor: int
+    buckets: dict[str, float]
+    attribution: Attribution | None
+    withdrawn: bool = False
+
+
+LINK_ENTRY: Final = "identity_linked"
+"""The type of the entry a summary puts in its known lead's tail (its detail: the identity)."""
+
+
 class LeadState(NamedTuple):
     """A lead's state: a snapshot of its older events, its recent ones in detail, their fold."""
 
@@ -182,6 +215,17 @@ class LeadState(NamedTuple):
     """`base` folded with `tail`: what the rules read now."""
     told: tuple[float, int] | None = None
     """The engagement (and its time) the lead last told its account(s), if it told any."""
+    anonymous: bool = False
+    """An event said this id is a visitor not identified yet: it publishes no stage changes."""
+    link: Link | None = None
+    """The known lead this identity belongs to: it publishes no stage changes of its own."""
+    linked: tuple[Summary, ...] = ()
+    """The latest summary of each identity linked to this lead, sorted by identity."""
+
+    @property
+    def silent(self) -> bool:
+        """Whether the lead's changes stay unpublished (an anonymous or a linked identity)."""
+        return self.anonymous or self.link is not None
 
 
 class Decision(NamedTuple):
@@ -195,6 +239,12 @@ class Decision(NamedTuple):
     event, or later than the bound)."""
     compacted: tuple[Entry, ...] = ()
     """Entries this decision folded into the snapshot, in order (for `explain`)."""
+    summaries: tuple[Summary, ...] = ()
+    """What this identity tells the known lead(s) it is linked to (or no longer)."""
+    refused: tuple[str, str] | None = None
+    """(dead-letter kind, reason) of a link that is not applied."""
+    conflict: bool = False
+    """The link disagrees with another link of the same identity (counted)."""
 
 
 def new_lead(lead_id: str) -> LeadState:
@@ -220,15 +270,22 @@ def decide(state: LeadState | None, event: Event, rules: Rules) -> Decision:
     accepted = state.accepted + 1
     tail_ids = state.tail_ids | {entry.event_id}
     old = state.fold.transitions
+    linked = state.linked
     if not tail or entry > tail[-1]:
-        fold = fold_entry(state.fold, entry, attribution, rules)
+        fold = fold_entry(state.fold, entry, attribution, rules, linked)
         after = _applied(state, accepted, attribution, (*tail, entry), tail_ids, fold)
         changes = _publish(after, len(old), rules)
     else:
         tail = _insert_sorted(tail, entry)
-        fold = refold(state.base, tail, attribution, rules)
+        fold = refold(state.base, tail, attribution, rules, linked)
         after = _applied(state, accepted, attribution, tail, tail_ids, fold)
         changes = _publish_rewrite(state, after, rules)
+    if after.silent or event.anonymous_id == event.lead_id:
+        # A visitor not identified, or an identity linked to a known lead, is no lead of its
+        # own: what it had published before it turned out to be one is retracted.
+        changes = withdrawn(state, accepted, rules)
+        if not after.anonymous and event.anonymous_id == event.lead_id:
+            after = after._replace(anonymous=True)
     if past_bound(after, rules) >= _COMPACT_AT_ONCE:
         compacted, after = compact(after, rules)
         return Decision(after, changes, False, False, compacted)
@@ -255,6 +312,22 @@ def _applied(
         tail_ids,
         fold,
         state.told,
+        state.anonymous,
+        state.link,
+        state.linked,
+    )
+
+
+def withdrawn(state: LeadState, revision: int, rules: Rules) -> tuple[LeadStageChange, ...]:
+    """The lead's live changes in detail, retracted (an identity that stops being a lead of
+    its own). Changes folded into the snapshot are only counted there and stay as they were."""
+    if state.silent:
+        return ()
+    return tuple(
+        _stage_change(state.lead_id, identity, seq, transition, revision, retracted, rules)
+        for identity, seq, transition, retracted in rewrites(
+            state.fold.transitions, (), state.published
+        )
     )
 
 
@@ -300,7 +373,7 @@ def compact(state: LeadState, rules: Rules) -> tuple[tuple[Entry, ...], LeadStat
     base = state.base
     attribution = state.attribution
     for entry in compacted:
-        base = fold_entry(base, entry, attribution, rules)
+        base = fold_entry(base, entry, attribution, rules, state.linked)
     made = len(base.transitions)
     kept = tail[cut:]
     tail_ids = state.tail_ids.difference(entry.event_id for entry in compacted)
@@ -324,6 +397,9 @@ def restore(
     tail: tuple[Entry, ...],
     told: tuple[float, int] | None,
     rules: Rules,
+    anonymous: bool = False,
+    link: Link | None = None,
+    linked: tuple[Summary, ...] = (),
 ) -> LeadState:
     """A stored lead state, from what a store keeps of it: the snapshot's fit and exclusion are
     read again from its profile, and the fold is the snapshot with the tail folded in, so a
@@ -341,9 +417,12 @@ def restore(
         published,
         attribution,
         tail,
-        frozenset(entry.event_id for entry in tail),
-        refold(base, tail, attribution, rules),
+        frozenset(entry.event_id for entry in tail if entry.type != LINK_ENTRY),
+        refold(base, tail, attribution, rules, linked),
         told,
+        anonymous,
+        link,
+        linked,
     )
 
 
@@ -392,12 +471,16 @@ def entry_of(event: Event) -> Entry:
 
 
 def refold(
-    base: Fold, entries: Sequence[Entry], attribution: Attribution | None, rules: Rules
+    base: Fold,
+    entries: Sequence[Entry],
+    attribution: Attribution | None,
+    rules: Rules,
+    linked: tuple[Summary, ...] = (),
 ) -> Fold:
     """`base` with sorted `entries` folded in."""
     fold = base
     for entry in entries:
-        fold = fold_entry(fold, entry, attribution, rules)
+        fold = fold_entry(fold, entry, attribution, rules, linked)
     return fold
 
 
@@ -421,8 +504,26 @@ def engagement_at(fold: Fold, at: int, rules: Rules) -> float:
     return decayed_sum(fold.buckets, at - fold.engagement_at, rules.engagement)
 
 
-def fold_entry(fold: Fold, entry: Entry, attribution: Attribution | None, rules: Rules) -> Fold:
-    """Fold one entry (the latest in sort order) into the lead's fold."""
+def lead_engagement(fold: Fold, at: int, rules: Rules, linked: tuple[Summary, ...]) -> float:
+    """The lead's engagement score at `at`, with what its linked identities tell of theirs
+    (each from its summary's `at` on), the caps applied to the sum."""
+    if not linked:
+        return engagement_at(fold, at, rules)
+    counted = [(s.anchor, s.buckets) for s in linked if s.at <= at]
+    if not counted:
+        return engagement_at(fold, at, rules)
+    return combined_engagement([(fold.engagement_at, fold.buckets), *counted], at, rules.engagement)
+
+
+def fold_entry(
+    fold: Fold,
+    entry: Entry,
+    attribution: Attribution | None,
+    rules: Rules,
+    linked: tuple[Summary, ...] = (),
+) -> Fold:
+    """Fold one entry (the latest in sort order) into the lead's fold; `linked`: the summaries
+    of the identities linked to the lead."""
     (
         stage,
         profile,
@@ -439,7 +540,9 @@ def fold_entry(fold: Fold, entry: Entry, attribution: Attribution | None, rules:
     ) = fold
     event_type = entry.type
     lifecycle = rules.lifecycle
-    if entry.rank == Rank.ENGAGEMENT:
+    if event_type == LINK_ENTRY:
+        pass  # a linked identity's summary: read with the scores, nothing to fold
+    elif entry.rank == Rank.ENGAGEMENT:
         points = engagement_points(event_type, entry.detail, rules.engagement)
         elapsed = entry.at - engaged_at if buckets else 0
         buckets = add_engagement(buckets, elapsed, event_type, points, rules.engagement)
@@ -475,7 +578,7 @@ def fold_entry(fold: Fold, entry: Entry, attribution: Attribution | None, rules:
     pending = True
     """The event's own trigger (a sales action, a high-intent form) has not fired yet."""
     for _ in range(_MAX_CHANGES_PER_EVENT):
-        found = _next_transition(fold, entry, pending, rules)
+        found = _next_transition(fold, entry, pending, rules, linked)
         if found is None:
             return fold
         to_stage, rule, mql_kind, reason, triggered_by_event = found
@@ -484,11 +587,8 @@ def fold_entry(fold: Fold, entry: Entry, attribution: Attribution | None, rules:
             fold = fold._replace(waived_exclusion=fold.exclusion)
             if lifecycle.reset_engagement_on_recycle:
                 fold = fold._replace(buckets={}, engagement=0.0, engagement_at=entry.at, intent={})
-        source, campaign = (
-            (attribution.source, attribution.campaign)
-            if attribution is not None and attribution[:3] <= entry[:3]
-            else (None, None)
-        )
+        touch = _first_touch(attribution, entry, linked)
+        source, campaign = (touch.source, touch.campaign) if touch is not None else (None, None)
         transition = Transition(
             fold.stage,
             to_stage,
@@ -498,7 +598,7 @@ def fold_entry(fold: Fold, entry: Entry, attribution: Attribution | None, rules:
             mql_kind,
             reason,
             fold.fit_score,
-            engagement_at(fold, entry.at, rules),
+            lead_engagement(fold, entry.at, rules, linked),
             source,
             campaign,
         )
@@ -509,7 +609,26 @@ def fold_entry(fold: Fold, entry: Entry, attribution: Attribution | None, rules:
 _Found = tuple[str, str, str | None, str | None, bool]
 
 
-def _next_transition(fold: Fold, entry: Entry, pending: bool, rules: Rules) -> _Found | None:
+def _first_touch(
+    attribution: Attribution | None, entry: Entry, linked: tuple[Summary, ...]
+) -> Attribution | None:
+    """The earliest first touch by `entry`: the lead's own, or a linked identity's once its
+    summary counts."""
+    touch = attribution if attribution is not None and attribution[:3] <= entry[:3] else None
+    for summary in linked:
+        theirs = summary.attribution
+        if (
+            theirs is not None
+            and summary.at <= entry.at
+            and (touch is None or theirs[:3] < touch[:3])
+        ):
+            touch = theirs
+    return touch
+
+
+def _next_transition(
+    fold: Fold, entry: Entry, pending: bool, rules: Rules, linked: tuple[Summary, ...] = ()
+) -> _Found | None:
     stage = fold.stage
     lifecycle = rules.lifecycle
     if (
@@ -527,7 +646,10 @@ def _next_transition(fold: Fold, entry: Entry, pending: bool, rules: Rules) -> _
         return "subscriber", "subscriber.contact", None, None, False
     if stage == "subscriber" and _fits(fold, rules):
         return "lead", "lead.fit", None, None, False
-    if stage == "lead" and engagement_at(fold, entry.at, rules) >= rules.engagement.mql_threshold:
+    if (
+        stage == "lead"
+        and lead_engagement(fold, entry.at, rules, linked) >= rules.engagement.mql_threshold
+    ):
         return "mql", "mql.passive_score", "passive", None, False
     return None
 

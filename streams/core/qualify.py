@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from schemas.events import Event
+from schemas.events import LINK_TYPES, Event, IdentityLinked
 from streams.core.accounts import Signal, signals_of
-from streams.core.lifecycle import Entry, LeadStageChange, LeadState, decide, horizon_of
+from streams.core.identity import absorb, implied_link, link, summary_changed
+from streams.core.lifecycle import Entry, LeadStageChange, LeadState, Summary, decide, horizon_of
 from streams.core.revisions import instant_of
 from streams.core.rules import Rules
 
@@ -27,21 +28,69 @@ class Qualified(NamedTuple):
     """Why the event was not applied, when it sorts before the lead's horizon."""
     compacted: tuple[Entry, ...] = ()
     """The entries folded into the lead's snapshot by this event (for `explain`)."""
+    summaries: tuple[Summary, ...] = ()
+    """What this identity tells the known lead(s) it is linked to: to be routed by `to_id`."""
+    links: tuple[IdentityLinked, ...] = ()
+    """Links the event implies (a known lead's event seen under an anonymous id): to be
+    routed by their `lead_id`, the anonymous id."""
+    refused: tuple[str, str] | None = None
+    """(dead-letter kind, reason) when a link or a summary is not applied."""
+    conflict: bool = False
+    """The link disagreed with another of its identity (counted; refused unless it won)."""
 
 
 def qualify(state: LeadState | None, event: Event, rules: Rules, accounts: bool) -> Qualified:
     """Apply `event` to its lead's `state`; with `accounts`, also the signals for its account(s)
     (the account view reads them). Pure and deterministic."""
+    if event.type in LINK_TYPES:
+        decision = link(state, event, rules)
+        return Qualified(
+            decision.state,
+            decision.changes,
+            (),
+            decision.duplicate,
+            summaries=decision.summaries,
+            refused=decision.refused,
+            conflict=decision.conflict,
+        )
     decision = decide(state, event, rules)
     if decision.too_late:
         assert state is not None
         return Qualified(state, (), (), False, too_late_reason(state, event, rules))
     after = decision.state
-    signals = signals_of(state, event, decision, rules) if accounts else ()
+    implied = implied_link(event)
+    links = (implied,) if implied is not None else ()
+    if decision.duplicate:
+        return Qualified(after, (), (), True, links=links)
+    silent = after.silent or after.anonymous
+    signals = signals_of(state, event, decision, rules) if accounts and not silent else ()
     if signals:
         told = signals[-1]
         after = after._replace(told=(told.engagement_score, told.occurred_at))
-    return Qualified(after, decision.changes, signals, decision.duplicate, None, decision.compacted)
+    summaries = summary_changed(state, after) if after.link is not None else ()
+    return Qualified(
+        after,
+        decision.changes,
+        signals,
+        False,
+        None,
+        decision.compacted,
+        summaries=summaries,
+        links=links,
+    )
+
+
+def qualify_summary(state: LeadState | None, summary: Summary, rules: Rules) -> Qualified:
+    """Apply a linked identity's summary to the known lead it names. Pure and deterministic."""
+    decision = absorb(state, summary, rules)
+    return Qualified(
+        decision.state,
+        decision.changes,
+        (),
+        decision.duplicate,
+        compacted=decision.compacted,
+        refused=decision.refused,
+    )
 
 
 def too_late_reason(state: LeadState, event: Event, rules: Rules) -> str:
