@@ -55,6 +55,11 @@ def decode_event(raw: bytes, max_bytes: int) -> Event:
         raise InvalidEventError(describe_validation_error(exc)) from None
 
 
+def encode_event(event: Event) -> bytes:
+    """An event as compact JSON in the contract (what the worker sends a derived event as)."""
+    return EVENT_ADAPTER.dump_json(event, exclude_none=True)
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """A short, stable description of why a payload is not a valid event."""
     reasons = []
@@ -208,11 +213,12 @@ def _summary_out(summary: Summary) -> list[Any]:
         flat,
         None if attribution is None else list(attribution),
         summary.withdrawn,
+        [[pattern, list(times)] for pattern, times in summary.intent.items()],
     ]
 
 
 def _summary_in(stored: list[Any]) -> Summary:
-    from_id, to_id, revision, at, cause, anchor, flat, attribution, withdrawn = stored
+    from_id, to_id, revision, at, cause, anchor, flat, attribution, withdrawn, intent = stored
     return Summary(
         from_id,
         to_id,
@@ -222,6 +228,7 @@ def _summary_in(stored: list[Any]) -> Summary:
         anchor,
         {STORED_EVENT_TYPES[flat[i]]: flat[i + 1] for i in range(0, len(flat), 2)},
         None if attribution is None else Attribution(*attribution),
+        {pattern: tuple(times) for pattern, times in intent},
         withdrawn,
     )
 

@@ -121,7 +121,7 @@ def _conflict_reason(lead_id: str, refused: Link, kept: Link) -> str:
 
 
 def _withdrawal(from_id: str, to_id: str, revision: int) -> Summary:
-    return Summary(from_id, to_id, revision, 0, "", 0, {}, None, True)
+    return Summary(from_id, to_id, revision, 0, "", 0, {}, None, {}, True)
 
 
 def summary_of(state: LeadState) -> Summary | None:
@@ -151,6 +151,7 @@ def summary_of(state: LeadState) -> Summary | None:
         anchor,
         dict(fold.buckets),
         state.attribution,
+        intent=fold.intent,
     )
 
 

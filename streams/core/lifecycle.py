@@ -39,7 +39,7 @@ from streams.core.revisions import (
     rewrites,
     summarize,
 )
-from streams.core.rules import Rules
+from streams.core.rules import IntentPattern, Rules
 from streams.core.scoring import (
     add_engagement,
     combined_engagement,
@@ -189,6 +189,8 @@ class Summary(NamedTuple):
     anchor: int
     buckets: dict[str, float]
     attribution: Attribution | None
+    intent: dict[str, tuple[int, ...]]
+    """Per intent pattern, the identity's latest counting event times (as in `Fold.intent`)."""
     withdrawn: bool = False
 
 
@@ -639,7 +641,7 @@ def _next_transition(
     ):
         return "disqualified", "disqualified.exclusion", None, fold.exclusion, False
     if pending:
-        found = _event_transition(fold, entry, rules)
+        found = _event_transition(fold, entry, rules, linked)
         if found is not None:
             return found
     if stage is None and fold.has_contact:
@@ -654,7 +656,9 @@ def _next_transition(
     return None
 
 
-def _event_transition(fold: Fold, entry: Entry, rules: Rules) -> _Found | None:
+def _event_transition(
+    fold: Fold, entry: Entry, rules: Rules, linked: tuple[Summary, ...] = ()
+) -> _Found | None:
     stage = fold.stage
     event_type = entry.type
     if event_type == "sales_disqualified":
@@ -686,6 +690,8 @@ def _event_transition(fold: Fold, entry: Entry, rules: Rules) -> _Found | None:
             return "mql", "mql.active_form", "active", None, True
         for pattern in rules.intent_patterns:
             times = fold.intent.get(pattern.id, ())
+            if linked and times and times[-1] == entry.at:
+                times = _with_linked_intent(times, pattern, entry.at, linked)
             if (
                 len(times) >= pattern.count
                 and times[-1] == entry.at
@@ -693,6 +699,20 @@ def _event_transition(fold: Fold, entry: Entry, rules: Rules) -> _Found | None:
             ):
                 return "mql", pattern.rule, "active", None, True
     return None
+
+
+def _with_linked_intent(
+    times: tuple[int, ...], pattern: IntentPattern, at: int, linked: tuple[Summary, ...]
+) -> tuple[int, ...]:
+    """A pattern's times with those of the linked identities whose summary counts at `at`,
+    within the pattern's window: a run of pricing looks that began before the visitor was
+    known completes after."""
+    oldest = at - pattern.within_micros
+    merged = list(times)
+    for summary in linked:
+        if summary.at <= at:
+            merged += (t for t in summary.intent.get(pattern.id, ()) if t >= oldest)
+    return tuple(sorted(merged))
 
 
 def _counted(

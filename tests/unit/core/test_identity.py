@@ -300,3 +300,21 @@ def test_stored_and_reloaded_identity_states_continue_identically(
         assert reloaded.link == state.link
         assert reloaded.anonymous == state.anonymous
         assert reloaded.fold == state.fold._replace(transitions=reloaded.fold.transitions)
+
+
+def test_pricing_looks_before_the_sign_up_complete_an_intent_pattern_after_it() -> None:
+    looks = []
+    for index in range(2):
+        look = event(
+            "pricing_page_view", timedelta(hours=index), lead=VISITOR, event_id=f"look-{index}"
+        )
+        look["anonymous_id"] = VISITOR
+        looks.append(look)
+    sign_up = event("profile_updated", timedelta(hours=5), lead=LEAD, event_id="signup", **BUYER)
+    sign_up["anonymous_id"] = VISITOR
+    third = event("pricing_page_view", timedelta(hours=6), lead=LEAD, event_id="look-own")
+    alone = in_effect(replayed([sign_up, third]))
+    assert not [c for c in alone.values() if c.to_stage == "mql"]
+    for arrival in ([*looks, sign_up, third], [third, sign_up, *looks]):
+        (mql,) = [c for c in in_effect(replayed(arrival)).values() if c.to_stage == "mql"]
+        assert (mql.rule, mql.causation_event_id) == ("mql.intent.pricing_research", "look-own")
