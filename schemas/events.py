@@ -8,9 +8,9 @@ ignored and extra properties are kept, so upstream systems can send more than le
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Final, Literal, TypeAlias
+from typing import Annotated, Final, Literal, Self, TypeAlias
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 EngagementType: TypeAlias = Literal[
     "page_view",
@@ -146,13 +146,12 @@ class AdvocacyProperties(_Properties):
 
 
 class IdentityLinkedProperties(_Properties):
-    known_lead_id: Identifier
-    """The known lead the identity (`lead_id`, a tracker's anonymous id) belongs to."""
+    """None read; the identity is the event's `anonymous_id`."""
 
 
 class LeadsMergedProperties(_Properties):
-    surviving_lead_id: Identifier
-    """The lead that stays; `lead_id` is the duplicate merged into it."""
+    merged_lead_id: Identifier
+    """The duplicate merged into `lead_id`, the lead that stays."""
 
 
 class _Envelope(BaseModel):
@@ -168,7 +167,7 @@ class _Envelope(BaseModel):
         description="The tracker's anonymous id the event was seen under. Equal to lead_id: "
         "the visitor is not identified yet (its events are kept under that id, which publishes "
         "no stage changes). Another id: the event is lead_id's, and links that anonymous id "
-        "to lead_id.",
+        "to lead_id (as identity_linked does).",
     )
 
 
@@ -226,20 +225,33 @@ class LeadRecycled(_Envelope):
 
 
 class IdentityLinked(_Envelope):
-    """The identity `lead_id` (a tracker's anonymous id) is the known lead `known_lead_id`:
-    its engagement and first touch count for that lead from now on (Segment's `alias`, or a
-    call carrying both ids). Keyed by `lead_id`, the identity being linked."""
+    """The tracker's `anonymous_id` (required here) is the known lead `lead_id`: the
+    visitor's engagement and first touch count for the lead (Segment's `alias`: `previousId`
+    is the anonymous id, `userId` the lead). Keyed by `lead_id`, like every event."""
 
     type: Literal["identity_linked"]
-    properties: IdentityLinkedProperties
+    properties: IdentityLinkedProperties = IdentityLinkedProperties()
+
+    @model_validator(mode="after")
+    def _another_identity(self) -> Self:
+        if self.anonymous_id is None or self.anonymous_id == self.lead_id:
+            raise ValueError("identity_linked needs an anonymous_id other than its lead_id")
+        return self
 
 
 class LeadsMerged(_Envelope):
-    """The CRM merged the duplicate `lead_id` into `surviving_lead_id` (sales group: CRM only).
-    The duplicate's changes are retracted and its engagement counts for the survivor."""
+    """The CRM merged the duplicate `merged_lead_id` into `lead_id`, the lead that stays
+    (sales group: CRM only). The duplicate's changes are retracted and its engagement counts
+    for the survivor. Keyed by `lead_id`, the survivor."""
 
     type: Literal["leads_merged"]
     properties: LeadsMergedProperties
+
+    @model_validator(mode="after")
+    def _another_lead(self) -> Self:
+        if self.properties.merged_lead_id == self.lead_id:
+            raise ValueError("merged_lead_id must name another lead than lead_id")
+        return self
 
 
 Event: TypeAlias = Annotated[

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from schemas.events import LINK_TYPES, Event
+from schemas.events import LINK_TYPES
 from streams.common.codecs import decode_event
 from streams.core.accounts import (
     AccountDecision,
@@ -17,8 +17,8 @@ from streams.core.accounts import (
     Signal,
     decide_account,
 )
-from streams.core.lifecycle import Entry, LeadStageChange, LeadState, Summary
-from streams.core.qualify import Qualified, qualify, qualify_summary
+from streams.core.lifecycle import Entry, LeadStageChange, LeadState, LinkRequest, Summary
+from streams.core.qualify import Qualified, qualify, qualify_request, qualify_summary
 from streams.core.revisions import latest_revisions
 from streams.core.rules import Rules
 from streams.errors import InvalidEventError
@@ -131,11 +131,11 @@ class Replayer:
             yield from account.changes
 
     def _stitched(self, number: int, qualified: Qualified) -> Iterator[Replayed | BadLine]:
-        """What the workers route after an event: the links it implies, to their identities,
-        and the summaries of linked identities, to their known leads (in that order, at once;
-        the stream routes them through its topics, and the outcome does not depend on when
-        they arrive)."""
-        pending: list[Event | Summary] = [*qualified.links, *qualified.summaries]
+        """What the workers route after an event: a lead's link requests, to their identities,
+        and the summaries of linked identities, to their known leads (at once here; the
+        stream routes them through a topic, and the outcome does not depend on when they
+        arrive)."""
+        pending: list[LinkRequest | Summary] = [*qualified.requests, *qualified.summaries]
         counts = self.counts
         while pending:
             item = pending.pop(0)
@@ -143,8 +143,8 @@ class Replayer:
                 done = qualify_summary(self.states.get(item.to_id), item, self.rules)
                 key = item.to_id
             else:
-                done = qualify(self.states.get(item.lead_id), item, self.rules, self.accounts)
-                key = item.lead_id
+                done = qualify_request(self.states.get(item.identity), item, self.rules)
+                key = item.identity
             counts.identity_conflicts += done.conflict
             if done.duplicate:
                 continue

@@ -31,6 +31,7 @@ from streams.core.lifecycle import (
     LeadStageChange,
     LeadState,
     Link,
+    LinkRequest,
     Rank,
     Summary,
     compact,
@@ -53,11 +54,6 @@ def decode_event(raw: bytes, max_bytes: int) -> Event:
         return EVENT_ADAPTER.validate_json(raw)
     except ValidationError as exc:
         raise InvalidEventError(describe_validation_error(exc)) from None
-
-
-def encode_event(event: Event) -> bytes:
-    """An event as compact JSON in the contract (what the worker sends a derived event as)."""
-    return EVENT_ADAPTER.dump_json(event, exclude_none=True)
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -189,13 +185,14 @@ def encode_state(state: LeadState, rules: Rules) -> bytes:
 
 
 def _identity_out(state: LeadState) -> list[Any]:
-    if not state.anonymous and state.link is None and not state.linked:
+    if not state.anonymous and state.link is None and not state.linked and not state.links:
         return []
     return [
         [
             state.anonymous,
             None if state.link is None else list(state.link),
             [_summary_out(summary) for summary in state.linked],
+            [[identity, *key] for identity, key in state.links],
         ]
     ]
 
@@ -233,23 +230,38 @@ def _summary_in(stored: list[Any]) -> Summary:
     )
 
 
+_SUMMARY: Final = 0
+_LINK_REQUEST: Final = 1
+
+
 def encode_summary(summary: Summary) -> bytes:
-    """A linked identity's summary as MessagePack, for the identity-summaries topic."""
-    packed: bytes = msgpack.packb([STATE_FORMAT, *_summary_out(summary)], use_bin_type=True)
+    """A linked identity's summary as MessagePack, for the identity topic."""
+    packed: bytes = msgpack.packb(
+        [STATE_FORMAT, _SUMMARY, *_summary_out(summary)], use_bin_type=True
+    )
     return packed
 
 
-def decode_summary(raw: bytes) -> Summary:
-    """A summary written by `encode_summary`; InvalidEventError when it cannot be read."""
+def encode_link_request(request: LinkRequest) -> bytes:
+    """A known lead's link request as MessagePack, for the identity topic."""
+    packed: bytes = msgpack.packb([STATE_FORMAT, _LINK_REQUEST, *request], use_bin_type=True)
+    return packed
+
+
+def decode_identity_record(raw: bytes) -> Summary | LinkRequest:
+    """A record of the identity topic; InvalidEventError when it cannot be read."""
     try:
-        version, *stored = msgpack.unpackb(raw)
+        version, kind, *stored = msgpack.unpackb(raw)
         if version != STATE_FORMAT:
-            raise InvalidEventError(f"summary format {version}, expected {STATE_FORMAT}")
+            raise InvalidEventError(f"identity record format {version}, expected {STATE_FORMAT}")
+        if kind == _LINK_REQUEST:
+            identity, to_id, at, rank, event_id = stored
+            return LinkRequest(identity, to_id, at, rank, event_id)
         return _summary_in(stored)
     except InvalidEventError:
         raise
     except (msgpack.UnpackException, TypeError, ValueError, KeyError, IndexError) as exc:
-        raise InvalidEventError(f"not an identity summary: {exc!r}") from None
+        raise InvalidEventError(f"not an identity record: {exc!r}") from None
 
 
 def decode_state(raw: bytes, lead_id: str, rules: Rules) -> LeadState:
@@ -260,9 +272,8 @@ def decode_state(raw: bytes, lead_id: str, rules: Rules) -> LeadState:
         if version != STATE_FORMAT:
             raise InvalidStateError(f"state format {version}, expected {STATE_FORMAT}")
         _, accepted, origin, horizon, base, published, attribution, stored_tail, told = unpacked[:9]
-        anonymous, stored_link, stored_linked = (
-            unpacked[9] if len(unpacked) > 9 else (False, None, [])
-        )
+        identity = unpacked[9] if len(unpacked) > 9 else (False, None, [], [])
+        anonymous, stored_link, stored_linked, stored_links = identity
         stage, profile, waived, has_contact, flat, engagement, engaged_at, bant, *intent = base
         buckets = {STORED_EVENT_TYPES[flat[i]]: flat[i + 1] for i in range(0, len(flat), 2)}
         if engagement is None:
@@ -300,6 +311,9 @@ def decode_state(raw: bytes, lead_id: str, rules: Rules) -> LeadState:
             anonymous,
             None if stored_link is None else Link(*stored_link),
             tuple(_summary_in(stored) for stored in stored_linked),
+            tuple(
+                (linked_id, (at, rank, event_id)) for linked_id, at, rank, event_id in stored_links
+            ),
         )
     except InvalidStateError:
         raise

@@ -2,7 +2,12 @@
 be. Pure and deterministic, no I/O.
 
 Three steps, each run where its input is partitioned:
-- `link(state, event, rules)`, on the identity being linked (keyed by the anonymous id, or by
+- the known lead's own events (`lifecycle.decide`): one seen under another `anonymous_id`,
+  `identity_linked` or `leads_merged` makes the lead ask that identity to count for it (a
+  `LinkRequest`, at most `state.linked_ids` identities), and keeps its events since the first
+  link in detail, so that the identity's summary, coming later through another topic, finds
+  them as they were.
+- `link(state, request, rules)`, on the identity being linked (keyed by the anonymous id, or by
   the duplicate a CRM merges): the earliest link by (event time, rank, event_id) wins; a link
   to another lead that is not the earliest is refused (a conflict, dead-lettered). Once
   linked, the identity publishes no stage changes of its own (what it had published in detail
@@ -25,13 +30,13 @@ from __future__ import annotations
 
 from typing import Final
 
-from schemas.events import Event, IdentityLinked, IdentityLinkedProperties
 from streams.core.lifecycle import (
     LINK_ENTRY,
     Decision,
     Entry,
     LeadState,
     Link,
+    LinkRequest,
     Rank,
     Summary,
     _insert_sorted,
@@ -41,49 +46,21 @@ from streams.core.lifecycle import (
     new_lead,
     past_bound,
     refold,
+    too_many_links,
     withdrawn,
 )
-from streams.core.revisions import derived_id, micros_of
 from streams.core.rules import Rules
 
 CONFLICT: Final = "identity_conflict"
-TOO_MANY_LINKS: Final = "too_many_links"
 _COMPACT_AT_ONCE: Final = 16
 
 
-def target_of(event: Event) -> str:
-    """The known lead a link event names."""
-    properties = event.properties
-    target = getattr(properties, "known_lead_id", None) or getattr(
-        properties, "surviving_lead_id", None
-    )
-    assert isinstance(target, str), "a link event names its lead"
-    return target
-
-
-def implied_link(event: Event) -> IdentityLinked | None:
-    """The link an event of a known lead seen under an anonymous id implies (`anonymous_id`
-    set, and not the lead's own id), with an id derived from the event's."""
-    anonymous_id = event.anonymous_id
-    if anonymous_id is None or anonymous_id == event.lead_id or event.type == "identity_linked":
-        return None
-    return IdentityLinked(
-        event_id=derived_id("identity_linked", event.event_id),
-        lead_id=anonymous_id,
-        occurred_at=event.occurred_at,
-        type="identity_linked",
-        properties=IdentityLinkedProperties(known_lead_id=event.lead_id),
-    )
-
-
-def link(state: LeadState | None, event: Event, rules: Rules) -> Decision:
-    """Apply a link event (`identity_linked`, `leads_merged`) to the identity it links."""
+def link(state: LeadState | None, request: LinkRequest, rules: Rules) -> Decision:
+    """Apply a known lead's link request to the identity it names."""
     if state is None:
-        state = new_lead(event.lead_id)
-    target = target_of(event)
-    if target == state.lead_id:
-        return Decision(state, (), False, refused=(CONFLICT, f"{state.lead_id} links to itself"))
-    new = Link(micros_of(event.occurred_at), int(Rank.SALES), event.event_id, target)
+        state = new_lead(request.identity)
+    target = request.to_id
+    new = Link(request.at, request.rank, request.event_id, target)
     current = state.link
     if current is not None and new[:3] >= current[:3]:
         if current.to_lead_id == target:
@@ -184,11 +161,7 @@ def absorb(state: LeadState | None, summary: Summary, rules: Rules) -> Decision:
         kept = linked[:index] + linked[index + 1 :]
     elif index is None:
         if len(linked) >= rules.state.linked_ids:
-            reason = (
-                f"too_many_links: {len(linked)} identities count for lead {state.lead_id} "
-                f"already, the most the rules' state.linked_ids allows; {summary.from_id} does not"
-            )
-            return Decision(state, (), False, refused=(TOO_MANY_LINKS, reason))
+            return Decision(state, (), False, refused=too_many_links(state, summary.from_id))
         kept = tuple(sorted((*linked, summary)))
     else:
         kept = (*linked[:index], summary, *linked[index + 1 :])

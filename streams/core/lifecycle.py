@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from enum import IntEnum
 from typing import Any, Final, NamedTuple
 
-from schemas.events import SALES_TYPES, Event
+from schemas.events import LINK_TYPES, SALES_TYPES, Event
 from streams.core.revisions import (
     NOTHING_PUBLISHED,
     Identity,
@@ -194,8 +194,22 @@ class Summary(NamedTuple):
     withdrawn: bool = False
 
 
+class LinkRequest(NamedTuple):
+    """A known lead asks an identity to count for it: sent to the identity's state when the
+    lead first sees it (an event with another `anonymous_id`, `identity_linked`,
+    `leads_merged`), or sees it at an earlier moment than before. (at, rank, event_id) is the
+    link's sort key: the earliest wins."""
+
+    identity: str
+    to_id: str
+    at: int
+    rank: int
+    event_id: str
+
+
 LINK_ENTRY: Final = "identity_linked"
-"""The type of the entry a summary puts in its known lead's tail (its detail: the identity)."""
+"""The type of the entry a summary puts in its known lead's tail (its detail: the identity;
+an `identity_linked` event's own entry has "")."""
 
 
 class LeadState(NamedTuple):
@@ -223,6 +237,9 @@ class LeadState(NamedTuple):
     """The known lead this identity belongs to: it publishes no stage changes of its own."""
     linked: tuple[Summary, ...] = ()
     """The latest summary of each identity linked to this lead, sorted by identity."""
+    links: tuple[tuple[str, Key], ...] = ()
+    """The identities this lead asked to count for it, each with its earliest link's sort key
+    (sorted): the lead keeps its events since the first in detail (see `past_bound`)."""
 
     @property
     def silent(self) -> bool:
@@ -247,6 +264,8 @@ class Decision(NamedTuple):
     """(dead-letter kind, reason) of a link that is not applied."""
     conflict: bool = False
     """The link disagrees with another link of the same identity (counted)."""
+    requests: tuple[LinkRequest, ...] = ()
+    """Identities this lead asks to count for it (to route to each identity's state)."""
 
 
 def new_lead(lead_id: str) -> LeadState:
@@ -268,6 +287,17 @@ def decide(state: LeadState | None, event: Event, rules: Rules) -> Decision:
             return Decision(state, (), False, too_late=True)
     if event.event_id in state.tail_ids:
         return Decision(state, (), True)
+    links = state.links
+    requests: tuple[LinkRequest, ...] = ()
+    identity = linked_identity(event)
+    if identity is not None:
+        known = next((key for linked_id, key in links if linked_id == identity), None)
+        if known is None and len(links) >= rules.state.linked_ids:
+            if event.type in LINK_TYPES:
+                return Decision(state, (), False, refused=too_many_links(state, identity))
+        elif known is None or entry[:3] < known:
+            links = tuple(sorted([*(p for p in links if p[0] != identity), (identity, entry[:3])]))
+            requests = (LinkRequest(identity, state.lead_id, *entry[:3]),)
     attribution = _earlier_attribution(state.attribution, entry, event.source, event.campaign)
     accepted = state.accepted + 1
     tail_ids = state.tail_ids | {entry.event_id}
@@ -288,10 +318,31 @@ def decide(state: LeadState | None, event: Event, rules: Rules) -> Decision:
         changes = withdrawn(state, accepted, rules)
         if not after.anonymous and event.anonymous_id == event.lead_id:
             after = after._replace(anonymous=True)
+    if requests:
+        after = after._replace(links=links)
     if past_bound(after, rules) >= _COMPACT_AT_ONCE:
         compacted, after = compact(after, rules)
-        return Decision(after, changes, False, False, compacted)
-    return Decision(after, changes, False)
+        return Decision(after, changes, False, False, compacted, requests=requests)
+    return Decision(after, changes, False, requests=requests)
+
+
+def linked_identity(event: Event) -> str | None:
+    """The identity an event of a lead links to it: another `anonymous_id` it was seen
+    under, or the duplicate a CRM merge names."""
+    if event.type == "leads_merged":
+        merged: str = getattr(event.properties, "merged_lead_id")  # noqa: B009
+        return merged
+    anonymous_id = event.anonymous_id
+    return anonymous_id if anonymous_id is not None and anonymous_id != event.lead_id else None
+
+
+def too_many_links(state: LeadState, identity: str) -> tuple[str, str]:
+    """The dead letter of a link past `state.linked_ids`."""
+    return (
+        "too_many_links",
+        f"too_many_links: {len(state.links)} identities count for lead {state.lead_id} "
+        f"already, the most the rules' state.linked_ids allows; {identity} does not",
+    )
 
 
 def _applied(
@@ -317,6 +368,7 @@ def _applied(
         state.anonymous,
         state.link,
         state.linked,
+        state.links,
     )
 
 
@@ -354,6 +406,13 @@ def past_bound(state: LeadState, rules: Rules) -> int:
         cut += 1
         while tail[cut].at < oldest_kept:
             cut += 1
+    if state.links:
+        # A lead linked to other identities keeps its events since the first link in detail
+        # (up to `lead_events`): their summaries come through another topic, at any later
+        # moment, and must find the lead's history from the link on as it was.
+        first = min(key for _, key in state.links)
+        pinned = next((i for i, entry in enumerate(tail) if entry[:3] >= first), count)
+        cut = max(count - limit if count > limit else 0, min(cut, pinned))
     return min(cut, count - 2)
 
 
@@ -402,6 +461,7 @@ def restore(
     anonymous: bool = False,
     link: Link | None = None,
     linked: tuple[Summary, ...] = (),
+    links: tuple[tuple[str, Key], ...] = (),
 ) -> LeadState:
     """A stored lead state, from what a store keeps of it: the snapshot's fit and exclusion are
     read again from its profile, and the fold is the snapshot with the tail folded in, so a
@@ -419,12 +479,13 @@ def restore(
         published,
         attribution,
         tail,
-        frozenset(entry.event_id for entry in tail if entry.type != LINK_ENTRY),
+        frozenset(e.event_id for e in tail if e.type != LINK_ENTRY or not e.detail),
         refold(base, tail, attribution, rules, linked),
         told,
         anonymous,
         link,
         linked,
+        links,
     )
 
 
@@ -448,6 +509,10 @@ def entry_of(event: Event) -> Entry:
             if getattr(facts, name) is not None
         }
         return Entry(at, Rank.PROFILE, event.event_id, event_type, detail)
+    if event_type == LINK_ENTRY:
+        # "": sorts before the entry of a summary its link causes at the same instant (whose
+        # detail names the identity), which then cites the same event.
+        return Entry(at, Rank.ENGAGEMENT, event.event_id, event_type, "")
     if event_type not in SALES_TYPES:
         return Entry(
             at,

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from schemas.events import LINK_TYPES, Event, IdentityLinked
+from schemas.events import Event
 from streams.core.accounts import Signal, signals_of
-from streams.core.identity import absorb, implied_link, link, summary_changed
-from streams.core.lifecycle import Entry, LeadStageChange, LeadState, Summary, decide, horizon_of
+from streams.core.identity import absorb, link, summary_changed
+from streams.core.lifecycle import (
+    Entry,
+    LeadStageChange,
+    LeadState,
+    LinkRequest,
+    Summary,
+    decide,
+    horizon_of,
+)
 from streams.core.revisions import instant_of
 from streams.core.rules import Rules
 
@@ -30,9 +38,8 @@ class Qualified(NamedTuple):
     """The entries folded into the lead's snapshot by this event (for `explain`)."""
     summaries: tuple[Summary, ...] = ()
     """What this identity tells the known lead(s) it is linked to: to be routed by `to_id`."""
-    links: tuple[IdentityLinked, ...] = ()
-    """Links the event implies (a known lead's event seen under an anonymous id): to be
-    routed by their `lead_id`, the anonymous id."""
+    requests: tuple[LinkRequest, ...] = ()
+    """Identities the lead asks to count for it: to be routed by `identity`."""
     refused: tuple[str, str] | None = None
     """(dead-letter kind, reason) when a link or a summary is not applied."""
     conflict: bool = False
@@ -42,28 +49,17 @@ class Qualified(NamedTuple):
 def qualify(state: LeadState | None, event: Event, rules: Rules, accounts: bool) -> Qualified:
     """Apply `event` to its lead's `state`; with `accounts`, also the signals for its account(s)
     (the account view reads them). Pure and deterministic."""
-    if event.type in LINK_TYPES:
-        decision = link(state, event, rules)
-        return Qualified(
-            decision.state,
-            decision.changes,
-            (),
-            decision.duplicate,
-            summaries=decision.summaries,
-            refused=decision.refused,
-            conflict=decision.conflict,
-        )
     decision = decide(state, event, rules)
     if decision.too_late:
         assert state is not None
         return Qualified(state, (), (), False, too_late_reason(state, event, rules))
+    if decision.refused is not None:
+        assert state is not None
+        return Qualified(state, (), (), False, refused=decision.refused)
     after = decision.state
-    implied = implied_link(event)
-    links = (implied,) if implied is not None else ()
     if decision.duplicate:
-        return Qualified(after, (), (), True, links=links)
-    silent = after.silent or after.anonymous
-    signals = signals_of(state, event, decision, rules) if accounts and not silent else ()
+        return Qualified(after, (), (), True)
+    signals = signals_of(state, event, decision, rules) if accounts and not after.silent else ()
     if signals:
         told = signals[-1]
         after = after._replace(told=(told.engagement_score, told.occurred_at))
@@ -76,7 +72,21 @@ def qualify(state: LeadState | None, event: Event, rules: Rules, accounts: bool)
         None,
         decision.compacted,
         summaries=summaries,
-        links=links,
+        requests=decision.requests,
+    )
+
+
+def qualify_request(state: LeadState | None, request: LinkRequest, rules: Rules) -> Qualified:
+    """Apply a known lead's link request to the identity it names. Pure and deterministic."""
+    decision = link(state, request, rules)
+    return Qualified(
+        decision.state,
+        decision.changes,
+        (),
+        decision.duplicate,
+        summaries=decision.summaries,
+        refused=decision.refused,
+        conflict=decision.conflict,
     )
 
 

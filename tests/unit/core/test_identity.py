@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from schemas.events import EVENT_ADAPTER, Event
 from streams.common.codecs import decode_state, encode_state
-from streams.core.lifecycle import LeadStageChange, LeadState, Summary
-from streams.core.qualify import Qualified, qualify, qualify_summary
+from streams.core.lifecycle import LeadStageChange, LeadState, LinkRequest, Summary
+from streams.core.qualify import Qualified, qualify, qualify_request, qualify_summary
 from streams.core.revisions import micros_of
-from streams.core.rules import load_rules
+from streams.core.rules import Rules, load_rules
 from streams.replay import Replayer, effective_changes
 from tests.factories import BUYER, as_lines, event
 
@@ -36,13 +36,9 @@ hours = st.integers(0, 24 * 40)
 def link_event(
     at: int, event_id: str, anonymous: str = VISITOR, lead: str = LEAD
 ) -> dict[str, Any]:
-    return event(
-        "identity_linked",
-        timedelta(hours=at),
-        lead=anonymous,
-        event_id=event_id,
-        known_lead_id=lead,
-    )
+    document = event("identity_linked", timedelta(hours=at), lead=lead, event_id=event_id)
+    document["anonymous_id"] = anonymous
+    return document
 
 
 @st.composite
@@ -89,33 +85,40 @@ def as_event(document: dict[str, Any]) -> Event:
 
 
 def deliver(
-    documents: list[dict[str, Any]], chooser: random.Random, duplicates: bool = True
+    documents: list[dict[str, Any]],
+    chooser: random.Random,
+    duplicates: bool = True,
+    rules: Rules = WIDE,
+    eagerness: float = 0.5,
 ) -> tuple[list[LeadStageChange], dict[str, LeadState]]:
     """Fold `documents` in the order given, routing links and summaries as a stream would:
     each reaches its state at a moment chosen at random, some twice."""
     states: dict[str, LeadState] = {}
     changes: list[LeadStageChange] = []
-    pending: list[Event | Summary] = []
+    pending: list[LinkRequest | Summary] = []
 
-    def apply(item: Event | Summary) -> None:
+    def apply(item: Event | LinkRequest | Summary) -> None:
         done: Qualified
         if isinstance(item, Summary):
             key = item.to_id
-            done = qualify_summary(states.get(key), item, WIDE)
+            done = qualify_summary(states.get(key), item, rules)
+        elif isinstance(item, LinkRequest):
+            key = item.identity
+            done = qualify_request(states.get(key), item, rules)
         else:
             key = item.lead_id
-            done = qualify(states.get(key), item, WIDE, False)
+            done = qualify(states.get(key), item, rules, False)
         if done.refused is not None or done.too_late is not None:
             return
         states[key] = done.state
         changes.extend(done.changes)
-        for routed in (*done.links, *done.summaries):
+        for routed in (*done.requests, *done.summaries):
             pending.append(routed)
             if duplicates and chooser.random() < 0.2:
                 pending.append(routed)
 
     def flush_some() -> None:
-        while pending and chooser.random() < 0.5:
+        while pending and chooser.random() < eagerness:
             apply(pending.pop(chooser.randrange(len(pending))))
 
     for document in documents:
@@ -131,8 +134,8 @@ def in_effect(changes: list[LeadStageChange]) -> dict[str, LeadStageChange]:
     return {cid: c._replace(revision=0) for cid, c in effective_changes(changes).items()}
 
 
-def replayed(documents: list[dict[str, Any]]) -> list[LeadStageChange]:
-    replayer = Replayer(WIDE, 1_000_000)
+def replayed(documents: list[dict[str, Any]], rules: Rules = WIDE) -> list[LeadStageChange]:
+    replayer = Replayer(rules, 1_000_000)
     return [c for c in replayer.run(as_lines(documents)) if isinstance(c, LeadStageChange)]
 
 
@@ -279,7 +282,7 @@ def test_a_crm_merge_retracts_the_duplicates_changes_and_counts_it_for_the_survi
     duplicate = event("profile_updated", lead="crm-9", event_id="dup", **BUYER)
     survivor = event("profile_updated", lead="crm-1", event_id="keep", **BUYER)
     merged = event(
-        "leads_merged", timedelta(hours=1), lead="crm-9", event_id="m", surviving_lead_id="crm-1"
+        "leads_merged", timedelta(hours=1), lead="crm-1", event_id="m", merged_lead_id="crm-9"
     )
     changes = replayed([duplicate, survivor, merged])
     assert [c.lead_id for c in changes if c.lead_id == "crm-9" and not c.retracted] == [
@@ -318,3 +321,23 @@ def test_pricing_looks_before_the_sign_up_complete_an_intent_pattern_after_it() 
     for arrival in ([*looks, sign_up, third], [third, sign_up, *looks]):
         (mql,) = [c for c in in_effect(replayed(arrival)).values() if c.to_stage == "mql"]
         assert (mql.rule, mql.causation_event_id) == ("mql.intent.pricing_research", "look-own")
+
+
+@given(stitched_logs(), st.integers(10, 40), st.randoms(use_true_random=False))
+def test_a_summary_late_by_weeks_of_the_leads_events_still_counts_exactly(
+    documents: list[dict[str, Any]], later: int, chooser: random.Random
+) -> None:
+    # The lead's events run weeks past its link before the summary comes (the rules' bound:
+    # 7 days): it keeps them in detail since the link, so the late summary finds them.
+    signed_up = max(as_event(d).occurred_at for d in documents if d["lead_id"] == LEAD)
+    for index in range(later):
+        documents.append(
+            event(
+                "email_open", signed_up + timedelta(days=index), lead=LEAD, event_id=f"late-{index}"
+            )
+        )
+    # The same arrival for both: under the bound, what is too late depends on it.
+    arrival = sorted(documents, key=lambda d: (d["occurred_at"], d["event_id"]))
+    reference = in_effect(replayed(arrival, RULES))
+    changes, _ = deliver(arrival, chooser, rules=RULES, eagerness=0.0)
+    assert in_effect(changes) == reference
