@@ -44,6 +44,7 @@ class Pipeline:
             "LEADFLOW_TOPICS__ACCOUNT_SIGNALS": f"{self.name}.account-signals",
             "LEADFLOW_TOPICS__ACCOUNT_CHANGES": f"{self.name}.account-changes",
             "LEADFLOW_TOPICS__CHALLENGER_STAGE_CHANGES": f"{self.name}.challenger-stage-changes",
+            "LEADFLOW_TOPICS__IDENTITY_SUMMARIES": f"{self.name}.identity-summaries",
             "LEADFLOW_TOPICS__PARTITIONS": str(self.partitions),
             "LEADFLOW_WORKER__APP_ID": self.name,
             "LEADFLOW_WORKER__FETCH_MAX_WAIT": str(FETCH_MAX_WAIT),
@@ -178,6 +179,19 @@ def effective(values: Iterable[bytes]) -> dict[str, bytes]:
     decoded = ((orjson.loads(value), value) for value in values)
     latest = latest_revisions(decoded, lambda pair: (pair[0]["change_id"], pair[0]["revision"]))
     return {change_id: value for change_id, (_, value) in latest.items()}
+
+
+def in_effect(values: Iterable[bytes]) -> dict[str, bytes]:
+    """The stage changes consumers keep (latest revision, retracted ones left out), without
+    the revision: it stamps the order in which a lead's events and its linked identities'
+    summaries met, which routing through topics makes differ from replay's."""
+    decoded = [orjson.loads(value) for value in values]
+    latest = latest_revisions(decoded, lambda change: (change["change_id"], change["revision"]))
+    return {
+        change_id: orjson.dumps({**change, "revision": 0})
+        for change_id, change in latest.items()
+        if not change["retracted"]
+    }
 
 
 def effective_accounts(values: Iterable[bytes]) -> dict[str, bytes]:
