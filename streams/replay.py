@@ -111,7 +111,8 @@ class Replayer:
             counts.events += 1
             counts.links += event.type in LINK_TYPES
             yield from self._applied(event.lead_id, qualified, rolled_up)
-            yield from self._stitched(number, qualified)
+            if qualified.requests or qualified.summaries:
+                yield from self._stitched(number, qualified)
 
     def _applied(
         self, lead_id: str, qualified: Qualified, rolled_up: list[AccountDecision]
