@@ -571,12 +571,19 @@ def engagement_at(fold: Fold, at: int, rules: Rules) -> float:
     return decayed_sum(fold.buckets, at - fold.engagement_at, rules.engagement)
 
 
-def lead_engagement(fold: Fold, at: int, rules: Rules, linked: tuple[Summary, ...]) -> float:
+def counts_at(summary: Summary, entry: Entry) -> bool:
+    """Whether a summary counts at `entry`: from its own entry on, in the lead's sort order
+    (so another event of the same instant that sorts before it is not moved by it)."""
+    return (summary.at, Rank.ENGAGEMENT, summary.cause) <= entry[:3]
+
+
+def lead_engagement(fold: Fold, entry: Entry, rules: Rules, linked: tuple[Summary, ...]) -> float:
     """The lead's engagement score at `at`, with what its linked identities tell of theirs
     (each from its summary's `at` on), the caps applied to the sum."""
+    at = entry.at
     if not linked:
         return engagement_at(fold, at, rules)
-    counted = [(s.anchor, s.buckets) for s in linked if s.at <= at]
+    counted = [(s.anchor, s.buckets) for s in linked if counts_at(s, entry)]
     if not counted:
         return engagement_at(fold, at, rules)
     return combined_engagement([(fold.engagement_at, fold.buckets), *counted], at, rules.engagement)
@@ -665,7 +672,7 @@ def fold_entry(
             mql_kind,
             reason,
             fold.fit_score,
-            lead_engagement(fold, entry.at, rules, linked),
+            lead_engagement(fold, entry, rules, linked),
             source,
             campaign,
         )
@@ -686,7 +693,7 @@ def _first_touch(
         theirs = summary.attribution
         if (
             theirs is not None
-            and summary.at <= entry.at
+            and counts_at(summary, entry)
             and (touch is None or theirs[:3] < touch[:3])
         ):
             touch = theirs
@@ -715,7 +722,7 @@ def _next_transition(
         return "lead", "lead.fit", None, None, False
     if (
         stage == "lead"
-        and lead_engagement(fold, entry.at, rules, linked) >= rules.engagement.mql_threshold
+        and lead_engagement(fold, entry, rules, linked) >= rules.engagement.mql_threshold
     ):
         return "mql", "mql.passive_score", "passive", None, False
     return None
@@ -756,7 +763,7 @@ def _event_transition(
         for pattern in rules.intent_patterns:
             times = fold.intent.get(pattern.id, ())
             if linked and times and times[-1] == entry.at:
-                times = _with_linked_intent(times, pattern, entry.at, linked)
+                times = _with_linked_intent(times, pattern, entry, linked)
             if (
                 len(times) >= pattern.count
                 and times[-1] == entry.at
@@ -767,15 +774,15 @@ def _event_transition(
 
 
 def _with_linked_intent(
-    times: tuple[int, ...], pattern: IntentPattern, at: int, linked: tuple[Summary, ...]
+    times: tuple[int, ...], pattern: IntentPattern, entry: Entry, linked: tuple[Summary, ...]
 ) -> tuple[int, ...]:
-    """A pattern's times with those of the linked identities whose summary counts at `at`,
+    """A pattern's times with those of the linked identities whose summary counts at `entry`,
     within the pattern's window: a run of pricing looks that began before the visitor was
     known completes after."""
-    oldest = at - pattern.within_micros
+    oldest = entry.at - pattern.within_micros
     merged = list(times)
     for summary in linked:
-        if summary.at <= at:
+        if counts_at(summary, entry):
             merged += (t for t in summary.intent.get(pattern.id, ()) if t >= oldest)
     return tuple(sorted(merged))
 
