@@ -52,7 +52,13 @@ def test_stage_changes_equal_replay_of_the_same_log(
     workers.append(worker.start())
     worker.wait_assigned()
     # The consumer fetches with the configured wait, not Faust's fixed 1.5 s (docs/operations.md).
-    assert (worker.health() or {}).get("fetch_max_wait_ms") == round(FETCH_MAX_WAIT * 1000)
+    # It is set when Faust signals the assignment, which /health can show a moment before.
+    wait_for(
+        lambda: (worker.health() or {}).get("fetch_max_wait_ms"),
+        lambda wait: wait == round(FETCH_MAX_WAIT * 1000),
+        timeout=30,
+        what="the configured fetch wait to be applied",
+    )
     pipeline.publish(traffic)
     reader = pipeline.reader(pipeline.settings.topics.stage_changes)
     wait_for(
