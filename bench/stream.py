@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import statistics
 import tempfile
 import time
@@ -30,7 +31,7 @@ from typing import Any
 import orjson
 
 from bench import topics_named
-from streams.common.codecs import encode_account_change
+from streams.common.codecs import encode_account_change, encode_change
 from streams.common.kafka_clients import aiokafka_config, create_topics
 from streams.common.publish import make_producer, publish_events
 from streams.common.settings import (
@@ -44,9 +45,9 @@ from streams.core.accounts import AccountStageChange
 from streams.core.lifecycle import LeadStageChange
 from streams.core.rules import load_rules
 from streams.local.broker import FETCH_MAX_WAIT, LocalBroker, free_port
-from streams.local.generator import generate
+from streams.local.generator import TrafficShape, generate
 from streams.local.processes import TopicReader, WorkerProcess
-from streams.replay import Replayer, account_changes_in_effect
+from streams.replay import Replayer, account_changes_in_effect, effective_changes
 
 RATE = 5_000  # events/s of the latency goal
 LATENCY_RATES = (1_000, 2_500, RATE)
@@ -240,6 +241,59 @@ def _end_to_end(settings: Settings, workdir: Path, expected: int, accounts: int)
         account_reader.close()
 
 
+def _stitching(bootstrap: str, workdir: Path, leads: int) -> str:
+    """What identity stitching costs the worker: traffic where 60% of the people who browse
+    before their form do it under an anonymous id (and the form links them), against the very
+    same events with their `anonymous_id` left out (the visitors are then leads of their own:
+    same events, no links, no summaries). Accounts off, so only stitching differs; each run is
+    timed until the stage changes in effect equal replay's."""
+    stitched = generate(leads, seed=9, shape=TrafficShape(anonymous_browsing=0.6))
+    plain = [{k: v for k, v in d.items() if k != "anonymous_id"} for d in stitched]
+    seconds: dict[int, float] = {}
+    # Alternated, best of two each: the first worker of a run is slower whatever it does.
+    for kind, documents in ((0, plain), (1, stitched), (1, stitched), (0, plain)):
+        expected = {
+            cid: {**orjson.loads(encode_change(change)), "revision": 0}
+            for cid, change in effective_changes(
+                item
+                for item in Replayer(load_rules(), DEFAULT_MAX_EVENT_BYTES).run(
+                    orjson.dumps(d) for d in documents
+                )
+                if isinstance(item, LeadStageChange)
+            ).items()
+        }
+        settings = _rerun(_settings(bootstrap, workdir), accounts=False)
+        create_topics(settings)
+        publish_events(documents, settings)
+        reader = TopicReader(bootstrap, settings.topics.stage_changes, settings.topics.partitions)
+        try:
+            done = functools.partial(_in_effect_equals, reader, expected)
+            taken = _timed(WorkerProcess(), settings, workdir, done)
+            seconds[kind] = min(taken, seconds.get(kind, taken))
+        finally:
+            reader.close()
+    links = sum(1 for d in stitched if d.get("anonymous_id") not in (None, d["lead_id"]))
+    rates = [len(stitched) / seconds[0], len(stitched) / seconds[1]]
+    return (
+        f"  identity stitching ({links:,} linking events, {len(stitched):,} events): "
+        f"{rates[1]:,.0f} events/s against {rates[0]:,.0f} without the links, "
+        f"{seconds[1] / seconds[0]:.2f}x the time"
+    )
+
+
+def _in_effect_equals(reader: TopicReader, expected: dict[str, dict[str, Any]]) -> bool:
+    """Whether the stage changes in effect on `reader` (without revisions) are `expected`."""
+    time.sleep(0.05)  # not a busy loop beside the worker it times
+    latest: dict[str, dict[str, Any]] = {}
+    for value in reader.values():
+        change = orjson.loads(value)
+        held = latest.get(change["change_id"])
+        if held is None or change["revision"] >= held["revision"]:
+            latest[change["change_id"]] = change
+    live = {cid: {**c, "revision": 0} for cid, c in latest.items() if not c["retracted"]}
+    return live == expected
+
+
 def _faust_alone(settings: Settings, workdir: Path, count: int) -> float:
     """Seconds from Faust owning its partitions to `count` messages copied (see the docstring)."""
     topics = settings.topics
@@ -392,6 +446,7 @@ def main(quick: bool = False) -> None:
             f"  the account table's cost: {with_accounts / leads_only:.2f}x the time of leads "
             f"only ({expected_accounts:,} account changes in effect)"
         )
+        print(_stitching(broker.bootstrap_servers, workdir, leads))
         counts = _per_partition(settings, documents)
         two_raw = len(documents) / _raw_copies(_rerun(settings, accounts=True), 2, counts)
         two_workers = len(documents) / _end_to_end_processes(

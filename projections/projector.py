@@ -24,6 +24,7 @@ from projections.privacy import lead_id_for_storage
 from projections.rows import (
     ACCOUNT_CHANGES,
     ACCOUNT_MEMBERS,
+    ANONYMOUS_ID,
     CAUSATION_LEAD_ID,
     CHALLENGER_STAGE_CHANGES,
     EVENTS,
@@ -274,6 +275,9 @@ class Projector:
             else:
                 row = event_row(record.value, self.settings.max_event_bytes, record.timestamp)
                 batch.events.append(row)
+                if row[ANONYMOUS_ID] is not None:
+                    # A visitor's id is a person's too: stored as the lead ids are.
+                    row[ANONYMOUS_ID] = self.stored_lead_id(row[ANONYMOUS_ID])
             row[lead_id] = self.stored_lead_id(row[lead_id])
         except RejectedRecord as exc:
             batch.rejected += 1

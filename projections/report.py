@@ -42,7 +42,11 @@ ACCOUNT_VIEWS: Final = {
     "top_accounts": "sqls DESC, mqls DESC, people DESC, account_id",
 }
 CHALLENGER_VIEWS: Final = {"champion_challenger": "side"}
+IDENTITY_VIEWS: Final = {"identity_stitching": "links", "identity_links_daily": "day"}
 VIEWS: Final = {**FUNNEL_VIEWS, **ACCOUNT_VIEWS, **CHALLENGER_VIEWS}
+REPORT_VIEWS: Final = {**VIEWS, **IDENTITY_VIEWS}
+"""What `leadflow report` reads: every view, identity stitching's too."""
+IDENTITY_TITLE: Final = "Identity stitching (anonymous visitors linked to leads)"
 CHALLENGER_TITLE: Final = "Champion and challenger rules (the same events, sales' outcomes)"
 STEPS: Final = (
     "lead_to_mql",
@@ -106,6 +110,8 @@ def print_report(metrics: Metrics, console: Console | None = None) -> None:
         console.print(_table(title, rows))
     if metrics["champion_challenger"]:
         console.print(_table(CHALLENGER_TITLE, metrics["champion_challenger"]))
+    if _stitched(metrics):
+        console.print(_table(IDENTITY_TITLE, metrics["identity_stitching"]))
 
 
 def write_html(metrics: Metrics, path: Path, title: str = "leadflow funnel") -> None:
@@ -125,6 +131,8 @@ def write_html(metrics: Metrics, path: Path, title: str = "leadflow funnel") -> 
     ]
     if metrics["champion_challenger"]:
         sections.append((CHALLENGER_TITLE, metrics["champion_challenger"]))
+    if _stitched(metrics):
+        sections.append((IDENTITY_TITLE, metrics["identity_stitching"]))
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = "".join(f'<figure><img alt="{alt}" src="{src}"></figure>' for alt, src in charts)
     body += "".join(_html_table(name, rows) for name, rows in sections)
@@ -143,6 +151,12 @@ _CSS = (
     "border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child{text-align:left}"
     "figure{display:inline-block;margin:0 1rem 1rem 0}img{max-width:560px}"
 )
+
+
+def _stitched(metrics: Metrics) -> bool:
+    """Whether any event linked a visitor (the section is left out otherwise)."""
+    rows = metrics.get("identity_stitching") or []
+    return bool(rows and rows[0]["links"])
 
 
 def _funnel_rows(metrics: Metrics) -> list[Row]:

@@ -46,6 +46,7 @@ EVENTS: Final = Table(
         "campaign",
         "amount",
         "currency",
+        "anonymous_id",
         PUBLISHED_AT,
     ),
 )
@@ -107,6 +108,7 @@ def event_row(value: bytes, max_bytes: int, timestamp_ms: int | None = None) -> 
         event.campaign,
         amount,
         currency,
+        event.anonymous_id,
         published_at(timestamp_ms),
     ]
 
@@ -133,4 +135,5 @@ LEAD_ID: Final = STAGE_CHANGES.position("lead_id")
 """Position of `lead_id` in stage-change, event and account-member rows."""
 assert LEAD_ID == EVENTS.position("lead_id") == ACCOUNT_MEMBERS.position("lead_id")
 CAUSATION_LEAD_ID: Final = ACCOUNT_CHANGES.position("causation_lead_id")
+ANONYMOUS_ID: Final = EVENTS.position("anonymous_id")
 """Position of the lead id in account-change rows."""

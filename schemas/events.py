@@ -8,9 +8,9 @@ ignored and extra properties are kept, so upstream systems can send more than le
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Final, Literal, TypeAlias
+from typing import Annotated, Final, Literal, Self, TypeAlias
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 EngagementType: TypeAlias = Literal[
     "page_view",
@@ -36,7 +36,9 @@ SalesType: TypeAlias = Literal[
     "deal_lost",
     "advocacy",
     "lead_recycled",
+    "leads_merged",
 ]
+IdentityType: TypeAlias = Literal["identity_linked"]
 DisqualificationReason: TypeAlias = Literal[
     "competitor",
     "student",
@@ -53,7 +55,12 @@ AdvocacyKind: TypeAlias = Literal["testimonial", "review", "backlink", "referral
 ENGAGEMENT_TYPES: Final[tuple[str, ...]] = EngagementType.__args__  # type: ignore[attr-defined]
 SALES_TYPES: Final[tuple[str, ...]] = SalesType.__args__  # type: ignore[attr-defined]
 PROFILE_TYPES: Final[tuple[str, ...]] = ("profile_updated",)
-EVENT_TYPES: Final[tuple[str, ...]] = PROFILE_TYPES + ENGAGEMENT_TYPES + SALES_TYPES
+IDENTITY_TYPES: Final[tuple[str, ...]] = IdentityType.__args__  # type: ignore[attr-defined]
+LINK_TYPES: Final[tuple[str, ...]] = ("identity_linked", "leads_merged")
+"""The types that link one identity to a known lead (docs/rules.md, identity stitching)."""
+EVENT_TYPES: Final[tuple[str, ...]] = (
+    PROFILE_TYPES + ENGAGEMENT_TYPES + SALES_TYPES + IDENTITY_TYPES
+)
 
 EARLIEST_EVENT_TIME: Final = datetime(1970, 1, 1, tzinfo=UTC)
 """The earliest valid `occurred_at` (included)."""
@@ -138,6 +145,15 @@ class AdvocacyProperties(_Properties):
     kind: AdvocacyKind
 
 
+class IdentityLinkedProperties(_Properties):
+    """None read; the identity is the event's `anonymous_id`."""
+
+
+class LeadsMergedProperties(_Properties):
+    merged_lead_id: Identifier
+    """The duplicate merged into `lead_id`, the lead that stays."""
+
+
 class _Envelope(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -146,6 +162,13 @@ class _Envelope(BaseModel):
     occurred_at: EventTime
     source: Label | None = None
     campaign: Label | None = None
+    anonymous_id: Identifier | None = Field(
+        default=None,
+        description="The tracker's anonymous id the event was seen under. Equal to lead_id: "
+        "the visitor is not identified yet (its events are kept under that id, which publishes "
+        "no stage changes). Another id: the event is lead_id's, and links that anonymous id "
+        "to lead_id (as identity_linked does).",
+    )
 
 
 class EngagementEvent(_Envelope):
@@ -201,6 +224,36 @@ class LeadRecycled(_Envelope):
     properties: _Properties = _Properties()
 
 
+class IdentityLinked(_Envelope):
+    """The tracker's `anonymous_id` (required here) is the known lead `lead_id`: the
+    visitor's engagement and first touch count for the lead (Segment's `alias`: `previousId`
+    is the anonymous id, `userId` the lead). Keyed by `lead_id`, like every event."""
+
+    type: Literal["identity_linked"]
+    properties: IdentityLinkedProperties = IdentityLinkedProperties()
+
+    @model_validator(mode="after")
+    def _another_identity(self) -> Self:
+        if self.anonymous_id is None or self.anonymous_id == self.lead_id:
+            raise ValueError("identity_linked needs an anonymous_id other than its lead_id")
+        return self
+
+
+class LeadsMerged(_Envelope):
+    """The CRM merged the duplicate `merged_lead_id` into `lead_id`, the lead that stays
+    (sales group: CRM only). The duplicate's changes are retracted and its engagement counts
+    for the survivor. Keyed by `lead_id`, the survivor."""
+
+    type: Literal["leads_merged"]
+    properties: LeadsMergedProperties
+
+    @model_validator(mode="after")
+    def _another_lead(self) -> Self:
+        if self.properties.merged_lead_id == self.lead_id:
+            raise ValueError("merged_lead_id must name another lead than lead_id")
+        return self
+
+
 Event: TypeAlias = Annotated[
     EngagementEvent
     | ProfileUpdated
@@ -210,7 +263,9 @@ Event: TypeAlias = Annotated[
     | DealWon
     | DealLost
     | Advocacy
-    | LeadRecycled,
+    | LeadRecycled
+    | LeadsMerged
+    | IdentityLinked,
     Field(discriminator="type"),
 ]
 """Any leadflow event, discriminated by `type`."""
@@ -227,4 +282,6 @@ EVENT_MODELS: Final[tuple[type[BaseModel], ...]] = (
     DealLost,
     Advocacy,
     LeadRecycled,
+    LeadsMerged,
+    IdentityLinked,
 )

@@ -402,9 +402,22 @@ def generate(
     duplicate_fraction: Annotated[float, typer.Option(min=0, max=1)] = (
         TrafficShape.duplicate_fraction
     ),
+    anonymous_browsing: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=1,
+            help="Share of the people who browse before their form who do it under an "
+            "anonymous id, linked to them by the form (identity stitching).",
+        ),
+    ] = TrafficShape.anonymous_browsing,
 ) -> None:
     """Print realistic sample traffic as JSON lines (buyers, tyre-kickers, students...)."""
-    shape = TrafficShape(late_fraction=late_fraction, duplicate_fraction=duplicate_fraction)
+    shape = TrafficShape(
+        late_fraction=late_fraction,
+        duplicate_fraction=duplicate_fraction,
+        anonymous_browsing=anonymous_browsing,
+    )
     out = sys.stdout.buffer
     for event in generate_events(leads, seed, shape):
         out.write(orjson.dumps(event))
@@ -626,10 +639,10 @@ def report(
     ] = False,
 ) -> None:
     """The funnel report from ClickHouse: stages, conversion, time to convert, bottlenecks."""
-    from projections.report import print_report, read_funnel, write_html
+    from projections.report import REPORT_VIEWS, print_report, read_funnel, write_html
 
     settings = _settings(ctx)
-    metrics = read_funnel(_clickhouse(settings), settings.clickhouse.database)
+    metrics = read_funnel(_clickhouse(settings), settings.clickhouse.database, REPORT_VIEWS)
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(metrics, option=orjson.OPT_INDENT_2) + b"\n")
     else:

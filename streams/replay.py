@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from schemas.events import LINK_TYPES
 from streams.common.codecs import decode_event
 from streams.core.accounts import (
     AccountDecision,
@@ -16,8 +17,8 @@ from streams.core.accounts import (
     Signal,
     decide_account,
 )
-from streams.core.lifecycle import Entry, LeadStageChange, LeadState
-from streams.core.qualify import qualify
+from streams.core.lifecycle import Entry, LeadStageChange, LeadState, LinkRequest, Summary
+from streams.core.qualify import Qualified, qualify, qualify_request, qualify_summary
 from streams.core.revisions import latest_revisions
 from streams.core.rules import Rules
 from streams.errors import InvalidEventError
@@ -44,6 +45,12 @@ class ReplayCounts:
     account_signals: int = 0
     account_signals_late: int = 0
     account_changes: int = 0
+    links: int = 0
+    """Link events applied to their identity (given, or implied by an event)."""
+    summaries: int = 0
+    """Summaries of linked identities applied to their known lead."""
+    identity_conflicts: int = 0
+    """Links that disagreed with another of their identity (refused, or replacing it)."""
 
 
 @dataclass
@@ -70,7 +77,6 @@ class Replayer:
     def _run(self, lines: Iterable[bytes]) -> Iterator[Replayed | BadLine]:
         counts = self.counts
         states = self.states
-        accounts = self.account_states
         rules = self.rules
         for number, raw in enumerate(lines, start=1):
             counts.lines += 1
@@ -97,19 +103,61 @@ class Replayer:
                 counts.too_late += 1
                 yield BadLine(number, qualified.too_late)
                 continue
+            counts.identity_conflicts += qualified.conflict
+            if qualified.refused is not None:
+                counts.bad += 1
+                yield BadLine(number, qualified.refused[1])
+                continue
             counts.events += 1
-            states[event.lead_id] = qualified.state
-            if self.keep_compacted and qualified.compacted:
-                self.compacted.setdefault(event.lead_id, []).extend(qualified.compacted)
-            counts.stage_changes += len(qualified.changes)
-            yield from qualified.changes
-            for signal, account in zip(qualified.signals, rolled_up, strict=True):
-                counts.account_signals += 1
-                yield signal
-                accounts[signal.account_id] = account.state
-                counts.account_signals_late += account.late
-                counts.account_changes += len(account.changes)
-                yield from account.changes
+            counts.links += event.type in LINK_TYPES
+            yield from self._applied(event.lead_id, qualified, rolled_up)
+            if qualified.requests or qualified.summaries:
+                yield from self._stitched(number, qualified)
+
+    def _applied(
+        self, lead_id: str, qualified: Qualified, rolled_up: list[AccountDecision]
+    ) -> Iterator[Replayed]:
+        counts = self.counts
+        self.states[lead_id] = qualified.state
+        if self.keep_compacted and qualified.compacted:
+            self.compacted.setdefault(lead_id, []).extend(qualified.compacted)
+        counts.stage_changes += len(qualified.changes)
+        yield from qualified.changes
+        for signal, account in zip(qualified.signals, rolled_up, strict=True):
+            counts.account_signals += 1
+            yield signal
+            self.account_states[signal.account_id] = account.state
+            counts.account_signals_late += account.late
+            counts.account_changes += len(account.changes)
+            yield from account.changes
+
+    def _stitched(self, number: int, qualified: Qualified) -> Iterator[Replayed | BadLine]:
+        """What the workers route after an event: a lead's link requests, to their identities,
+        and the summaries of linked identities, to their known leads (at once here; the
+        stream routes them through a topic, and the outcome does not depend on when they
+        arrive)."""
+        pending: list[LinkRequest | Summary] = [*qualified.requests, *qualified.summaries]
+        counts = self.counts
+        while pending:
+            item = pending.pop(0)
+            if isinstance(item, Summary):
+                done = qualify_summary(self.states.get(item.to_id), item, self.rules)
+                key = item.to_id
+            else:
+                done = qualify_request(self.states.get(item.identity), item, self.rules)
+                key = item.identity
+            counts.identity_conflicts += done.conflict
+            if done.duplicate:
+                continue
+            if done.refused is not None:
+                yield BadLine(number, done.refused[1])
+                continue
+            if isinstance(item, Summary):
+                counts.summaries += 1
+            else:
+                counts.links += 1
+            yield from self._applied(key, done, self._roll_up(done.signals))
+            pending.extend(done.summaries)
 
     def _roll_up(self, signals: tuple[Signal, ...]) -> list[AccountDecision]:
         """Each signal's account decision, in order, without storing any of them yet."""

@@ -435,3 +435,59 @@ FROM paired
 WHERE challenger_changes > 0
 GROUP BY side
 SETTINGS join_use_nulls = 1;
+
+-- Identity stitching: each anonymous id linked to a lead, by the earliest event that links it
+-- (the core's rule: first by event time, then event id), with how many events it had of its own.
+CREATE OR REPLACE VIEW {database}.identity_links AS
+WITH visits AS
+(
+    SELECT lead_id AS visitor, count() AS events, min(occurred_at) AS first_visit_at
+    FROM {database}.events FINAL
+    WHERE anonymous_id = lead_id
+    GROUP BY lead_id
+)
+SELECT
+    links.visitor AS anonymous_id,
+    links.linked_lead AS lead_id,
+    links.linked_at AS linked_at,
+    links.leads_claiming AS leads_claiming,
+    ifNull(visits.events, 0) AS anonymous_events,
+    visits.first_visit_at AS first_visit_at
+FROM
+(
+    SELECT
+        assumeNotNull(anonymous_id) AS visitor,
+        argMin(lead_id, (occurred_at, event_id)) AS linked_lead,
+        min(occurred_at) AS linked_at,
+        uniqExact(lead_id) AS leads_claiming
+    FROM {database}.events FINAL
+    WHERE anonymous_id IS NOT NULL AND anonymous_id != lead_id
+    GROUP BY visitor
+) AS links
+LEFT JOIN visits ON visits.visitor = links.visitor
+SETTINGS join_use_nulls = 1;
+
+-- Links per day (by the day of the link), and the visitors' events they attributed to leads.
+CREATE OR REPLACE VIEW {database}.identity_links_daily AS
+SELECT toDate(linked_at) AS day, count() AS links, countIf(anonymous_events > 0) AS with_history,
+       sum(anonymous_events) AS events_attributed
+FROM {database}.identity_links
+GROUP BY day;
+
+-- One row: how much of the funnel came through a link. A merged visitor counts once (as its
+-- lead: the visitor publishes no stage change, so lead_status never holds it).
+CREATE OR REPLACE VIEW {database}.identity_stitching AS
+WITH
+    (SELECT count() FROM {database}.lead_status) AS all_leads,
+    (SELECT uniqExact(lead_id) FROM {database}.identity_links WHERE anonymous_events > 0)
+        AS with_history
+SELECT
+    (SELECT count() FROM {database}.identity_links) AS links,
+    (SELECT countIf(leads_claiming > 1) FROM {database}.identity_links) AS contested,
+    all_leads AS leads,
+    with_history AS leads_with_anonymous_history,
+    if(all_leads = 0, NULL, with_history / all_leads) AS share_with_anonymous_history,
+    (SELECT sum(anonymous_events) FROM {database}.identity_links) AS events_attributed,
+    (SELECT uniqExact(lead_id) FROM {database}.events FINAL WHERE anonymous_id = lead_id)
+        - (SELECT countIf(anonymous_events > 0) FROM {database}.identity_links)
+        AS visitors_never_identified;

@@ -2,8 +2,10 @@
 
 `identify` traits (`traits`, then `context.traits`) become `profile_updated`; `page` becomes
 `page_view`, or `pricing_page_view` when its URL matches the rules file's pattern; `track` event
-names map to event types through the rules file's table. `messageId` is the `event_id`,
-`userId` (else `anonymousId`) the `lead_id`, `timestamp` (else `originalTimestamp`, else the
+names map to event types through the rules file's table; `alias` (`previousId` -> `userId`)
+becomes `identity_linked`. `messageId` is the `event_id`, `userId` (else `anonymousId`) the
+`lead_id`, `anonymousId` the `anonymous_id` (alone: a visitor not identified yet; beside a
+`userId`: the link of the two), `timestamp` (else `originalTimestamp`, else the
 time the collector received it) the `occurred_at`; `context.campaign.source` / `.name` are the
 source and campaign.
 
@@ -24,7 +26,7 @@ from schemas.events import SALES_TYPES
 from streams.core.rules import Rules
 from streams.errors import InvalidEventError, LeadflowError
 
-ALIASES: Final = {"i": "identify", "t": "track", "p": "page"}
+ALIASES: Final = {"i": "identify", "t": "track", "p": "page", "a": "alias"}
 _NON_WORD: Final = re.compile(r"[^a-z0-9]+")
 
 
@@ -47,16 +49,21 @@ def to_event(message: Any, kind: str, rules: Rules, received_at: datetime) -> di
     message_id = message.get("messageId")
     if not isinstance(message_id, str) or not message_id:
         raise InvalidEventError("missing field 'messageId'")
+    if kind == "alias":
+        return _alias(message, message_id, received_at)
     lead_id = message.get("userId") or message.get("anonymousId")
     if not isinstance(lead_id, str | int) or isinstance(lead_id, bool):
         raise InvalidEventError("missing field 'userId' or 'anonymousId'")
     event: dict[str, Any] = {
         "event_id": message_id,
         "lead_id": str(lead_id),
-        "occurred_at": message.get("timestamp")
-        or message.get("originalTimestamp")
-        or received_at.isoformat(),
+        "occurred_at": _occurred_at(message, received_at),
     }
+    anonymous_id = _identifier(message.get("anonymousId"))
+    user_id = _identifier(message.get("userId"))
+    if anonymous_id is not None and anonymous_id != user_id:
+        # Alone, it names a visitor not identified yet; beside a userId, it links the two.
+        event["anonymous_id"] = anonymous_id
     campaign = _dict(_dict(message.get("context")).get("campaign"))
     if isinstance(campaign.get("source"), str):
         event["source"] = campaign["source"]
@@ -93,6 +100,36 @@ def to_event(message: Any, kind: str, rules: Rules, received_at: datetime) -> di
     else:
         raise InvalidEventError(f"unsupported message type {kind!r}")
     return event
+
+
+def _alias(message: dict[str, Any], message_id: str, received_at: datetime) -> dict[str, Any]:
+    """Segment's alias: `previousId` (the anonymous id, or a former user id) is `userId`."""
+    user_id = _identifier(message.get("userId"))
+    previous_id = _identifier(message.get("previousId"))
+    if user_id is None or previous_id is None:
+        raise InvalidEventError("an alias needs 'userId' and 'previousId'")
+    if user_id == previous_id:
+        raise InvalidEventError("an alias needs a 'previousId' other than its 'userId'")
+    return {
+        "event_id": message_id,
+        "lead_id": user_id,
+        "anonymous_id": previous_id,
+        "type": "identity_linked",
+        "occurred_at": _occurred_at(message, received_at),
+        "properties": {},
+    }
+
+
+def _occurred_at(message: dict[str, Any], received_at: datetime) -> Any:
+    return message.get("timestamp") or message.get("originalTimestamp") or received_at.isoformat()
+
+
+def _identifier(value: Any) -> str | None:
+    """A Segment id as leadflow's identifier, or None (absent, empty, too long, not an id)."""
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        return None
+    text = str(value)
+    return text if 0 < len(text) <= 256 else None
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -147,7 +147,7 @@ class Collector:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=SEGMENT_MAX_BATCH_BYTES * 4, middlewares=[self._seen])
-        for kind in ("track", "identify", "page"):
+        for kind in ("track", "identify", "page", "alias"):
             app.router.add_post(f"/v1/{kind}", self._single(kind))
         for alias, kind in ALIASES.items():
             app.router.add_post(f"/v1/{alias}", self._single(kind))

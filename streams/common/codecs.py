@@ -30,7 +30,10 @@ from streams.core.lifecycle import (
     Fold,
     LeadStageChange,
     LeadState,
+    Link,
+    LinkRequest,
     Rank,
+    Summary,
     compact,
     rank_of,
     restore,
@@ -126,6 +129,8 @@ STORED_EVENT_TYPES: Final = (
     "deal_lost",
     "advocacy",
     "lead_recycled",
+    "leads_merged",
+    "identity_linked",
 )
 _STAGE_AT: Final = {stage: n for n, stage in enumerate(STORED_STAGES)}
 _TYPE_AT: Final = {event_type: n for n, event_type in enumerate(STORED_EVENT_TYPES)}
@@ -143,7 +148,7 @@ def encode_state(state: LeadState, rules: Rules) -> bytes:
     engagement = base.engagement if not buckets else None
     # One time is stored whole, the first entry's; the others as steps from it or from the
     # entry before (short when whole seconds, as most trackers' times are).
-    origin = state.tail[0].at
+    origin = state.tail[0].at if state.tail else 0
     tail = []
     previous = origin
     for entry in state.tail:
@@ -171,10 +176,92 @@ def encode_state(state: LeadState, rules: Rules) -> bytes:
             None if state.attribution is None else _attribution_out(state.attribution, origin),
             tail,
             None if state.told is None else [state.told[0], _time_out(state.told[1], origin)],
+            # Left out for a lead with no identity to stitch (most), so it stays as it was.
+            *_identity_out(state),
         ],
         use_bin_type=True,
     )
     return packed
+
+
+def _identity_out(state: LeadState) -> list[Any]:
+    if not state.anonymous and state.link is None and not state.linked and not state.links:
+        return []
+    return [
+        [
+            state.anonymous,
+            None if state.link is None else list(state.link),
+            [_summary_out(summary) for summary in state.linked],
+            [[identity, *key] for identity, key in state.links],
+        ]
+    ]
+
+
+def _summary_out(summary: Summary) -> list[Any]:
+    flat = [part for name, value in summary.buckets.items() for part in (_TYPE_AT[name], value)]
+    attribution = summary.attribution
+    return [
+        summary.from_id,
+        summary.to_id,
+        summary.revision,
+        summary.at,
+        summary.cause,
+        summary.anchor,
+        flat,
+        None if attribution is None else list(attribution),
+        summary.withdrawn,
+        [[pattern, list(times)] for pattern, times in summary.intent.items()],
+    ]
+
+
+def _summary_in(stored: list[Any]) -> Summary:
+    from_id, to_id, revision, at, cause, anchor, flat, attribution, withdrawn, intent = stored
+    return Summary(
+        from_id,
+        to_id,
+        revision,
+        at,
+        cause,
+        anchor,
+        {STORED_EVENT_TYPES[flat[i]]: flat[i + 1] for i in range(0, len(flat), 2)},
+        None if attribution is None else Attribution(*attribution),
+        {pattern: tuple(times) for pattern, times in intent},
+        withdrawn,
+    )
+
+
+_SUMMARY: Final = 0
+_LINK_REQUEST: Final = 1
+
+
+def encode_summary(summary: Summary) -> bytes:
+    """A linked identity's summary as MessagePack, for the identity topic."""
+    packed: bytes = msgpack.packb(
+        [STATE_FORMAT, _SUMMARY, *_summary_out(summary)], use_bin_type=True
+    )
+    return packed
+
+
+def encode_link_request(request: LinkRequest) -> bytes:
+    """A known lead's link request as MessagePack, for the identity topic."""
+    packed: bytes = msgpack.packb([STATE_FORMAT, _LINK_REQUEST, *request], use_bin_type=True)
+    return packed
+
+
+def decode_identity_record(raw: bytes) -> Summary | LinkRequest:
+    """A record of the identity topic; InvalidEventError when it cannot be read."""
+    try:
+        version, kind, *stored = msgpack.unpackb(raw)
+        if version != STATE_FORMAT:
+            raise InvalidEventError(f"identity record format {version}, expected {STATE_FORMAT}")
+        if kind == _LINK_REQUEST:
+            identity, to_id, at, rank, event_id = stored
+            return LinkRequest(identity, to_id, at, rank, event_id)
+        return _summary_in(stored)
+    except InvalidEventError:
+        raise
+    except (msgpack.UnpackException, TypeError, ValueError, KeyError, IndexError) as exc:
+        raise InvalidEventError(f"not an identity record: {exc!r}") from None
 
 
 def decode_state(raw: bytes, lead_id: str, rules: Rules) -> LeadState:
@@ -184,7 +271,9 @@ def decode_state(raw: bytes, lead_id: str, rules: Rules) -> LeadState:
         version = unpacked[0]
         if version != STATE_FORMAT:
             raise InvalidStateError(f"state format {version}, expected {STATE_FORMAT}")
-        _, accepted, origin, horizon, base, published, attribution, stored_tail, told = unpacked
+        _, accepted, origin, horizon, base, published, attribution, stored_tail, told = unpacked[:9]
+        identity = unpacked[9] if len(unpacked) > 9 else (False, None, [], [])
+        anonymous, stored_link, stored_linked, stored_links = identity
         stage, profile, waived, has_contact, flat, engagement, engaged_at, bant, *intent = base
         buckets = {STORED_EVENT_TYPES[flat[i]]: flat[i + 1] for i in range(0, len(flat), 2)}
         if engagement is None:
@@ -219,6 +308,12 @@ def decode_state(raw: bytes, lead_id: str, rules: Rules) -> LeadState:
             tuple(tail),
             None if told is None else (told[0], _time_in(told[1], origin)),
             rules,
+            anonymous,
+            None if stored_link is None else Link(*stored_link),
+            tuple(_summary_in(stored) for stored in stored_linked),
+            tuple(
+                (linked_id, (at, rank, event_id)) for linked_id, at, rank, event_id in stored_links
+            ),
         )
     except InvalidStateError:
         raise

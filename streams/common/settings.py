@@ -109,6 +109,14 @@ class TopicSettings(_Section):
     account_changes: str = Field(
         default="leadflow.account-changes", description="Account stage changes, keyed by account."
     )
+    identity_summaries: str = Field(
+        default="leadflow.identity-summaries",
+        description=(
+            "Identity stitching between lead states: a lead's link requests keyed by the "
+            "identity (an anonymous visitor, a merged duplicate), that identity's summaries "
+            "keyed by the lead (a repartition topic the lead agent reads too)."
+        ),
+    )
     challenger_stage_changes: str = Field(
         default="leadflow.challenger-stage-changes",
         description=(

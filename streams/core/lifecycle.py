@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from enum import IntEnum
 from typing import Any, Final, NamedTuple
 
-from schemas.events import SALES_TYPES, Event
+from schemas.events import LINK_TYPES, SALES_TYPES, Event
 from streams.core.revisions import (
     NOTHING_PUBLISHED,
     Identity,
@@ -39,9 +39,10 @@ from streams.core.revisions import (
     rewrites,
     summarize,
 )
-from streams.core.rules import Rules
+from streams.core.rules import IntentPattern, Rules
 from streams.core.scoring import (
     add_engagement,
+    combined_engagement,
     decay_factor,
     decayed_sum,
     engagement_points,
@@ -163,6 +164,54 @@ Key = tuple[int, int, str]
 """How entries sort: (at, rank, event_id)."""
 
 
+class Link(NamedTuple):
+    """The link that made an identity (an anonymous id, a merged duplicate) a known lead's:
+    the earliest by (at, rank, event_id) wins."""
+
+    at: int
+    rank: int
+    event_id: str
+    to_lead_id: str
+
+
+class Summary(NamedTuple):
+    """What a linked identity tells its known lead of itself: its engagement buckets at its
+    last engagement (`anchor`), its first touch, and from when they count (`at`, the later of
+    the link and that engagement; `cause` is the link's event or the visitor's last one).
+    The highest `revision` of an identity supersedes the lower ones; `withdrawn` says the
+    identity no longer belongs to this lead."""
+
+    from_id: str
+    to_id: str
+    revision: int
+    at: int
+    cause: str
+    anchor: int
+    buckets: dict[str, float]
+    attribution: Attribution | None
+    intent: dict[str, tuple[int, ...]]
+    """Per intent pattern, the identity's latest counting event times (as in `Fold.intent`)."""
+    withdrawn: bool = False
+
+
+class LinkRequest(NamedTuple):
+    """A known lead asks an identity to count for it: sent to the identity's state when the
+    lead first sees it (an event with another `anonymous_id`, `identity_linked`,
+    `leads_merged`), or sees it at an earlier moment than before. (at, rank, event_id) is the
+    link's sort key: the earliest wins."""
+
+    identity: str
+    to_id: str
+    at: int
+    rank: int
+    event_id: str
+
+
+LINK_ENTRY: Final = "identity_linked"
+"""The type of the entry a summary puts in its known lead's tail (its detail: the identity;
+an `identity_linked` event's own entry has "")."""
+
+
 class LeadState(NamedTuple):
     """A lead's state: a snapshot of its older events, its recent ones in detail, their fold."""
 
@@ -182,6 +231,20 @@ class LeadState(NamedTuple):
     """`base` folded with `tail`: what the rules read now."""
     told: tuple[float, int] | None = None
     """The engagement (and its time) the lead last told its account(s), if it told any."""
+    anonymous: bool = False
+    """An event said this id is a visitor not identified yet: it publishes no stage changes."""
+    link: Link | None = None
+    """The known lead this identity belongs to: it publishes no stage changes of its own."""
+    linked: tuple[Summary, ...] = ()
+    """The latest summary of each identity linked to this lead, sorted by identity."""
+    links: tuple[tuple[str, Key], ...] = ()
+    """The identities this lead asked to count for it, each with its earliest link's sort key
+    (sorted): the lead keeps its events since the first in detail (see `past_bound`)."""
+
+    @property
+    def silent(self) -> bool:
+        """Whether the lead's changes stay unpublished (an anonymous or a linked identity)."""
+        return self.anonymous or self.link is not None
 
 
 class Decision(NamedTuple):
@@ -195,6 +258,14 @@ class Decision(NamedTuple):
     event, or later than the bound)."""
     compacted: tuple[Entry, ...] = ()
     """Entries this decision folded into the snapshot, in order (for `explain`)."""
+    summaries: tuple[Summary, ...] = ()
+    """What this identity tells the known lead(s) it is linked to (or no longer)."""
+    refused: tuple[str, str] | None = None
+    """(dead-letter kind, reason) of a link that is not applied."""
+    conflict: bool = False
+    """The link disagrees with another link of the same identity (counted)."""
+    requests: tuple[LinkRequest, ...] = ()
+    """Identities this lead asks to count for it (to route to each identity's state)."""
 
 
 def new_lead(lead_id: str) -> LeadState:
@@ -216,23 +287,62 @@ def decide(state: LeadState | None, event: Event, rules: Rules) -> Decision:
             return Decision(state, (), False, too_late=True)
     if event.event_id in state.tail_ids:
         return Decision(state, (), True)
+    links = state.links
+    requests: tuple[LinkRequest, ...] = ()
+    identity = linked_identity(event)
+    if identity is not None:
+        known = next((key for linked_id, key in links if linked_id == identity), None)
+        if known is None and len(links) >= rules.state.linked_ids:
+            if event.type in LINK_TYPES:
+                return Decision(state, (), False, refused=too_many_links(state, identity))
+        elif known is None or entry[:3] < known:
+            links = tuple(sorted([*(p for p in links if p[0] != identity), (identity, entry[:3])]))
+            requests = (LinkRequest(identity, state.lead_id, *entry[:3]),)
     attribution = _earlier_attribution(state.attribution, entry, event.source, event.campaign)
     accepted = state.accepted + 1
     tail_ids = state.tail_ids | {entry.event_id}
     old = state.fold.transitions
+    linked = state.linked
     if not tail or entry > tail[-1]:
-        fold = fold_entry(state.fold, entry, attribution, rules)
+        fold = fold_entry(state.fold, entry, attribution, rules, linked)
         after = _applied(state, accepted, attribution, (*tail, entry), tail_ids, fold)
         changes = _publish(after, len(old), rules)
     else:
         tail = _insert_sorted(tail, entry)
-        fold = refold(state.base, tail, attribution, rules)
+        fold = refold(state.base, tail, attribution, rules, linked)
         after = _applied(state, accepted, attribution, tail, tail_ids, fold)
         changes = _publish_rewrite(state, after, rules)
+    if after.silent or event.anonymous_id == event.lead_id:
+        # A visitor not identified, or an identity linked to a known lead, is no lead of its
+        # own: what it had published before it turned out to be one is retracted.
+        changes = withdrawn(state, accepted, rules)
+        if not after.anonymous and event.anonymous_id == event.lead_id:
+            after = after._replace(anonymous=True)
+    if requests:
+        after = after._replace(links=links)
     if past_bound(after, rules) >= _COMPACT_AT_ONCE:
         compacted, after = compact(after, rules)
-        return Decision(after, changes, False, False, compacted)
-    return Decision(after, changes, False)
+        return Decision(after, changes, False, False, compacted, requests=requests)
+    return Decision(after, changes, False, requests=requests)
+
+
+def linked_identity(event: Event) -> str | None:
+    """The identity an event of a lead links to it: another `anonymous_id` it was seen
+    under, or the duplicate a CRM merge names."""
+    if event.type == "leads_merged":
+        merged: str = getattr(event.properties, "merged_lead_id")  # noqa: B009
+        return merged
+    anonymous_id = event.anonymous_id
+    return anonymous_id if anonymous_id is not None and anonymous_id != event.lead_id else None
+
+
+def too_many_links(state: LeadState, identity: str) -> tuple[str, str]:
+    """The dead letter of a link past `state.linked_ids`."""
+    return (
+        "too_many_links",
+        f"too_many_links: {len(state.links)} identities count for lead {state.lead_id} "
+        f"already, the most the rules' state.linked_ids allows; {identity} does not",
+    )
 
 
 def _applied(
@@ -255,6 +365,23 @@ def _applied(
         tail_ids,
         fold,
         state.told,
+        state.anonymous,
+        state.link,
+        state.linked,
+        state.links,
+    )
+
+
+def withdrawn(state: LeadState, revision: int, rules: Rules) -> tuple[LeadStageChange, ...]:
+    """The lead's live changes in detail, retracted (an identity that stops being a lead of
+    its own). Changes folded into the snapshot are only counted there and stay as they were."""
+    if state.silent:
+        return ()
+    return tuple(
+        _stage_change(state.lead_id, identity, seq, transition, revision, retracted, rules)
+        for identity, seq, transition, retracted in rewrites(
+            state.fold.transitions, (), state.published
+        )
     )
 
 
@@ -279,6 +406,13 @@ def past_bound(state: LeadState, rules: Rules) -> int:
         cut += 1
         while tail[cut].at < oldest_kept:
             cut += 1
+    if state.links:
+        # A lead linked to other identities keeps its events since the first link in detail
+        # (up to `lead_events`): their summaries come through another topic, at any later
+        # moment, and must find the lead's history from the link on as it was.
+        first = min(key for _, key in state.links)
+        pinned = next((i for i, entry in enumerate(tail) if entry[:3] >= first), count)
+        cut = max(count - limit if count > limit else 0, min(cut, pinned))
     return min(cut, count - 2)
 
 
@@ -300,7 +434,7 @@ def compact(state: LeadState, rules: Rules) -> tuple[tuple[Entry, ...], LeadStat
     base = state.base
     attribution = state.attribution
     for entry in compacted:
-        base = fold_entry(base, entry, attribution, rules)
+        base = fold_entry(base, entry, attribution, rules, state.linked)
     made = len(base.transitions)
     kept = tail[cut:]
     tail_ids = state.tail_ids.difference(entry.event_id for entry in compacted)
@@ -324,6 +458,10 @@ def restore(
     tail: tuple[Entry, ...],
     told: tuple[float, int] | None,
     rules: Rules,
+    anonymous: bool = False,
+    link: Link | None = None,
+    linked: tuple[Summary, ...] = (),
+    links: tuple[tuple[str, Key], ...] = (),
 ) -> LeadState:
     """A stored lead state, from what a store keeps of it: the snapshot's fit and exclusion are
     read again from its profile, and the fold is the snapshot with the tail folded in, so a
@@ -341,9 +479,13 @@ def restore(
         published,
         attribution,
         tail,
-        frozenset(entry.event_id for entry in tail),
-        refold(base, tail, attribution, rules),
+        frozenset(e.event_id for e in tail if e.type != LINK_ENTRY or not e.detail),
+        refold(base, tail, attribution, rules, linked),
         told,
+        anonymous,
+        link,
+        linked,
+        links,
     )
 
 
@@ -367,6 +509,10 @@ def entry_of(event: Event) -> Entry:
             if getattr(facts, name) is not None
         }
         return Entry(at, Rank.PROFILE, event.event_id, event_type, detail)
+    if event_type == LINK_ENTRY:
+        # "": sorts before the entry of a summary its link causes at the same instant (whose
+        # detail names the identity), which then cites the same event.
+        return Entry(at, Rank.ENGAGEMENT, event.event_id, event_type, "")
     if event_type not in SALES_TYPES:
         return Entry(
             at,
@@ -392,12 +538,16 @@ def entry_of(event: Event) -> Entry:
 
 
 def refold(
-    base: Fold, entries: Sequence[Entry], attribution: Attribution | None, rules: Rules
+    base: Fold,
+    entries: Sequence[Entry],
+    attribution: Attribution | None,
+    rules: Rules,
+    linked: tuple[Summary, ...] = (),
 ) -> Fold:
     """`base` with sorted `entries` folded in."""
     fold = base
     for entry in entries:
-        fold = fold_entry(fold, entry, attribution, rules)
+        fold = fold_entry(fold, entry, attribution, rules, linked)
     return fold
 
 
@@ -421,8 +571,33 @@ def engagement_at(fold: Fold, at: int, rules: Rules) -> float:
     return decayed_sum(fold.buckets, at - fold.engagement_at, rules.engagement)
 
 
-def fold_entry(fold: Fold, entry: Entry, attribution: Attribution | None, rules: Rules) -> Fold:
-    """Fold one entry (the latest in sort order) into the lead's fold."""
+def counts_at(summary: Summary, entry: Entry) -> bool:
+    """Whether a summary counts at `entry`: from its own entry on, in the lead's sort order
+    (so another event of the same instant that sorts before it is not moved by it)."""
+    return (summary.at, Rank.ENGAGEMENT, summary.cause) <= entry[:3]
+
+
+def lead_engagement(fold: Fold, entry: Entry, rules: Rules, linked: tuple[Summary, ...]) -> float:
+    """The lead's engagement score at `at`, with what its linked identities tell of theirs
+    (each from its summary's `at` on), the caps applied to the sum."""
+    at = entry.at
+    if not linked:
+        return engagement_at(fold, at, rules)
+    counted = [(s.anchor, s.buckets) for s in linked if counts_at(s, entry)]
+    if not counted:
+        return engagement_at(fold, at, rules)
+    return combined_engagement([(fold.engagement_at, fold.buckets), *counted], at, rules.engagement)
+
+
+def fold_entry(
+    fold: Fold,
+    entry: Entry,
+    attribution: Attribution | None,
+    rules: Rules,
+    linked: tuple[Summary, ...] = (),
+) -> Fold:
+    """Fold one entry (the latest in sort order) into the lead's fold; `linked`: the summaries
+    of the identities linked to the lead."""
     (
         stage,
         profile,
@@ -439,7 +614,9 @@ def fold_entry(fold: Fold, entry: Entry, attribution: Attribution | None, rules:
     ) = fold
     event_type = entry.type
     lifecycle = rules.lifecycle
-    if entry.rank == Rank.ENGAGEMENT:
+    if event_type == LINK_ENTRY:
+        pass  # a linked identity's summary: read with the scores, nothing to fold
+    elif entry.rank == Rank.ENGAGEMENT:
         points = engagement_points(event_type, entry.detail, rules.engagement)
         elapsed = entry.at - engaged_at if buckets else 0
         buckets = add_engagement(buckets, elapsed, event_type, points, rules.engagement)
@@ -475,7 +652,7 @@ def fold_entry(fold: Fold, entry: Entry, attribution: Attribution | None, rules:
     pending = True
     """The event's own trigger (a sales action, a high-intent form) has not fired yet."""
     for _ in range(_MAX_CHANGES_PER_EVENT):
-        found = _next_transition(fold, entry, pending, rules)
+        found = _next_transition(fold, entry, pending, rules, linked)
         if found is None:
             return fold
         to_stage, rule, mql_kind, reason, triggered_by_event = found
@@ -484,11 +661,8 @@ def fold_entry(fold: Fold, entry: Entry, attribution: Attribution | None, rules:
             fold = fold._replace(waived_exclusion=fold.exclusion)
             if lifecycle.reset_engagement_on_recycle:
                 fold = fold._replace(buckets={}, engagement=0.0, engagement_at=entry.at, intent={})
-        source, campaign = (
-            (attribution.source, attribution.campaign)
-            if attribution is not None and attribution[:3] <= entry[:3]
-            else (None, None)
-        )
+        touch = _first_touch(attribution, entry, linked)
+        source, campaign = (touch.source, touch.campaign) if touch is not None else (None, None)
         transition = Transition(
             fold.stage,
             to_stage,
@@ -498,7 +672,7 @@ def fold_entry(fold: Fold, entry: Entry, attribution: Attribution | None, rules:
             mql_kind,
             reason,
             fold.fit_score,
-            engagement_at(fold, entry.at, rules),
+            lead_engagement(fold, entry, rules, linked),
             source,
             campaign,
         )
@@ -509,7 +683,26 @@ def fold_entry(fold: Fold, entry: Entry, attribution: Attribution | None, rules:
 _Found = tuple[str, str, str | None, str | None, bool]
 
 
-def _next_transition(fold: Fold, entry: Entry, pending: bool, rules: Rules) -> _Found | None:
+def _first_touch(
+    attribution: Attribution | None, entry: Entry, linked: tuple[Summary, ...]
+) -> Attribution | None:
+    """The earliest first touch by `entry`: the lead's own, or a linked identity's once its
+    summary counts."""
+    touch = attribution if attribution is not None and attribution[:3] <= entry[:3] else None
+    for summary in linked:
+        theirs = summary.attribution
+        if (
+            theirs is not None
+            and counts_at(summary, entry)
+            and (touch is None or theirs[:3] < touch[:3])
+        ):
+            touch = theirs
+    return touch
+
+
+def _next_transition(
+    fold: Fold, entry: Entry, pending: bool, rules: Rules, linked: tuple[Summary, ...] = ()
+) -> _Found | None:
     stage = fold.stage
     lifecycle = rules.lifecycle
     if (
@@ -520,19 +713,24 @@ def _next_transition(fold: Fold, entry: Entry, pending: bool, rules: Rules) -> _
     ):
         return "disqualified", "disqualified.exclusion", None, fold.exclusion, False
     if pending:
-        found = _event_transition(fold, entry, rules)
+        found = _event_transition(fold, entry, rules, linked)
         if found is not None:
             return found
     if stage is None and fold.has_contact:
         return "subscriber", "subscriber.contact", None, None, False
     if stage == "subscriber" and _fits(fold, rules):
         return "lead", "lead.fit", None, None, False
-    if stage == "lead" and engagement_at(fold, entry.at, rules) >= rules.engagement.mql_threshold:
+    if (
+        stage == "lead"
+        and lead_engagement(fold, entry, rules, linked) >= rules.engagement.mql_threshold
+    ):
         return "mql", "mql.passive_score", "passive", None, False
     return None
 
 
-def _event_transition(fold: Fold, entry: Entry, rules: Rules) -> _Found | None:
+def _event_transition(
+    fold: Fold, entry: Entry, rules: Rules, linked: tuple[Summary, ...] = ()
+) -> _Found | None:
     stage = fold.stage
     event_type = entry.type
     if event_type == "sales_disqualified":
@@ -564,6 +762,8 @@ def _event_transition(fold: Fold, entry: Entry, rules: Rules) -> _Found | None:
             return "mql", "mql.active_form", "active", None, True
         for pattern in rules.intent_patterns:
             times = fold.intent.get(pattern.id, ())
+            if linked and times and times[-1] == entry.at:
+                times = _with_linked_intent(times, pattern, entry, linked)
             if (
                 len(times) >= pattern.count
                 and times[-1] == entry.at
@@ -571,6 +771,20 @@ def _event_transition(fold: Fold, entry: Entry, rules: Rules) -> _Found | None:
             ):
                 return "mql", pattern.rule, "active", None, True
     return None
+
+
+def _with_linked_intent(
+    times: tuple[int, ...], pattern: IntentPattern, entry: Entry, linked: tuple[Summary, ...]
+) -> tuple[int, ...]:
+    """A pattern's times with those of the linked identities whose summary counts at `entry`,
+    within the pattern's window: a run of pricing looks that began before the visitor was
+    known completes after."""
+    oldest = entry.at - pattern.within_micros
+    merged = list(times)
+    for summary in linked:
+        if counts_at(summary, entry):
+            merged += (t for t in summary.intent.get(pattern.id, ()) if t >= oldest)
+    return tuple(sorted(merged))
 
 
 def _counted(

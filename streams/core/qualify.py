@@ -10,7 +10,16 @@ from typing import NamedTuple
 
 from schemas.events import Event
 from streams.core.accounts import Signal, signals_of
-from streams.core.lifecycle import Entry, LeadStageChange, LeadState, decide, horizon_of
+from streams.core.identity import absorb, link, summary_changed
+from streams.core.lifecycle import (
+    Entry,
+    LeadStageChange,
+    LeadState,
+    LinkRequest,
+    Summary,
+    decide,
+    horizon_of,
+)
 from streams.core.revisions import instant_of
 from streams.core.rules import Rules
 
@@ -27,6 +36,14 @@ class Qualified(NamedTuple):
     """Why the event was not applied, when it sorts before the lead's horizon."""
     compacted: tuple[Entry, ...] = ()
     """The entries folded into the lead's snapshot by this event (for `explain`)."""
+    summaries: tuple[Summary, ...] = ()
+    """What this identity tells the known lead(s) it is linked to: to be routed by `to_id`."""
+    requests: tuple[LinkRequest, ...] = ()
+    """Identities the lead asks to count for it: to be routed by `identity`."""
+    refused: tuple[str, str] | None = None
+    """(dead-letter kind, reason) when a link or a summary is not applied."""
+    conflict: bool = False
+    """The link disagreed with another of its identity (counted; refused unless it won)."""
 
 
 def qualify(state: LeadState | None, event: Event, rules: Rules, accounts: bool) -> Qualified:
@@ -36,12 +53,54 @@ def qualify(state: LeadState | None, event: Event, rules: Rules, accounts: bool)
     if decision.too_late:
         assert state is not None
         return Qualified(state, (), (), False, too_late_reason(state, event, rules))
+    if decision.refused is not None:
+        assert state is not None
+        return Qualified(state, (), (), False, refused=decision.refused)
     after = decision.state
-    signals = signals_of(state, event, decision, rules) if accounts else ()
+    if decision.duplicate:
+        return Qualified(after, (), (), True)
+    signals = signals_of(state, event, decision, rules) if accounts and not after.silent else ()
     if signals:
         told = signals[-1]
         after = after._replace(told=(told.engagement_score, told.occurred_at))
-    return Qualified(after, decision.changes, signals, decision.duplicate, None, decision.compacted)
+    summaries = summary_changed(state, after) if after.link is not None else ()
+    return Qualified(
+        after,
+        decision.changes,
+        signals,
+        False,
+        None,
+        decision.compacted,
+        summaries=summaries,
+        requests=decision.requests,
+    )
+
+
+def qualify_request(state: LeadState | None, request: LinkRequest, rules: Rules) -> Qualified:
+    """Apply a known lead's link request to the identity it names. Pure and deterministic."""
+    decision = link(state, request, rules)
+    return Qualified(
+        decision.state,
+        decision.changes,
+        (),
+        decision.duplicate,
+        summaries=decision.summaries,
+        refused=decision.refused,
+        conflict=decision.conflict,
+    )
+
+
+def qualify_summary(state: LeadState | None, summary: Summary, rules: Rules) -> Qualified:
+    """Apply a linked identity's summary to the known lead it names. Pure and deterministic."""
+    decision = absorb(state, summary, rules)
+    return Qualified(
+        decision.state,
+        decision.changes,
+        (),
+        decision.duplicate,
+        compacted=decision.compacted,
+        refused=decision.refused,
+    )
 
 
 def too_late_reason(state: LeadState, event: Event, rules: Rules) -> str:

@@ -369,6 +369,9 @@ class StateRules(_Section):
     allowed_lateness_days: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 7.0
     lead_events: Annotated[int, Field(ge=4, le=4096)] = 64
     account_signals: Annotated[int, Field(ge=4, le=65536)] = 256
+    linked_ids: Annotated[int, Field(ge=1, le=1024)] = 16
+    """At most this many identities (anonymous ids, merged duplicates) count for one lead;
+    a link past it is refused (dead letter `too_many_links`)."""
 
     @cached_property
     def allowed_lateness_micros(self) -> int:

@@ -211,6 +211,37 @@ def add_engagement(
     return decayed
 
 
+def combined_engagement(parts: list[tuple[int, Buckets]], at: int, rules: EngagementRules) -> float:
+    """The engagement of several identities' buckets together at `at` (each part: its buckets
+    and the time they stand at, <= `at`): summed per type, then each type's cap, each group's
+    cap and the total cap applied to the sums, so that two identities of one person saturate
+    as one would."""
+    totals: Buckets = {}
+    for anchored_at, buckets in parts:
+        for event_type, value in _decayed(buckets, at - anchored_at, rules).items():
+            totals[event_type] = totals.get(event_type, 0.0) + value
+    grouped: dict[str, float] = {}
+    total = 0.0
+    for event_type in sorted(totals):
+        value = totals[event_type]
+        cap = rules.caps.get(event_type)
+        if cap is not None:
+            value = max(-cap, min(cap, value))
+        group = rules.group_of.get(event_type)
+        if group is not None and group.cap is not None:
+            key = ",".join(rules.members[event_type])
+            grouped[key] = grouped.get(key, 0.0) + value
+            continue
+        total += value
+    for event_type, value in sorted(grouped.items()):
+        cap = rules.group_of[event_type.split(",")[0]].cap
+        assert cap is not None
+        total += max(-cap, min(cap, value))
+    if rules.total_cap is not None:
+        total = min(total, rules.total_cap)
+    return total
+
+
 def _decayed(buckets: Buckets, elapsed_micros: int, rules: EngagementRules) -> Buckets:
     if elapsed_micros == 0 or not buckets:
         return dict(buckets)

@@ -26,7 +26,7 @@ from rich.table import Table
 
 from projections.clickhouse import connect, migrate, spool_inserts_into
 from projections.projector import Projector
-from projections.report import print_report, read_funnel, write_html
+from projections.report import REPORT_VIEWS, print_report, read_funnel, write_html
 from schemas.stage_changes import FUNNEL_STAGES
 from streams.common.codecs import encode_account_change, encode_change
 from streams.common.publish import make_producer, publish_events
@@ -162,7 +162,7 @@ def run_demo(
         + ("[green]yes[/green]" if same_accounts else "[red]NO[/red]")
     )
     same = same and same_accounts
-    metrics = read_funnel(projector.client, settings.clickhouse.database)
+    metrics = read_funnel(projector.client, settings.clickhouse.database, REPORT_VIEWS)
     print_report(metrics, console)
     page = workdir / "funnel.html"
     write_html(metrics, page)

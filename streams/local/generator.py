@@ -65,6 +65,11 @@ class TrafficShape:
     people_per_company: float = 3.0
     """Average number of people with a company email per company (a buying committee); they
     first touch within weeks of each other."""
+    anonymous_browsing: float = 0.0
+    """Share of the people who browse before their first form (buyers, tyre-kickers,
+    competitors) who do it under a tracker's anonymous id, with a few more visits in the weeks
+    before: their form carries that id too, which links it to them. The anonymous persona's
+    events are then marked as a visitor's. 0 gives the traffic of before, byte for byte."""
 
 
 def generate(leads: int, seed: int, shape: TrafficShape = TrafficShape()) -> list[dict[str, Any]]:
@@ -88,6 +93,9 @@ def generate(leads: int, seed: int, shape: TrafficShape = TrafficShape()) -> lis
                 counter += 1
                 again = at + delay + timedelta(minutes=rng.randint(1, 600))
                 arrivals.append((_micros(again), counter, event))
+        for visit in lead.visits:
+            counter += 1
+            arrivals.append((_micros(visit["occurred_at"]), counter, visit))
     arrivals.sort(key=lambda item: (item[0], item[1]))
     return [_as_json(event) for _, _, event in arrivals]
 
@@ -130,10 +138,52 @@ class _Lead:
         self.source = rng.choice(list(SOURCES))
         self.campaign = rng.choice(SOURCES[self.source])
         self.out: list[dict[str, Any]] = []
+        self.anonymous_browsing = shape.anonymous_browsing
+        self.visits: list[dict[str, Any]] = []
+        """Anonymous visits before the first one in `out`, delivered on time."""
 
     def events(self) -> list[dict[str, Any]]:
         getattr(self, f"_{self.persona}")()
+        if self.anonymous_browsing > 0:
+            self._browsed_anonymously()
         return self.out
+
+    def _browsed_anonymously(self) -> None:
+        # Its own random source, so that the rest of the traffic stays what it was.
+        own = random.Random(f"{self.lead_id}-anonymous")
+        out = self.out
+        if self.persona == "anonymous":
+            for event in out:
+                event["anonymous_id"] = self.lead_id
+            return
+        first_form = next(i for i, e in enumerate(out) if e["type"] == "profile_updated")
+        if first_form == 0 or own.random() >= self.anonymous_browsing:
+            return
+        visitor = f"anon-{self.lead_id}"
+        visits = []
+        at = out[0]["occurred_at"]
+        for _ in range(own.randint(2, 8)):
+            at -= timedelta(hours=own.randint(6, 96), seconds=own.randint(0, 59))
+            kind = own.choice(["page_view", "page_view", "pricing_page_view", "content_download"])
+            properties = (
+                {"content_category": own.choice(_CONTENT)} if kind == "content_download" else {}
+            )
+            visits.append(
+                {
+                    "event_id": str(uuid.UUID(int=own.getrandbits(128), version=4)),
+                    "lead_id": visitor,
+                    "type": kind,
+                    "occurred_at": at,
+                    "source": self.source,
+                    "campaign": self.campaign,
+                    "properties": properties,
+                }
+            )
+        for event in out[:first_form]:
+            event["lead_id"] = visitor
+        for event in (*visits, *out[:first_form], out[first_form]):
+            event["anonymous_id"] = visitor
+        self.visits = visits[::-1]
 
     # personas
 

@@ -36,16 +36,19 @@ from streams.common.codecs import (
     decode_account_signal,
     decode_account_state,
     decode_event,
+    decode_identity_record,
     decode_state,
     encode_account_change,
     encode_account_signal,
     encode_account_state,
     encode_change,
+    encode_link_request,
     encode_state,
+    encode_summary,
 )
 from streams.core.accounts import AccountState, Signal, compact_account, decide_account
-from streams.core.lifecycle import LeadState, compact
-from streams.core.qualify import qualify
+from streams.core.lifecycle import LeadState, Summary, compact
+from streams.core.qualify import Qualified, qualify, qualify_request, qualify_summary
 from streams.core.rules import Rules
 from streams.errors import InvalidEventError
 from streams.worker.metrics import PipelineMetrics
@@ -192,11 +195,19 @@ class LeadQualifier:
     """A challenger: it publishes its stage changes only. The live worker dead-letters bad input
     and forwards misrouted events (this one counts the first and skips the second: it applies
     the forwarded copy)."""
+    send_summary: Send | None = None
+    """Where a linked identity's summaries go (the identity-summaries topic, keyed by the known
+    lead); None: this worker does not stitch identities (a challenger)."""
+    summaries_topic: str | None = None
+    """The topic of summaries this agent reads beside the events."""
 
     async def apply(self, consumed: Consumed, batch: Batch) -> None:
         """Apply one consumed message within `batch`. Never raises for bad input: that goes to
         the dead letters."""
         message = consumed.message
+        if message.topic == self.summaries_topic:
+            await self._apply_summary(consumed, batch)
+            return
         self.metrics.events_received.inc()
         self.positions[message.partition] = message.offset
         raw = message.value or b""
@@ -239,7 +250,9 @@ class LeadQualifier:
             log.exception("the core failed on event %s", event.event_id)
             await self.dead_letter(batch, message, "internal_error", f"{type(exc).__name__}: {exc}")
             return
-        if unchanged:
+        if qualified.conflict:
+            self.metrics.identity_conflicts.inc()
+        if unchanged or qualified.refused is not None:
             # Written again all the same: the crash behind a redelivery may have lost the
             # changelog record of the state this worker's store already had.
             if held is None and stored is not None:
@@ -248,6 +261,8 @@ class LeadQualifier:
                 batch.keep(consumed, lead_key, qualified.state, self._encode)
             if qualified.duplicate:
                 self.metrics.duplicates.inc()
+            elif qualified.refused is not None:
+                await self.dead_letter(batch, message, *qualified.refused)
             else:
                 assert qualified.too_late is not None
                 await self.dead_letter(batch, message, "too_late", qualified.too_late)
@@ -273,10 +288,88 @@ class LeadQualifier:
                     partition=partition_for(account_key, self.partitions),
                 )
             self.metrics.account_signals.labels("sent").inc(len(signals))
+        await self._route_identities(batch, qualified)
         batch.keep(consumed, lead_key, qualified.state, self._encode)
         self.metrics.events_applied.inc()
         if message.timestamp:
             batch.applied.append(message.timestamp)
+
+    async def _route_identities(self, batch: Batch, qualified: Qualified) -> None:
+        """Send a lead's link requests to their identities and a linked identity's summaries
+        to its known lead, on the identity topic keyed by the state each changes, to the
+        partition that state lives on (as accounts' signals), acknowledged before the state
+        that produced them is written."""
+        if self.send_summary is None:
+            return
+        for request in qualified.requests:
+            key = request.identity.encode()
+            await batch.send(
+                self.send_summary,
+                key=key,
+                value=encode_link_request(request),
+                partition=partition_for(key, self.partitions),
+            )
+            self.metrics.identity.labels("link_sent").inc()
+        for summary in qualified.summaries:
+            key = summary.to_id.encode()
+            await batch.send(
+                self.send_summary,
+                key=key,
+                value=encode_summary(summary),
+                partition=partition_for(key, self.partitions),
+            )
+            self.metrics.identity.labels("summary_sent").inc()
+
+    async def _apply_summary(self, consumed: Consumed, batch: Batch) -> None:
+        """Apply a record of the identity topic: a link request to its identity, or a
+        summary to its known lead."""
+        message = consumed.message
+        try:
+            record = decode_identity_record(message.value or b"")
+        except InvalidEventError as exc:
+            await self.dead_letter(batch, message, "invalid_identity_record", exc.reason)
+            return
+        owner = record.to_id if isinstance(record, Summary) else record.identity
+        lead_key = owner.encode()
+        home = partition_for(lead_key, self.partitions)
+        if home != message.partition:
+            if self.shadow or self.send_summary is None:
+                return
+            await batch.send(self.send_summary, key=lead_key, value=message.value, partition=home)
+            self.metrics.rerouted.inc()
+            return
+        held = batch.held(lead_key)
+        stored = batch.read(consumed, lead_key) if held is None else None
+        try:
+            state = held if held is not None else self._stored(lead_key, stored, owner)
+            if isinstance(record, Summary):
+                qualified = qualify_summary(state, record, self.rules)
+            else:
+                qualified = qualify_request(state, record, self.rules)
+            changes = [(change, encode_change(change)) for change in qualified.changes]
+        except Exception as exc:  # a bug must not stop the pipeline: keep the record
+            log.exception("the core failed on an identity record of %s", owner)
+            await self.dead_letter(batch, message, "internal_error", f"{type(exc).__name__}: {exc}")
+            return
+        if qualified.conflict:
+            self.metrics.identity_conflicts.inc()
+        if qualified.duplicate or qualified.refused is not None:
+            if held is None and stored is not None:
+                batch.write(consumed, lead_key, stored)
+            elif held is not None:
+                batch.keep(consumed, lead_key, held, self._encode)
+            if qualified.refused is not None:
+                await self.dead_letter(batch, message, *qualified.refused)
+            return
+        for change, value in changes:
+            await batch.send(self.send_change, key=lead_key, value=value)
+            self.metrics.stage_changes.labels(
+                "retracted" if change.retracted else change.to_stage
+            ).inc()
+        await self._route_identities(batch, qualified)
+        batch.keep(consumed, lead_key, qualified.state, self._encode)
+        what = "summary_applied" if isinstance(record, Summary) else "link_applied"
+        self.metrics.identity.labels(what).inc()
 
     def _stored(self, key: bytes, stored: bytes | None, lead_id: str) -> LeadState | None:
         if stored is None:

@@ -54,6 +54,12 @@ def create_app(
     worker = settings.worker
     app = faust_app(settings)
     events = app.topic(topics.events, partitions=topics.partitions, **RAW_BYTES)
+    summaries = app.topic(topics.identity_summaries, partitions=topics.partitions, **RAW_BYTES)
+    # The lead agent reads both: a summary changes its known lead's state, which only the agent
+    # of that lead's partition may write (the topics are co-partitioned: same partition count).
+    lead_input = app.topic(
+        topics.events, topics.identity_summaries, partitions=topics.partitions, **RAW_BYTES
+    )
     stage_changes = app.topic(topics.stage_changes, **RAW_BYTES)
     dead_letters = app.topic(topics.dead_letter, **RAW_BYTES)
     leads = _state_table(app, LEADS_TABLE, topics.partitions, "Per-lead state.")
@@ -70,9 +76,11 @@ def create_app(
         cache=StateCache(worker.lead_cache),
         send_account_signal=producer_send(app, account_signals) if worker.accounts else None,
         shadow=shadow,
+        send_summary=None if shadow else producer_send(app, summaries),
+        summaries_topic=topics.identity_summaries,
     )
 
-    @app.agent(events, name="qualify", concurrency=1)
+    @app.agent(events if shadow else lead_input, name="qualify", concurrency=1)
     async def qualify(stream: faust.StreamT[bytes]) -> None:
         await _apply_in_batches(stream, qualifier, leads, worker)
 

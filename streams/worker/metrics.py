@@ -58,6 +58,18 @@ class PipelineMetrics:
             ["to_stage"],
             registry=registry,
         )
+        self.identity = Counter(
+            "leadflow_identity",
+            "Identity stitching: links sent to their identity (link_sent), summaries sent to and "
+            "applied by known leads (summary_sent, summary_applied).",
+            ["what"],
+            registry=registry,
+        )
+        self.identity_conflicts = Counter(
+            "leadflow_identity_conflicts",
+            "Links that disagree with an earlier-dated or earlier-received link of their identity.",
+            registry=registry,
+        )
         self.latency = Histogram(
             "leadflow_processing_latency_seconds",
             "From the event's Kafka timestamp to its stage changes acknowledged and state written.",

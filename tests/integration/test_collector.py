@@ -23,9 +23,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streams.core.rules import Rules
 from streams.local.broker import LocalBroker, free_port
 from streams.local.processes import LeadflowProcess
-from tests.integration.harness import Pipeline
+from tests.integration.harness import Pipeline, in_effect, replay_bytes
 from tests.waiting import wait_for
 
 WRITE_KEY = "test-write-key"
@@ -167,6 +168,76 @@ def test_the_official_segment_client_works_unchanged_and_moves_stages(
     assert changes[-1]["mql_kind"] == "active"
 
 
+def test_segment_page_views_before_an_identify_count_for_the_lead_as_replay_says(
+    pipeline: Pipeline, server: Server, rules: Rules
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from segment.analytics import Client
+
+    errors: list[Any] = []
+    client = Client(
+        WRITE_KEY, host=server.url, sync_mode=True, max_retries=0, on_error=errors.append
+    )
+    visitor = f"anon-{uuid.uuid4().hex[:6]}"
+    lead = f"lead-{uuid.uuid4().hex[:6]}"
+    start = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    for hour in range(8):
+        client.track(
+            event="Whitepaper Downloaded",
+            properties={"content_category": "case_study"},
+            anonymous_id=visitor,
+            timestamp=start + timedelta(hours=hour),
+        )
+    for hour in range(8, 12):
+        client.page(
+            anonymous_id=visitor,
+            properties={"url": "https://x.example/pricing"},
+            timestamp=start + timedelta(hours=hour),
+        )
+    identify_id = str(uuid.uuid4())
+    client.identify(
+        lead,
+        {"email": "ana@acme-corp.example", "title": "VP Marketing", "industry": "software"},
+        anonymous_id=visitor,
+        timestamp=start + timedelta(hours=20),
+        message_id=identify_id,
+    )
+    client.flush()
+    assert errors == []
+    events = wait_for(
+        server.events,
+        lambda found: (
+            len([e for e in found if visitor in (e["lead_id"], e.get("anonymous_id"))]) == 13
+        ),
+        timeout=30,
+        what="the thirteen messages on the events topic",
+    )
+    published = [e for e in events if visitor in (e["lead_id"], e.get("anonymous_id"))]
+    expected = in_effect(replay_bytes(published, rules))
+    alone = in_effect(replay_bytes([e for e in published if e["lead_id"] == lead], rules))
+    assert [orjson.loads(c)["to_stage"] for c in alone.values()] == ["subscriber", "lead"]
+    worker = pipeline.worker().start()
+    try:
+        stages = pipeline.reader(pipeline.settings.topics.stage_changes)
+        wait_for(
+            lambda: in_effect(stages.values()),
+            lambda found: found == expected,
+            timeout=120,
+            what="the stage changes in effect to equal replay of the same events",
+        )
+    finally:
+        worker.kill()
+    changes = sorted((orjson.loads(c) for c in expected.values()), key=lambda c: c["sequence"])
+    assert [c["to_stage"] for c in changes] == ["subscriber", "lead", "mql"]
+    # The visitor's downloads and pricing looks, before the identify, made the MQL.
+    assert (changes[-1]["rule"], changes[-1]["causation_event_id"]) == (
+        "mql.passive_score",
+        identify_id,
+    )
+    assert {c["lead_id"] for c in changes} == {lead}
+
+
 def _at(minute: int) -> Any:
     from datetime import UTC, datetime
 
@@ -182,6 +253,8 @@ def test_every_endpoint_and_alias_maps_its_message(server: Server) -> None:
         "/v1/p": segment_message("page", lead, context={"page": {"url": "https://x/pricing"}}),
         "/v1/track": segment_message("track", lead, event="Newsletter Subscribed"),
         "/v1/t": segment_message("track", lead, event="Webinar Attended"),
+        "/v1/alias": segment_message("alias", lead, previousId=f"anon-{lead}"),
+        "/v1/a": segment_message("alias", lead, previousId=f"old-{lead}"),
     }
     for path, message in sent.items():
         status, body, _ = server.post(path, message)
@@ -192,9 +265,9 @@ def test_every_endpoint_and_alias_maps_its_message(server: Server) -> None:
     assert status == 200
     events = wait_for(
         lambda: [e for e in server.events() if e["lead_id"] == lead],
-        lambda found: len(found) == 9,
+        lambda found: len(found) == 11,
         timeout=30,
-        what="nine events",
+        what="eleven events",
     )
     assert [e["type"] for e in events] == [
         "profile_updated",
@@ -203,11 +276,14 @@ def test_every_endpoint_and_alias_maps_its_message(server: Server) -> None:
         "pricing_page_view",
         "newsletter_subscribe",
         "webinar_attended",
+        "identity_linked",
+        "identity_linked",
         "email_click",
         "email_click",
         "email_click",
     ]
-    assert [e["event_id"] for e in events[:6]] == [m["messageId"] for m in sent.values()]
+    assert [e["event_id"] for e in events[:8]] == [m["messageId"] for m in sent.values()]
+    assert [e["anonymous_id"] for e in events[6:8]] == [f"anon-{lead}", f"old-{lead}"]
 
 
 def test_auth_failures_publish_nothing(server: Server) -> None:

@@ -19,6 +19,7 @@ from projections.projector import Projector
 from projections.report import (
     ACCOUNT_VIEWS,
     FUNNEL_VIEWS,
+    IDENTITY_VIEWS,
     VIEWS,
     print_report,
     read_funnel,
@@ -413,3 +414,49 @@ def test_the_projector_says_when_it_owns_its_partitions(
         stop.set()
         running.join(timeout=60)
     assert not running.is_alive()
+
+
+def test_the_identity_views_count_links_and_the_visitors_events_they_attribute(
+    clickhouse: Any, database: str, rules: Rules
+) -> None:
+    from streams.local.generator import TrafficShape
+
+    events = generate(300, seed=11, shape=TrafficShape(anonymous_browsing=0.6))
+    changes = replay_bytes(events, rules)
+    writer = ProjectionWriter(clickhouse, database)
+    change_rows = [stage_change_row(value, 1_700_000_000_000) for value in changes]
+    event_rows = [
+        event_row(orjson.dumps(event), DEFAULT_MAX_EVENT_BYTES, 1_700_000_000_000)
+        for event in events
+    ]
+    writer.write(change_rows, event_rows)
+    writer.write(change_rows, event_rows)  # a redelivery counts once
+
+    unique_events = {e["event_id"]: e for e in events}.values()
+    visits: dict[str, int] = {}
+    linked: dict[str, tuple[str, str, str]] = {}
+    for e in unique_events:
+        anonymous = e.get("anonymous_id")
+        if anonymous == e["lead_id"]:
+            visits[anonymous] = visits.get(anonymous, 0) + 1
+        elif anonymous is not None:
+            key = (e["occurred_at"], e["event_id"], e["lead_id"])
+            linked[anonymous] = min(linked.get(anonymous, key), key)
+    with_history = {lead for visitor, (_, _, lead) in linked.items() if visits.get(visitor)}
+    leads = {orjson.loads(value)["lead_id"] for value in effective(changes).values()}
+    found = read_funnel(clickhouse, database, IDENTITY_VIEWS)["identity_stitching"]
+    assert len(linked) > 50
+    assert found == [
+        {
+            "links": len(linked),
+            "contested": 0,
+            "leads": len(leads),
+            "leads_with_anonymous_history": len(with_history),
+            "share_with_anonymous_history": len(with_history) / len(leads),
+            "events_attributed": sum(visits.get(visitor, 0) for visitor in linked),
+            "visitors_never_identified": len(visits.keys() - linked.keys()),
+        }
+    ]
+    daily = read_funnel(clickhouse, database, IDENTITY_VIEWS)["identity_links_daily"]
+    assert sum(row["links"] for row in daily) == len(linked)
+    assert sum(row["events_attributed"] for row in daily) == found[0]["events_attributed"]

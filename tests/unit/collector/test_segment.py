@@ -146,3 +146,30 @@ def test_a_message_that_is_not_an_object_is_refused(rules: Rules) -> None:
         to_event(["track"], "track", rules, RECEIVED)
     with pytest.raises(InvalidEventError, match="unsupported message type 'screen'"):
         to_event(message("screen"), "screen", rules, RECEIVED)
+
+
+def test_an_anonymous_id_alone_names_a_visitor_and_beside_a_user_id_links_them(
+    rules: Rules,
+) -> None:
+    visit = message("page", anonymousId="anon-7")
+    del visit["userId"]
+    document = to_event(visit, "page", rules, RECEIVED)
+    assert (document["lead_id"], document["anonymous_id"]) == ("anon-7", "anon-7")
+    both = to_event(
+        message("identify", userId="u-1", anonymousId="anon-7"), "identify", rules, RECEIVED
+    )
+    assert (both["lead_id"], both["anonymous_id"]) == ("u-1", "anon-7")
+    same = to_event(message("page", userId="u-1", anonymousId="u-1"), "page", rules, RECEIVED)
+    assert "anonymous_id" not in same
+
+
+def test_an_alias_links_the_previous_id_to_the_user(rules: Rules) -> None:
+    alias = message("alias", userId="u-1", previousId="anon-7")
+    document = to_event(alias, "alias", rules, RECEIVED)
+    assert (document["type"], document["lead_id"], document["anonymous_id"]) == (
+        "identity_linked",
+        "u-1",
+        "anon-7",
+    )
+    with pytest.raises(InvalidEventError):
+        to_event(message("alias", userId="u-1"), "alias", rules, RECEIVED)

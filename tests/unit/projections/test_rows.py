@@ -97,10 +97,13 @@ def test_an_event_row_keeps_the_envelope_and_a_sales_value_only() -> None:
         "campaign": None,
         "amount": 12_000.0,
         "currency": "EUR",
+        "anonymous_id": None,
         "published_at": datetime(2025, 12, 29, 9, 20, 0, 123_000, tzinfo=UTC),
     }
-    view = event_row(orjson.dumps(event("page_view", url="/x")), DEFAULT_MAX_EVENT_BYTES)
+    seen = {**event("page_view", url="/x"), "anonymous_id": "anon-9"}
+    view = event_row(orjson.dumps(seen), DEFAULT_MAX_EVENT_BYTES)
     assert view[EVENTS.position("amount")] is None
+    assert view[EVENTS.position("anonymous_id")] == "anon-9"
     assert view[EVENTS.position("published_at")] == published_at(None)
 
 

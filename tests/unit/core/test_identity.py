@@ -1,0 +1,343 @@
+"""Identity stitching: properties of the core for any log of a visitor and the lead it becomes.
+
+The stream routes links and summaries through topics, so they reach their state at any later
+moment, maybe twice: `deliver` folds a log that way, with hypothesis choosing the moments.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas.events import EVENT_ADAPTER, Event
+from streams.common.codecs import decode_state, encode_state
+from streams.core.lifecycle import LeadStageChange, LeadState, LinkRequest, Summary
+from streams.core.qualify import Qualified, qualify, qualify_request, qualify_summary
+from streams.core.revisions import micros_of
+from streams.core.rules import Rules, load_rules
+from streams.replay import Replayer, effective_changes
+from tests.factories import BUYER, as_lines, event
+
+RULES = load_rules()
+WIDE = RULES.model_copy(
+    update={"state": RULES.state.model_copy(update={"allowed_lateness_days": 180.0})}
+)
+"""Rules whose bound every generated log fits in."""
+VISITOR = "anon-1"
+LEAD = "lead-1"
+ANONYMOUS_TYPES = ["page_view", "pricing_page_view", "content_download", "webinar_attended"]
+hours = st.integers(0, 24 * 40)
+
+
+def link_event(
+    at: int, event_id: str, anonymous: str = VISITOR, lead: str = LEAD
+) -> dict[str, Any]:
+    document = event("identity_linked", timedelta(hours=at), lead=lead, event_id=event_id)
+    document["anonymous_id"] = anonymous
+    return document
+
+
+@st.composite
+def stitched_logs(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A visitor's anonymous events, the known lead's, and one or more links between them
+    (an explicit link, or the lead's events seen under the visitor's anonymous id)."""
+    documents = []
+    for index in range(draw(st.integers(0, 16))):
+        event_type = draw(st.sampled_from(ANONYMOUS_TYPES))
+        category = {"content_category": "case_study"} if event_type == "content_download" else {}
+        document = event(
+            event_type,
+            timedelta(hours=draw(st.integers(0, 24 * 12))),
+            lead=VISITOR,
+            event_id=f"anon-{index}",
+            source=draw(st.sampled_from([None, "google", "linkedin"])),
+            **category,
+        )
+        document["anonymous_id"] = VISITOR
+        documents.append(document)
+    signed_up = draw(hours)
+    sign_up = event(
+        "profile_updated", timedelta(hours=signed_up), lead=LEAD, event_id="signup", **BUYER
+    )
+    if draw(st.booleans()):
+        sign_up["anonymous_id"] = VISITOR
+    documents.append(sign_up)
+    for index in range(draw(st.integers(0, 6))):
+        documents.append(
+            event(
+                draw(st.sampled_from(["page_view", "email_open", "content_download"])),
+                timedelta(hours=draw(hours)),
+                lead=LEAD,
+                event_id=f"own-{index}",
+            )
+        )
+    for index in range(draw(st.integers(0 if "anonymous_id" in sign_up else 1, 2))):
+        documents.append(link_event(draw(hours), f"link-{index}"))
+    return documents
+
+
+def as_event(document: dict[str, Any]) -> Event:
+    return EVENT_ADAPTER.validate_python(document)
+
+
+def deliver(
+    documents: list[dict[str, Any]],
+    chooser: random.Random,
+    duplicates: bool = True,
+    rules: Rules = WIDE,
+    eagerness: float = 0.5,
+) -> tuple[list[LeadStageChange], dict[str, LeadState]]:
+    """Fold `documents` in the order given, routing links and summaries as a stream would:
+    each reaches its state at a moment chosen at random, some twice."""
+    states: dict[str, LeadState] = {}
+    changes: list[LeadStageChange] = []
+    pending: list[LinkRequest | Summary] = []
+
+    def apply(item: Event | LinkRequest | Summary) -> None:
+        done: Qualified
+        if isinstance(item, Summary):
+            key = item.to_id
+            done = qualify_summary(states.get(key), item, rules)
+        elif isinstance(item, LinkRequest):
+            key = item.identity
+            done = qualify_request(states.get(key), item, rules)
+        else:
+            key = item.lead_id
+            done = qualify(states.get(key), item, rules, False)
+        if done.refused is not None or done.too_late is not None:
+            return
+        states[key] = done.state
+        changes.extend(done.changes)
+        for routed in (*done.requests, *done.summaries):
+            pending.append(routed)
+            if duplicates and chooser.random() < 0.2:
+                pending.append(routed)
+
+    def flush_some() -> None:
+        while pending and chooser.random() < eagerness:
+            apply(pending.pop(chooser.randrange(len(pending))))
+
+    for document in documents:
+        apply(as_event(document))
+        flush_some()
+    while pending:
+        apply(pending.pop(chooser.randrange(len(pending))))
+    return changes, states
+
+
+def in_effect(changes: list[LeadStageChange]) -> dict[str, LeadStageChange]:
+    """The changes consumers keep, without the revision (which stamps the arrival order)."""
+    return {cid: c._replace(revision=0) for cid, c in effective_changes(changes).items()}
+
+
+def replayed(documents: list[dict[str, Any]], rules: Rules = WIDE) -> list[LeadStageChange]:
+    replayer = Replayer(rules, 1_000_000)
+    return [c for c in replayer.run(as_lines(documents)) if isinstance(c, LeadStageChange)]
+
+
+@given(stitched_logs(), st.randoms(use_true_random=False))
+def test_the_outcome_does_not_depend_on_arrival_order_nor_on_duplicates(
+    documents: list[dict[str, Any]], chooser: random.Random
+) -> None:
+    reference = in_effect(replayed(documents))
+    shuffled = list(documents)
+    chooser.shuffle(shuffled)
+    with_duplicates = shuffled + [dict(d) for d in shuffled if chooser.random() < 0.3]
+    changes, _ = deliver(with_duplicates, chooser)
+    assert in_effect(changes) == reference
+
+
+@given(stitched_logs(), st.randoms(use_true_random=False))
+def test_the_link_counts_the_same_before_between_or_after_the_visitors_events(
+    documents: list[dict[str, Any]], chooser: random.Random
+) -> None:
+    links = [d for d in documents if d["type"] == "identity_linked"]
+    others = [d for d in documents if d["type"] != "identity_linked"]
+    reference = in_effect(replayed(documents))
+    for at in (0, len(others) // 2, len(others)):
+        arrival = others[:at] + links + others[at:]
+        changes, _ = deliver(arrival, chooser)
+        assert in_effect(changes) == reference
+
+
+@given(stitched_logs(), hours, st.randoms(use_true_random=False))
+def test_linking_twice_changes_nothing(
+    documents: list[dict[str, Any]], later: int, chooser: random.Random
+) -> None:
+    changes, states = deliver(documents, chooser)
+    winner = states[VISITOR].link
+    assert winner is not None
+    again = link_event(later, "again")
+    if micros_of(as_event(again).occurred_at) <= winner.at:
+        return  # an earlier link is another link, not the same one again
+    twice, _ = deliver([*documents, again, *documents], chooser)
+    assert in_effect(twice) == in_effect(changes)
+
+
+@given(stitched_logs(), st.randoms(use_true_random=False))
+def test_a_linked_visitor_publishes_nothing_of_its_own(
+    documents: list[dict[str, Any]], chooser: random.Random
+) -> None:
+    changes, states = deliver(documents, chooser)
+    assert not [c for c in in_effect(changes).values() if c.lead_id == VISITOR]
+    assert states[VISITOR].link is not None
+    assert [s.from_id for s in states[LEAD].linked] == [VISITOR]
+
+
+@given(stitched_logs())
+def test_a_visitor_never_identified_publishes_nothing(documents: list[dict[str, Any]]) -> None:
+    anonymous = [d for d in documents if d["lead_id"] == VISITOR and d["type"] != "identity_linked"]
+    # Even a newsletter sign-up (a contact) under an anonymous id makes no subscriber.
+    subscribed = event("newsletter_subscribe", lead=VISITOR, event_id="news")
+    subscribed["anonymous_id"] = VISITOR
+    assert replayed([*anonymous, subscribed]) == []
+
+
+def test_the_visitors_engagement_makes_the_known_lead_a_passive_mql_citing_the_link() -> None:
+    views = []
+    for index in range(8):
+        view = event(
+            "content_download",
+            timedelta(hours=index),
+            lead=VISITOR,
+            event_id=f"download-{index}",
+            source="linkedin",
+            campaign="data-leaders",
+            content_category="case_study",
+        )
+        view["anonymous_id"] = VISITOR
+        views.append(view)
+    for index in range(4):
+        view = event(
+            "pricing_page_view", timedelta(hours=9 + index), lead=VISITOR, event_id=f"p-{index}"
+        )
+        view["anonymous_id"] = VISITOR
+        views.append(view)
+    sign_up = event("profile_updated", timedelta(hours=20), lead=LEAD, event_id="signup", **BUYER)
+    alone = replayed([sign_up])
+    assert [c.to_stage for c in alone] == ["subscriber", "lead"]
+    link = link_event(21, "alias-1")
+    changes = in_effect(replayed([*views, sign_up, link]))
+    mql = [c for c in changes.values() if c.to_stage == "mql"]
+    assert len(mql) == 1
+    assert mql[0].rule == "mql.passive_score"
+    assert mql[0].causation_event_id == "alias-1"
+    assert mql[0].lead_id == LEAD
+    assert mql[0].engagement_score >= RULES.engagement.mql_threshold
+    # The first touch is the visitor's, which came before the sign-up.
+    assert (mql[0].source, mql[0].campaign) == ("linkedin", "data-leaders")
+    assert {c.lead_id for c in changes.values()} == {LEAD}
+
+
+def test_a_visitors_event_after_the_link_is_the_cause_it_cites() -> None:
+    sign_up = event("profile_updated", timedelta(hours=0), lead=LEAD, event_id="signup", **BUYER)
+    link = link_event(1, "alias-1")
+    views = []
+    for index, kind in enumerate(["content_download"] * 6 + ["pricing_page_view"] * 6):
+        view = event(
+            kind,
+            timedelta(hours=2 + index),
+            lead=VISITOR,
+            event_id=f"visit-{index:02}",
+            content_category="case_study" if kind == "content_download" else None,
+        )
+        view["anonymous_id"] = VISITOR
+        views.append(view)
+    changes = in_effect(replayed([sign_up, link, *views]))
+    (mql,) = [c for c in changes.values() if c.to_stage == "mql"]
+    # Its points come after the link: the visitor's last event is what it cites.
+    assert mql.causation_event_id == "visit-11"
+
+
+def test_an_identity_links_to_one_lead_the_earliest_link_wins_in_any_order() -> None:
+    first = link_event(5, "to-2", lead="lead-2")
+    second = link_event(9, "to-1", lead=LEAD)
+    for order in ([first, second], [second, first]):
+        replayer = Replayer(WIDE, 1_000_000)
+        out = list(replayer.run(as_lines(order)))
+        assert replayer.states[VISITOR].link is not None
+        assert replayer.states[VISITOR].link.to_lead_id == "lead-2"
+        assert [s.from_id for s in replayer.states["lead-2"].linked] == [VISITOR]
+        assert not replayer.states.get(LEAD) or not replayer.states[LEAD].linked
+        assert replayer.counts.identity_conflicts == 1
+        refused = [line for line in out if hasattr(line, "reason")]
+        assert len(refused) == (1 if order[0] is first else 0)
+
+
+def test_a_lead_counts_at_most_the_rules_number_of_linked_identities() -> None:
+    limit = WIDE.state.linked_ids
+    links = [link_event(i, f"link-{i}", anonymous=f"anon-{i}") for i in range(limit + 1)]
+    replayer = Replayer(WIDE, 1_000_000)
+    out = list(replayer.run(as_lines(links)))
+    assert len(replayer.states[LEAD].linked) == limit
+    reasons = [line.reason for line in out if hasattr(line, "reason")]
+    assert len(reasons) == 1 and reasons[0].startswith("too_many_links")
+
+
+def test_a_crm_merge_retracts_the_duplicates_changes_and_counts_it_for_the_survivor() -> None:
+    duplicate = event("profile_updated", lead="crm-9", event_id="dup", **BUYER)
+    survivor = event("profile_updated", lead="crm-1", event_id="keep", **BUYER)
+    merged = event(
+        "leads_merged", timedelta(hours=1), lead="crm-1", event_id="m", merged_lead_id="crm-9"
+    )
+    changes = replayed([duplicate, survivor, merged])
+    assert [c.lead_id for c in changes if c.lead_id == "crm-9" and not c.retracted] == [
+        "crm-9",
+        "crm-9",
+    ]
+    assert {c.lead_id for c in in_effect(changes).values()} == {"crm-1"}
+
+
+@given(stitched_logs(), st.randoms(use_true_random=False))
+def test_stored_and_reloaded_identity_states_continue_identically(
+    documents: list[dict[str, Any]], chooser: random.Random
+) -> None:
+    _, states = deliver(documents, chooser, duplicates=False)
+    for lead_id, state in states.items():
+        reloaded = decode_state(encode_state(state, WIDE), lead_id, WIDE)
+        assert reloaded.linked == state.linked
+        assert reloaded.link == state.link
+        assert reloaded.anonymous == state.anonymous
+        assert reloaded.fold == state.fold._replace(transitions=reloaded.fold.transitions)
+
+
+def test_pricing_looks_before_the_sign_up_complete_an_intent_pattern_after_it() -> None:
+    looks = []
+    for index in range(2):
+        look = event(
+            "pricing_page_view", timedelta(hours=index), lead=VISITOR, event_id=f"look-{index}"
+        )
+        look["anonymous_id"] = VISITOR
+        looks.append(look)
+    sign_up = event("profile_updated", timedelta(hours=5), lead=LEAD, event_id="signup", **BUYER)
+    sign_up["anonymous_id"] = VISITOR
+    third = event("pricing_page_view", timedelta(hours=6), lead=LEAD, event_id="look-own")
+    alone = in_effect(replayed([sign_up, third]))
+    assert not [c for c in alone.values() if c.to_stage == "mql"]
+    for arrival in ([*looks, sign_up, third], [third, sign_up, *looks]):
+        (mql,) = [c for c in in_effect(replayed(arrival)).values() if c.to_stage == "mql"]
+        assert (mql.rule, mql.causation_event_id) == ("mql.intent.pricing_research", "look-own")
+
+
+@given(stitched_logs(), st.integers(10, 40), st.randoms(use_true_random=False))
+def test_a_summary_late_by_weeks_of_the_leads_events_still_counts_exactly(
+    documents: list[dict[str, Any]], later: int, chooser: random.Random
+) -> None:
+    # The lead's events run weeks past its link before the summary comes (the rules' bound:
+    # 7 days): it keeps them in detail since the link, so the late summary finds them.
+    signed_up = max(as_event(d).occurred_at for d in documents if d["lead_id"] == LEAD)
+    for index in range(later):
+        documents.append(
+            event(
+                "email_open", signed_up + timedelta(days=index), lead=LEAD, event_id=f"late-{index}"
+            )
+        )
+    # The same arrival for both: under the bound, what is too late depends on it.
+    arrival = sorted(documents, key=lambda d: (d["occurred_at"], d["event_id"]))
+    reference = in_effect(replayed(arrival, RULES))
+    changes, _ = deliver(arrival, chooser, rules=RULES, eagerness=0.0)
+    assert in_effect(changes) == reference
