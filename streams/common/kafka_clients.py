@@ -144,6 +144,7 @@ def topic_specs(topics: TopicSettings) -> dict[str, dict[str, str]]:
         topics.account_changes: {"cleanup.policy": "delete"},
         topics.identity_summaries: {"cleanup.policy": "delete"},
         topics.challenger_stage_changes: {"cleanup.policy": "delete"},
+        topics.challenger_identity_summaries: {"cleanup.policy": "delete"},
     }
 
 

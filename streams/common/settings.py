@@ -117,6 +117,13 @@ class TopicSettings(_Section):
             "keyed by the lead (a repartition topic the lead agent reads too)."
         ),
     )
+    challenger_identity_summaries: str = Field(
+        default="leadflow.challenger-identity-summaries",
+        description=(
+            "The challenger's own identity stitching (as `identity_summaries`, for the "
+            "challenger's lead states), so that the shadow stitches as the live worker does."
+        ),
+    )
     challenger_stage_changes: str = Field(
         default="leadflow.challenger-stage-changes",
         description=(

@@ -192,12 +192,12 @@ class LeadQualifier:
     positions: dict[int, int] = field(default_factory=dict)
     """The last offset handled, per partition of the events topic."""
     shadow: bool = False
-    """A challenger: it publishes its stage changes only. The live worker dead-letters bad input
-    and forwards misrouted events (this one counts the first and skips the second: it applies
-    the forwarded copy)."""
+    """A challenger: it publishes its stage changes and its own stitching only. The live worker
+    dead-letters bad input and forwards misrouted events (this one counts the first and skips
+    the second: it applies the forwarded copy)."""
     send_summary: Send | None = None
     """Where a linked identity's summaries go (the identity-summaries topic, keyed by the known
-    lead); None: this worker does not stitch identities (a challenger)."""
+    lead); None: this worker does not stitch identities."""
     summaries_topic: str | None = None
     """The topic of summaries this agent reads beside the events."""
 
@@ -333,7 +333,7 @@ class LeadQualifier:
         lead_key = owner.encode()
         home = partition_for(lead_key, self.partitions)
         if home != message.partition:
-            if self.shadow or self.send_summary is None:
+            if self.send_summary is None:
                 return
             await batch.send(self.send_summary, key=lead_key, value=message.value, partition=home)
             self.metrics.rerouted.inc()

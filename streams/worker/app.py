@@ -76,11 +76,11 @@ def create_app(
         cache=StateCache(worker.lead_cache),
         send_account_signal=producer_send(app, account_signals) if worker.accounts else None,
         shadow=shadow,
-        send_summary=None if shadow else producer_send(app, summaries),
+        send_summary=producer_send(app, summaries),
         summaries_topic=topics.identity_summaries,
     )
 
-    @app.agent(events if shadow else lead_input, name="qualify", concurrency=1)
+    @app.agent(lead_input, name="qualify", concurrency=1)
     async def qualify(stream: faust.StreamT[bytes]) -> None:
         await _apply_in_batches(stream, qualifier, leads, worker)
 

@@ -44,13 +44,19 @@ def process_settings(settings: Settings, index: int) -> Settings:
 def challenger_settings(settings: Settings, index: int) -> Settings:
     """The settings of the challenger process (`worker.challenger_rules`), started as process
     `index`: the challenger's rules, its own consumer group and tables (`<app_id>-challenger`,
-    `challenger` under the data directory), no account view, and its stage changes on
-    `topics.challenger_stage_changes` instead of the live topic."""
+    `challenger` under the data directory), no account view, its stage changes on
+    `topics.challenger_stage_changes` instead of the live topic and its identity stitching on
+    `topics.challenger_identity_summaries`."""
     worker, topics = settings.worker, settings.topics
     return settings.model_copy(
         update={
             "rules_file": worker.challenger_rules,
-            "topics": topics.model_copy(update={"stage_changes": topics.challenger_stage_changes}),
+            "topics": topics.model_copy(
+                update={
+                    "stage_changes": topics.challenger_stage_changes,
+                    "identity_summaries": topics.challenger_identity_summaries,
+                }
+            ),
             "worker": worker.model_copy(
                 update={
                     "app_id": f"{worker.app_id}-challenger",

@@ -9,14 +9,14 @@ from pathlib import Path
 from kafka import KafkaProducer
 
 from streams.core.rules import Rules, load_rules
-from streams.local.generator import generate
+from streams.local.generator import TrafficShape, generate
 from streams.local.processes import WorkerProcess as Worker
 from streams.worker.processes import challenger_settings
 from tests.funnel_reference import champion_challenger, normalised
 from tests.integration.harness import (
     Pipeline,
     difference,
-    effective,
+    in_effect,
     replay_bytes,
     report,
     settings_from,
@@ -27,13 +27,15 @@ from tests.waiting import wait_for
 def test_a_challenger_publishes_its_own_changes_and_leaves_the_live_stream_alone(
     pipeline: Pipeline, rules: Rules, tmp_path: Path
 ) -> None:
-    traffic = generate(400, seed=43)
+    # Some people browse anonymously first: the challenger stitches them as the live worker does
+    # (compared in effect: a revision stamps when a summary met its lead's events, see in_effect).
+    traffic = generate(400, seed=43, shape=TrafficShape(anonymous_browsing=0.6))
     draft = tmp_path / "challenger.toml"
     text = resources.files("streams.core").joinpath("rules.toml").read_text()
     draft.write_text(text.replace("mql_threshold = 60.0", "mql_threshold = 45.0"))
     challenger = load_rules(draft)
-    live_expected = effective(replay_bytes(traffic, rules))
-    shadow_expected = effective(replay_bytes(traffic, challenger))
+    live_expected = in_effect(replay_bytes(traffic, rules))
+    shadow_expected = in_effect(replay_bytes(traffic, challenger))
     assert live_expected.keys() != shadow_expected.keys(), "the challenger decides otherwise"
 
     one = pipeline.worker()
@@ -56,13 +58,13 @@ def test_a_challenger_publishes_its_own_changes_and_leaves_the_live_stream_alone
         live = pipeline.reader(topics.stage_changes)
         shadow = pipeline.reader(topics.challenger_stage_changes)
         wait_for(
-            lambda: difference(effective(shadow.values()), shadow_expected),
+            lambda: difference(in_effect(shadow.values()), shadow_expected),
             lambda diff: diff is None,
             timeout=180,
             what="the challenger's stage changes to equal replay --rules CHALLENGER",
         )
         wait_for(
-            lambda: difference(effective(live.values()), live_expected),
+            lambda: difference(in_effect(live.values()), live_expected),
             lambda diff: diff is None,
             timeout=120,
             what="the live stage changes to equal replay with the live rules",
@@ -90,7 +92,7 @@ def test_a_challenger_publishes_its_own_changes_and_leaves_the_live_stream_alone
     expected = champion_challenger(live_expected.values(), shadow_expected.values())
     assert expected[0]["side"] == "challenger" and expected[0]["mqls"] > expected[1]["mqls"]
     assert (
-        report(env)["champion_challenger"]
+        report(env, links=True)["champion_challenger"]
         == normalised({"champion_challenger": expected})["champion_challenger"]
     )
 
