@@ -402,7 +402,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         raise RequestError(
             415, "unsupported_encoding", f"Content-Encoding {encoding[:40]!r}: use gzip or none"
         )
-    inflating = _Inflating(encoding, limit) if encoding != "identity" else None
+    inflating = _Inflating(encoding) if encoding != "identity" else None
     chunks, size = [], 0
     while size <= limit:
         try:
@@ -425,26 +425,33 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
 class _Inflating:
     """A gzip or deflate body inflated chunk by chunk, never more than asked for at once."""
 
-    def __init__(self, encoding: str, limit: int) -> None:
+    def __init__(self, encoding: str) -> None:
         self.encoding = encoding
-        self.limit = limit
         self._inflater: Any = None
+        self._start = b""
+        """What arrived before the inflater could be chosen (deflate needs two bytes)."""
 
     def feed(self, compressed: bytes, wanted: int) -> bytes:
         """What `compressed` inflates to, at most `wanted` bytes (more means over the limit)."""
         if self._inflater is None:
-            self._inflater = zlib.decompressobj(self._window_bits(compressed))
+            self._start += compressed
+            if self.encoding == "deflate" and len(self._start) < 2:
+                return b""
+            self._inflater = zlib.decompressobj(self._window_bits(self._start))
+            compressed, self._start = self._start, b""
         try:
-            inflated = self._inflater.decompress(compressed, wanted)
+            inflated: bytes = self._inflater.decompress(compressed, wanted)
         except zlib.error:
             raise self._bad() from None
         if self._inflater.unused_data:
             raise self._bad()
-        return bytes(inflated)
+        return inflated
 
     def finish(self) -> None:
         """Refuse a stream that stopped before its end, or that goes on after it."""
         if self._inflater is None:
+            if self._start:
+                raise self._bad()
             return
         if not self._inflater.eof or self._inflater.unused_data:
             raise self._bad()
@@ -453,9 +460,7 @@ class _Inflating:
         if self.encoding == "gzip":
             return 16 + zlib.MAX_WBITS
         # "deflate" should be zlib-wrapped (RFC 9110), but some clients send raw deflate.
-        zlib_header = (
-            len(start) >= 2 and start[0] & 0x0F == 8 and (start[0] << 8 | start[1]) % 31 == 0
-        )
+        zlib_header = start[0] & 0x0F == 8 and (start[0] << 8 | start[1]) % 31 == 0
         return zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
 
     def _bad(self) -> RequestError:
