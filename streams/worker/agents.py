@@ -195,9 +195,9 @@ class LeadQualifier:
     """A challenger: it publishes its stage changes and its own stitching only. The live worker
     dead-letters bad input and forwards misrouted events (this one counts the first and skips
     the second: it applies the forwarded copy)."""
-    send_summary: Send | None = None
-    """Where a linked identity's summaries go (the identity-summaries topic, keyed by the known
-    lead); None: this worker does not stitch identities."""
+    send_identity: Send | None = None
+    """Where link requests (keyed by the identity) and summaries (keyed by the known lead) go:
+    the identity-summaries topic; None: this worker does not stitch identities."""
     summaries_topic: str | None = None
     """The topic of summaries this agent reads beside the events."""
 
@@ -299,26 +299,21 @@ class LeadQualifier:
         to its known lead, on the identity topic keyed by the state each changes, to the
         partition that state lives on (as accounts' signals), acknowledged before the state
         that produced them is written."""
-        if self.send_summary is None:
+        if self.send_identity is None:
             return
-        for request in qualified.requests:
-            key = request.identity.encode()
+        outgoing = [
+            *((r.identity, encode_link_request(r), "link_sent") for r in qualified.requests),
+            *((s.to_id, encode_summary(s), "summary_sent") for s in qualified.summaries),
+        ]
+        for owner, value, what in outgoing:
+            key = owner.encode()
             await batch.send(
-                self.send_summary,
+                self.send_identity,
                 key=key,
-                value=encode_link_request(request),
+                value=value,
                 partition=partition_for(key, self.partitions),
             )
-            self.metrics.identity.labels("link_sent").inc()
-        for summary in qualified.summaries:
-            key = summary.to_id.encode()
-            await batch.send(
-                self.send_summary,
-                key=key,
-                value=encode_summary(summary),
-                partition=partition_for(key, self.partitions),
-            )
-            self.metrics.identity.labels("summary_sent").inc()
+            self.metrics.identity.labels(what).inc()
 
     async def _apply_summary(self, consumed: Consumed, batch: Batch) -> None:
         """Apply a record of the identity topic: a link request to its identity, or a
@@ -333,9 +328,9 @@ class LeadQualifier:
         lead_key = owner.encode()
         home = partition_for(lead_key, self.partitions)
         if home != message.partition:
-            if self.send_summary is None:
+            if self.send_identity is None:
                 return
-            await batch.send(self.send_summary, key=lead_key, value=message.value, partition=home)
+            await batch.send(self.send_identity, key=lead_key, value=message.value, partition=home)
             self.metrics.rerouted.inc()
             return
         held = batch.held(lead_key)

@@ -76,7 +76,7 @@ def create_app(
         cache=StateCache(worker.lead_cache),
         send_account_signal=producer_send(app, account_signals) if worker.accounts else None,
         shadow=shadow,
-        send_summary=producer_send(app, summaries),
+        send_identity=producer_send(app, summaries),
         summaries_topic=topics.identity_summaries,
     )
 
