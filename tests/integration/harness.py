@@ -20,7 +20,7 @@ from streams.common.settings import DEFAULT_MAX_EVENT_BYTES, Settings
 from streams.core.accounts import AccountStageChange, Signal
 from streams.core.revisions import latest_revisions
 from streams.core.rules import Rules
-from streams.local.broker import FETCH_MAX_WAIT, free_port
+from streams.local.broker import FETCH_MAX_WAIT, free_ports
 from streams.local.processes import LeadflowProcess, TopicReader, WorkerProcess, scrape_metrics
 from streams.replay import Replayer
 from tests.account_records import AccountLog
@@ -67,7 +67,8 @@ class Pipeline:
 
     def worker(self, label: str = "a", store: str = "rocksdb") -> WorkerProcess:
         data_dir = self.workdir / f"worker-{label}"
-        port = free_port()
+        # Room for `--processes 2` and a challenger beside them (web_port + n).
+        port = free_ports(3)
         env = self.env(
             LEADFLOW_WORKER__DATA_DIR=str(data_dir),
             LEADFLOW_WORKER__WEB_PORT=str(port),
