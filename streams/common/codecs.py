@@ -33,6 +33,7 @@ from streams.core.lifecycle import (
     Link,
     LinkRequest,
     Rank,
+    Step,
     Summary,
     compact,
     rank_of,
@@ -42,7 +43,7 @@ from streams.core.revisions import Published, instant_of, micros_of
 from streams.core.rules import Rules
 from streams.errors import InvalidEventError, InvalidStateError
 
-STATE_FORMAT: Final = 2
+STATE_FORMAT: Final = 3
 """Version of the stored state layout; a worker refuses (dead-letters) a state of another."""
 
 
@@ -198,35 +199,46 @@ def _identity_out(state: LeadState) -> list[Any]:
 
 
 def _summary_out(summary: Summary) -> list[Any]:
-    flat = [part for name, value in summary.buckets.items() for part in (_TYPE_AT[name], value)]
     attribution = summary.attribution
     return [
         summary.from_id,
         summary.to_id,
         summary.revision,
-        summary.at,
-        summary.cause,
-        summary.anchor,
-        flat,
+        [_step_out(step) for step in summary.steps],
         None if attribution is None else list(attribution),
         summary.withdrawn,
-        [[pattern, list(times)] for pattern, times in summary.intent.items()],
     ]
 
 
 def _summary_in(stored: list[Any]) -> Summary:
-    from_id, to_id, revision, at, cause, anchor, flat, attribution, withdrawn, intent = stored
+    from_id, to_id, revision, steps, attribution, withdrawn = stored
     return Summary(
         from_id,
         to_id,
         revision,
+        tuple(_step_in(step) for step in steps),
+        None if attribution is None else Attribution(*attribution),
+        withdrawn,
+    )
+
+
+def _step_out(step: Step) -> list[Any]:
+    flat = [part for name, value in step.buckets.items() for part in (_TYPE_AT[name], value)]
+    intent = [[pattern, list(times)] for pattern, times in step.intent.items()]
+    return [step.at, step.rank, step.cause, step.type, step.detail, step.anchor, flat, intent]
+
+
+def _step_in(stored: list[Any]) -> Step:
+    at, rank, cause, event_type, detail, anchor, flat, intent = stored
+    return Step(
         at,
+        rank,
         cause,
+        event_type,
+        detail,
         anchor,
         {STORED_EVENT_TYPES[flat[i]]: flat[i + 1] for i in range(0, len(flat), 2)},
-        None if attribution is None else Attribution(*attribution),
         {pattern: tuple(times) for pattern, times in intent},
-        withdrawn,
     )
 
 

@@ -1,28 +1,30 @@
 """Identity stitching: a visitor's anonymous history counts for the known lead it turns out to
-be. Pure and deterministic, no I/O.
+be, each event at its own time. Pure and deterministic, no I/O.
 
 Three steps, each run where its input is partitioned:
 - the known lead's own events (`lifecycle.decide`): one seen under another `anonymous_id`,
   `identity_linked` or `leads_merged` makes the lead ask that identity to count for it (a
-  `LinkRequest`, at most `state.linked_ids` identities), and keeps its events since the first
-  link in detail, so that the identity's summary, coming later through another topic, finds
-  them as they were.
+  `LinkRequest`, at most `state.linked_ids` identities). From its first link on, the lead
+  compacts its events only by count (`state.lead_events`), never by age, so that the
+  identity's summary, coming later through another topic, finds them as they were.
 - `link(state, request, rules)`, on the identity being linked (keyed by the anonymous id, or by
   the duplicate a CRM merges): the earliest link by (event time, rank, event_id) wins; a link
   to another lead that is not the earliest is refused (a conflict, dead-lettered). Once
   linked, the identity publishes no stage changes of its own (what it had published in detail
   is retracted) and tells its known lead a `Summary` of itself.
-- `summary_changed(before, after)`: after any event of a linked identity, the summary to send
-  again, if what it says changed (a revision higher than the last).
+- `summary_changed(before, after, rules)`: after any event of a linked identity, the summary
+  to send again, if what it says changed (a revision higher than the last).
 - `absorb(state, summary, rules)`, on the known lead (keyed by its id): keeps the latest
-  summary of each identity, at most `state.linked_ids`, and refolds its recent past with
-  them: their engagement counts with the lead's own (caps on the sum), their first touch if
-  it is earlier, each from its summary's `at` on; a passive MQL they make cites the summary's
-  cause (the link, or the visitor's last event when it came after the link).
+  summary of each identity, at most `state.linked_ids`, puts each of its steps into the
+  lead's history at the identity's event time, and refolds. From a step on, the identity's
+  engagement then counts with the lead's own (caps on the sum), its first touch if it is
+  earlier, its intent-pattern times; a passive MQL that a step's points make is at that
+  event's time and cites it, as if the lead had done it.
 
-The summary is what keeps this bounded: the identity's weeks-old events are never refolded
-into the lead (they would be too late there); their decayed buckets are read beside the
-lead's own. The outcome depends only on the set of events of both ids, never on the order in
+The steps are what keep this bounded: a summary holds the identity's engagement after each of
+its latest `state.linked_steps` events (its decayed buckets, the older events within the
+oldest), never the events, and a step older than the lead's snapshot counts from the lead's
+next event. The outcome depends only on the set of events of both ids, never on the order in
 which events, links and summaries arrive, nor on duplicates of any of them.
 """
 
@@ -38,10 +40,12 @@ from streams.core.lifecycle import (
     Link,
     LinkRequest,
     Rank,
+    Step,
     Summary,
     _insert_sorted,
     _publish_rewrite,
     compact,
+    fold_entry,
     horizon_of,
     new_lead,
     past_bound,
@@ -80,8 +84,8 @@ def link(state: LeadState | None, request: LinkRequest, rules: Rules) -> Decisio
         # An earlier link to another lead arrived after this one: it wins, and the lead that
         # had the identity is told it no longer has it.
         summaries.append(_withdrawal(state.lead_id, current.to_lead_id, accepted))
-    before = summary_of(state)
-    now = summary_of(after)
+    before = summary_of(state, rules)
+    now = summary_of(after, rules)
     assert now is not None
     if before is None or _content(before) != _content(now):
         summaries.append(now)
@@ -98,50 +102,46 @@ def _conflict_reason(lead_id: str, refused: Link, kept: Link) -> str:
 
 
 def _withdrawal(from_id: str, to_id: str, revision: int) -> Summary:
-    return Summary(from_id, to_id, revision, 0, "", 0, {}, None, {}, True)
+    return Summary(from_id, to_id, revision, (), None, True)
 
 
-def summary_of(state: LeadState) -> Summary | None:
+def summary_of(state: LeadState, rules: Rules) -> Summary | None:
     """What a linked identity tells its known lead of itself now; None if it is not linked."""
     current = state.link
     if current is None:
         return None
-    fold = state.fold
-    anchor = fold.engagement_at if fold.buckets else 0
-    at, cause = current.at, current.event_id
-    if anchor > at:
-        at = anchor
-        cause = next(
-            (
-                e.event_id
-                for e in reversed(state.tail)
-                if e.at == anchor and e.rank == Rank.ENGAGEMENT
-            ),
-            current.event_id,
-        )
     return Summary(
-        state.lead_id,
-        current.to_lead_id,
-        state.accepted,
-        at,
-        cause,
-        anchor,
-        dict(fold.buckets),
-        state.attribution,
-        intent=fold.intent,
+        state.lead_id, current.to_lead_id, state.accepted, steps_of(state, rules), state.attribution
     )
+
+
+def steps_of(state: LeadState, rules: Rules) -> tuple[Step, ...]:
+    """An identity's engagement after its snapshot and after each of its engagement events in
+    detail: the latest `state.linked_steps` of them (the oldest kept holds all before it)."""
+    steps = []
+    fold = state.base
+    if fold.buckets and state.horizon is not None:
+        # The snapshot's own step triggers nothing (its events' moments are gone with it).
+        steps.append(Step(*state.horizon, "", None, fold.engagement_at, fold.buckets, fold.intent))
+    for entry in state.tail:
+        fold = fold_entry(fold, entry, state.attribution, rules)
+        if entry.rank == Rank.ENGAGEMENT and entry.type != LINK_ENTRY:
+            steps.append(Step(*entry, fold.engagement_at, fold.buckets, fold.intent))
+    return tuple(steps[-rules.state.linked_steps :])
 
 
 def _content(summary: Summary) -> Summary:
     return summary._replace(revision=0)
 
 
-def summary_changed(before: LeadState | None, after: LeadState) -> tuple[Summary, ...]:
+def summary_changed(
+    before: LeadState | None, after: LeadState, rules: Rules
+) -> tuple[Summary, ...]:
     """The summary a linked identity sends again after one of its events, if it changed."""
-    now = summary_of(after)
+    now = summary_of(after, rules)
     if now is None:
         return ()
-    previous = summary_of(before) if before is not None else None
+    previous = summary_of(before, rules) if before is not None else None
     if previous is not None and _content(previous) == _content(now):
         return ()
     return (now,)
@@ -165,16 +165,14 @@ def absorb(state: LeadState | None, summary: Summary, rules: Rules) -> Decision:
         kept = tuple(sorted((*linked, summary)))
     else:
         kept = (*linked[:index], summary, *linked[index + 1 :])
-    tail = tuple(
-        e for e in state.tail if not (e.type == LINK_ENTRY and e.detail == summary.from_id)
-    )
-    if not summary.withdrawn:
-        entry = Entry(summary.at, int(Rank.ENGAGEMENT), summary.cause, LINK_ENTRY, summary.from_id)
-        horizon = horizon_of(state, rules)
-        # Before the lead's horizon the summary still counts, from the lead's next event on:
-        # only the moment it would be checked at is gone with the snapshot.
-        if horizon is None or entry[:3] > horizon:
-            tail = _insert_sorted(tail, entry)
+    identity = summary.from_id
+    tail = tuple(e for e in state.tail if not (e.type == LINK_ENTRY and e.detail == identity))
+    horizon = horizon_of(state, rules)
+    for step in () if summary.withdrawn else summary.steps:
+        # A step before the lead's horizon still counts, from the lead's next event on: only
+        # the moment it would be checked at is gone with the snapshot.
+        if horizon is None or step[:3] > horizon:
+            tail = _insert_sorted(tail, Entry(*step[:3], LINK_ENTRY, identity))
     accepted = state.accepted + 1
     fold = refold(state.base, tail, state.attribution, rules, kept)
     after = state._replace(accepted=accepted, tail=tail, fold=fold, linked=kept)

@@ -174,23 +174,36 @@ class Link(NamedTuple):
     to_lead_id: str
 
 
+class Step(NamedTuple):
+    """A linked identity's engagement right after one of its events (or its snapshot): from
+    that event's sort key on, these buckets (at `anchor`) and intent times count for the lead."""
+
+    at: int
+    rank: int
+    cause: str
+    """The identity's event: what a stage change that this step makes cites."""
+    type: str
+    detail: Any
+    """The event's type and detail (as in its `Entry`): what it triggers (a high-intent form,
+    an intent pattern's last look)."""
+    anchor: int
+    buckets: dict[str, float]
+    intent: dict[str, tuple[int, ...]]
+    """Per intent pattern, the identity's latest counting event times (as in `Fold.intent`)."""
+
+
 class Summary(NamedTuple):
-    """What a linked identity tells its known lead of itself: its engagement buckets at its
-    last engagement (`anchor`), its first touch, and from when they count (`at`, the later of
-    the link and that engagement; `cause` is the link's event or the visitor's last one).
-    The highest `revision` of an identity supersedes the lower ones; `withdrawn` says the
-    identity no longer belongs to this lead."""
+    """What a linked identity tells its known lead of itself: its engagement after each of its
+    latest events (`steps`, sorted, at most `state.linked_steps`; the oldest one kept also
+    holds all before it), and its first touch. Each counts from its own event time, as the
+    lead's own events do. The highest `revision` of an identity supersedes the lower ones;
+    `withdrawn` says the identity no longer belongs to this lead."""
 
     from_id: str
     to_id: str
     revision: int
-    at: int
-    cause: str
-    anchor: int
-    buckets: dict[str, float]
+    steps: tuple[Step, ...]
     attribution: Attribution | None
-    intent: dict[str, tuple[int, ...]]
-    """Per intent pattern, the identity's latest counting event times (as in `Fold.intent`)."""
     withdrawn: bool = False
 
 
@@ -318,12 +331,17 @@ def decide(state: LeadState | None, event: Event, rules: Rules) -> Decision:
         changes = withdrawn(state, accepted, rules)
         if not after.anonymous and event.anonymous_id == event.lead_id:
             after = after._replace(anonymous=True)
+    compacted: tuple[Entry, ...] = ()
     if requests:
+        if not state.links:
+            # From its first link on, the lead compacts only by count (see `past_bound`):
+            # what the lateness bound had already left behind goes into the snapshot now.
+            compacted, after = compact(after, rules)
         after = after._replace(links=links)
     if past_bound(after, rules) >= _COMPACT_AT_ONCE:
-        compacted, after = compact(after, rules)
-        return Decision(after, changes, False, False, compacted, requests=requests)
-    return Decision(after, changes, False, requests=requests)
+        more, after = compact(after, rules)
+        compacted += more
+    return Decision(after, changes, False, False, compacted, requests=requests)
 
 
 def linked_identity(event: Event) -> str | None:
@@ -393,27 +411,39 @@ before a state is stored): where the bound lies never depends on when that happe
 def past_bound(state: LeadState, rules: Rules) -> int:
     """How many of the tail's oldest entries are past the bound: older than the allowed
     lateness before the second newest entry (so that one event dated far ahead of the others
-    cannot push them out), or beyond the most entries kept. They count as folded into the
-    snapshot, whether or not they are yet."""
+    cannot push them out), or beyond the most entries kept (only that, once the lead has
+    links). They count as folded into the snapshot, whether or not they are yet."""
     tail = state.tail
     count = len(tail)
     if count <= 2:
         return 0
     limit = rules.state.lead_events
+    if state.links:
+        return _past_count(tail, limit)
     cut = count - limit if count > limit else 0
     oldest_kept = tail[-2].at - rules.state.allowed_lateness_micros
     if tail[cut].at < oldest_kept:
         cut += 1
         while tail[cut].at < oldest_kept:
             cut += 1
-    if state.links:
-        # A lead linked to other identities keeps its events since the first link in detail
-        # (up to `lead_events`): their summaries come through another topic, at any later
-        # moment, and must find the lead's history from the link on as it was.
-        first = min(key for _, key in state.links)
-        pinned = next((i for i, entry in enumerate(tail) if entry[:3] >= first), count)
-        cut = max(count - limit if count > limit else 0, min(cut, pinned))
     return min(cut, count - 2)
+
+
+def _past_count(tail: tuple[Entry, ...], limit: int) -> int:
+    # A lead linked to other identities keeps its latest `limit` events in detail, however
+    # old: their summaries come through another topic, at any later moment, with steps at
+    # the identities' own event times, and must find the lead's history around them as it
+    # was. Only the lead's own events count (the steps it holds arrive in any order), and the
+    # cut falls right after one of them, so the horizon never depends on that order either.
+    own = [index for index, entry in enumerate(tail) if not _is_step(entry)]
+    excess = len(own) - limit
+    return own[excess - 1] + 1 if excess > 0 else 0
+
+
+def _is_step(entry: Entry) -> bool:
+    """Whether `entry` is a linked identity's step (its detail names the identity) rather
+    than an event of the lead's own (an `identity_linked` event has detail "")."""
+    return entry.type == LINK_ENTRY and bool(entry.detail)
 
 
 def horizon_of(state: LeadState, rules: Rules) -> Key | None:
@@ -479,7 +509,7 @@ def restore(
         published,
         attribution,
         tail,
-        frozenset(e.event_id for e in tail if e.type != LINK_ENTRY or not e.detail),
+        frozenset(e.event_id for e in tail if not _is_step(e)),
         refold(base, tail, attribution, rules, linked),
         told,
         anonymous,
@@ -571,19 +601,28 @@ def engagement_at(fold: Fold, at: int, rules: Rules) -> float:
     return decayed_sum(fold.buckets, at - fold.engagement_at, rules.engagement)
 
 
-def counts_at(summary: Summary, entry: Entry) -> bool:
-    """Whether a summary counts at `entry`: from its own entry on, in the lead's sort order
-    (so another event of the same instant that sorts before it is not moved by it)."""
-    return (summary.at, Rank.ENGAGEMENT, summary.cause) <= entry[:3]
+def step_at(summary: Summary, entry: Entry) -> Step | None:
+    """The step of a linked identity that counts at `entry`: its latest that sorts at or
+    before it (so another event of the same instant that sorts before a step is not moved by
+    it); None before the first."""
+    key = entry[:3]
+    for step in reversed(summary.steps):
+        if step[:3] <= key:
+            return step
+    return None
 
 
 def lead_engagement(fold: Fold, entry: Entry, rules: Rules, linked: tuple[Summary, ...]) -> float:
-    """The lead's engagement score at `at`, with what its linked identities tell of theirs
-    (each from its summary's `at` on), the caps applied to the sum."""
+    """The lead's engagement score at `entry`, with what its linked identities had by then
+    (each at its step), the caps applied to the sum."""
     at = entry.at
     if not linked:
         return engagement_at(fold, at, rules)
-    counted = [(s.anchor, s.buckets) for s in linked if counts_at(s, entry)]
+    counted = [
+        (step.anchor, step.buckets)
+        for step in (step_at(summary, entry) for summary in linked)
+        if step is not None and step.buckets
+    ]
     if not counted:
         return engagement_at(fold, at, rules)
     return combined_engagement([(fold.engagement_at, fold.buckets), *counted], at, rules.engagement)
@@ -651,6 +690,10 @@ def fold_entry(
 
     pending = True
     """The event's own trigger (a sales action, a high-intent form) has not fired yet."""
+    if event_type == LINK_ENTRY and entry.detail:
+        # A linked identity's step triggers what the identity's event would have for the lead
+        # (a high-intent form, the last look of an intent pattern).
+        entry = _event_of_step(entry, linked)
     for _ in range(_MAX_CHANGES_PER_EVENT):
         found = _next_transition(fold, entry, pending, rules, linked)
         if found is None:
@@ -686,16 +729,13 @@ _Found = tuple[str, str, str | None, str | None, bool]
 def _first_touch(
     attribution: Attribution | None, entry: Entry, linked: tuple[Summary, ...]
 ) -> Attribution | None:
-    """The earliest first touch by `entry`: the lead's own, or a linked identity's once its
-    summary counts."""
+    """The earliest first touch by `entry`: the lead's own, or a linked identity's, each from
+    its own event on."""
     touch = attribution if attribution is not None and attribution[:3] <= entry[:3] else None
     for summary in linked:
         theirs = summary.attribution
-        if (
-            theirs is not None
-            and counts_at(summary, entry)
-            and (touch is None or theirs[:3] < touch[:3])
-        ):
+        key = theirs[:3] if theirs is not None else None
+        if key is not None and key <= entry[:3] and (touch is None or key < touch[:3]):
             touch = theirs
     return touch
 
@@ -761,29 +801,39 @@ def _event_transition(
         if event_type in rules.lifecycle.high_intent_event_types:
             return "mql", "mql.active_form", "active", None, True
         for pattern in rules.intent_patterns:
+            if not pattern.counts(event_type, entry.detail):
+                continue
             times = fold.intent.get(pattern.id, ())
-            if linked and times and times[-1] == entry.at:
+            if linked:
                 times = _with_linked_intent(times, pattern, entry, linked)
-            if (
-                len(times) >= pattern.count
-                and times[-1] == entry.at
-                and pattern.counts(event_type, entry.detail)
-            ):
+            if len(times) >= pattern.count and times[-1] == entry.at:
                 return "mql", pattern.rule, "active", None, True
     return None
+
+
+def _event_of_step(entry: Entry, linked: tuple[Summary, ...]) -> Entry:
+    """The identity's event behind a step entry of the lead's history (its type and detail)."""
+    key = entry[:3]
+    for summary in linked:
+        if summary.from_id == entry.detail:
+            for step in summary.steps:
+                if step[:3] == key:
+                    return Entry(*key, step.type, step.detail)
+    return entry
 
 
 def _with_linked_intent(
     times: tuple[int, ...], pattern: IntentPattern, entry: Entry, linked: tuple[Summary, ...]
 ) -> tuple[int, ...]:
-    """A pattern's times with those of the linked identities whose summary counts at `entry`,
-    within the pattern's window: a run of pricing looks that began before the visitor was
-    known completes after."""
+    """A pattern's times with those of the linked identities by `entry` (each at its step),
+    within the pattern's window: a run of pricing looks that began on another device, or
+    before the visitor was known, completes on the lead's own."""
     oldest = entry.at - pattern.within_micros
-    merged = list(times)
+    merged = [t for t in times if t >= oldest]
     for summary in linked:
-        if counts_at(summary, entry):
-            merged += (t for t in summary.intent.get(pattern.id, ()) if t >= oldest)
+        step = step_at(summary, entry)
+        if step is not None:
+            merged += (t for t in step.intent.get(pattern.id, ()) if t >= oldest)
     return tuple(sorted(merged))
 
 

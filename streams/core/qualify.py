@@ -63,7 +63,7 @@ def qualify(state: LeadState | None, event: Event, rules: Rules, accounts: bool)
     if signals:
         told = signals[-1]
         after = after._replace(told=(told.engagement_score, told.occurred_at))
-    summaries = summary_changed(state, after) if after.link is not None else ()
+    summaries = summary_changed(state, after, rules) if after.link is not None else ()
     return Qualified(
         after,
         decision.changes,

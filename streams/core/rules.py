@@ -372,6 +372,9 @@ class StateRules(_Section):
     linked_ids: Annotated[int, Field(ge=1, le=1024)] = 16
     """At most this many identities (anonymous ids, merged duplicates) count for one lead;
     a link past it is refused (dead letter `too_many_links`)."""
+    linked_steps: Annotated[int, Field(ge=1, le=1024)] = 16
+    """Of each linked identity, its latest this many engagement events count for the lead at
+    their own times; the older ones count from the oldest of those on."""
 
     @cached_property
     def allowed_lateness_micros(self) -> int:

@@ -10,6 +10,7 @@ import random
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,7 +21,7 @@ from streams.core.qualify import Qualified, qualify, qualify_request, qualify_su
 from streams.core.revisions import micros_of
 from streams.core.rules import Rules, load_rules
 from streams.replay import Replayer, effective_changes
-from tests.factories import BUYER, as_lines, event
+from tests.factories import BUYER, T0, as_lines, event
 
 RULES = load_rules()
 WIDE = RULES.model_copy(
@@ -139,6 +140,66 @@ def replayed(documents: list[dict[str, Any]], rules: Rules = WIDE) -> list[LeadS
     return [c for c in replayer.run(as_lines(documents)) if isinstance(c, LeadStageChange)]
 
 
+UNCAPPED = WIDE.model_copy(
+    update={
+        "engagement": WIDE.engagement.model_copy(
+            update={
+                "caps": {},
+                "total_cap": None,
+                "groups": {
+                    name: group.model_copy(update={"cap": None})
+                    for name, group in WIDE.engagement.groups.items()
+                },
+            }
+        )
+    }
+)
+"""Rules without caps: a cap applied to the sum of two histories is not the cap applied to
+each event in turn, so only without them are a lead's and a visitor's points the same sums."""
+
+
+@st.composite
+def cross_device_logs(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A lead that signed up, then its events and a visitor's (the same person on another
+    device), and the links between them at any moment."""
+    documents = draw(stitched_logs())
+    sign_up = next(d for d in documents if d["event_id"] == "signup")
+    start = as_event(sign_up).occurred_at
+    for document in documents:
+        if document["lead_id"] == VISITOR:
+            at = as_event(document).occurred_at
+            document["occurred_at"] = (start + (at - T0) + timedelta(minutes=1)).isoformat()
+    return documents
+
+
+def as_the_leads_own(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The visitor's events made the lead's own (what stitching should amount to)."""
+    own = []
+    for document in documents:
+        if document["lead_id"] == VISITOR:
+            document = {**document, "lead_id": LEAD}
+            del document["anonymous_id"]
+        own.append(document)
+    return own
+
+
+@given(cross_device_logs(), st.randoms(use_true_random=False))
+def test_a_visitors_events_count_for_the_lead_as_its_own_at_their_own_times(
+    documents: list[dict[str, Any]], chooser: random.Random
+) -> None:
+    stitched, _ = deliver(documents, chooser, rules=UNCAPPED)
+    own = replayed(as_the_leads_own(documents), UNCAPPED)
+
+    def history(changes: list[LeadStageChange]) -> list[tuple[Any, ...]]:
+        kept = sorted(in_effect(changes).values(), key=lambda c: c.sequence)
+        return [
+            (c.from_stage, c.to_stage, c.occurred_at, c.causation_event_id, c.rule, c.source)
+            for c in kept
+        ]
+
+    assert history(stitched) == history(own)
+
+
 @given(stitched_logs(), st.randoms(use_true_random=False))
 def test_the_outcome_does_not_depend_on_arrival_order_nor_on_duplicates(
     documents: list[dict[str, Any]], chooser: random.Random
@@ -197,7 +258,7 @@ def test_a_visitor_never_identified_publishes_nothing(documents: list[dict[str, 
     assert replayed([*anonymous, subscribed]) == []
 
 
-def test_the_visitors_engagement_makes_the_known_lead_a_passive_mql_citing_the_link() -> None:
+def test_the_visitors_history_makes_the_lead_a_passive_mql_from_the_moment_it_is_known() -> None:
     views = []
     for index in range(8):
         view = event(
@@ -220,12 +281,14 @@ def test_the_visitors_engagement_makes_the_known_lead_a_passive_mql_citing_the_l
     sign_up = event("profile_updated", timedelta(hours=20), lead=LEAD, event_id="signup", **BUYER)
     alone = replayed([sign_up])
     assert [c.to_stage for c in alone] == ["subscriber", "lead"]
-    link = link_event(21, "alias-1")
+    # The link comes a day after the sign-up: the visitor's points, each counted from its own
+    # time, made the lead an MQL as soon as it was a lead.
+    link = link_event(44, "alias-1")
     changes = in_effect(replayed([*views, sign_up, link]))
     mql = [c for c in changes.values() if c.to_stage == "mql"]
     assert len(mql) == 1
     assert mql[0].rule == "mql.passive_score"
-    assert mql[0].causation_event_id == "alias-1"
+    assert mql[0].causation_event_id == "signup"
     assert mql[0].lead_id == LEAD
     assert mql[0].engagement_score >= RULES.engagement.mql_threshold
     # The first touch is the visitor's, which came before the sign-up.
@@ -233,24 +296,41 @@ def test_the_visitors_engagement_makes_the_known_lead_a_passive_mql_citing_the_l
     assert {c.lead_id for c in changes.values()} == {LEAD}
 
 
-def test_a_visitors_event_after_the_link_is_the_cause_it_cites() -> None:
-    sign_up = event("profile_updated", timedelta(hours=0), lead=LEAD, event_id="signup", **BUYER)
-    link = link_event(1, "alias-1")
+def visits_of(owner: str, start: int) -> list[dict[str, Any]]:
+    """Six case-study downloads then six pricing looks, an hour apart, as `owner`'s events."""
     views = []
     for index, kind in enumerate(["content_download"] * 6 + ["pricing_page_view"] * 6):
         view = event(
             kind,
-            timedelta(hours=2 + index),
-            lead=VISITOR,
+            timedelta(hours=start + index),
+            lead=owner,
             event_id=f"visit-{index:02}",
             content_category="case_study" if kind == "content_download" else None,
         )
-        view["anonymous_id"] = VISITOR
+        if owner == VISITOR:
+            view["anonymous_id"] = VISITOR
         views.append(view)
-    changes = in_effect(replayed([sign_up, link, *views]))
+    return views
+
+
+@pytest.mark.parametrize("linked_at", [1, 30], ids=["link-before-visits", "link-after-visits"])
+def test_a_known_leads_visits_on_another_device_count_at_their_own_times(linked_at: int) -> None:
+    # The lead signed up on one device, then browsed on another under an anonymous id; the
+    # link (before the visits or after them) makes them the lead's: the MQL is at the visit
+    # whose points crossed the threshold and cites it, exactly as if the lead had made them.
+    sign_up = event("profile_updated", timedelta(hours=0), lead=LEAD, event_id="signup", **BUYER)
+    link = link_event(linked_at, "alias-1")
+    changes = in_effect(replayed([sign_up, link, *visits_of(VISITOR, 2)]))
     (mql,) = [c for c in changes.values() if c.to_stage == "mql"]
-    # Its points come after the link: the visitor's last event is what it cites.
-    assert mql.causation_event_id == "visit-11"
+    alone = in_effect(replayed([sign_up, *visits_of(LEAD, 2)]))
+    (own,) = [c for c in alone.values() if c.to_stage == "mql"]
+    assert (mql.causation_event_id, mql.occurred_at, mql.rule) == (
+        own.causation_event_id,
+        own.occurred_at,
+        own.rule,
+    )
+    assert (mql.causation_event_id, mql.rule) == ("visit-08", "mql.intent.pricing_research")
+    assert mql.engagement_score == pytest.approx(own.engagement_score, abs=1e-3)
 
 
 def test_an_identity_links_to_one_lead_the_earliest_link_wins_in_any_order() -> None:
