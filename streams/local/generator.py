@@ -46,6 +46,7 @@ _TITLES: Final = {
 _INDUSTRIES: Final = ["software", "financial services", "ecommerce", "healthcare", "manufacturing"]
 _COUNTRIES: Final = ["US", "GB", "DE", "FR", "NL", "CA", "BR", "IN"]
 _CONTENT: Final = ["whitepaper", "case_study", "ebook", "pricing_guide", "blog"]
+_WEB_TYPES: Final = frozenset({"page_view", "pricing_page_view"})
 _FREE_MAIL: Final = ["gmail.com", "outlook.com", "yahoo.com"]
 _COMPETITOR_DOMAINS: Final = ["rivalfunnel.com", "pipecraft.io", "leadlynx.com"]
 _VENDOR_DOMAINS: Final = ["adsagency.example", "printshop.example", "staffpros.example"]
@@ -68,8 +69,10 @@ class TrafficShape:
     anonymous_browsing: float = 0.0
     """Share of the people who browse before their first form (buyers, tyre-kickers,
     competitors) who do it under a tracker's anonymous id, with a few more visits in the weeks
-    before: their form carries that id too, which links it to them. The anonymous persona's
-    events are then marked as a visitor's. 0 gives the traffic of before, byte for byte."""
+    before: their form carries that id too, which links it to them. Three in ten of them also
+    browse on a second device after their form, under another anonymous id, until a visit
+    there carries both ids. The anonymous persona's events are then marked as a visitor's.
+    0 gives the traffic of before, byte for byte."""
 
 
 def generate(leads: int, seed: int, shape: TrafficShape = TrafficShape()) -> list[dict[str, Any]]:
@@ -184,6 +187,23 @@ class _Lead:
         for event in (*visits, *out[:first_form], out[first_form]):
             event["anonymous_id"] = visitor
         self.visits = visits[::-1]
+        if own.random() < 0.3:
+            self._on_a_second_device(own, first_form)
+
+    def _on_a_second_device(self, own: random.Random, first_form: int) -> None:
+        # Known since its form, the person browses on another device for a while (its web
+        # visits there are a visitor's), until one event there carries both ids.
+        out = self.out
+        later = [i for i in range(first_form + 1, len(out)) if out[i]["type"] in _WEB_TYPES]
+        if len(later) < 2:
+            return
+        device = f"anon2-{self.lead_id}"
+        start = own.randrange(len(later) - 1)
+        *browsed, linking = later[start : start + own.randint(2, 6)]
+        for index in browsed:
+            out[index]["lead_id"] = device
+            out[index]["anonymous_id"] = device
+        out[linking]["anonymous_id"] = device
 
     # personas
 

@@ -61,3 +61,24 @@ def test_people_at_one_company_form_buying_committees() -> None:
     committees = [people for people in domains.values() if len(people) >= 2]
     assert len(committees) > 20
     assert max(len(people) for people in committees) >= 4
+
+
+def test_some_known_people_browse_on_a_second_device_until_a_visit_there_links_it() -> None:
+    traffic = generate(400, seed=3, shape=TrafficShape(anonymous_browsing=0.6))
+    devices: dict[str, list[dict[str, object]]] = {}
+    for document in traffic:
+        anonymous_id = document.get("anonymous_id")
+        if isinstance(anonymous_id, str) and anonymous_id.startswith("anon2-"):
+            devices.setdefault(anonymous_id, []).append(document)
+    assert len(devices) >= 10
+    for device, documents in devices.items():
+        lead_id = device.removeprefix("anon2-")
+        visits = [d for d in documents if d["lead_id"] == device]
+        (link,) = {d["event_id"]: d for d in documents if d["lead_id"] == lead_id}.values()
+        assert visits and all(str(v["occurred_at"]) < str(link["occurred_at"]) for v in visits)
+        assert {v["type"] for v in visits} <= {"page_view", "pricing_page_view"}
+        # Known before: its form came before the visits on the second device.
+        forms = [d for d in traffic if d["lead_id"] == lead_id and d["type"] == "profile_updated"]
+        assert min(str(f["occurred_at"]) for f in forms) < min(
+            str(v["occurred_at"]) for v in visits
+        )
