@@ -24,10 +24,10 @@ from projections.privacy import lead_id_for_storage
 from projections.rows import (
     ACCOUNT_CHANGES,
     ACCOUNT_MEMBERS,
-    ANONYMOUS_ID,
     CAUSATION_LEAD_ID,
     CHALLENGER_STAGE_CHANGES,
     EVENTS,
+    IDENTITY_IDS,
     LEAD_ID,
     STAGE_CHANGES,
     RejectedRecord,
@@ -275,9 +275,11 @@ class Projector:
             else:
                 row = event_row(record.value, self.settings.max_event_bytes, record.timestamp)
                 batch.events.append(row)
-                if row[ANONYMOUS_ID] is not None:
-                    # A visitor's id is a person's too: stored as the lead ids are.
-                    row[ANONYMOUS_ID] = self.stored_lead_id(row[ANONYMOUS_ID])
+                for position in IDENTITY_IDS:
+                    if row[position] is not None:
+                        # A visitor's or a merged duplicate's id is a person's too: stored as
+                        # the lead ids are.
+                        row[position] = self.stored_lead_id(row[position])
             row[lead_id] = self.stored_lead_id(row[lead_id])
         except RejectedRecord as exc:
             batch.rejected += 1

@@ -2,7 +2,8 @@
 
 Each table's columns are its contract model's fields (plus `published_at`, the Kafka timestamp of
 the record), so a field added to the contract cannot be forgotten here. The events table keeps a
-selection of the event: its envelope and a sale's value, never the other properties.
+selection of the event: its envelope, a sale's value and the identity it links (the core's
+reading of it), never the other properties.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from schemas.accounts import AccountChange, AccountSignal
 from schemas.stage_changes import StageChange
 from streams.common.codecs import decode_event, describe_validation_error
+from streams.core.lifecycle import linked_identity
 from streams.errors import InvalidEventError, LeadflowError
 
 PUBLISHED_AT: Final = "published_at"
@@ -47,6 +49,7 @@ EVENTS: Final = Table(
         "amount",
         "currency",
         "anonymous_id",
+        "linked_id",
         PUBLISHED_AT,
     ),
 )
@@ -91,7 +94,8 @@ def stage_change_row(value: bytes, timestamp_ms: int | None = None) -> list[Any]
 
 
 def event_row(value: bytes, max_bytes: int, timestamp_ms: int | None = None) -> list[Any]:
-    """The `events` row of one message of the events topic (no properties but a sale's value)."""
+    """The `events` row of one message of the events topic (no properties but a sale's value;
+    `linked_id`: the identity the event links to its lead, as the core reads it)."""
     try:
         event = decode_event(value, max_bytes)
     except InvalidEventError as exc:
@@ -109,6 +113,7 @@ def event_row(value: bytes, max_bytes: int, timestamp_ms: int | None = None) -> 
         amount,
         currency,
         event.anonymous_id,
+        linked_identity(event),
         published_at(timestamp_ms),
     ]
 
@@ -135,5 +140,6 @@ LEAD_ID: Final = STAGE_CHANGES.position("lead_id")
 """Position of `lead_id` in stage-change, event and account-member rows."""
 assert LEAD_ID == EVENTS.position("lead_id") == ACCOUNT_MEMBERS.position("lead_id")
 CAUSATION_LEAD_ID: Final = ACCOUNT_CHANGES.position("causation_lead_id")
-ANONYMOUS_ID: Final = EVENTS.position("anonymous_id")
 """Position of the lead id in account-change rows."""
+IDENTITY_IDS: Final = (EVENTS.position("anonymous_id"), EVENTS.position("linked_id"))
+"""Positions of the other person ids of an event row (stored as lead ids are)."""

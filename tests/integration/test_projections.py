@@ -39,12 +39,20 @@ from streams.common.kafka_clients import create_topics
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES, ClickHouseSettings
 from streams.core.accounts import AccountStageChange, Signal
 from streams.core.rules import Rules
-from streams.local.generator import generate
+from streams.local.generator import TrafficShape, generate
 from streams.replay import Replayer
 from tests.account_records import T0, AccountLog, account_log
 from tests.account_reference import expected_account_metrics
+from tests.factories import BUYER, days, event
 from tests.funnel_reference import champion_challenger, expected_metrics, normalised
-from tests.integration.harness import Pipeline, effective, replay_bytes, settings_from, unique
+from tests.integration.harness import (
+    Pipeline,
+    effective,
+    in_effect,
+    replay_bytes,
+    settings_from,
+    unique,
+)
 from tests.waiting import wait_for
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "dashboards" / "funnel.json"
@@ -419,8 +427,6 @@ def test_the_projector_says_when_it_owns_its_partitions(
 def test_the_identity_views_count_links_and_the_visitors_events_they_attribute(
     clickhouse: Any, database: str, rules: Rules
 ) -> None:
-    from streams.local.generator import TrafficShape
-
     events = generate(300, seed=11, shape=TrafficShape(anonymous_browsing=0.6))
     changes = replay_bytes(events, rules)
     writer = ProjectionWriter(clickhouse, database)
@@ -442,13 +448,16 @@ def test_the_identity_views_count_links_and_the_visitors_events_they_attribute(
         elif anonymous is not None:
             key = (e["occurred_at"], e["event_id"], e["lead_id"])
             linked[anonymous] = min(linked.get(anonymous, key), key)
-    with_history = {lead for visitor, (_, _, lead) in linked.items() if visits.get(visitor)}
-    leads = {orjson.loads(value)["lead_id"] for value in effective(changes).values()}
+    leads = {orjson.loads(value)["lead_id"] for value in in_effect(changes).values()}
+    with_history = {
+        lead for visitor, (_, _, lead) in linked.items() if visits.get(visitor) and lead in leads
+    }
     found = read_funnel(clickhouse, database, IDENTITY_VIEWS)["identity_stitching"]
     assert len(linked) > 50
     assert found == [
         {
             "links": len(linked),
+            "merges": 0,
             "contested": 0,
             "leads": len(leads),
             "leads_with_anonymous_history": len(with_history),
@@ -460,3 +469,62 @@ def test_the_identity_views_count_links_and_the_visitors_events_they_attribute(
     daily = read_funnel(clickhouse, database, IDENTITY_VIEWS)["identity_links_daily"]
     assert sum(row["links"] for row in daily) == len(linked)
     assert sum(row["events_attributed"] for row in daily) == found[0]["events_attributed"]
+
+
+def merged_duplicate() -> list[dict[str, Any]]:
+    """A CRM duplicate that became an MQL weeks before the merge (its changes are folded into
+    its snapshot, so they stay published), merged into `keep`; a later merge of it by `other`
+    is a conflict the core refuses."""
+    return [
+        event("profile_updated", days(0), lead="dup", **BUYER),
+        event("demo_request", days(0.1), lead="dup"),
+        *[event("page_view", days(0.2 + n / 100), lead="dup", url="/p") for n in range(20)],
+        *[event("email_open", days(10 + n / 10), lead="dup") for n in range(20)],
+        event("profile_updated", days(1), lead="keep", **BUYER),
+        event("content_download", days(2), lead="keep", content_category="whitepaper"),
+        event("leads_merged", days(15), lead="keep", event_id="merge-1", merged_lead_id="dup"),
+        event("profile_updated", days(3), lead="other", **BUYER),
+        event("leads_merged", days(16), lead="other", event_id="merge-2", merged_lead_id="dup"),
+    ]
+
+
+def test_a_merged_duplicate_counts_once_as_the_lead_it_was_merged_into(
+    clickhouse: Any, database: str, rules: Rules
+) -> None:
+    events = [
+        *generate(150, seed=12, shape=TrafficShape(anonymous_browsing=0.6)),
+        *merged_duplicate(),
+    ]
+    changes = replay_bytes(events, rules)
+    published = [orjson.loads(value) for value in in_effect(changes).values()]
+    assert {c["to_stage"] for c in published if c["lead_id"] == "dup"} == {
+        "subscriber",
+        "lead",
+        "mql",
+    }, "the duplicate's snapshot changes stay on the topic"
+    writer = ProjectionWriter(clickhouse, database)
+    event_rows = [event_row(orjson.dumps(e), DEFAULT_MAX_EVENT_BYTES) for e in events]
+    # The merge arrives after the duplicate's changes were projected, and again (a redelivery).
+    writer.write([stage_change_row(value) for value in changes], event_rows[:-3])
+    writer.write([], event_rows)
+
+    status = clickhouse.query(f"SELECT lead_id FROM {database}.lead_status").result_rows
+    assert ("keep",) in status and ("dup",) not in status
+    found = normalised(read_funnel(clickhouse, database))
+    expected = normalised(expected_metrics(effective(changes).values(), events))
+    for view in FUNNEL_VIEWS:
+        assert found[view] == expected[view], view
+    mqls = next(r for r in found["funnel_overview"] if r["stage"] == "mql")["reached"]
+    assert mqls == len({c["lead_id"] for c in published if c["to_stage"] == "mql"}) - 1
+
+    link = clickhouse.query(
+        f"SELECT kind, lead_id, leads_claiming, events, anonymous_events "
+        f"FROM {database}.identity_links WHERE identity = 'dup'"
+    ).result_rows
+    assert link == [("merged_lead", "keep", 2, 42, 0)]
+    stitching = read_funnel(clickhouse, database, IDENTITY_VIEWS)["identity_stitching"][0]
+    assert stitching["merges"] == 1 and stitching["contested"] == 1
+    assert stitching["leads"] == len(status)
+    daily = read_funnel(clickhouse, database, IDENTITY_VIEWS)["identity_links_daily"]
+    assert sum(row["merges"] for row in daily) == 1
+    assert sum(row["links"] for row in daily) == stitching["links"] > 20

@@ -98,6 +98,7 @@ def test_an_event_row_keeps_the_envelope_and_a_sales_value_only() -> None:
         "amount": 12_000.0,
         "currency": "EUR",
         "anonymous_id": None,
+        "linked_id": None,
         "published_at": datetime(2025, 12, 29, 9, 20, 0, 123_000, tzinfo=UTC),
     }
     seen = {**event("page_view", url="/x"), "anonymous_id": "anon-9"}
@@ -105,6 +106,25 @@ def test_an_event_row_keeps_the_envelope_and_a_sales_value_only() -> None:
     assert view[EVENTS.position("amount")] is None
     assert view[EVENTS.position("anonymous_id")] == "anon-9"
     assert view[EVENTS.position("published_at")] == published_at(None)
+
+
+@pytest.mark.parametrize(
+    ("document", "linked"),
+    [
+        ({**event("page_view", lead="anon-1"), "anonymous_id": "anon-1"}, None),  # a visit
+        ({**event("page_view"), "anonymous_id": "anon-1"}, "anon-1"),  # seen under it
+        ({**event("identity_linked"), "anonymous_id": "anon-1"}, "anon-1"),
+        (event("leads_merged", merged_lead_id="crm-9"), "crm-9"),
+        # A merge links its duplicate, not the anonymous id it was seen under (the core's rule).
+        ({**event("leads_merged", merged_lead_id="crm-9"), "anonymous_id": "anon-1"}, "crm-9"),
+        (event("sales_contacted"), None),
+    ],
+)
+def test_an_event_row_names_the_identity_it_links(
+    document: dict[str, object], linked: str | None
+) -> None:
+    row = event_row(orjson.dumps(document), DEFAULT_MAX_EVENT_BYTES)
+    assert row[EVENTS.position("linked_id")] == linked
 
 
 @pytest.mark.parametrize(
