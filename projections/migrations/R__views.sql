@@ -454,9 +454,11 @@ SETTINGS join_use_nulls = 1;
 -- the identity stays the earliest one's). kind 'visitor': an anonymous id, linked by a lead's
 -- event seen under it or by identity_linked; 'merged_lead': a CRM duplicate, when the
 -- earliest link is a `leads_merged` (it is no lead of its own any more, stage_changes_live).
--- events: the identity's own events, which count for the lead through the link;
--- anonymous_events: those of them seen under the anonymous id alone (a visitor's visits; a
--- merged duplicate has none). What the view cannot see: the core also sorts a profile fact
+-- events and points: the identity's own events, which count for the lead through the link,
+-- and their engagement points (events.points: as scored at each event, not decayed);
+-- anonymous_events and anonymous_points: those seen under the anonymous id alone (a visitor's
+-- visits, its engagement before identification; a merged duplicate has none). What the view
+-- cannot see: the core also sorts a profile fact
 -- before engagement before sales activity of one microsecond, and does not apply a link past
 -- the rules' state.linked_ids or too late for its lead; such links count here all the same.
 CREATE OR REPLACE VIEW {database}.identity_links AS
@@ -478,7 +480,9 @@ WITH
         SELECT
             lead_id AS identity,
             count() AS events,
+            sum(points) AS own_points,
             countIf(anonymous_id = lead_id) AS anonymous_events,
+            sumIf(points, anonymous_id = lead_id) AS visit_points,
             minIfOrNull(occurred_at, anonymous_id = lead_id) AS first_visit_at
         FROM {database}.events FINAL
         WHERE lead_id IN (SELECT identity FROM links)
@@ -491,20 +495,24 @@ SELECT
     links.linked_at AS linked_at,
     links.leads_claiming AS leads_claiming,
     ifNull(own.events, 0) AS events,
+    ifNull(own.own_points, 0) AS points,
     ifNull(own.anonymous_events, 0) AS anonymous_events,
+    ifNull(own.visit_points, 0) AS anonymous_points,
     own.first_visit_at AS first_visit_at
 FROM links
 LEFT JOIN own ON own.identity = links.identity
 SETTINGS join_use_nulls = 1;
 
--- Per day of the link: visitors linked (links, with_history: those with visits of their own)
--- and the visits they attributed to leads; CRM duplicates merged (merges) apart.
+-- Per day of the link: visitors linked (links, with_history: those with visits of their own),
+-- the visits they attributed to leads and those visits' engagement points (as scored at each
+-- event, not decayed); CRM duplicates merged (merges) apart.
 CREATE OR REPLACE VIEW {database}.identity_links_daily AS
 SELECT toDate(linked_at) AS day,
        countIf(kind = 'visitor') AS links,
        countIf(kind = 'merged_lead') AS merges,
        countIf(kind = 'visitor' AND anonymous_events > 0) AS with_history,
-       sumIf(anonymous_events, kind = 'visitor') AS events_attributed
+       sumIf(anonymous_events, kind = 'visitor') AS events_attributed,
+       sumIf(anonymous_points, kind = 'visitor') AS points_attributed
 FROM {database}.identity_links
 GROUP BY day;
 
@@ -512,15 +520,30 @@ GROUP BY day;
 -- of either kind claimed by more than one lead), events_attributed and visitors_never_identified
 -- count every identity; leads and leads_with_anonymous_history are leads of lead_status, where
 -- a linked visitor or a merged duplicate is never a lead of its own: it counts once, as its lead.
+-- Engagement before identification, in points as scored at each event (not decayed, so not
+-- the score a lead has now): points_of_leads_with_anonymous_history sums the events that count
+-- for those leads (their own, their visitors' and their merged duplicates'),
+-- points_before_identification those of their visitors' visits, and the share is the second
+-- over the first.
 CREATE OR REPLACE VIEW {database}.identity_stitching AS
 WITH
-    (SELECT count() FROM {database}.lead_status) AS all_leads,
+    history AS
     (
-        SELECT uniqExact(lead_id)
+        SELECT DISTINCT lead_id
         FROM {database}.identity_links
         WHERE kind = 'visitor' AND anonymous_events > 0
             AND lead_id IN (SELECT lead_id FROM {database}.lead_status)
-    ) AS with_history
+    ),
+    (SELECT count() FROM {database}.lead_status) AS all_leads,
+    (SELECT count() FROM history) AS with_history,
+    (SELECT ifNull(sum(points), 0) FROM {database}.events FINAL WHERE lead_id IN history)
+        AS own_points,
+    (SELECT sum(points) FROM {database}.identity_links WHERE lead_id IN history) AS linked_points,
+    (
+        SELECT sumIf(anonymous_points, kind = 'visitor')
+        FROM {database}.identity_links
+        WHERE lead_id IN history
+    ) AS anonymous_points
 SELECT
     (SELECT countIf(kind = 'visitor') FROM {database}.identity_links) AS links,
     (SELECT countIf(kind = 'merged_lead') FROM {database}.identity_links) AS merges,
@@ -530,6 +553,11 @@ SELECT
     if(all_leads = 0, NULL, with_history / all_leads) AS share_with_anonymous_history,
     (SELECT sumIf(anonymous_events, kind = 'visitor') FROM {database}.identity_links)
         AS events_attributed,
+    own_points + linked_points AS points_of_leads_with_anonymous_history,
+    anonymous_points AS points_before_identification,
+    if(points_of_leads_with_anonymous_history = 0, NULL,
+       anonymous_points / points_of_leads_with_anonymous_history)
+        AS share_of_points_before_identification,
     (
         SELECT uniqExact(lead_id)
         FROM {database}.events FINAL

@@ -19,7 +19,10 @@ from projections.projector import Projector
 from projections.report import (
     ACCOUNT_VIEWS,
     FUNNEL_VIEWS,
+    IDENTITY_TITLE,
     IDENTITY_VIEWS,
+    POINTS_TITLE,
+    REPORT_VIEWS,
     VIEWS,
     print_report,
     read_funnel,
@@ -34,6 +37,7 @@ from projections.rows import (
 )
 from projections.writer import ProjectionWriter
 from schemas.accounts import AccountChange, AccountSignal
+from schemas.events import ENGAGEMENT_TYPES
 from streams.common.codecs import encode_account_change, encode_account_signal
 from streams.common.kafka_clients import create_topics
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES, ClickHouseSettings
@@ -424,15 +428,39 @@ def test_the_projector_says_when_it_owns_its_partitions(
     assert not running.is_alive()
 
 
-def test_the_identity_views_count_links_and_the_visitors_events_they_attribute(
+def raw_points(document: dict[str, Any], rules: Rules) -> float:
+    """An event's engagement points as docs/funnel.md defines `events.points`: its content
+    category's points if listed, else its type's, within its type's cap; 0 if not engagement."""
+    engagement = rules.engagement
+    if document["type"] not in ENGAGEMENT_TYPES:
+        return 0.0
+    category = document["properties"].get("content_category")
+    points = engagement.category_points.get(category, engagement.points.get(document["type"], 0))
+    cap = engagement.caps.get(document["type"])
+    return points if cap is None else max(-cap, min(cap, points))
+
+
+def test_the_identity_views_count_links_merges_and_the_engagement_they_attribute(
     clickhouse: Any, database: str, rules: Rules
 ) -> None:
-    events = generate(300, seed=11, shape=TrafficShape(anonymous_browsing=0.6))
+    generated = generate(300, seed=11, shape=TrafficShape(anonymous_browsing=0.6))
+    survivor = next(
+        e["lead_id"]
+        for e in generated
+        if e.get("anonymous_id") not in (None, e["lead_id"]) and e["type"] == "profile_updated"
+    )
+    # A lead with anonymous history also has a CRM duplicate merged into it.
+    duplicate = [
+        event("profile_updated", days(0), lead="dup", **BUYER),
+        event("content_download", days(0.5), lead="dup", content_category="pricing_guide"),
+        event("leads_merged", days(40), lead=survivor, merged_lead_id="dup"),
+    ]
+    events = [*generated, *duplicate]
     changes = replay_bytes(events, rules)
     writer = ProjectionWriter(clickhouse, database)
     change_rows = [stage_change_row(value, 1_700_000_000_000) for value in changes]
     event_rows = [
-        event_row(orjson.dumps(event), DEFAULT_MAX_EVENT_BYTES, 1_700_000_000_000)
+        event_row(orjson.dumps(event), DEFAULT_MAX_EVENT_BYTES, 1_700_000_000_000, rules)
         for event in events
     ]
     writer.write(change_rows, event_rows)
@@ -448,27 +476,76 @@ def test_the_identity_views_count_links_and_the_visitors_events_they_attribute(
         elif anonymous is not None:
             key = (e["occurred_at"], e["event_id"], e["lead_id"])
             linked[anonymous] = min(linked.get(anonymous, key), key)
-    leads = {orjson.loads(value)["lead_id"] for value in in_effect(changes).values()}
+    leads = {orjson.loads(value)["lead_id"] for value in in_effect(changes).values()} - {"dup"}
     with_history = {
         lead for visitor, (_, _, lead) in linked.items() if visits.get(visitor) and lead in leads
     }
+    owner = {visitor: lead for visitor, (_, _, lead) in linked.items()} | {"dup": survivor}
+    counted = [e for e in unique_events if owner.get(e["lead_id"], e["lead_id"]) in with_history]
+    points = sum(raw_points(e, rules) for e in counted)
+    before = sum(raw_points(e, rules) for e in counted if e.get("anonymous_id") == e["lead_id"])
     found = read_funnel(clickhouse, database, IDENTITY_VIEWS)["identity_stitching"]
-    assert len(linked) > 50
+    assert len(linked) > 50 and survivor in with_history and 0 < before < points
     assert found == [
         {
             "links": len(linked),
-            "merges": 0,
+            "merges": 1,
             "contested": 0,
             "leads": len(leads),
             "leads_with_anonymous_history": len(with_history),
             "share_with_anonymous_history": len(with_history) / len(leads),
             "events_attributed": sum(visits.get(visitor, 0) for visitor in linked),
+            "points_of_leads_with_anonymous_history": pytest.approx(points),
+            "points_before_identification": pytest.approx(before),
+            "share_of_points_before_identification": pytest.approx(before / points),
             "visitors_never_identified": len(visits.keys() - linked.keys()),
         }
     ]
     daily = read_funnel(clickhouse, database, IDENTITY_VIEWS)["identity_links_daily"]
     assert sum(row["links"] for row in daily) == len(linked)
+    assert sum(row["merges"] for row in daily) == 1
     assert sum(row["events_attributed"] for row in daily) == found[0]["events_attributed"]
+    attributed = [e for e in unique_events if e["lead_id"] in linked]
+    assert sum(row["points_attributed"] for row in daily) == pytest.approx(
+        sum(raw_points(e, rules) for e in attributed)
+    )
+    link = clickhouse.query(
+        f"SELECT kind, lead_id, events, points, anonymous_events, anonymous_points "
+        f"FROM {database}.identity_links WHERE identity = 'dup'"
+    ).result_rows
+    assert link == [("merged_lead", survivor, 2, 15.0, 0, 0.0)]
+
+
+def test_the_report_shows_the_engagement_before_identification_in_points(
+    clickhouse: Any, database: str, rules: Rules, tmp_path: Path
+) -> None:
+    events = generate(200, seed=13, shape=TrafficShape(anonymous_browsing=0.6))
+    writer = ProjectionWriter(clickhouse, database)
+    writer.write(
+        [stage_change_row(value) for value in replay_bytes(events, rules)],
+        [event_row(orjson.dumps(e), DEFAULT_MAX_EVENT_BYTES, rules=rules) for e in events],
+    )
+    metrics = read_funnel(clickhouse, database, REPORT_VIEWS)
+    stitching = metrics["identity_stitching"][0]
+    figures = [
+        f"{stitching['points_of_leads_with_anonymous_history']:,.0f}",
+        f"{stitching['points_before_identification']:,.0f}",
+        f"{stitching['share_of_points_before_identification']:.3f}",
+    ]
+    assert 0 < stitching["share_of_points_before_identification"] < 1
+    console = Console(record=True, width=200)
+    print_report(metrics, console)
+    text = console.export_text()
+    assert IDENTITY_TITLE in text and POINTS_TITLE in text
+    assert all(figure in text for figure in figures), (figures, text[-2000:])
+    page = tmp_path / "funnel.html"
+    write_html(metrics, page)
+    html = page.read_text()
+    assert f"<h2>{POINTS_TITLE}</h2>" in html
+    assert all(f"<td>{figure}</td>" in html for figure in figures)
+    # The other sections read the same events as before.
+    for heading in ("Funnel", "Conversion (all cohorts)", "Scoring feedback", IDENTITY_TITLE):
+        assert f"<h2>{heading}</h2>" in html
 
 
 def merged_duplicate() -> list[dict[str, Any]]:
