@@ -333,6 +333,7 @@ def test_every_dashboard_query_runs_on_the_embedded_engine(
     database: str,
     sample: tuple[list[dict[str, Any]], list[bytes]],
     replayed_accounts: AccountLog,
+    rules: Rules,
 ) -> None:
     events, changes = sample
     writer = ProjectionWriter(clickhouse, database)
@@ -343,11 +344,23 @@ def test_every_dashboard_query_runs_on_the_embedded_engine(
     write_accounts(writer, replayed_accounts)
     challenger = replay_bytes(events, with_threshold(45.0))
     writer.write([], [], challenger_changes=[stage_change_row(c) for c in challenger])
+    # Visitors linked to leads and a merged duplicate, scored: the identity panels have rows.
+    stitched = [
+        *generate(100, seed=14, shape=TrafficShape(anonymous_browsing=0.6)),
+        *merged_duplicate(),
+    ]
+    writer.write(
+        [stage_change_row(c) for c in replay_bytes(stitched, rules)],
+        [event_row(orjson.dumps(e), DEFAULT_MAX_EVENT_BYTES, rules=rules) for e in stitched],
+    )
     dashboard = json.loads(DASHBOARD.read_text())
     queries = [
         target["rawSql"] for panel in dashboard["panels"] for target in panel.get("targets", [])
     ]
     assert len(queries) >= 8
+    identity = " ".join(query for query in queries if ".identity_" in query)
+    for column in ("links", "share_with_anonymous_history", "points_before_identification"):
+        assert column in identity, f"no panel shows {column}"
     for query in queries:
         assert "funnel." in query
         result = clickhouse.query(query.replace("funnel.", f"{database}."))
