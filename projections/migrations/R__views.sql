@@ -523,8 +523,9 @@ GROUP BY day;
 -- Engagement before identification, in points as scored at each event (not decayed, so not
 -- the score a lead has now): points_of_leads_with_anonymous_history sums the events that count
 -- for those leads (their own, their visitors' and their merged duplicates'),
--- points_before_identification those of their visitors' visits, and the share is the second
--- over the first.
+-- points_before_identification those of their visitors' visits (seen under an anonymous id
+-- alone, before that id was identified: a second device's may come after the sign-up), and
+-- the share is the second over the first.
 CREATE OR REPLACE VIEW {database}.identity_stitching AS
 WITH
     history AS
