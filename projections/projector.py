@@ -24,10 +24,10 @@ from projections.privacy import lead_id_for_storage
 from projections.rows import (
     ACCOUNT_CHANGES,
     ACCOUNT_MEMBERS,
-    ANONYMOUS_ID,
     CAUSATION_LEAD_ID,
     CHALLENGER_STAGE_CHANGES,
     EVENTS,
+    IDENTITY_IDS,
     LEAD_ID,
     STAGE_CHANGES,
     RejectedRecord,
@@ -40,6 +40,7 @@ from projections.writer import ProjectionWriter
 from streams.common.codecs import dead_letter_headers
 from streams.common.kafka_clients import connection_config, end_offsets_read, reaching
 from streams.common.settings import Settings
+from streams.core.rules import Rules, load_rules
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,8 @@ class Projector:
 
     It owns every partition of its topics (one projector per database). `from_beginning` reads
     them from offset 0 and commits nothing (rebuild); otherwise it goes on from the offsets
-    committed under its group id."""
+    committed under its group id. Each event's engagement points are scored with `rules`
+    (default: `settings.rules_file`, the shipped rules when unset), as the workers score it."""
 
     def __init__(
         self,
@@ -132,8 +134,11 @@ class Projector:
         client: Any,
         metrics: ProjectorMetrics | None = None,
         from_beginning: bool = False,
+        rules: Rules | None = None,
     ) -> None:
         self.settings = settings
+        self.rules = rules if rules is not None else load_rules(settings.rules_file)
+        """What scores the events' points (by default the rules file the workers run with)."""
         self.writer = ProjectionWriter(client, settings.clickhouse.database)
         self.stored_lead_id = lead_id_for_storage(settings.privacy)
         self.metrics = metrics or ProjectorMetrics()
@@ -273,11 +278,15 @@ class Projector:
                 row = stage_change_row(record.value, record.timestamp)
                 batch.challenger_changes.append(row)
             else:
-                row = event_row(record.value, self.settings.max_event_bytes, record.timestamp)
+                row = event_row(
+                    record.value, self.settings.max_event_bytes, record.timestamp, self.rules
+                )
                 batch.events.append(row)
-                if row[ANONYMOUS_ID] is not None:
-                    # A visitor's id is a person's too: stored as the lead ids are.
-                    row[ANONYMOUS_ID] = self.stored_lead_id(row[ANONYMOUS_ID])
+                for position in IDENTITY_IDS:
+                    if row[position] is not None:
+                        # A visitor's or a merged duplicate's id is a person's too: stored as
+                        # the lead ids are.
+                        row[position] = self.stored_lead_id(row[position])
             row[lead_id] = self.stored_lead_id(row[lead_id])
         except RejectedRecord as exc:
             batch.rejected += 1

@@ -47,6 +47,14 @@ VIEWS: Final = {**FUNNEL_VIEWS, **ACCOUNT_VIEWS, **CHALLENGER_VIEWS}
 REPORT_VIEWS: Final = {**VIEWS, **IDENTITY_VIEWS}
 """What `leadflow report` reads: every view, identity stitching's too."""
 IDENTITY_TITLE: Final = "Identity stitching (anonymous visitors linked to leads)"
+POINTS_TITLE: Final = (
+    "Engagement before identification (points as scored at each event, not decayed)"
+)
+POINT_COLUMNS: Final = (
+    "points_of_leads_with_anonymous_history",
+    "points_before_identification",
+    "share_of_points_before_identification",
+)
 CHALLENGER_TITLE: Final = "Champion and challenger rules (the same events, sales' outcomes)"
 STEPS: Final = (
     "lead_to_mql",
@@ -110,8 +118,8 @@ def print_report(metrics: Metrics, console: Console | None = None) -> None:
         console.print(_table(title, rows))
     if metrics["champion_challenger"]:
         console.print(_table(CHALLENGER_TITLE, metrics["champion_challenger"]))
-    if _stitched(metrics):
-        console.print(_table(IDENTITY_TITLE, metrics["identity_stitching"]))
+    for title, rows in _identity_sections(metrics):
+        console.print(_table(title, rows))
 
 
 def write_html(metrics: Metrics, path: Path, title: str = "leadflow funnel") -> None:
@@ -131,8 +139,7 @@ def write_html(metrics: Metrics, path: Path, title: str = "leadflow funnel") -> 
     ]
     if metrics["champion_challenger"]:
         sections.append((CHALLENGER_TITLE, metrics["champion_challenger"]))
-    if _stitched(metrics):
-        sections.append((IDENTITY_TITLE, metrics["identity_stitching"]))
+    sections.extend(_identity_sections(metrics))
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = "".join(f'<figure><img alt="{alt}" src="{src}"></figure>' for alt, src in charts)
     body += "".join(_html_table(name, rows) for name, rows in sections)
@@ -153,10 +160,18 @@ _CSS = (
 )
 
 
-def _stitched(metrics: Metrics) -> bool:
-    """Whether any event linked a visitor (the section is left out otherwise)."""
+def _identity_sections(metrics: Metrics) -> list[tuple[str, list[Row]]]:
+    """Identity stitching's figures, and apart the engagement of the leads with anonymous
+    history: their points, those of their visitors' visits before identification, the share.
+    None before any event linked a visitor."""
     rows = metrics.get("identity_stitching") or []
-    return bool(rows and rows[0]["links"])
+    if not (rows and rows[0]["links"]):
+        return []
+    row = rows[0]
+    counts = {name: value for name, value in row.items() if name not in POINT_COLUMNS}
+    points = {"leads_with_anonymous_history": row["leads_with_anonymous_history"]}
+    points.update((name, row[name]) for name in POINT_COLUMNS)
+    return [(IDENTITY_TITLE, [counts]), (POINTS_TITLE, [points])]
 
 
 def _funnel_rows(metrics: Metrics) -> list[Row]:

@@ -2,7 +2,8 @@
 
 Each table's columns are its contract model's fields (plus `published_at`, the Kafka timestamp of
 the record), so a field added to the contract cannot be forgotten here. The events table keeps a
-selection of the event: its envelope and a sale's value, never the other properties.
+selection of the event: its envelope, a sale's value, the identity it links (the core's
+reading of it) and its engagement points, never the other properties.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ from typing import Any, Final, NamedTuple
 from pydantic import BaseModel, ValidationError
 
 from schemas.accounts import AccountChange, AccountSignal
+from schemas.events import ENGAGEMENT_TYPES, Event
 from schemas.stage_changes import StageChange
 from streams.common.codecs import decode_event, describe_validation_error
+from streams.core.lifecycle import linked_identity
+from streams.core.rules import EngagementRules, Rules
+from streams.core.scoring import add_engagement, engagement_points
 from streams.errors import InvalidEventError, LeadflowError
 
 PUBLISHED_AT: Final = "published_at"
@@ -47,6 +52,8 @@ EVENTS: Final = Table(
         "amount",
         "currency",
         "anonymous_id",
+        "linked_id",
+        "points",
         PUBLISHED_AT,
     ),
 )
@@ -90,8 +97,23 @@ def stage_change_row(value: bytes, timestamp_ms: int | None = None) -> list[Any]
     return _row(change, timestamp_ms)
 
 
-def event_row(value: bytes, max_bytes: int, timestamp_ms: int | None = None) -> list[Any]:
-    """The `events` row of one message of the events topic (no properties but a sale's value)."""
+def event_points(event: Event, rules: EngagementRules) -> float:
+    """The engagement points of one event alone, undecayed: its type's or content category's
+    points, within what its type's cap (and its group's and the total cap) let one event add
+    from nothing; 0 for an event that is not engagement (a profile, a sale, a link)."""
+    if event.type not in ENGAGEMENT_TYPES:
+        return 0.0
+    category = getattr(event.properties, "content_category", None)
+    points = engagement_points(event.type, category, rules)
+    return sum(add_engagement({}, 0, event.type, points, rules).values())
+
+
+def event_row(
+    value: bytes, max_bytes: int, timestamp_ms: int | None = None, rules: Rules | None = None
+) -> list[Any]:
+    """The `events` row of one message of the events topic (no properties but a sale's value;
+    `linked_id`: the identity the event links to its lead, as the core reads it; `points`: the
+    event's engagement points under `rules`, None without rules)."""
     try:
         event = decode_event(value, max_bytes)
     except InvalidEventError as exc:
@@ -109,6 +131,8 @@ def event_row(value: bytes, max_bytes: int, timestamp_ms: int | None = None) -> 
         amount,
         currency,
         event.anonymous_id,
+        linked_identity(event),
+        None if rules is None else event_points(event, rules.engagement),
         published_at(timestamp_ms),
     ]
 
@@ -135,5 +159,6 @@ LEAD_ID: Final = STAGE_CHANGES.position("lead_id")
 """Position of `lead_id` in stage-change, event and account-member rows."""
 assert LEAD_ID == EVENTS.position("lead_id") == ACCOUNT_MEMBERS.position("lead_id")
 CAUSATION_LEAD_ID: Final = ACCOUNT_CHANGES.position("causation_lead_id")
-ANONYMOUS_ID: Final = EVENTS.position("anonymous_id")
 """Position of the lead id in account-change rows."""
+IDENTITY_IDS: Final = (EVENTS.position("anonymous_id"), EVENTS.position("linked_id"))
+"""Positions of the other person ids of an event row (stored as lead ids are)."""

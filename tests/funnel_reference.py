@@ -54,12 +54,25 @@ def quantile(values: list[float], level: float) -> float:
     return ordered[low] + (position - low) * (ordered[low + 1] - ordered[low])
 
 
-def live_changes(effective: Iterable[bytes]) -> list[Row]:
-    """The latest revision of each change, retractions removed, as dicts."""
+def linked_identities(event_documents: Iterable[dict[str, Any]]) -> set[str]:
+    """Every identity an event links to its lead: the duplicate a `leads_merged` names, or an
+    anonymous id other than the event's lead (such an identity is no lead of its own)."""
+    linked = set()
+    for document in event_documents:
+        if document["type"] == "leads_merged":
+            linked.add(document["properties"]["merged_lead_id"])
+        elif document.get("anonymous_id") not in (None, document["lead_id"]):
+            linked.add(document["anonymous_id"])
+    return linked
+
+
+def live_changes(effective: Iterable[bytes], linked: set[str] | None = None) -> list[Row]:
+    """The latest revision of each change, retractions and linked identities' changes removed,
+    as dicts."""
     live = []
     for value in effective:
         change = orjson.loads(value)
-        if change["retracted"]:
+        if change["retracted"] or change["lead_id"] in (linked or ()):
             continue
         change["occurred_at"] = _time(change["occurred_at"])
         change["source"] = change["source"] or "(none)"
@@ -132,11 +145,12 @@ def expected_metrics(
     effective: Iterable[bytes], event_documents: Iterable[dict[str, Any]]
 ) -> dict[str, list[Row]]:
     """What each view of `projections.report.VIEWS` must return, in the same order."""
-    live = live_changes(effective)
+    documents = list(event_documents)
+    live = live_changes(effective, linked_identities(documents))
     status = lead_status(live)
     conversions = lead_conversions(status)
     events: dict[str, Any] = {}
-    for document in event_documents:
+    for document in documents:
         event = decode_event(orjson.dumps(document), DEFAULT_MAX_EVENT_BYTES)
         events[event.event_id] = event
     metrics: dict[str, list[Row]] = {}

@@ -1,15 +1,24 @@
--- The views BI reads. Each is documented in the README (section "Funnel views").
+-- The views BI reads. Each is documented in docs/funnel.md (section "Funnel views").
 -- Re-applied whenever this file changes. Dates and times are UTC; durations are in days.
 
--- Every stage change that currently holds: latest revision of each change_id, retractions removed.
+-- Every stage change that currently holds: latest revision of each change_id, retractions
+-- removed, and none of an identity linked to another lead. A CRM duplicate merged into another
+-- lead (`leads_merged`) publishes nothing once linked and retracts what it still has in detail,
+-- but the changes folded into its snapshot stay on the topic: left out here, the person counts
+-- once, as the lead it was merged into. (Any link makes the identity another lead's: a later
+-- link that the core refuses as a conflict only decides to whom, see identity_links. The set
+-- of linked ids needs no FINAL: a redelivered event names the same identity.)
 CREATE OR REPLACE VIEW {database}.stage_changes_live AS
 SELECT change_id, lead_id, from_stage, to_stage, occurred_at, causation_event_id, rule,
        rules_version, mql_kind, reason, fit_score, engagement_score, grade,
        ifNull(source, '(none)') AS source, ifNull(campaign, '(none)') AS campaign, sequence
 FROM {database}.stage_changes FINAL
-WHERE NOT retracted;
+WHERE NOT retracted
+    AND lead_id NOT IN
+        (SELECT assumeNotNull(linked_id) FROM {database}.events WHERE linked_id IS NOT NULL);
 
 -- One row per lead: its current stage and the first time it entered each stage (NULL: never).
+-- A lead merged into another is no row of its own (stage_changes_live leaves it out).
 CREATE OR REPLACE VIEW {database}.lead_status AS
 SELECT
     lead_id,
@@ -357,13 +366,16 @@ SELECT step, toMonday(entered_at) AS cohort_week,
 FROM {database}.account_conversions
 GROUP BY step, cohort_week;
 
--- The challenger's stage changes that currently hold, as stage_changes_live for the live rules.
+-- The challenger's stage changes that currently hold, as stage_changes_live for the live rules
+-- (the challenger stitches the same events: a merged duplicate is left out here too).
 CREATE OR REPLACE VIEW {database}.challenger_stage_changes_live AS
 SELECT change_id, lead_id, from_stage, to_stage, occurred_at, causation_event_id, rule,
        rules_version, mql_kind, reason, fit_score, engagement_score, grade,
        ifNull(source, '(none)') AS source, ifNull(campaign, '(none)') AS campaign, sequence
 FROM {database}.challenger_stage_changes FINAL
-WHERE NOT retracted;
+WHERE NOT retracted
+    AND lead_id NOT IN
+        (SELECT assumeNotNull(linked_id) FROM {database}.events WHERE linked_id IS NOT NULL);
 
 -- Champion (the live rules) against challenger, each on its own stage history of the same
 -- events: of the MQLs each made, how many became SQL and were won (with 95% Wilson intervals),
@@ -436,58 +448,120 @@ WHERE challenger_changes > 0
 GROUP BY side
 SETTINGS join_use_nulls = 1;
 
--- Identity stitching: each anonymous id linked to a lead, by the earliest event that links it
--- (the core's rule: first by event time, then event id), with how many events it had of its own.
+-- Identity stitching: each identity linked to a lead, by the earliest event that links it
+-- (events.linked_id; the core's rule: first by event time, then event id), with leads_claiming
+-- the leads whose events link it (more than 1: the core refused the later ones as conflicts,
+-- the identity stays the earliest one's). kind 'visitor': an anonymous id, linked by a lead's
+-- event seen under it or by identity_linked; 'merged_lead': a CRM duplicate, when the
+-- earliest link is a `leads_merged` (it is no lead of its own any more, stage_changes_live).
+-- events and points: the identity's own events, which count for the lead through the link,
+-- and their engagement points (events.points: as scored at each event, not decayed);
+-- anonymous_events and anonymous_points: those seen under the anonymous id alone (a visitor's
+-- visits, its engagement before identification; a merged duplicate has none). What the view
+-- cannot see: the core also sorts a profile fact
+-- before engagement before sales activity of one microsecond, and does not apply a link past
+-- the rules' state.linked_ids or too late for its lead; such links count here all the same.
 CREATE OR REPLACE VIEW {database}.identity_links AS
-WITH visits AS
-(
-    SELECT lead_id AS visitor, count() AS events, min(occurred_at) AS first_visit_at
-    FROM {database}.events FINAL
-    WHERE anonymous_id = lead_id
-    GROUP BY lead_id
-)
+WITH
+    links AS
+    (
+        SELECT
+            assumeNotNull(linked_id) AS identity,
+            argMin(lead_id, (occurred_at, event_id)) AS linked_lead,
+            argMin(type, (occurred_at, event_id)) = 'leads_merged' AS merged,
+            min(occurred_at) AS linked_at,
+            uniqExact(lead_id) AS leads_claiming
+        FROM {database}.events FINAL
+        WHERE linked_id IS NOT NULL
+        GROUP BY identity
+    ),
+    own AS
+    (
+        SELECT
+            lead_id AS identity,
+            count() AS events,
+            sum(points) AS own_points,
+            countIf(anonymous_id = lead_id) AS anonymous_events,
+            sumIf(points, anonymous_id = lead_id) AS visit_points,
+            minIfOrNull(occurred_at, anonymous_id = lead_id) AS first_visit_at
+        FROM {database}.events FINAL
+        WHERE lead_id IN (SELECT identity FROM links)
+        GROUP BY lead_id
+    )
 SELECT
-    links.visitor AS anonymous_id,
+    links.identity AS identity,
+    if(links.merged, 'merged_lead', 'visitor') AS kind,
     links.linked_lead AS lead_id,
     links.linked_at AS linked_at,
     links.leads_claiming AS leads_claiming,
-    ifNull(visits.events, 0) AS anonymous_events,
-    visits.first_visit_at AS first_visit_at
-FROM
-(
-    SELECT
-        assumeNotNull(anonymous_id) AS visitor,
-        argMin(lead_id, (occurred_at, event_id)) AS linked_lead,
-        min(occurred_at) AS linked_at,
-        uniqExact(lead_id) AS leads_claiming
-    FROM {database}.events FINAL
-    WHERE anonymous_id IS NOT NULL AND anonymous_id != lead_id
-    GROUP BY visitor
-) AS links
-LEFT JOIN visits ON visits.visitor = links.visitor
+    ifNull(own.events, 0) AS events,
+    ifNull(own.own_points, 0) AS points,
+    ifNull(own.anonymous_events, 0) AS anonymous_events,
+    ifNull(own.visit_points, 0) AS anonymous_points,
+    own.first_visit_at AS first_visit_at
+FROM links
+LEFT JOIN own ON own.identity = links.identity
 SETTINGS join_use_nulls = 1;
 
--- Links per day (by the day of the link), and the visitors' events they attributed to leads.
+-- Per day of the link: visitors linked (links, with_history: those with visits of their own),
+-- the visits they attributed to leads and those visits' engagement points (as scored at each
+-- event, not decayed); CRM duplicates merged (merges) apart.
 CREATE OR REPLACE VIEW {database}.identity_links_daily AS
-SELECT toDate(linked_at) AS day, count() AS links, countIf(anonymous_events > 0) AS with_history,
-       sum(anonymous_events) AS events_attributed
+SELECT toDate(linked_at) AS day,
+       countIf(kind = 'visitor') AS links,
+       countIf(kind = 'merged_lead') AS merges,
+       countIf(kind = 'visitor' AND anonymous_events > 0) AS with_history,
+       sumIf(anonymous_events, kind = 'visitor') AS events_attributed,
+       sumIf(anonymous_points, kind = 'visitor') AS points_attributed
 FROM {database}.identity_links
 GROUP BY day;
 
--- One row: how much of the funnel came through a link. A merged visitor counts once (as its
--- lead: the visitor publishes no stage change, so lead_status never holds it).
+-- One row: how much of the funnel came through a link. links, merges, contested (identities
+-- of either kind claimed by more than one lead), events_attributed and visitors_never_identified
+-- count every identity; leads and leads_with_anonymous_history are leads of lead_status, where
+-- a linked visitor or a merged duplicate is never a lead of its own: it counts once, as its lead.
+-- Engagement before identification, in points as scored at each event (not decayed, so not
+-- the score a lead has now): points_of_leads_with_anonymous_history sums the events that count
+-- for those leads (their own, their visitors' and their merged duplicates'),
+-- points_before_identification those of their visitors' visits (seen under an anonymous id
+-- alone, before that id was identified: a second device's may come after the sign-up), and
+-- the share is the second over the first.
 CREATE OR REPLACE VIEW {database}.identity_stitching AS
 WITH
+    history AS
+    (
+        SELECT DISTINCT lead_id
+        FROM {database}.identity_links
+        WHERE kind = 'visitor' AND anonymous_events > 0
+            AND lead_id IN (SELECT lead_id FROM {database}.lead_status)
+    ),
     (SELECT count() FROM {database}.lead_status) AS all_leads,
-    (SELECT uniqExact(lead_id) FROM {database}.identity_links WHERE anonymous_events > 0)
-        AS with_history
+    (SELECT count() FROM history) AS with_history,
+    (SELECT ifNull(sum(points), 0) FROM {database}.events FINAL WHERE lead_id IN history)
+        AS own_points,
+    (SELECT sum(points) FROM {database}.identity_links WHERE lead_id IN history) AS linked_points,
+    (
+        SELECT sumIf(anonymous_points, kind = 'visitor')
+        FROM {database}.identity_links
+        WHERE lead_id IN history
+    ) AS anonymous_points
 SELECT
-    (SELECT count() FROM {database}.identity_links) AS links,
+    (SELECT countIf(kind = 'visitor') FROM {database}.identity_links) AS links,
+    (SELECT countIf(kind = 'merged_lead') FROM {database}.identity_links) AS merges,
     (SELECT countIf(leads_claiming > 1) FROM {database}.identity_links) AS contested,
     all_leads AS leads,
     with_history AS leads_with_anonymous_history,
     if(all_leads = 0, NULL, with_history / all_leads) AS share_with_anonymous_history,
-    (SELECT sum(anonymous_events) FROM {database}.identity_links) AS events_attributed,
-    (SELECT uniqExact(lead_id) FROM {database}.events FINAL WHERE anonymous_id = lead_id)
-        - (SELECT countIf(anonymous_events > 0) FROM {database}.identity_links)
-        AS visitors_never_identified;
+    (SELECT sumIf(anonymous_events, kind = 'visitor') FROM {database}.identity_links)
+        AS events_attributed,
+    own_points + linked_points AS points_of_leads_with_anonymous_history,
+    anonymous_points AS points_before_identification,
+    if(points_of_leads_with_anonymous_history = 0, NULL,
+       anonymous_points / points_of_leads_with_anonymous_history)
+        AS share_of_points_before_identification,
+    (
+        SELECT uniqExact(lead_id)
+        FROM {database}.events FINAL
+        WHERE anonymous_id = lead_id
+            AND lead_id NOT IN (SELECT identity FROM {database}.identity_links)
+    ) AS visitors_never_identified;

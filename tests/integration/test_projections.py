@@ -19,7 +19,10 @@ from projections.projector import Projector
 from projections.report import (
     ACCOUNT_VIEWS,
     FUNNEL_VIEWS,
+    IDENTITY_TITLE,
     IDENTITY_VIEWS,
+    POINTS_TITLE,
+    REPORT_VIEWS,
     VIEWS,
     print_report,
     read_funnel,
@@ -34,17 +37,26 @@ from projections.rows import (
 )
 from projections.writer import ProjectionWriter
 from schemas.accounts import AccountChange, AccountSignal
+from schemas.events import ENGAGEMENT_TYPES
 from streams.common.codecs import encode_account_change, encode_account_signal
 from streams.common.kafka_clients import create_topics
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES, ClickHouseSettings
 from streams.core.accounts import AccountStageChange, Signal
 from streams.core.rules import Rules
-from streams.local.generator import generate
+from streams.local.generator import TrafficShape, generate
 from streams.replay import Replayer
 from tests.account_records import T0, AccountLog, account_log
 from tests.account_reference import expected_account_metrics
+from tests.factories import BUYER, days, event
 from tests.funnel_reference import champion_challenger, expected_metrics, normalised
-from tests.integration.harness import Pipeline, effective, replay_bytes, settings_from, unique
+from tests.integration.harness import (
+    Pipeline,
+    effective,
+    in_effect,
+    replay_bytes,
+    settings_from,
+    unique,
+)
 from tests.waiting import wait_for
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "dashboards" / "funnel.json"
@@ -321,6 +333,7 @@ def test_every_dashboard_query_runs_on_the_embedded_engine(
     database: str,
     sample: tuple[list[dict[str, Any]], list[bytes]],
     replayed_accounts: AccountLog,
+    rules: Rules,
 ) -> None:
     events, changes = sample
     writer = ProjectionWriter(clickhouse, database)
@@ -331,11 +344,23 @@ def test_every_dashboard_query_runs_on_the_embedded_engine(
     write_accounts(writer, replayed_accounts)
     challenger = replay_bytes(events, with_threshold(45.0))
     writer.write([], [], challenger_changes=[stage_change_row(c) for c in challenger])
+    # Visitors linked to leads and a merged duplicate, scored: the identity panels have rows.
+    stitched = [
+        *generate(100, seed=14, shape=TrafficShape(anonymous_browsing=0.6)),
+        *merged_duplicate(),
+    ]
+    writer.write(
+        [stage_change_row(c) for c in replay_bytes(stitched, rules)],
+        [event_row(orjson.dumps(e), DEFAULT_MAX_EVENT_BYTES, rules=rules) for e in stitched],
+    )
     dashboard = json.loads(DASHBOARD.read_text())
     queries = [
         target["rawSql"] for panel in dashboard["panels"] for target in panel.get("targets", [])
     ]
     assert len(queries) >= 8
+    identity = " ".join(query for query in queries if ".identity_" in query)
+    for column in ("links", "share_with_anonymous_history", "points_before_identification"):
+        assert column in identity, f"no panel shows {column}"
     for query in queries:
         assert "funnel." in query
         result = clickhouse.query(query.replace("funnel.", f"{database}."))
@@ -416,17 +441,39 @@ def test_the_projector_says_when_it_owns_its_partitions(
     assert not running.is_alive()
 
 
-def test_the_identity_views_count_links_and_the_visitors_events_they_attribute(
+def raw_points(document: dict[str, Any], rules: Rules) -> float:
+    """An event's engagement points as docs/funnel.md defines `events.points`: its content
+    category's points if listed, else its type's, within its type's cap; 0 if not engagement."""
+    engagement = rules.engagement
+    if document["type"] not in ENGAGEMENT_TYPES:
+        return 0.0
+    category = document["properties"].get("content_category")
+    points = engagement.category_points.get(category, engagement.points.get(document["type"], 0))
+    cap = engagement.caps.get(document["type"])
+    return points if cap is None else max(-cap, min(cap, points))
+
+
+def test_the_identity_views_count_links_merges_and_the_engagement_they_attribute(
     clickhouse: Any, database: str, rules: Rules
 ) -> None:
-    from streams.local.generator import TrafficShape
-
-    events = generate(300, seed=11, shape=TrafficShape(anonymous_browsing=0.6))
+    generated = generate(300, seed=11, shape=TrafficShape(anonymous_browsing=0.6))
+    survivor = next(
+        e["lead_id"]
+        for e in generated
+        if e.get("anonymous_id") not in (None, e["lead_id"]) and e["type"] == "profile_updated"
+    )
+    # A lead with anonymous history also has a CRM duplicate merged into it.
+    duplicate = [
+        event("profile_updated", days(0), lead="dup", **BUYER),
+        event("content_download", days(0.5), lead="dup", content_category="pricing_guide"),
+        event("leads_merged", days(40), lead=survivor, merged_lead_id="dup"),
+    ]
+    events = [*generated, *duplicate]
     changes = replay_bytes(events, rules)
     writer = ProjectionWriter(clickhouse, database)
     change_rows = [stage_change_row(value, 1_700_000_000_000) for value in changes]
     event_rows = [
-        event_row(orjson.dumps(event), DEFAULT_MAX_EVENT_BYTES, 1_700_000_000_000)
+        event_row(orjson.dumps(event), DEFAULT_MAX_EVENT_BYTES, 1_700_000_000_000, rules)
         for event in events
     ]
     writer.write(change_rows, event_rows)
@@ -442,21 +489,132 @@ def test_the_identity_views_count_links_and_the_visitors_events_they_attribute(
         elif anonymous is not None:
             key = (e["occurred_at"], e["event_id"], e["lead_id"])
             linked[anonymous] = min(linked.get(anonymous, key), key)
-    with_history = {lead for visitor, (_, _, lead) in linked.items() if visits.get(visitor)}
-    leads = {orjson.loads(value)["lead_id"] for value in effective(changes).values()}
+    leads = {orjson.loads(value)["lead_id"] for value in in_effect(changes).values()} - {"dup"}
+    with_history = {
+        lead for visitor, (_, _, lead) in linked.items() if visits.get(visitor) and lead in leads
+    }
+    owner = {visitor: lead for visitor, (_, _, lead) in linked.items()} | {"dup": survivor}
+    counted = [e for e in unique_events if owner.get(e["lead_id"], e["lead_id"]) in with_history]
+    points = sum(raw_points(e, rules) for e in counted)
+    before = sum(raw_points(e, rules) for e in counted if e.get("anonymous_id") == e["lead_id"])
     found = read_funnel(clickhouse, database, IDENTITY_VIEWS)["identity_stitching"]
-    assert len(linked) > 50
+    assert len(linked) > 50 and survivor in with_history and 0 < before < points
     assert found == [
         {
             "links": len(linked),
+            "merges": 1,
             "contested": 0,
             "leads": len(leads),
             "leads_with_anonymous_history": len(with_history),
             "share_with_anonymous_history": len(with_history) / len(leads),
             "events_attributed": sum(visits.get(visitor, 0) for visitor in linked),
+            "points_of_leads_with_anonymous_history": pytest.approx(points),
+            "points_before_identification": pytest.approx(before),
+            "share_of_points_before_identification": pytest.approx(before / points),
             "visitors_never_identified": len(visits.keys() - linked.keys()),
         }
     ]
     daily = read_funnel(clickhouse, database, IDENTITY_VIEWS)["identity_links_daily"]
     assert sum(row["links"] for row in daily) == len(linked)
+    assert sum(row["merges"] for row in daily) == 1
     assert sum(row["events_attributed"] for row in daily) == found[0]["events_attributed"]
+    attributed = [e for e in unique_events if e["lead_id"] in linked]
+    assert sum(row["points_attributed"] for row in daily) == pytest.approx(
+        sum(raw_points(e, rules) for e in attributed)
+    )
+    link = clickhouse.query(
+        f"SELECT kind, lead_id, events, points, anonymous_events, anonymous_points "
+        f"FROM {database}.identity_links WHERE identity = 'dup'"
+    ).result_rows
+    assert link == [("merged_lead", survivor, 2, 15.0, 0, 0.0)]
+
+
+def test_the_report_shows_the_engagement_before_identification_in_points(
+    clickhouse: Any, database: str, rules: Rules, tmp_path: Path
+) -> None:
+    events = generate(200, seed=13, shape=TrafficShape(anonymous_browsing=0.6))
+    writer = ProjectionWriter(clickhouse, database)
+    writer.write(
+        [stage_change_row(value) for value in replay_bytes(events, rules)],
+        [event_row(orjson.dumps(e), DEFAULT_MAX_EVENT_BYTES, rules=rules) for e in events],
+    )
+    metrics = read_funnel(clickhouse, database, REPORT_VIEWS)
+    stitching = metrics["identity_stitching"][0]
+    figures = [
+        f"{stitching['points_of_leads_with_anonymous_history']:,.0f}",
+        f"{stitching['points_before_identification']:,.0f}",
+        f"{stitching['share_of_points_before_identification']:.3f}",
+    ]
+    assert 0 < stitching["share_of_points_before_identification"] < 1
+    console = Console(record=True, width=200)
+    print_report(metrics, console)
+    text = console.export_text()
+    assert IDENTITY_TITLE in text and POINTS_TITLE in text
+    assert all(figure in text for figure in figures), (figures, text[-2000:])
+    page = tmp_path / "funnel.html"
+    write_html(metrics, page)
+    html = page.read_text()
+    assert f"<h2>{POINTS_TITLE}</h2>" in html
+    assert all(f"<td>{figure}</td>" in html for figure in figures)
+    # The other sections read the same events as before.
+    for heading in ("Funnel", "Conversion (all cohorts)", "Scoring feedback", IDENTITY_TITLE):
+        assert f"<h2>{heading}</h2>" in html
+
+
+def merged_duplicate() -> list[dict[str, Any]]:
+    """A CRM duplicate that became an MQL weeks before the merge (its changes are folded into
+    its snapshot, so they stay published), merged into `keep`; a later merge of it by `other`
+    is a conflict the core refuses."""
+    return [
+        event("profile_updated", days(0), lead="dup", **BUYER),
+        event("demo_request", days(0.1), lead="dup"),
+        *[event("page_view", days(0.2 + n / 100), lead="dup", url="/p") for n in range(20)],
+        *[event("email_open", days(10 + n / 10), lead="dup") for n in range(20)],
+        event("profile_updated", days(1), lead="keep", **BUYER),
+        event("content_download", days(2), lead="keep", content_category="whitepaper"),
+        event("leads_merged", days(15), lead="keep", event_id="merge-1", merged_lead_id="dup"),
+        event("profile_updated", days(3), lead="other", **BUYER),
+        event("leads_merged", days(16), lead="other", event_id="merge-2", merged_lead_id="dup"),
+    ]
+
+
+def test_a_merged_duplicate_counts_once_as_the_lead_it_was_merged_into(
+    clickhouse: Any, database: str, rules: Rules
+) -> None:
+    events = [
+        *generate(150, seed=12, shape=TrafficShape(anonymous_browsing=0.6)),
+        *merged_duplicate(),
+    ]
+    changes = replay_bytes(events, rules)
+    published = [orjson.loads(value) for value in in_effect(changes).values()]
+    assert {c["to_stage"] for c in published if c["lead_id"] == "dup"} == {
+        "subscriber",
+        "lead",
+        "mql",
+    }, "the duplicate's snapshot changes stay on the topic"
+    writer = ProjectionWriter(clickhouse, database)
+    event_rows = [event_row(orjson.dumps(e), DEFAULT_MAX_EVENT_BYTES) for e in events]
+    # The merge arrives after the duplicate's changes were projected, and again (a redelivery).
+    writer.write([stage_change_row(value) for value in changes], event_rows[:-3])
+    writer.write([], event_rows)
+
+    status = clickhouse.query(f"SELECT lead_id FROM {database}.lead_status").result_rows
+    assert ("keep",) in status and ("dup",) not in status
+    found = normalised(read_funnel(clickhouse, database))
+    expected = normalised(expected_metrics(effective(changes).values(), events))
+    for view in FUNNEL_VIEWS:
+        assert found[view] == expected[view], view
+    mqls = next(r for r in found["funnel_overview"] if r["stage"] == "mql")["reached"]
+    assert mqls == len({c["lead_id"] for c in published if c["to_stage"] == "mql"}) - 1
+
+    link = clickhouse.query(
+        f"SELECT kind, lead_id, leads_claiming, events, anonymous_events "
+        f"FROM {database}.identity_links WHERE identity = 'dup'"
+    ).result_rows
+    assert link == [("merged_lead", "keep", 2, 42, 0)]
+    stitching = read_funnel(clickhouse, database, IDENTITY_VIEWS)["identity_stitching"][0]
+    assert stitching["merges"] == 1 and stitching["contested"] == 1
+    assert stitching["leads"] == len(status)
+    daily = read_funnel(clickhouse, database, IDENTITY_VIEWS)["identity_links_daily"]
+    assert sum(row["merges"] for row in daily) == 1
+    assert sum(row["links"] for row in daily) == stitching["links"] > 20

@@ -13,7 +13,7 @@ import typer.main
 import yaml
 from pydantic import BaseModel
 
-from projections.report import VIEWS
+from projections.report import REPORT_VIEWS
 from streams.cli import app
 from streams.common.settings import Settings
 
@@ -123,4 +123,4 @@ def test_grafana_reads_the_documented_views_as_the_read_only_bi_user() -> None:
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == source["uid"]
             read = set(re.findall(rf"\b{database}\.(\w+)", target["rawSql"]))
-            assert read and read <= set(VIEWS), (panel["title"], read)
+            assert read and read <= set(REPORT_VIEWS), (panel["title"], read)

@@ -19,6 +19,7 @@ from projections.rows import (
     RejectedRecord,
     account_change_row,
     account_member_row,
+    event_points,
     event_row,
     published_at,
     stage_change_row,
@@ -27,10 +28,10 @@ from schemas.accounts import AccountChange, AccountSignal
 from schemas.stage_changes import StageChange
 from streams.common.codecs import encode_account_change, encode_account_signal, encode_change
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
-from streams.core.rules import Rules
+from streams.core.rules import Rules, load_rules
 from streams.local.generator import generate
 from streams.replay import Replayer
-from tests.factories import event
+from tests.factories import as_event, event
 
 TIMESTAMP_MS = 1_767_000_000_123
 
@@ -98,6 +99,8 @@ def test_an_event_row_keeps_the_envelope_and_a_sales_value_only() -> None:
         "amount": 12_000.0,
         "currency": "EUR",
         "anonymous_id": None,
+        "linked_id": None,
+        "points": None,
         "published_at": datetime(2025, 12, 29, 9, 20, 0, 123_000, tzinfo=UTC),
     }
     seen = {**event("page_view", url="/x"), "anonymous_id": "anon-9"}
@@ -105,6 +108,25 @@ def test_an_event_row_keeps_the_envelope_and_a_sales_value_only() -> None:
     assert view[EVENTS.position("amount")] is None
     assert view[EVENTS.position("anonymous_id")] == "anon-9"
     assert view[EVENTS.position("published_at")] == published_at(None)
+
+
+@pytest.mark.parametrize(
+    ("document", "linked"),
+    [
+        ({**event("page_view", lead="anon-1"), "anonymous_id": "anon-1"}, None),  # a visit
+        ({**event("page_view"), "anonymous_id": "anon-1"}, "anon-1"),  # seen under it
+        ({**event("identity_linked"), "anonymous_id": "anon-1"}, "anon-1"),
+        (event("leads_merged", merged_lead_id="crm-9"), "crm-9"),
+        # A merge links its duplicate, not the anonymous id it was seen under (the core's rule).
+        ({**event("leads_merged", merged_lead_id="crm-9"), "anonymous_id": "anon-1"}, "crm-9"),
+        (event("sales_contacted"), None),
+    ],
+)
+def test_an_event_row_names_the_identity_it_links(
+    document: dict[str, object], linked: str | None
+) -> None:
+    row = event_row(orjson.dumps(document), DEFAULT_MAX_EVENT_BYTES)
+    assert row[EVENTS.position("linked_id")] == linked
 
 
 @pytest.mark.parametrize(
@@ -121,3 +143,33 @@ def test_an_unreadable_message_is_rejected_with_the_reason(build: object, reason
     assert rejected.value.reason.startswith(reason)
     with pytest.raises(RejectedRecord, match="not JSON"):
         event_row(b"\xff", DEFAULT_MAX_EVENT_BYTES)
+
+
+@pytest.mark.parametrize(
+    ("document", "points"),
+    [
+        (event("page_view", url="/x"), 1.0),
+        (event("pricing_page_view"), 10.0),
+        (event("content_download"), 5.0),  # no category: the type's points
+        (event("content_download", content_category="pricing_guide"), 15.0),
+        (event("content_download", content_category="careers"), -5.0),
+        (event("unsubscribe"), -20.0),
+        (event("demo_request"), 50.0),
+        (event("profile_updated", email="a@acme.com"), 0.0),
+        (event("deal_won", amount=1.0, currency="EUR"), 0.0),
+        ({**event("identity_linked"), "anonymous_id": "anon-1"}, 0.0),
+    ],
+)
+def test_an_event_scores_its_own_points_undecayed(
+    rules: Rules, document: dict[str, object], points: float
+) -> None:
+    assert event_points(as_event(document), rules.engagement) == points
+    row = event_row(orjson.dumps(document), DEFAULT_MAX_EVENT_BYTES, rules=rules)
+    assert row[EVENTS.position("points")] == points
+
+
+def test_an_event_scores_at_most_its_type_cap() -> None:
+    shipped = load_rules()
+    capped = shipped.engagement.model_copy(update={"caps": {"demo_request": 30.0}})
+    assert event_points(as_event(event("demo_request")), capped) == 30.0
+    assert event_points(as_event(event("unsubscribe")), capped) == -20.0
