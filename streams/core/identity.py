@@ -19,7 +19,9 @@ Three steps, each run where its input is partitioned:
   lead's history at the identity's event time, and refolds. From a step on, the identity's
   engagement then counts with the lead's own (caps on the sum), its first touch if it is
   earlier, its intent-pattern times; a passive MQL that a step's points make is at that
-  event's time and cites it, as if the lead had done it.
+  event's time and cites it, as if the lead had done it. An identity that is itself linked
+  passes the summaries it absorbs on to its own lead (a chain: a visitor of a merged
+  duplicate counts for the survivor).
 
 The steps are what keep this bounded: a summary holds the identity's engagement after each of
 its latest `state.linked_steps` events (its decayed buckets, the older events within the
@@ -82,13 +84,16 @@ def link(state: LeadState | None, request: LinkRequest, rules: Rules) -> Decisio
     summaries = []
     if current is not None and current.to_lead_id != target:
         # An earlier link to another lead arrived after this one: it wins, and the lead that
-        # had the identity is told it no longer has it.
+        # had the identity (and those linked to it) is told it no longer has it.
         summaries.append(_withdrawal(state.lead_id, current.to_lead_id, accepted))
+        summaries += _forwarded(state.linked, current.to_lead_id, withdrawn=True)
     before = summary_of(state, rules)
     now = summary_of(after, rules)
     assert now is not None
     if before is None or _content(before) != _content(now):
         summaries.append(now)
+    if current is None or current.to_lead_id != target:
+        summaries += _forwarded(state.linked, target)
     conflict = current is not None and current.to_lead_id != target
     return Decision(after, changes, False, summaries=tuple(summaries), conflict=conflict)
 
@@ -103,6 +108,19 @@ def _conflict_reason(lead_id: str, refused: Link, kept: Link) -> str:
 
 def _withdrawal(from_id: str, to_id: str, revision: int) -> Summary:
     return Summary(from_id, to_id, revision, (), None, True)
+
+
+def _forwarded(
+    linked: tuple[Summary, ...], to_id: str, withdrawn: bool = False
+) -> tuple[Summary, ...]:
+    """The summaries of the identities linked to an identity, passed on to the lead that
+    identity is linked to (a chain: a visitor of a CRM duplicate counts for the survivor), or
+    withdrawn from it at the same revision."""
+    return tuple(
+        _withdrawal(s.from_id, to_id, s.revision) if withdrawn else s._replace(to_id=to_id)
+        for s in linked
+        if s.from_id != to_id
+    )
 
 
 def summary_of(state: LeadState, rules: Rules) -> Summary | None:
@@ -153,7 +171,12 @@ def absorb(state: LeadState | None, summary: Summary, rules: Rules) -> Decision:
         state = new_lead(summary.to_id)
     linked = state.linked
     index = next((i for i, s in enumerate(linked) if s.from_id == summary.from_id), None)
-    if index is not None and linked[index].revision >= summary.revision:
+    if index is not None and (
+        linked[index].revision > summary.revision
+        or (linked[index].revision == summary.revision and not summary.withdrawn)
+    ):
+        # A withdrawal supersedes its own revision: a chain's middle identity withdraws what
+        # it had passed on at the revision it passed on.
         return Decision(state, (), True)
     if summary.withdrawn:
         if index is None:
@@ -177,7 +200,8 @@ def absorb(state: LeadState | None, summary: Summary, rules: Rules) -> Decision:
     fold = refold(state.base, tail, state.attribution, rules, kept)
     after = state._replace(accepted=accepted, tail=tail, fold=fold, linked=kept)
     changes = () if after.silent else _publish_rewrite(state, after, rules)
+    passed_on = _forwarded((summary,), state.link.to_lead_id) if state.link is not None else ()
+    compacted: tuple[Entry, ...] = ()
     if past_bound(after, rules) >= _COMPACT_AT_ONCE:
         compacted, after = compact(after, rules)
-        return Decision(after, changes, False, False, compacted)
-    return Decision(after, changes, False)
+    return Decision(after, changes, False, False, compacted, summaries=passed_on)

@@ -99,6 +99,7 @@ def qualify_summary(state: LeadState | None, summary: Summary, rules: Rules) -> 
         (),
         decision.duplicate,
         compacted=decision.compacted,
+        summaries=decision.summaries,
         refused=decision.refused,
     )
 

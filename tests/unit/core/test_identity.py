@@ -421,3 +421,40 @@ def test_a_summary_late_by_weeks_of_the_leads_events_still_counts_exactly(
     reference = in_effect(replayed(arrival, RULES))
     changes, _ = deliver(arrival, chooser, rules=RULES, eagerness=0.0)
     assert in_effect(changes) == reference
+
+
+@given(st.randoms(use_true_random=False))
+def test_a_visitor_of_a_merged_duplicate_counts_for_the_lead_that_survives(
+    chooser: random.Random,
+) -> None:
+    # A chain of links: the visitor is linked to a CRM contact, which the CRM then merges
+    # into another (in any arrival order): the survivor counts the visitor's history too.
+    visits = []
+    for index, kind in enumerate(["content_download"] * 6 + ["pricing_page_view"] * 4):
+        visit = event(
+            kind,
+            timedelta(hours=index),
+            lead=VISITOR,
+            event_id=f"visit-{index}",
+            content_category="case_study" if kind == "content_download" else None,
+        )
+        visit["anonymous_id"] = VISITOR
+        visits.append(visit)
+    duplicate = event("newsletter_subscribe", timedelta(hours=20), lead="crm-9", event_id="dup")
+    duplicate["anonymous_id"] = VISITOR
+    survivor = event("profile_updated", timedelta(hours=21), lead="crm-1", event_id="keep", **BUYER)
+    merge = event(
+        "leads_merged", timedelta(hours=30), lead="crm-1", event_id="m", merged_lead_id="crm-9"
+    )
+    documents = [*visits, duplicate, survivor, merge]
+    without_the_visitor = in_effect(replayed([duplicate, survivor, merge]))
+    assert not [c for c in without_the_visitor.values() if c.to_stage == "mql"]
+    reference = in_effect(replayed(documents))
+    (mql,) = [c for c in reference.values() if c.to_stage == "mql"]
+    assert (mql.lead_id, mql.rule) == ("crm-1", "mql.passive_score")
+    assert {c.lead_id for c in reference.values()} == {"crm-1"}
+    shuffled = list(documents)
+    chooser.shuffle(shuffled)
+    changes, states = deliver(shuffled, chooser)
+    assert in_effect(changes) == reference
+    assert [s.from_id for s in states["crm-1"].linked] == [VISITOR, "crm-9"]
