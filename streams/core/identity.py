@@ -35,6 +35,7 @@ from __future__ import annotations
 from typing import Final
 
 from streams.core.lifecycle import (
+    _COMPACT_AT_ONCE,
     LINK_ENTRY,
     Decision,
     Entry,
@@ -47,18 +48,17 @@ from streams.core.lifecycle import (
     _insert_sorted,
     _publish_rewrite,
     compact,
-    fold_entry,
     horizon_of,
     new_lead,
     past_bound,
     refold,
     too_many_links,
+    trace,
     withdrawn,
 )
 from streams.core.rules import Rules
 
 CONFLICT: Final = "identity_conflict"
-_COMPACT_AT_ONCE: Final = 16
 
 
 def link(state: LeadState | None, request: LinkRequest, rules: Rules) -> Decision:
@@ -137,12 +137,11 @@ def steps_of(state: LeadState, rules: Rules) -> tuple[Step, ...]:
     """An identity's engagement after its snapshot and after each of its engagement events in
     detail: the latest `state.linked_steps` of them (the oldest kept holds all before it)."""
     steps = []
-    fold = state.base
-    if fold.buckets and state.horizon is not None:
+    base = state.base
+    if base.buckets and state.horizon is not None:
         # The snapshot's own step triggers nothing (its events' moments are gone with it).
-        steps.append(Step(*state.horizon, "", None, fold.engagement_at, fold.buckets, fold.intent))
-    for entry in state.tail:
-        fold = fold_entry(fold, entry, state.attribution, rules)
+        steps.append(Step(*state.horizon, "", None, base.engagement_at, base.buckets, base.intent))
+    for entry, fold in trace(state.tail, state.attribution, rules, base):
         if entry.rank == Rank.ENGAGEMENT and entry.type != LINK_ENTRY:
             steps.append(Step(*entry, fold.engagement_at, fold.buckets, fold.intent))
     return tuple(steps[-rules.state.linked_steps :])

@@ -582,11 +582,15 @@ def refold(
 
 
 def trace(
-    entries: Sequence[Entry], attribution: Attribution | None, rules: Rules
+    entries: Sequence[Entry],
+    attribution: Attribution | None,
+    rules: Rules,
+    start: Fold = EMPTY_FOLD,
 ) -> Iterator[tuple[Entry, Fold]]:
-    """Each of a lead's sorted entries, from its first, with the fold right after it (for
-    `explain`: the entries a replay compacted, then its tail)."""
-    fold = EMPTY_FOLD
+    """Each of a lead's sorted entries with the fold right after it, from `start` (for
+    `explain`: the entries a replay compacted, then its tail; for an identity's steps: its
+    tail from its snapshot)."""
+    fold = start
     for entry in entries:
         fold = fold_entry(fold, entry, attribution, rules)
         yield entry, fold
