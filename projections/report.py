@@ -55,6 +55,11 @@ POINT_COLUMNS: Final = (
     "points_before_identification",
     "share_of_points_before_identification",
 )
+FUNNEL_TITLE: Final = "Funnel"
+CONVERSION_TITLE: Final = "Conversion (all cohorts)"
+BOTTLENECKS_TITLE: Final = (
+    "Bottlenecks (per entry into a stage: entered = moved_on + skipped_ahead + dropped + waiting)"
+)
 CHALLENGER_TITLE: Final = "Champion and challenger rules (the same events, sales' outcomes)"
 STEPS: Final = (
     "lead_to_mql",
@@ -104,11 +109,11 @@ def conversion_summary(metrics: Metrics) -> list[Row]:
 def print_report(metrics: Metrics, console: Console | None = None) -> None:
     """The funnel on the terminal."""
     console = console or Console()
-    console.print(_table("Funnel", _funnel_rows(metrics)))
-    console.print(_table("Conversion (all cohorts)", conversion_summary(metrics)))
+    console.print(_table(FUNNEL_TITLE, _funnel_rows(metrics)))
+    console.print(_table(CONVERSION_TITLE, conversion_summary(metrics)))
     console.print(_table("MQL kinds", metrics["mql_kinds"]))
     console.print(_table("MQL grades (fit letter, engagement number)", metrics["mql_grades"]))
-    console.print(_table("Bottlenecks", _without_position(metrics["bottlenecks"])))
+    console.print(_table(BOTTLENECKS_TITLE, _without_position(metrics["bottlenecks"])))
     console.print(_table("Disqualification reasons", _reasons(metrics)))
     console.print(_table("Purchase value", metrics["purchase_value"]))
     console.print(
@@ -126,11 +131,11 @@ def write_html(metrics: Metrics, path: Path, title: str = "leadflow funnel") -> 
     """A one-page, self-contained report (inline SVG charts) a person can open anywhere."""
     charts = [_funnel_chart(metrics), _conversion_chart(metrics), _time_chart(metrics)]
     sections = [
-        ("Funnel", _funnel_rows(metrics)),
-        ("Conversion (all cohorts)", conversion_summary(metrics)),
+        (FUNNEL_TITLE, _funnel_rows(metrics)),
+        (CONVERSION_TITLE, conversion_summary(metrics)),
         ("MQL kinds", metrics["mql_kinds"]),
         ("MQL grades (fit letter, engagement number)", metrics["mql_grades"]),
-        ("Bottlenecks", _without_position(metrics["bottlenecks"])),
+        (BOTTLENECKS_TITLE, _without_position(metrics["bottlenecks"])),
         ("Disqualification reasons", _reasons(metrics)),
         ("Purchase value", metrics["purchase_value"]),
         ("Sales cycle by source", metrics["sales_cycle"]),
@@ -175,15 +180,10 @@ def _identity_sections(metrics: Metrics) -> list[tuple[str, list[Row]]]:
 
 
 def _funnel_rows(metrics: Metrics) -> list[Row]:
-    rows, previous = [], None
-    for row in metrics["funnel_overview"]:
-        of_previous = None
-        if row["stage"] != "disqualified" and previous:
-            of_previous = row["reached"] / previous
-        rows.append({**row, "of_previous_stage": of_previous})
-        if row["stage"] != "disqualified":
-            previous = row["reached"]
-    return _without_position(rows)
+    # Counts only: reached(B) / reached(A) is no conversion rate, since leads skip stages (a deal
+    # won before a quote makes a customer that never was an opportunity). The step rates are
+    # conversion_summary's, one per step.
+    return _without_position(metrics["funnel_overview"])
 
 
 def _account_sections(metrics: Metrics) -> list[tuple[str, list[Row]]]:

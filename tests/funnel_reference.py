@@ -27,6 +27,8 @@ STEPS = (
     ("sql_to_won", "sql", "customer"),
 )
 MICROSECONDS_PER_DAY = 86_400_000_000
+BOTTLENECK_OUTCOMES = ("moved_on", "skipped_ahead", "dropped", "waiting")
+"""How an entry into a stage ends: each entry ends in exactly one of them (docs/funnel.md)."""
 
 
 def _time(text: str) -> datetime:
@@ -127,6 +129,62 @@ def lead_conversions(status: dict[str, Row]) -> list[Row]:
     return rows
 
 
+def bottlenecks(live: list[Row]) -> list[Row]:
+    """Per stage, its entries (stage changes into it) and how each ended: by the lead's next
+    change, to the next stage, past it, to disqualified, or not yet (waiting)."""
+    if not live:
+        return []
+    data_time = max(c["occurred_at"] for c in live)
+    by_lead: dict[str, list[Row]] = defaultdict(list)
+    for change in live:
+        by_lead[change["lead_id"]].append(change)
+    tallies: dict[str, Row] = {}
+    for changes in by_lead.values():
+        changes.sort(key=lambda c: c["sequence"])
+        seen: set[str] = set()
+        for change, following in itertools.zip_longest(changes, changes[1:]):
+            stage = change["to_stage"]
+            if stage not in STAGES[:-1]:  # evangelist is the last stage; disqualified is none
+                continue
+            tally = tallies.setdefault(
+                stage,
+                dict.fromkeys(("entered", *BOTTLENECK_OUTCOMES, "re_entries"), 0)
+                | {"moved_days": [], "waiting_days": []},
+            )
+            tally["entered"] += 1
+            tally["re_entries"] += stage in seen
+            seen.add(stage)
+            if following is None:
+                tally["waiting"] += 1
+                tally["waiting_days"].append(_days(change["occurred_at"], data_time))
+            elif following["to_stage"] == "disqualified":
+                tally["dropped"] += 1
+            elif STAGES.index(following["to_stage"]) == STAGES.index(stage) + 1:
+                tally["moved_on"] += 1
+                tally["moved_days"].append(_days(change["occurred_at"], following["occurred_at"]))
+            elif STAGES.index(following["to_stage"]) > STAGES.index(stage) + 1:
+                tally["skipped_ahead"] += 1
+            else:
+                raise AssertionError(f"a lead went back from {stage}: {following}")
+    rows = []
+    for position, stage in enumerate(STAGES[:-1], start=1):
+        if stage not in tallies:
+            continue
+        tally = tallies[stage]
+        rows.append(
+            {
+                "stage": stage,
+                "position": position,
+                "entered": tally["entered"],
+                **{outcome: tally[outcome] for outcome in BOTTLENECK_OUTCOMES},
+                "re_entries": tally["re_entries"],
+                "median_days_to_move_on": quantile(tally["moved_days"], 0.5),
+                "median_days_waiting": quantile(tally["waiting_days"], 0.5),
+            }
+        )
+    return rows
+
+
 def _count_rows(
     keys: Iterable[tuple[Any, ...]], names: tuple[str, ...], leads: Iterable[str]
 ) -> list[Row]:
@@ -137,8 +195,13 @@ def _count_rows(
         entry[1].add(lead)
     return [
         {**dict(zip(names, key, strict=True)), "entries": n, "leads": len(ls)}
-        for key, (n, ls) in sorted(counts.items())
+        for key, (n, ls) in sorted(counts.items(), key=lambda item: _nulls_last(item[0]))
     ]
+
+
+def _nulls_last(key: tuple[Any, ...]) -> tuple[tuple[bool, Any], ...]:
+    """A sort key that orders None after every value, as ClickHouse's ORDER BY does."""
+    return tuple((value is None, "" if value is None else value) for value in key)
 
 
 def expected_metrics(
@@ -286,35 +349,7 @@ def expected_metrics(
     for row in metrics["disqualification_reasons"]:
         row["leads"] = row.pop("leads")
 
-    data_time = max(c["occurred_at"] for c in live)
-    dropped: dict[str, int] = defaultdict(int)
-    for change in disqualified:
-        dropped[change["from_stage"]] += 1
-    bottlenecks = []
-    for position, (stage, following) in enumerate(itertools.pairwise(STAGES), 1):
-        entered = [lead for lead in status.values() if lead[f"{stage}_at"] is not None]
-        moved = [
-            _days(lead[f"{stage}_at"], lead[f"{following}_at"])
-            for lead in entered
-            if lead[f"{following}_at"] is not None
-            and lead[f"{following}_at"] >= lead[f"{stage}_at"]
-        ]
-        waiting = [lead for lead in entered if lead["current_stage"] == stage]
-        bottlenecks.append(
-            {
-                "stage": stage,
-                "position": position,
-                "entered": len(entered),
-                "moved_on": len(moved),
-                "dropped": dropped.get(stage, 0),
-                "waiting": len(waiting),
-                "median_days_to_move_on": quantile(moved, 0.5),
-                "median_days_waiting": quantile(
-                    [_days(lead["stage_since"], data_time) for lead in waiting], 0.5
-                ),
-            }
-        )
-    metrics["bottlenecks"] = [row for row in bottlenecks if row["entered"]]
+    metrics["bottlenecks"] = bottlenecks(live)
 
     metrics["engagement_daily"] = [
         {**{k: v for k, v in row.items() if k != "entries"}, "events": row["entries"]}

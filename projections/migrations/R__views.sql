@@ -152,53 +152,51 @@ FROM {database}.stage_changes_live
 WHERE to_stage = 'disqualified'
 GROUP BY source, reason, from_stage;
 
--- Where leads wait and drop: per stage, how many entered, moved on to the next stage, were
--- disqualified from it, and wait in it now; days to move on; days waited so far by those still
--- waiting, measured to the latest stage change in the data (not the wall clock).
+-- Where leads wait and drop, per stay in a stage: every stage change into a stage is one entry
+-- (a recycled lead that enters a stage again counts again; `re_entries` says how many of the
+-- entries are such), and every entry ends in exactly one way, by the lead's next stage change:
+-- to the next stage (moved_on), to a later one past it (skipped_ahead: a deal won before a quote),
+-- to disqualified (dropped), or none yet (waiting). So entered = moved_on + skipped_ahead +
+-- dropped + waiting. Days to move on, per entry that moved on; days waited so far by the entries
+-- still waiting, measured to the latest stage change in the data (not the wall clock).
 CREATE OR REPLACE VIEW {database}.bottlenecks AS
 WITH
     (SELECT max(occurred_at) FROM {database}.stage_changes_live) AS data_time,
-    dropped AS
+    ['subscriber', 'lead', 'mql', 'sql', 'opportunity', 'customer', 'evangelist'] AS stage_order,
+    stays AS
     (
-        SELECT assumeNotNull(from_stage) AS stage, count() AS dropped
+        SELECT
+            to_stage AS stage,
+            indexOf(stage_order, to_stage) AS position,
+            occurred_at AS entered_at,
+            row_number() OVER (PARTITION BY lead_id, to_stage ORDER BY sequence) AS entry_number,
+            leadInFrame(toNullable(to_stage), 1, NULL) OVER next_change AS left_to,
+            leadInFrame(toNullable(occurred_at), 1, NULL) OVER next_change AS left_at,
+            indexOf(stage_order, left_to) AS left_to_position
         FROM {database}.stage_changes_live
-        WHERE to_stage = 'disqualified' AND from_stage IS NOT NULL
-        GROUP BY stage
-    ),
-    moving AS
-    (
-        SELECT pair.1 AS stage, pair.2 AS position,
-               pair.3 AS entered_at, if(pair.4 >= pair.3, pair.4, NULL) AS moved_at,
-               current_stage, stage_since
-        FROM {database}.lead_status
-        ARRAY JOIN [
-            ('subscriber', 1, subscriber_at, lead_at),
-            ('lead', 2, lead_at, mql_at),
-            ('mql', 3, mql_at, sql_at),
-            ('sql', 4, sql_at, opportunity_at),
-            ('opportunity', 5, opportunity_at, customer_at),
-            ('customer', 6, customer_at, evangelist_at)
-        ] AS pair
-        WHERE entered_at IS NOT NULL
+        WINDOW next_change AS
+            (PARTITION BY lead_id ORDER BY sequence ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING)
     )
 SELECT
-    moving.stage AS stage,
-    any(position) AS position,
+    stage,
+    position,
     count() AS entered,
-    countIf(moved_at IS NOT NULL) AS moved_on,
-    any(dropped.dropped) AS dropped,
-    countIf(current_stage = moving.stage) AS waiting,
+    countIf(left_to_position = position + 1) AS moved_on,
+    countIf(left_to_position > position + 1) AS skipped_ahead,
+    countIf(left_to = 'disqualified') AS dropped,
+    countIf(left_to IS NULL) AS waiting,
+    countIf(entry_number > 1) AS re_entries,
     quantileExactInclusiveIf(0.5)(
-        (toUnixTimestamp64Micro(moved_at) - toUnixTimestamp64Micro(entered_at)) / 86400e6,
-        moved_at IS NOT NULL
+        (toUnixTimestamp64Micro(left_at) - toUnixTimestamp64Micro(entered_at)) / 86400e6,
+        left_to_position = position + 1
     ) AS median_days_to_move_on,
     quantileExactInclusiveIf(0.5)(
-        (toUnixTimestamp64Micro(data_time) - toUnixTimestamp64Micro(stage_since)) / 86400e6,
-        current_stage = moving.stage
+        (toUnixTimestamp64Micro(data_time) - toUnixTimestamp64Micro(entered_at)) / 86400e6,
+        left_to IS NULL
     ) AS median_days_waiting
-FROM moving
-LEFT JOIN dropped ON dropped.stage = moving.stage
-GROUP BY moving.stage;
+FROM stays
+WHERE position BETWEEN 1 AND 6
+GROUP BY stage, position;
 
 -- Engagement per day: events by type and by the event's own source and campaign.
 CREATE OR REPLACE VIEW {database}.engagement_daily AS

@@ -12,12 +12,17 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
 from rich.console import Console
 
 from projections.clickhouse import ClickHouseError, connect, migrate, migrations
 from projections.projector import Projector
 from projections.report import (
     ACCOUNT_VIEWS,
+    BOTTLENECKS_TITLE,
+    CONVERSION_TITLE,
+    FUNNEL_TITLE,
     FUNNEL_VIEWS,
     IDENTITY_TITLE,
     IDENTITY_VIEWS,
@@ -48,7 +53,12 @@ from streams.replay import Replayer
 from tests.account_records import T0, AccountLog, account_log
 from tests.account_reference import expected_account_metrics
 from tests.factories import BUYER, days, event
-from tests.funnel_reference import champion_challenger, expected_metrics, normalised
+from tests.funnel_reference import (
+    BOTTLENECK_OUTCOMES,
+    champion_challenger,
+    expected_metrics,
+    normalised,
+)
 from tests.integration.harness import (
     Pipeline,
     effective,
@@ -57,6 +67,7 @@ from tests.integration.harness import (
     settings_from,
     unique,
 )
+from tests.lead_paths import example_paths, lead_histories
 from tests.waiting import wait_for
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "dashboards" / "funnel.json"
@@ -162,6 +173,65 @@ def test_every_view_equals_the_same_metric_computed_from_replay(
     for view in FUNNEL_VIEWS:
         assert found[view], f"{view} is empty: the sample does not exercise it"
         assert found[view] == expected[view], view
+
+
+BOTTLENECK_VIEWS = {"bottlenecks": "position", "funnel_overview": "position"}
+
+
+def project_log(
+    client: Any, database: str, events: list[dict[str, Any]], rules: Rules
+) -> dict[str, list[dict[str, Any]]]:
+    """Write the events and the stage changes `leadflow replay` publishes for them; return
+    the reference's bottlenecks and funnel for the same log."""
+    changes = replay_bytes(events, rules)
+    ProjectionWriter(client, database).write(
+        [stage_change_row(value) for value in changes],
+        [event_row(orjson.dumps(e), DEFAULT_MAX_EVENT_BYTES) for e in events],
+    )
+    return expected_metrics(effective(changes).values(), events)
+
+
+def assert_bottlenecks_add_up(client: Any, database: str, expected: dict[str, Any]) -> None:
+    """Per stage: entered = moved_on + skipped_ahead + dropped + waiting; entries less
+    re-entries are the funnel's leads; and the view equals the reference."""
+    found = read_funnel(client, database, BOTTLENECK_VIEWS)
+    reached = {row["stage"]: row["reached"] for row in found["funnel_overview"]}
+    for row in found["bottlenecks"]:
+        assert row["entered"] == sum(row[outcome] for outcome in BOTTLENECK_OUTCOMES), row
+        assert row["entered"] - row["re_entries"] == reached[row["stage"]], row
+    assert normalised(found)["bottlenecks"] == normalised(expected)["bottlenecks"]
+
+
+def test_bottlenecks_add_up_for_recycled_and_stage_skipping_leads(
+    clickhouse: Any, database: str, rules: Rules
+) -> None:
+    # Generated traffic (its recycled leads re-enter stages, some win before opportunity) and
+    # one lead on each kind of path: recycled, skipping from lead, MQL, SQL, no stage at all.
+    events = [*generate(600, seed=7), *example_paths()]
+    expected = project_log(clickhouse, database, events, rules)
+    rows = read_funnel(clickhouse, database, BOTTLENECK_VIEWS)["bottlenecks"]
+    assert [row["stage"] for row in rows] == [
+        "subscriber",
+        "lead",
+        "mql",
+        "sql",
+        "opportunity",
+        "customer",
+    ]
+    assert sum(row["re_entries"] for row in rows) > 50, "want recycled leads"
+    assert sum(row["skipped_ahead"] for row in rows) > 5, "want leads that skip stages"
+    assert_bottlenecks_add_up(clickhouse, database, expected)
+
+
+@examples(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(documents=lead_histories())
+def test_bottlenecks_add_up_whatever_leads_do(
+    clickhouse: Any, database: str, rules: Rules, documents: list[dict[str, Any]]
+) -> None:
+    for table in ("stage_changes", "events"):  # the database outlives each example
+        clickhouse.command(f"TRUNCATE TABLE {database}.{table}")
+    expected = project_log(clickhouse, database, documents, rules)
+    assert_bottlenecks_add_up(clickhouse, database, expected)
 
 
 def test_champion_and_challenger_compare_against_the_same_sales_outcomes(
@@ -422,6 +492,56 @@ def test_the_terminal_report_shows_every_section(
     assert "engaged_to_sales_ready" in text and "sales_ready_to_customer" in text
 
 
+def test_the_report_shows_one_rate_per_step_and_bottlenecks_that_add_up(
+    clickhouse: Any,
+    database: str,
+    sample: tuple[list[dict[str, Any]], list[bytes]],
+    replayed_accounts: AccountLog,
+    tmp_path: Path,
+) -> None:
+    events, changes = sample
+    writer = ProjectionWriter(clickhouse, database)
+    writer.write(
+        [stage_change_row(c) for c in changes],
+        [event_row(orjson.dumps(e), DEFAULT_MAX_EVENT_BYTES) for e in events],
+    )
+    write_accounts(writer, replayed_accounts)
+    metrics = read_funnel(clickhouse, database)
+    page = tmp_path / "funnel.html"
+    write_html(metrics, page)
+    tables = {
+        title: section.split("</table>")[0]
+        for title, section in (
+            part.split("</h2>", 1) for part in page.read_text().split("<h2>")[1:]
+        )
+    }
+    # The funnel counts leads; the one rate of each step is the conversion table's (reached
+    # over reached is none: leads that win before opportunity would count as converted).
+    assert _header(tables[FUNNEL_TITLE]) == ["stage", "reached", "current"]
+    assert _header(tables[CONVERSION_TITLE])[:4] == ["step", "entered", "converted", "rate"]
+    assert _header(tables[BOTTLENECKS_TITLE])[:7] == [
+        "stage",
+        "entered",
+        *BOTTLENECK_OUTCOMES,
+        "re_entries",
+    ]
+    for row in metrics["bottlenecks"]:
+        cells = f"<td>{row['stage']}</td><td>{row['entered']}</td>" + "".join(
+            f"<td>{row[outcome]}</td>" for outcome in BOTTLENECK_OUTCOMES
+        )
+        assert cells in tables[BOTTLENECKS_TITLE]
+    console = Console(record=True, width=250)
+    print_report(metrics, console)
+    text = console.export_text()
+    funnel = text.split(FUNNEL_TITLE, 1)[1].split(CONVERSION_TITLE, 1)[0]
+    assert "reached" in funnel and "of_previous_stage" not in funnel
+    assert "skipped_ahead" in text.split(BOTTLENECKS_TITLE, 1)[1]
+
+
+def _header(table: str) -> list[str]:
+    return [cell.split("</th>")[0] for cell in table.split("<th>")[1:]]
+
+
 def test_the_projector_says_when_it_owns_its_partitions(
     pipeline: Pipeline, clickhouse: Any, database: str
 ) -> None:
@@ -557,7 +677,7 @@ def test_the_report_shows_the_engagement_before_identification_in_points(
     assert f"<h2>{POINTS_TITLE}</h2>" in html
     assert all(f"<td>{figure}</td>" in html for figure in figures)
     # The other sections read the same events as before.
-    for heading in ("Funnel", "Conversion (all cohorts)", "Scoring feedback", IDENTITY_TITLE):
+    for heading in (FUNNEL_TITLE, CONVERSION_TITLE, "Scoring feedback", IDENTITY_TITLE):
         assert f"<h2>{heading}</h2>" in html
 
 
