@@ -12,6 +12,8 @@ from typing import Annotated, Final, Literal, Self, TypeAlias
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
+from schemas.countries import COUNTRY_DESCRIPTION, COUNTRY_EXAMPLES, CountryCode
+
 EngagementType: TypeAlias = Literal[
     "page_view",
     "pricing_page_view",
@@ -106,7 +108,9 @@ class ProfileProperties(_Properties):
     company: Label | None = None
     company_size: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
     industry: Label | None = None
-    country: Label | None = None
+    country: CountryCode | None = Field(
+        default=None, description=COUNTRY_DESCRIPTION, examples=COUNTRY_EXAMPLES
+    )
     account_id: Identifier | None = None
     """The person's account (company) in the CRM, when upstream knows it; otherwise leadflow
     names the account by the email's domain."""

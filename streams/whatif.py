@@ -18,13 +18,13 @@ import orjson
 
 from streams.core.lifecycle import LeadStageChange
 from streams.core.revisions import micros_of
-from streams.core.rules import Rules
+from streams.core.rules import MICROS_PER_DAY, Rules
+from streams.core.stages import CUSTOMERS, SQL_OR_FURTHER, at_or_past
 from streams.replay import Replayer, effective_changes
 
-MICROS_PER_DAY = 86_400_000_000
-AFTER_MQL = frozenset({"sql", "opportunity", "customer", "evangelist"})
-AFTER_SQL = frozenset({"opportunity", "customer", "evangelist"})
-WON = frozenset({"customer", "evangelist"})
+AFTER_MQL = SQL_OR_FURTHER
+AFTER_SQL = at_or_past("opportunity")
+WON = CUSTOMERS
 EXAMPLES = 5
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from schemas.events import EARLIEST_EVENT_TIME, LATEST_EVENT_TIME
+from streams.core.rules import MICROS_PER_DAY
 from tests.factories import BUYER, days, event
 
 OUT_OF_RANGE = (
@@ -23,7 +24,6 @@ FAR_OFF = [
     "1969-12-31T23:59:59.999999Z",
     "2100-01-01T00:00:00Z",
 ]
-_MICROS_PER_DAY = 86_400_000_000
 
 
 def _render(instant: datetime, offset_minutes: int) -> str:
@@ -35,7 +35,7 @@ edge_times = st.one_of(
     st.builds(
         _render,
         st.sampled_from([EARLIEST_EVENT_TIME, LATEST_EVENT_TIME]).flatmap(
-            lambda edge: st.integers(-3 * _MICROS_PER_DAY, 3 * _MICROS_PER_DAY).map(
+            lambda edge: st.integers(-3 * MICROS_PER_DAY, 3 * MICROS_PER_DAY).map(
                 lambda micros: edge + timedelta(microseconds=micros)
             )
         ),

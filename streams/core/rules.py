@@ -26,8 +26,12 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.countries import country_code
 from schemas.events import ENGAGEMENT_TYPES, EVENT_TYPES, SALES_TYPES
 from streams.errors import RulesError
+
+MICROS_PER_DAY: Final = 86_400_000_000
+"""Event times are microseconds since the epoch; the rules count in days."""
 
 DEFAULT_RULES_RESOURCE = "rules.toml"
 TITLE_PHRASE_MAX_WORDS = 3
@@ -112,8 +116,16 @@ class FitRules(_Section):
 
     @field_validator("country_points")
     @classmethod
-    def _upper_keys(cls, value: dict[str, float]) -> dict[str, float]:
-        return {k.upper(): v for k, v in value.items()}
+    def _country_codes(cls, value: dict[str, float]) -> dict[str, float]:
+        # Events carry ISO alpha-2 codes (the contract normalises them): a key the contract
+        # would not normalise the same way could never score.
+        codes = {}
+        for key, points in value.items():
+            code = country_code(key)
+            if code is None:
+                raise ValueError(f"{key!r} is not a country (an ISO code or an English name)")
+            codes[code] = points
+        return codes
 
     @field_validator("company_size_points")
     @classmethod
@@ -233,7 +245,7 @@ class EngagementRules(_Section):
     def half_life_micros(self) -> dict[str, float]:
         """The half-life of each type whose group gives it its own, in microseconds."""
         return {
-            t: group.half_life_days * 86_400_000_000
+            t: group.half_life_days * MICROS_PER_DAY
             for group in self.groups.values()
             if group.half_life_days is not None and group.half_life_days != self.half_life_days
             for t in group.types
@@ -300,7 +312,7 @@ class IntentPattern(_Section):
 
     @cached_property
     def within_micros(self) -> int:
-        return round(self.within_days * 86_400_000_000)
+        return round(self.within_days * MICROS_PER_DAY)
 
     def counts(self, event_type: str, category: object) -> bool:
         """Whether an engagement event of this type (and content category) counts."""
@@ -378,7 +390,7 @@ class StateRules(_Section):
 
     @cached_property
     def allowed_lateness_micros(self) -> int:
-        return round(self.allowed_lateness_days * 86_400_000_000)
+        return round(self.allowed_lateness_days * MICROS_PER_DAY)
 
 
 class Rules(_Section):

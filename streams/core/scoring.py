@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from streams.core.rules import (
+    MICROS_PER_DAY,
     TITLE_PHRASE_MAX_WORDS,
     EngagementRules,
     ExclusionRules,
@@ -23,7 +24,6 @@ from streams.core.rules import (
     GradeRules,
 )
 
-MICROS_PER_DAY: Final = 86_400_000_000
 PRUNE_BELOW: Final = 1e-3
 """Buckets that decayed below this are dropped: keeps per-lead state small and is deterministic."""
 

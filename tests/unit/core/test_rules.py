@@ -62,6 +62,10 @@ def test_rules_file_option_reads_the_given_file(tmp_path: Path) -> None:
             ),
             "at most 3 words: full time phd student",
         ),
+        (
+            ("\nUS = 5\n", "\nNarnia = 5\n"),
+            "fit.country_points: Value error, 'Narnia' is not a country",
+        ),
     ],
 )
 def test_invalid_rules_fail_at_load_naming_the_key(edit: tuple[str, str], message: str) -> None:
@@ -189,3 +193,12 @@ def test_rules_without_a_grade_section_give_no_grade() -> None:
     start = DEFAULT.index("[grade]")
     end = DEFAULT.index("[accounts]")
     assert parse_rules((DEFAULT[:start] + DEFAULT[end:]).encode()).grade is None
+
+
+def test_country_points_are_read_as_the_codes_events_carry() -> None:
+    # Events carry ISO alpha-2 codes: a key written another way would never score.
+    edited = DEFAULT.replace("\nUS = 5\n", '\n"United States" = 5\n', 1).replace(
+        "\nGB = 5\n", "\nuk = 4\n", 1
+    )
+    points = parse_rules(edited.encode()).fit.country_points
+    assert points["US"] == 5 and points["GB"] == 4
