@@ -38,9 +38,16 @@ from projections.rows import (
 )
 from projections.writer import ProjectionWriter
 from streams.common.codecs import dead_letter_headers
-from streams.common.kafka_clients import connection_config, end_offsets_read, reaching
+from streams.common.kafka_clients import (
+    connection_config,
+    end_offsets_read,
+    reaching,
+    send_failure,
+    unacknowledged,
+)
 from streams.common.settings import Settings
 from streams.core.rules import Rules, load_rules
+from streams.errors import SendFailedError
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +161,8 @@ class Projector:
         self.assigned = threading.Event()
         """Set once the consumer owns its partitions (joining a group takes a while)."""
         self._producer: KafkaProducer | None = None
+        self._dead_letters_sent: list[tuple[str, Any]] = []
+        """Each dead letter of the batch (where its record was) and the future of its send."""
         self._missing: set[str] = set()
 
     def run(
@@ -161,11 +170,14 @@ class Projector:
         stop: threading.Event | None = None,
         until_caught_up: bool = False,
         on_batch: Callable[[ProjectorStats], None] | None = None,
+        on_assigned: Callable[[set[TopicPartition]], None] | None = None,
     ) -> ProjectorStats:
         """Project until `stop` is set, or (with `until_caught_up`) until every partition of
         the topics is read to the end it had when the run began.
 
-        Whatever was read is written and committed before returning."""
+        `on_assigned` is called with the partitions once the broker answered and before the
+        first record is read (rebuild empties the tables there, not before). Whatever was read
+        is written and committed before returning."""
         stop = stop or threading.Event()
         if stop.is_set():
             return self.stats
@@ -173,6 +185,8 @@ class Projector:
         batch = _Batch()
         try:
             partitions = self._assign(consumer)
+            if on_assigned is not None:
+                on_assigned(partitions)
             checked_at = time.monotonic()
             targets = self._ends(partitions) if until_caught_up else {}
             while not stop.is_set():
@@ -298,19 +312,25 @@ class Projector:
             pass
         else:
             if self._producer is None:
-                self._producer = KafkaProducer(
-                    **connection_config(self.settings.kafka),
-                    acks="all",
-                    max_request_size=self.settings.topics.max_dead_letter_bytes,
+                with reaching(self.settings.kafka):
+                    self._producer = KafkaProducer(
+                        **connection_config(self.settings.kafka),
+                        acks="all",
+                        max_request_size=self.settings.topics.max_dead_letter_bytes,
+                    )
+            where = f"{record.topic}[{record.partition}]@{record.offset}"
+            try:
+                sending = self._producer.send(
+                    self.settings.topics.dead_letter,
+                    key=record.key,
+                    value=record.value,
+                    headers=dead_letter_headers(
+                        record.topic, record.partition, record.offset, "projector_rejected", reason
+                    ),
                 )
-            self._producer.send(
-                self.settings.topics.dead_letter,
-                key=record.key,
-                value=record.value,
-                headers=dead_letter_headers(
-                    record.topic, record.partition, record.offset, "projector_rejected", reason
-                ),
-            )
+            except KafkaError as exc:
+                raise self._not_sent([(where, send_failure(exc))]) from exc
+            self._dead_letters_sent.append((where, sending))
         self.stats.dead_letters += 1
         self.metrics.dead_letters.labels(record.topic).inc()
         log.warning(
@@ -320,6 +340,15 @@ class Projector:
             record.partition,
             record.offset,
             reason,
+        )
+
+    def _not_sent(self, failed: list[tuple[str, str]]) -> SendFailedError:
+        where, reason = failed[0]
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        return SendFailedError(
+            f"the dead letter of {where}{more} was not sent to {self.settings.topics.dead_letter}:"
+            f" {reason}; the offsets were not committed, so the projector reads these records"
+            " again when it starts again"
         )
 
     def _flush(self, consumer: KafkaConsumer, batch: _Batch) -> None:
@@ -333,6 +362,11 @@ class Projector:
         )
         if self._producer is not None:
             self._producer.flush()
+            failed = unacknowledged(self._dead_letters_sent)
+            self._dead_letters_sent = []
+            if failed:
+                # Before the commit: the batch, its dead letters too, is read again on restart.
+                raise self._not_sent(failed)
         if not self.from_beginning:
             consumer.commit()
         self.metrics.batches.observe(time.perf_counter() - started)

@@ -10,11 +10,15 @@ class RulesError(LeadflowError):
 
 
 class InvalidEventError(LeadflowError):
-    """An input message is not a valid leadflow event; `reason` says why, in one line."""
+    """An input message is not a valid leadflow event; `reason` says why, in one line.
 
-    def __init__(self, reason: str) -> None:
+    `kind` names the failure for the dead-letter topic when it is more than "invalid" (e.g.
+    `too_large`); None leaves it to the reader of that input."""
+
+    def __init__(self, reason: str, kind: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
 
 
 class InvalidStateError(LeadflowError):
@@ -31,3 +35,17 @@ class TopicMissingError(LeadflowError):
 
 class WorkerCrashedError(LeadflowError):
     """The stream worker stopped on an error; the message says why, in one line."""
+
+
+class CannotListenError(LeadflowError):
+    """A process cannot listen where its settings say (the port is taken, or the address is
+    not this machine's); the message names the setting to change."""
+
+
+class DataDirError(LeadflowError):
+    """A worker's data directory cannot be created, or another worker process holds it."""
+
+
+class SendFailedError(LeadflowError):
+    """The broker did not acknowledge a record leadflow had to send; the message says which
+    and why."""

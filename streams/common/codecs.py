@@ -43,6 +43,8 @@ from streams.core.revisions import Published, instant_of, micros_of
 from streams.core.rules import Rules
 from streams.errors import InvalidEventError, InvalidStateError
 
+TOO_LARGE: Final = "too_large"
+"""The dead-letter kind of a message over LEADFLOW_MAX_EVENT_BYTES."""
 STATE_FORMAT: Final = 3
 """Version of the stored state layout; a worker refuses (dead-letters) a state of another."""
 
@@ -50,7 +52,9 @@ STATE_FORMAT: Final = 3
 def decode_event(raw: bytes, max_bytes: int) -> Event:
     """Validate one JSON event; raise InvalidEventError with a one-line reason."""
     if len(raw) > max_bytes:
-        raise InvalidEventError(f"message too large: {len(raw)} bytes > {max_bytes}")
+        raise InvalidEventError(
+            f"message too large: {len(raw)} bytes > {max_bytes}", kind=TOO_LARGE
+        )
     try:
         return EVENT_ADAPTER.validate_json(raw)
     except ValidationError as exc:
@@ -542,7 +546,8 @@ def encode_account_state(state: AccountState, rules: Rules) -> bytes:
             _published_out(state.published, STORED_ACCOUNT_STAGES),
             state.tail[0].occurred_at if state.tail else 0,
             tail,
-            [part for moved in state.moved for part in moved],
+            # Sorted: a set iterates in an order that changes with each process's hash seed.
+            [part for moved in sorted(state.moved) for part in moved],
         ],
         use_bin_type=True,
     )

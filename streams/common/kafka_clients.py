@@ -4,16 +4,20 @@ client configuration (bootstrap servers, SASL, TLS)."""
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from streams.common.settings import KafkaSettings, Settings, TopicSettings
 from streams.errors import BrokerUnreachableError, TopicMissingError
 
 log = logging.getLogger(__name__)
+
+Label = TypeVar("Label")
 
 
 def _connection(kafka: KafkaSettings) -> dict[str, Any]:
@@ -44,10 +48,12 @@ def connection_config(kafka: KafkaSettings) -> dict[str, Any]:
 
 @contextmanager
 def reaching(kafka: KafkaSettings) -> Iterator[None]:
-    """Around the creation of a kafka-python client: when no broker answers, one
-    BrokerUnreachableError naming the address and its setting instead of a traceback."""
+    """Around the creation of a kafka-python client: a line on stderr at once when the broker
+    does not accept a connection (`say_if_waiting`), and when no broker answers in the end,
+    one BrokerUnreachableError naming the address and its setting instead of a traceback."""
     from kafka import errors
 
+    say_if_waiting(kafka)
     try:
         yield
     except errors.KafkaTimeoutError as exc:
@@ -55,6 +61,40 @@ def reaching(kafka: KafkaSettings) -> Iterator[None]:
         if "bootstrap" not in str(exc):
             raise
         raise BrokerUnreachableError(_unreachable(kafka)) from None
+
+
+WAITING_NOTICE_AFTER = 0.5
+"""Seconds a TCP connection to the bootstrap addresses may take before a command says that it
+is waiting for the broker (the clients themselves wait about 30 s before they give up)."""
+
+
+def say_if_waiting(kafka: KafkaSettings, within: float = WAITING_NOTICE_AFTER) -> bool:
+    """Print one line on stderr, at once, when none of the bootstrap addresses accepts a TCP
+    connection within `within` seconds; return whether it did. A broker that accepts prints
+    nothing. For any command about to wait for the broker (kafka-python, aiokafka, Faust)."""
+    if _accepts_a_connection(kafka.servers, within):
+        return False
+    print(
+        f"waiting for the Kafka broker at {kafka.bootstrap_servers} "
+        "(LEADFLOW_KAFKA__BOOTSTRAP_SERVERS)...",
+        file=sys.stderr,
+        flush=True,
+    )
+    return True
+
+
+def _accepts_a_connection(servers: list[str], within: float) -> bool:
+    deadline = time.monotonic() + within
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        # Every address gets its share of the time, even after a slow one.
+        timeout = max(deadline - time.monotonic(), within / len(servers))
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                return True
+        except OSError:  # refused, timed out, or a name that does not resolve
+            continue
+    return False
 
 
 def _unreachable(kafka: KafkaSettings) -> str:
@@ -184,6 +224,56 @@ def create_topics(settings: Settings) -> list[str]:
             raise error(f"cannot create topic {result['name']}: {result['error_message']}")
         created.append(result["name"])
     return created
+
+
+def require_topics(settings: Settings, topics: Iterable[str]) -> None:
+    """Check, without creating or changing anything, that the broker answers and that every
+    one of `topics` exists: BrokerUnreachableError, or TopicMissingError naming each missing
+    topic and its setting. For commands that must know before they change anything."""
+    from kafka.admin import KafkaAdminClient
+
+    with reaching(settings.kafka):
+        admin = KafkaAdminClient(**connection_config(settings.kafka))
+    try:
+        existing = set(admin.list_topics())  # all topics: a metadata read creates none
+    finally:
+        admin.close()
+    missing = [topic for topic in dict.fromkeys(topics) if topic not in existing]
+    if missing:
+        setting = {
+            value: f"LEADFLOW_TOPICS__{name.upper()}"
+            for name, value in settings.topics.model_dump().items()
+            if isinstance(value, str)
+        }
+        named = ", ".join(
+            f"{topic!r} ({setting[topic]})" if topic in setting else repr(topic)
+            for topic in missing
+        )
+        raise TopicMissingError(
+            f"{'topic' if len(missing) == 1 else 'topics'} {named} not found on "
+            f"{settings.kafka.bootstrap_servers}: `leadflow topics create` (or a worker) "
+            "creates leadflow's topics"
+        )
+
+
+def unacknowledged(sends: Iterable[tuple[Label, Any]]) -> list[tuple[Label, str]]:
+    """After the producer's `flush()`: the sends, each given as a label and the future that
+    kafka-python's `send` returned, that the broker did not acknowledge, each label with why.
+    (`flush()` returns once every send is done, failed ones included.)"""
+    return [
+        (label, send_failure(future.exception if future.is_done else None))
+        for label, future in sends
+        if not future.succeeded()
+    ]
+
+
+def send_failure(error: BaseException | None) -> str:
+    """Why a send failed, in one line: the error's name, with its message or else the broker's
+    description of its error code."""
+    if error is None:
+        return "not acknowledged by the broker"
+    detail = error.args[0] if error.args and error.args[0] else getattr(error, "description", "")
+    return f"{type(error).__name__}: {detail}" if detail else type(error).__name__
 
 
 READ_STALL_SECONDS = 30

@@ -14,17 +14,24 @@ import orjson
 from pydantic import BaseModel
 
 from streams.common.codecs import decode_event
-from streams.common.kafka_clients import connection_config, reaching
+from streams.common.kafka_clients import (
+    connection_config,
+    reaching,
+    send_failure,
+    unacknowledged,
+)
 from streams.common.settings import DEAD_LETTER_HEADROOM, Settings
 from streams.errors import InvalidEventError
 
 
 @dataclass
 class PublishReport:
-    """What was sent, and what was refused (with the position of each and why)."""
+    """What the broker acknowledged, what was invalid and not sent (`rejected`), and what was
+    valid but not acknowledged (`failed`): the position of each, and why."""
 
     sent: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
 
 
 def publish_events(
@@ -32,15 +39,21 @@ def publish_events(
     settings: Settings,
     producer: Any = None,
 ) -> PublishReport:
-    """Validate each event, send the valid ones, and return once the broker acknowledged them all.
+    """Validate each event, send the valid ones, and return once the broker answered for each.
 
-    `events` may be dicts, contract models or raw JSON bytes. Invalid events are not sent; their
-    positions and reasons are in the report. Raises kafka-python errors if the broker fails.
+    `events` may be dicts, contract models or raw JSON bytes. Only the events the broker
+    acknowledged count as sent; invalid events (not sent) and events the broker did not take
+    are in the report with their positions and reasons. Raises BrokerUnreachableError when no
+    broker answers at all.
     """
+    from kafka.errors import KafkaError, KafkaTimeoutError
+
     own_producer = producer is None
     if own_producer:
         producer = make_producer(settings)
     report = PublishReport()
+    sends: list[tuple[int, Any]] = []
+    blocked: str | None = None
     try:
         for position, raw in enumerate(_as_bytes(events)):
             try:
@@ -48,12 +61,29 @@ def publish_events(
             except InvalidEventError as exc:
                 report.rejected.append((position, exc.reason))
                 continue
-            producer.send(settings.topics.events, key=event.lead_id.encode(), value=raw)
-            report.sent += 1
+            if blocked is not None:
+                report.failed.append((position, blocked))
+                continue
+            try:
+                future = producer.send(
+                    settings.topics.events, key=event.lead_id.encode(), value=raw
+                )
+            except KafkaTimeoutError as exc:
+                # No metadata or no buffer within max_block_ms: every later send would wait
+                # as long again, and fail the same way.
+                blocked = send_failure(exc)
+                report.failed.append((position, blocked))
+            except KafkaError as exc:  # this record only (too large for the producer)
+                report.failed.append((position, send_failure(exc)))
+            else:
+                sends.append((position, future))
         producer.flush()
     finally:
         if own_producer:
             producer.close()
+    not_acknowledged = unacknowledged(sends)
+    report.sent = len(sends) - len(not_acknowledged)
+    report.failed = sorted(report.failed + not_acknowledged)
     return report
 
 

@@ -35,6 +35,7 @@ from streams.core.accounts import AccountStageChange
 from streams.core.lifecycle import LeadStageChange
 from streams.core.revisions import latest_revisions
 from streams.core.rules import Rules
+from streams.errors import LeadflowError
 from streams.local.broker import FETCH_MAX_WAIT, LocalBroker, free_port
 from streams.local.generator import generate
 from streams.local.processes import NotReadyError, TopicReader, WorkerProcess
@@ -128,7 +129,13 @@ def run_demo(
             while True:
                 if published < len(documents):
                     chunk = documents[published : published + CHUNK]
-                    publish_events(chunk, settings, producer=producer)
+                    sending = publish_events(chunk, settings, producer=producer)
+                    if sending.failed:
+                        position, reason = sending.failed[0]
+                        raise LeadflowError(
+                            f"the broker did not take {len(sending.failed)} of the demo's "
+                            f"events (the first, {published + position + 1}: {reason})"
+                        )
                     published += len(chunk)
                 values = reader.values()
                 found = _effective(values)

@@ -95,6 +95,7 @@ class Pipeline:
 
         report = publish_events(documents, self.settings)
         assert report.rejected == []
+        assert report.failed == []
         return report.sent
 
     def reader(self, topic: str) -> TopicReader:

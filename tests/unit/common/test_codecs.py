@@ -174,3 +174,72 @@ def test_a_state_with_intent_reloads_equal_and_one_without_stores_nothing_for_it
     plain, _ = run([d for d in documents if d["type"] != "pricing_page_view"], rules)
     without = rules.model_copy(update={"intent_patterns": ()})
     assert len(encode_state(plain["l"], rules)) == len(encode_state(plain["l"], without))
+
+
+# Builds an account whose tail holds signals that came late (its `moved` set), and a lead
+# with intent and a snapshot, then prints their stored bytes.
+_ENCODE_STATES = """
+from streams.common.codecs import encode_account_state, encode_state
+from streams.core.accounts import Signal, decide_account
+from streams.core.lifecycle import compact
+from streams.core.revisions import micros_of
+from streams.core.rules import load_rules
+from tests.factories import BUYER, T0, days, event, run
+
+rules = load_rules()
+narrow = rules.model_copy(update={"state": rules.state.model_copy(update={"account_signals": 8})})
+
+
+def signal(lead, revision, at):
+    return Signal(
+        "acme.com", lead, revision, micros_of(T0 + days(at)), f"{lead}-{revision}", None,
+        True, "lead", "manager", 10.0,
+    )
+
+
+account = None
+for day in range(20):
+    account = decide_account(account, signal("busy", day + 1, day), narrow).state
+for n in range(8):
+    decision = decide_account(account, signal(f"late-{n}", 1, 1 + n / 10), narrow)
+    assert decision.late
+    account = decision.state
+assert len(account.moved) == 8
+print(encode_account_state(account, narrow).hex())
+
+documents = [
+    event("profile_updated", days(-20), lead="l", **BUYER),
+    event("pricing_page_view", days(-19), lead="l"),
+    event("content_download", days(-2), lead="l", content_category="case_study"),
+    event("pricing_page_view", days(-1), lead="l"),
+    event("email_click", days(0), lead="l"),
+]
+leads, _ = run(documents, rules)
+print(encode_state(compact(leads["l"], rules)[1], rules).hex())
+"""
+
+
+def test_stored_states_are_the_same_bytes_in_every_process() -> None:
+    """Workers and restarts run with different string hash seeds: a state's bytes must not
+    depend on the order a set happens to iterate in (one process cannot show this)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    outputs = set()
+    for seed in ("0", "1", "2", "3", "4"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(root)}
+        done = subprocess.run(
+            [sys.executable, "-c", _ENCODE_STATES],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.add(done.stdout)
+    assert len(outputs) == 1, f"{len(outputs)} different encodings of the same states"
