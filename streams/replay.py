@@ -17,7 +17,14 @@ from streams.core.accounts import (
     Signal,
     decide_account,
 )
-from streams.core.lifecycle import Entry, LeadStageChange, LeadState, LinkRequest, Summary
+from streams.core.lifecycle import (
+    Entry,
+    LeadStageChange,
+    LeadState,
+    LinkRequest,
+    Summary,
+    linked_identity,
+)
 from streams.core.qualify import Qualified, qualify, qualify_request, qualify_summary
 from streams.core.revisions import latest_revisions
 from streams.core.rules import Rules
@@ -141,7 +148,7 @@ class Replayer:
         while pending:
             item = pending.pop(0)
             if isinstance(item, Summary):
-                done = qualify_summary(self.states.get(item.to_id), item, self.rules)
+                done = qualify_summary(self.states.get(item.to_id), item, self.rules, self.accounts)
                 key = item.to_id
             else:
                 done = qualify_request(self.states.get(item.identity), item, self.rules)
@@ -170,6 +177,39 @@ class Replayer:
             pending[account_id] = decision.state
             decisions.append(decision)
         return decisions
+
+
+def ids_bearing_on(lines: Iterable[bytes], lead_id: str, max_event_bytes: int) -> frozenset[str]:
+    """The lead's id and those of every identity its events link to it, through chains of
+    links (a visitor of a CRM duplicate merged into the lead): whose events a replay of one
+    lead needs (`explain`). Only lines that can name a link are decoded."""
+    named: dict[str, set[str]] = {}
+    for raw in lines:
+        if b"anonymous_id" not in raw and b"merged_lead_id" not in raw:
+            continue
+        try:
+            event = decode_event(raw, max_event_bytes)
+        except InvalidEventError:
+            continue
+        identity = linked_identity(event)
+        if identity is not None:
+            named.setdefault(event.lead_id, set()).add(identity)
+    found = {lead_id}
+    todo = [lead_id]
+    while todo:
+        for identity in named.get(todo.pop(), ()):
+            if identity not in found:
+                found.add(identity)
+                todo.append(identity)
+    return frozenset(found)
+
+
+def lines_naming(lines: Iterable[bytes], ids: frozenset[str]) -> Iterator[bytes]:
+    """The lines that contain one of `ids`: their events, and other leads' links to them (an
+    identity belongs to the earliest link). A few more may come along (an id inside another):
+    they change nothing for these ids."""
+    wanted = [identity.encode() for identity in ids]
+    return (line for line in lines if any(identity in line for identity in wanted))
 
 
 @contextmanager

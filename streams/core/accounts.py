@@ -29,7 +29,7 @@ import math
 from typing import Final, NamedTuple
 
 from schemas.events import Event
-from streams.core.lifecycle import Decision, LeadState, engagement_at
+from streams.core.lifecycle import Decision, LeadState, Step, Summary, lead_engagement, step_at
 from streams.core.revisions import (
     NOTHING_PUBLISHED,
     Identity,
@@ -261,6 +261,9 @@ class _LeadFacts(NamedTuple):
     seniority: str | None
     engagement: float
     engagement_at: int
+    steps: tuple[tuple[str, Step], ...] = ()
+    """The step in force of each linked identity: with the lead's own engagement (the two
+    fields before), what its engagement as its stage rules read it comes from."""
 
 
 def account_of(profile: dict[str, object], rules: Rules) -> str | None:
@@ -289,12 +292,18 @@ def _facts(state: LeadState | None, rules: Rules) -> _LeadFacts | None:
     if state is None or not state.tail:
         return None
     fold = state.fold
+    latest = state.tail[-1]
     return _LeadFacts(
         account_of(fold.profile, rules),
         fold.stage,
         seniority_of(fold.profile, rules.fit),
         fold.engagement,
         fold.engagement_at,
+        tuple(
+            (summary.from_id, step)
+            for summary in state.linked
+            if (step := step_at(summary, latest)) is not None
+        ),
     )
 
 
@@ -304,13 +313,34 @@ def signals_of(
     """The signals to publish after `decision` on `event` of a lead, in order."""
     if decision.duplicate:
         return ()
+    return _signals(before, decision, event.event_id, rules)
+
+
+def summary_signals(
+    before: LeadState | None, summary: Summary, decision: Decision, rules: Rules
+) -> tuple[Signal, ...]:
+    """The signals to publish after `decision` applied a linked identity's `summary` to its
+    known lead: the account hears the engagement (and a stage) the summary gives the lead at
+    once, not at the lead's next event. They cite the identity's latest event."""
+    if decision.duplicate or decision.refused is not None or decision.state.silent:
+        return ()
+    after = decision.state
+    cause = summary.steps[-1].cause if summary.steps else after.tail[-1].event_id
+    return _signals(before, decision, cause, rules)
+
+
+def _signals(
+    before: LeadState | None, decision: Decision, cause: str, rules: Rules
+) -> tuple[Signal, ...]:
     after = decision.state
     old = _facts(before, rules)
     new = _facts(after, rules)
     if new is None or new == old:
         return ()
-    at = after.tail[-1].at
-    engagement = engagement_at(after.fold, at, rules)
+    latest = after.tail[-1]
+    at = latest.at
+    # The engagement the lead's stage rules read, its linked identities' included.
+    engagement = lead_engagement(after.fold, latest, rules, after.linked)
     step = rules.accounts.engagement_step
     if old is not None and old[:3] == new[:3] and step > 0 and before is not None:
         # Only the engagement moved: tell the account once it is a step away from what the
@@ -330,7 +360,7 @@ def signals_of(
             after.lead_id,
             after.accepted,
             at,
-            event.event_id,
+            cause,
             lead_change,
             member,
             new.stage,

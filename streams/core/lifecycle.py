@@ -586,13 +586,14 @@ def trace(
     attribution: Attribution | None,
     rules: Rules,
     start: Fold = EMPTY_FOLD,
+    linked: tuple[Summary, ...] = (),
 ) -> Iterator[tuple[Entry, Fold]]:
     """Each of a lead's sorted entries with the fold right after it, from `start` (for
-    `explain`: the entries a replay compacted, then its tail; for an identity's steps: its
-    tail from its snapshot)."""
+    `explain`: the entries a replay compacted, then its tail, with the summaries of its
+    linked identities; for an identity's steps: its tail from its snapshot)."""
     fold = start
     for entry in entries:
-        fold = fold_entry(fold, entry, attribution, rules)
+        fold = fold_entry(fold, entry, attribution, rules, linked)
         yield entry, fold
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from schemas.events import Event
-from streams.core.accounts import Signal, signals_of
+from streams.core.accounts import Signal, signals_of, summary_signals
 from streams.core.identity import absorb, link, summary_changed
 from streams.core.lifecycle import (
     Entry,
@@ -90,13 +90,22 @@ def qualify_request(state: LeadState | None, request: LinkRequest, rules: Rules)
     )
 
 
-def qualify_summary(state: LeadState | None, summary: Summary, rules: Rules) -> Qualified:
-    """Apply a linked identity's summary to the known lead it names. Pure and deterministic."""
+def qualify_summary(
+    state: LeadState | None, summary: Summary, rules: Rules, accounts: bool = False
+) -> Qualified:
+    """Apply a linked identity's summary to the known lead it names; with `accounts`, also the
+    signals that tell its account(s) the engagement the summary gives the lead at once. Pure
+    and deterministic."""
     decision = absorb(state, summary, rules)
+    signals = summary_signals(state, summary, decision, rules) if accounts else ()
+    after = decision.state
+    if signals:
+        told = signals[-1]
+        after = after._replace(told=(told.engagement_score, told.occurred_at))
     return Qualified(
-        decision.state,
+        after,
         decision.changes,
-        (),
+        signals,
         decision.duplicate,
         compacted=decision.compacted,
         summaries=decision.summaries,
