@@ -34,6 +34,7 @@ from streams.collector.segment import ALIASES, SalesActivityRefused, UnmappedMes
 from streams.collector.topics import TopicWatch
 from streams.common.codecs import dead_letter_headers, decode_event
 from streams.common.logs import quiet_client_repeats
+from streams.common.preflight import check_can_listen
 from streams.common.settings import Settings
 from streams.core.rules import Rules
 from streams.errors import InvalidEventError, LeadflowError
@@ -503,6 +504,21 @@ def _message_kind(message: Any) -> str:
     return ALIASES.get(kind, kind) if isinstance(kind, str) else ""
 
 
+def check_can_start(settings: Settings) -> None:
+    """Raise one LeadflowError naming the setting when the collector cannot start: no write
+    keys, or an address it cannot listen on (aiohttp's bind error would come after the
+    producer, as a traceback)."""
+    config = settings.collector
+    if not config.write_keys:
+        raise LeadflowError("set LEADFLOW_COLLECTOR__WRITE_KEYS (a JSON list of write keys)")
+    check_can_listen(
+        config.host,
+        config.port,
+        host_setting="LEADFLOW_COLLECTOR__HOST",
+        port_setting="LEADFLOW_COLLECTOR__PORT",
+    )
+
+
 async def run_collector(settings: Settings, rules: Rules) -> None:
     """Serve until SIGTERM or SIGINT: one aiokafka producer (acks=all), one aiohttp server."""
     from aiokafka import AIOKafkaProducer
@@ -510,8 +526,7 @@ async def run_collector(settings: Settings, rules: Rules) -> None:
     from streams.common.kafka_clients import aiokafka_config
 
     config = settings.collector
-    if not config.write_keys:
-        raise LeadflowError("set LEADFLOW_COLLECTOR__WRITE_KEYS (a JSON list of write keys)")
+    check_can_start(settings)
     # While the broker is away its client fails many times a second: one line per kind per
     # interval says so.
     quiet_client_repeats(logging.getLogger())

@@ -158,9 +158,16 @@ class WorkerSettings(_Section):
         description="Table store: RocksDB through the rocksdict binding, or memory (tests).",
     )
     data_dir: Path = Field(
-        default=Path(".leadflow/worker"), description="Where the tables' RocksDB files live."
+        default=Path(".leadflow/worker"),
+        description=(
+            "Where the tables' RocksDB files live (created if missing); one worker process "
+            "per directory."
+        ),
     )
-    web_host: str = Field(default="127.0.0.1", description="Address of `/health` and `/metrics`.")
+    web_host: str = Field(
+        default="127.0.0.1",
+        description="Address `/health` and `/metrics` listen on (`0.0.0.0`: every interface).",
+    )
     web_port: Port = Field(default=6066, description="Port of `/health` and `/metrics`.")
     session_timeout: Annotated[float, Field(gt=0)] = Field(
         default=6.0,

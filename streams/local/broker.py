@@ -7,9 +7,11 @@ it talks to. Tansu here stores in memory only: a restart loses every topic.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Collection
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Final
@@ -45,6 +47,8 @@ def free_ports(count: int) -> int:
 
 def _free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As a server binds: connections of a listener just closed (TIME_WAIT) do not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
@@ -78,8 +82,20 @@ class LocalBroker:
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it is started."""
+        return self._process.pid if self._process is not None else None
+
     def start(self, timeout: float = 15.0) -> LocalBroker:
-        """Start the process and return once the broker answers a metadata request."""
+        """Start the process and return once the broker answers a metadata request. A port
+        in use raises `LocalBrokerError` at once: whatever listens there would answer for it."""
+        if not _free(self.port):
+            raise LocalBrokerError(
+                f"cannot start a broker on 127.0.0.1:{self.port}: another process listens on "
+                "that port (a broker already running?); choose another port (`leadflow broker "
+                "--port N`, or 0 for any free one), or stop the other process"
+            )
         url = f"tcp://127.0.0.1:{self.port}"
         # Only what the broker needs: an inherited STORAGE_ENGINE or LISTENER_URL must not leak in.
         environment = {"PATH": os.environ.get("PATH", ""), "RUST_LOG": "warn"}
@@ -101,6 +117,10 @@ class LocalBroker:
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             env=environment,
+            # A caller that blocks SIGINT and SIGTERM to wait for them (`leadflow broker`, one
+            # thread) must not pass that mask on: the broker would ignore the stop and be
+            # killed 10 s later. Only then a preexec_fn, which is unsafe beside other threads.
+            preexec_fn=_unblock_every_signal if _signals_blocked() else None,
         )
         try:
             self._wait_until_it_answers(url, time.monotonic() + timeout)
@@ -112,11 +132,33 @@ class LocalBroker:
     def _wait_until_it_answers(self, url: str, deadline: float) -> None:
         assert self._process is not None
         while not self._answers():
-            if self._process.poll() is not None:
-                raise LocalBrokerError(f"the broker exited with code {self._process.returncode}")
+            self._raise_if_exited()
             if time.monotonic() > deadline:
                 raise LocalBrokerError(f"the broker did not answer on {url} in time")
             time.sleep(0.05)
+        self._raise_if_exited()
+
+    def _raise_if_exited(self) -> None:
+        assert self._process is not None
+        code = self._process.poll()
+        if code is not None:
+            log = f" (log: {self.log_path})" if self.log_path is not None else ""
+            raise LocalBrokerError(
+                f"the broker on {self.bootstrap_servers} exited with code {code}{log}"
+            )
+
+    def wait_for_signal(self, signals: Collection[int], check_every: float = 0.5) -> int:
+        """Wait until one of `signals` arrives and return it; raise `LocalBrokerError` if the
+        broker process exits first (seen within `check_every` seconds). The caller blocks
+        `signals` beforehand (`signal.pthread_sigmask`), so that none of them is missed or ends
+        the process."""
+        if self._process is None:
+            raise LocalBrokerError("the broker is not started")
+        while True:
+            self._raise_if_exited()
+            received = signal.sigtimedwait(signals, check_every)
+            if received is not None:
+                return received.si_signo
 
     def _answers(self) -> bool:
         from kafka import KafkaAdminClient
@@ -161,3 +203,11 @@ class LocalBroker:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _unblock_every_signal() -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def _signals_blocked() -> bool:
+    return bool(signal.pthread_sigmask(signal.SIG_BLOCK, ()))

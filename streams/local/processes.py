@@ -35,12 +35,15 @@ class LeadflowProcess:
     process: subprocess.Popen[bytes] | None = None
     module: str = "streams"
     """The module run with `python -m` (the benchmarks run one of theirs)."""
+    cwd: Path | None = None
+    """Its working directory (relative paths in settings are relative to it); else this one's."""
 
     def start(self) -> Self:
         environment = {**os.environ, **self.env}
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.module, *self.args],
             env=environment,
+            cwd=self.cwd,
             stdin=subprocess.DEVNULL,
             stdout=self.log_path.open("ab"),
             stderr=subprocess.STDOUT,

@@ -27,10 +27,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from kafka.partitioner.default import murmur2
 
+from schemas.events import Event
 from streams.common.codecs import (
     dead_letter_headers,
     decode_account_signal,
@@ -173,213 +174,160 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (hashed & 0x7FFFFFFF) % partitions
 
 
-@dataclass
-class LeadQualifier:
-    """Processes events of the partitions this worker owns; all decisions come from the core."""
+@dataclass(frozen=True)
+class Output:
+    """A message that a decision sends, acknowledged before the state it came from is written."""
 
-    rules: Rules
-    send_change: Send
-    send_dead_letter: Send
-    send_event: Send
-    partitions: int
-    max_event_bytes: int
-    metrics: PipelineMetrics
-    max_state_bytes: int
-    send_account_signal: Send | None = None
-    cache: StateCache = field(default_factory=lambda: StateCache(0))
-    """Decoded states kept between batches (see StateCache)."""
-    """Where the lead's account facts go; None when the account view is off."""
-    positions: dict[int, int] = field(default_factory=dict)
-    """The last offset handled, per partition of the events topic."""
-    shadow: bool = False
-    """A challenger: it publishes its stage changes and its own stitching only. The live worker
-    dead-letters bad input and forwards misrouted events (this one counts the first and skips
-    the second: it applies the forwarded copy)."""
-    send_identity: Send | None = None
-    """Where link requests (keyed by the identity) and summaries (keyed by the known lead) go:
-    the identity-summaries topic; None: this worker does not stitch identities."""
-    summaries_topic: str | None = None
-    """The topic of summaries this agent reads beside the events."""
+    send: Send
+    key: bytes
+    value: bytes
+    partition: int | None = None
+    """Named when the message changes another state, which lives on the partition of its key."""
+
+
+@dataclass
+class Step:
+    """What the core decided for one message, in the shell's terms."""
+
+    state: Any
+    outputs: list[Output]
+    growth: int
+    """An upper bound of the bytes this message adds to the encoded state."""
+    unchanged: bool = False
+    """A duplicate, or a message the core refused: the state is written again, nothing sent."""
+    dead_letter: tuple[str, str] | None = None
+    """(kind, reason) of a message the core refused."""
+    count: Callable[[], None] = lambda: None
+    """Counts what was decided, once the decision stands."""
+
+
+@dataclass
+class Route:
+    """One kind of input of an agent: how a message is read and decided; the loop is shared."""
+
+    invalid: str
+    """The dead-letter kind of a message that cannot be read."""
+    decode: Callable[[bytes], tuple[str, Any]]
+    """The id of the state the message changes, and the message as the core takes it."""
+    decide: Callable[[bytes, Any, Any], Step]
+    """From the state's key, its state (None for a new one) and the message: the step."""
+    forward: Send | None
+    """Where a message on another partition than its state's goes; None: skipped."""
+    received: Callable[[Message], None] = lambda message: None
+    timed: bool = False
+    """Its messages' Kafka timestamps feed the latency metric."""
+
+
+@dataclass(frozen=True)
+class StateCodec:
+    """How an agent's states are read from and written to its table."""
+
+    what: str
+    """What a state is, for the messages: "lead", "account"."""
+    decode: Callable[[bytes, str], Any]
+    encode: Callable[[bytes, Any], bytes]
+    """Compacts, encodes and remembers the state (see StateCache)."""
+    size: Callable[[Any], int]
+    """The exact encoded size of a state (for the limit)."""
+
+
+class StateAgent:
+    """The one loop of every agent: read a message, find the state it changes (forwarding it when
+    a producer put it on another partition), let the core decide, check the state's size, send
+    the outputs and keep the state for the batch's end. Bad input and the core's failures go to
+    the dead letters; nothing raises."""
+
+    def __init__(
+        self,
+        routes: dict[str | None, Route],
+        codec: StateCodec,
+        partitions: int,
+        max_state_bytes: int,
+        metrics: PipelineMetrics,
+        send_dead_letter: Send,
+        cache: StateCache,
+        shadow: bool = False,
+    ) -> None:
+        self.routes = routes
+        """Routes by topic; the None route takes every other topic."""
+        self.codec = codec
+        self.partitions = partitions
+        self.max_state_bytes = max_state_bytes
+        self.metrics = metrics
+        self.send_dead_letter = send_dead_letter
+        self.cache = cache
+        self.shadow = shadow
+        """A challenger: dead letters are counted, not sent."""
 
     async def apply(self, consumed: Consumed, batch: Batch) -> None:
         """Apply one consumed message within `batch`. Never raises for bad input: that goes to
         the dead letters."""
         message = consumed.message
-        if message.topic == self.summaries_topic:
-            await self._apply_summary(consumed, batch)
-            return
-        self.metrics.events_received.inc()
-        self.positions[message.partition] = message.offset
+        route = self.routes.get(message.topic) or self.routes[None]
+        route.received(message)
         raw = message.value or b""
         try:
-            event = decode_event(raw, self.max_event_bytes)
+            owner, payload = route.decode(raw)
         except InvalidEventError as exc:
-            kind = "too_large" if exc.reason.startswith("message too large") else "invalid_event"
-            await self.dead_letter(batch, message, kind, exc.reason)
+            await self.dead_letter(batch, message, exc.kind or route.invalid, exc.reason)
             return
-        lead_key = event.lead_id.encode()
-        home = partition_for(lead_key, self.partitions)
+        key = owner.encode()
+        home = partition_for(key, self.partitions)
         if home != message.partition:
-            if self.shadow:
-                return
-            # A producer with another partitioner (or no key) put it here; its lead's state lives
-            # on `home`. Forward it unchanged; the worker that owns `home` applies it.
-            await batch.send(self.send_event, key=lead_key, value=raw, partition=home)
-            self.metrics.rerouted.inc()
+            if route.forward is not None:
+                # A producer with another partitioner (or no key) put it here; the state lives
+                # on `home`. Forward it unchanged; the worker that owns `home` applies it.
+                await batch.send(route.forward, key=key, value=raw, partition=home)
+                self.metrics.rerouted.inc()
             return
-        held = batch.held(lead_key)
-        stored = batch.read(consumed, lead_key) if held is None else None
+        held = batch.held(key)
+        stored = batch.read(consumed, key) if held is None else None
         try:
-            # Everything this event leads to is worked out before any of it is sent, so an
-            # event the code cannot handle leaves its lead exactly as it was.
-            state = held if held is not None else self._stored(lead_key, stored, event.lead_id)
-            qualified = qualify(state, event, self.rules, self.send_account_signal is not None)
-            unchanged = qualified.duplicate or qualified.too_late is not None
-            changes = [(change, encode_change(change)) for change in qualified.changes]
-            signals = [
-                (signal.account_id.encode(), encode_account_signal(signal))
-                for signal in qualified.signals
-            ]
-            # A lead's state is encoded once per batch; an event adds at most about twice its
-            # own size to it, so it is measured for real only once it could be near the limit.
-            size = batch.sizes.get(lead_key, len(stored) if stored is not None else 0)
-            size += 2 * len(raw) + 64
-            if not unchanged and size > self.max_state_bytes:
-                size = len(encode_state(qualified.state, self.rules))
-        except Exception as exc:  # a bug must not stop the pipeline: keep the event for replay
-            log.exception("the core failed on event %s", event.event_id)
+            # Everything this message leads to is worked out before any of it is sent, so a
+            # message the code cannot handle leaves its state exactly as it was.
+            state = held if held is not None else self._stored(key, stored, owner)
+            step = route.decide(key, state, payload)
+            # A state is encoded once per batch; it is measured for real only once the bound
+            # of its growth could bring it near the limit.
+            size = batch.sizes.get(key, len(stored) if stored is not None else 0) + step.growth
+            if not step.unchanged and size > self.max_state_bytes:
+                size = self.codec.size(step.state)
+        except Exception as exc:  # a bug must not stop the pipeline: keep the message
+            log.exception("the core failed on a message of %s %s", self.codec.what, owner)
             await self.dead_letter(batch, message, "internal_error", f"{type(exc).__name__}: {exc}")
             return
-        if qualified.conflict:
-            self.metrics.identity_conflicts.inc()
-        if unchanged or qualified.refused is not None:
+        step.count()
+        if step.unchanged:
             # Written again all the same: the crash behind a redelivery may have lost the
             # changelog record of the state this worker's store already had.
             if held is None and stored is not None:
-                batch.write(consumed, lead_key, stored)
+                batch.write(consumed, key, stored)
             else:
-                batch.keep(consumed, lead_key, qualified.state, self._encode)
-            if qualified.duplicate:
-                self.metrics.duplicates.inc()
-            elif qualified.refused is not None:
-                await self.dead_letter(batch, message, *qualified.refused)
-            else:
-                assert qualified.too_late is not None
-                await self.dead_letter(batch, message, "too_late", qualified.too_late)
+                batch.keep(consumed, key, step.state, self.codec.encode)
+            if step.dead_letter is not None:
+                await self.dead_letter(batch, message, *step.dead_letter)
             return
         if size > self.max_state_bytes:
-            reason = _too_large("lead", event.lead_id, size, self.max_state_bytes)
+            reason = _too_large(self.codec.what, owner, size, self.max_state_bytes)
             await self.dead_letter(batch, message, "state_too_large", reason)
             return
-        batch.sizes[lead_key] = size
-        for change, value in changes:
-            await batch.send(self.send_change, key=lead_key, value=value)
-            self.metrics.stage_changes.labels(
-                "retracted" if change.retracted else change.to_stage
-            ).inc()
-        if self.send_account_signal is not None:
-            # The partition is named, not left to the producer: an account's state lives on
-            # one partition of its table, so every signal of the account must reach that one.
-            for account_key, value in signals:
-                await batch.send(
-                    self.send_account_signal,
-                    key=account_key,
-                    value=value,
-                    partition=partition_for(account_key, self.partitions),
-                )
-            self.metrics.account_signals.labels("sent").inc(len(signals))
-        await self._route_identities(batch, qualified)
-        batch.keep(consumed, lead_key, qualified.state, self._encode)
-        self.metrics.events_applied.inc()
-        if message.timestamp:
+        batch.sizes[key] = size
+        for output in step.outputs:
+            await batch.send(
+                output.send, key=output.key, value=output.value, partition=output.partition
+            )
+        batch.keep(consumed, key, step.state, self.codec.encode)
+        if route.timed and message.timestamp:
             batch.applied.append(message.timestamp)
 
-    async def _route_identities(self, batch: Batch, qualified: Qualified) -> None:
-        """Send a lead's link requests to their identities and a linked identity's summaries
-        to its known lead, on the identity topic keyed by the state each changes, to the
-        partition that state lives on (as accounts' signals), acknowledged before the state
-        that produced them is written."""
-        if self.send_identity is None:
-            return
-        outgoing = [
-            *((r.identity, encode_link_request(r), "link_sent") for r in qualified.requests),
-            *((s.to_id, encode_summary(s), "summary_sent") for s in qualified.summaries),
-        ]
-        for owner, value, what in outgoing:
-            key = owner.encode()
-            await batch.send(
-                self.send_identity,
-                key=key,
-                value=value,
-                partition=partition_for(key, self.partitions),
-            )
-            self.metrics.identity.labels(what).inc()
-
-    async def _apply_summary(self, consumed: Consumed, batch: Batch) -> None:
-        """Apply a record of the identity topic: a link request to its identity, or a
-        summary to its known lead."""
-        message = consumed.message
-        try:
-            record = decode_identity_record(message.value or b"")
-        except InvalidEventError as exc:
-            await self.dead_letter(batch, message, "invalid_identity_record", exc.reason)
-            return
-        owner = record.to_id if isinstance(record, Summary) else record.identity
-        lead_key = owner.encode()
-        home = partition_for(lead_key, self.partitions)
-        if home != message.partition:
-            if self.send_identity is None:
-                return
-            await batch.send(self.send_identity, key=lead_key, value=message.value, partition=home)
-            self.metrics.rerouted.inc()
-            return
-        held = batch.held(lead_key)
-        stored = batch.read(consumed, lead_key) if held is None else None
-        try:
-            state = held if held is not None else self._stored(lead_key, stored, owner)
-            if isinstance(record, Summary):
-                qualified = qualify_summary(state, record, self.rules)
-            else:
-                qualified = qualify_request(state, record, self.rules)
-            changes = [(change, encode_change(change)) for change in qualified.changes]
-        except Exception as exc:  # a bug must not stop the pipeline: keep the record
-            log.exception("the core failed on an identity record of %s", owner)
-            await self.dead_letter(batch, message, "internal_error", f"{type(exc).__name__}: {exc}")
-            return
-        if qualified.conflict:
-            self.metrics.identity_conflicts.inc()
-        if qualified.duplicate or qualified.refused is not None:
-            if held is None and stored is not None:
-                batch.write(consumed, lead_key, stored)
-            elif held is not None:
-                batch.keep(consumed, lead_key, held, self._encode)
-            if qualified.refused is not None:
-                await self.dead_letter(batch, message, *qualified.refused)
-            return
-        for change, value in changes:
-            await batch.send(self.send_change, key=lead_key, value=value)
-            self.metrics.stage_changes.labels(
-                "retracted" if change.retracted else change.to_stage
-            ).inc()
-        await self._route_identities(batch, qualified)
-        batch.keep(consumed, lead_key, qualified.state, self._encode)
-        what = "summary_applied" if isinstance(record, Summary) else "link_applied"
-        self.metrics.identity.labels(what).inc()
-
-    def _stored(self, key: bytes, stored: bytes | None, lead_id: str) -> LeadState | None:
+    def _stored(self, key: bytes, stored: bytes | None, owner: str) -> Any:
         if stored is None:
             return None
-        state: LeadState | None = self.cache.get(key, stored)
+        state = self.cache.get(key, stored)
         if state is None:
-            state = decode_state(stored, lead_id, self.rules)
+            state = self.codec.decode(stored, owner)
             self.cache.put(key, stored, state)
         return state
-
-    def _encode(self, key: bytes, state: LeadState) -> bytes:
-        _, compacted = compact(state, self.rules)
-        stored = encode_state(compacted, self.rules)
-        self.cache.put(key, stored, compacted)
-        return stored
 
     async def finish(self, batch: Batch) -> None:
         """End a batch: outputs acknowledged, then states written and acknowledged."""
@@ -393,6 +341,189 @@ class LeadQualifier:
             self.metrics.dead_letters.labels(kind).inc()
             return
         await send_dead_letter(batch, self.send_dead_letter, self.metrics, message, kind, reason)
+
+
+@dataclass
+class LeadQualifier:
+    """The lead agent: events and identity records into lead states; all decisions come from
+    the core."""
+
+    rules: Rules
+    send_change: Send
+    send_dead_letter: Send
+    send_event: Send
+    partitions: int
+    max_event_bytes: int
+    metrics: PipelineMetrics
+    max_state_bytes: int
+    send_account_signal: Send | None = None
+    """Where the lead's account facts go; None when the account view is off."""
+    cache: StateCache = field(default_factory=lambda: StateCache(0))
+    """Decoded states kept between batches (see StateCache)."""
+    positions: dict[int, int] = field(default_factory=dict)
+    """The last offset handled, per partition of the events topic."""
+    shadow: bool = False
+    """A challenger: it publishes its stage changes and its own stitching only. The live worker
+    dead-letters bad input and forwards misrouted events (this one counts the first and skips
+    the second: it applies the forwarded copy)."""
+    send_identity: Send | None = None
+    """Where link requests (keyed by the identity) and summaries (keyed by the known lead) go:
+    the identity topic; None: this worker does not stitch identities."""
+    identity_topic: str | None = None
+    """The identity topic, which this agent reads beside the events."""
+
+    def __post_init__(self) -> None:
+        events = Route(
+            invalid="invalid_event",
+            decode=self._decode_event,
+            decide=self._decide_event,
+            forward=None if self.shadow else self.send_event,
+            received=self._received,
+            timed=True,
+        )
+        identity = Route(
+            invalid="invalid_identity_record",
+            decode=_decode_identity_record,
+            decide=self._decide_identity_record,
+            forward=self.send_identity,
+        )
+        codec = StateCodec("lead", self._decode_state, self._encode_state, self._state_size)
+        routes: dict[str | None, Route] = {None: events}
+        if self.identity_topic is not None:
+            routes[self.identity_topic] = identity
+        self.agent = StateAgent(
+            routes,
+            codec,
+            self.partitions,
+            self.max_state_bytes,
+            self.metrics,
+            self.send_dead_letter,
+            self.cache,
+            shadow=self.shadow,
+        )
+
+    async def apply(self, consumed: Consumed, batch: Batch) -> None:
+        """Apply one consumed message (an event, or a record of the identity topic)."""
+        await self.agent.apply(consumed, batch)
+
+    async def finish(self, batch: Batch) -> None:
+        """End a batch: outputs acknowledged, then states written and acknowledged."""
+        await self.agent.finish(batch)
+
+    def _received(self, message: Message) -> None:
+        self.metrics.events_received.inc()
+        self.positions[message.partition] = message.offset
+
+    def _decode_event(self, raw: bytes) -> tuple[str, Any]:
+        event = decode_event(raw, self.max_event_bytes)
+        return event.lead_id, (event, len(raw))
+
+    def _decide_event(
+        self, key: bytes, state: LeadState | None, payload: tuple[Event, int]
+    ) -> Step:
+        event, size = payload
+        qualified = qualify(state, event, self.rules, self.send_account_signal is not None)
+        # An event adds at most about twice its own size to its lead's state.
+        step = self._step(key, qualified, growth=2 * size + 64)
+        if qualified.too_late is not None:
+            step.unchanged, step.dead_letter = True, ("too_late", qualified.too_late)
+        if qualified.duplicate:
+            step.count = self.metrics.duplicates.inc
+        elif not step.unchanged:
+            step.count = self._counter(qualified, self.metrics.events_applied.inc)
+        elif qualified.conflict:
+            step.count = self.metrics.identity_conflicts.inc
+        return step
+
+    def _decide_identity_record(self, key: bytes, state: LeadState | None, record: Any) -> Step:
+        if isinstance(record, Summary):
+            accounts = self.send_account_signal is not None
+            qualified = qualify_summary(state, record, self.rules, accounts)
+            applied = "summary_applied"
+        else:
+            qualified = qualify_request(state, record, self.rules)
+            applied = "link_applied"
+        step = self._step(key, qualified, growth=_IDENTITY_RECORD_GROWTH)
+        if not step.unchanged:
+            step.count = self._counter(qualified, self.metrics.identity.labels(applied).inc)
+        elif qualified.conflict:
+            step.count = self.metrics.identity_conflicts.inc
+        return step
+
+    def _step(self, key: bytes, qualified: Qualified, growth: int) -> Step:
+        """The stage changes and the identity records a decision sends, in that order."""
+        step = Step(
+            qualified.state,
+            [],
+            growth,
+            unchanged=qualified.duplicate or qualified.refused is not None,
+            dead_letter=qualified.refused,
+        )
+        if step.unchanged:
+            return step
+        for change in qualified.changes:
+            step.outputs.append(Output(self.send_change, key, encode_change(change)))
+        if self.send_account_signal is not None:
+            # The partition is named, not left to the producer: an account's state lives on
+            # one partition of its table, so every signal of the account must reach that one.
+            for signal in qualified.signals:
+                account_key = signal.account_id.encode()
+                value = encode_account_signal(signal)
+                partition = partition_for(account_key, self.partitions)
+                step.outputs.append(Output(self.send_account_signal, account_key, value, partition))
+        if self.send_identity is not None:
+            for request in qualified.requests:
+                key = request.identity.encode()
+                value = encode_link_request(request)
+                partition = partition_for(key, self.partitions)
+                step.outputs.append(Output(self.send_identity, key, value, partition))
+            for summary in qualified.summaries:
+                key = summary.to_id.encode()
+                value = encode_summary(summary)
+                partition = partition_for(key, self.partitions)
+                step.outputs.append(Output(self.send_identity, key, value, partition))
+        return step
+
+    def _counter(self, qualified: Qualified, applied: Callable[[], None]) -> Callable[[], None]:
+        metrics = self.metrics
+        identity_sent = len(qualified.requests) + len(qualified.summaries)
+
+        def count() -> None:
+            for change in qualified.changes:
+                stage = "retracted" if change.retracted else change.to_stage
+                metrics.stage_changes.labels(stage).inc()
+            if self.send_account_signal is not None and qualified.signals:
+                metrics.account_signals.labels("sent").inc(len(qualified.signals))
+            if self.send_identity is not None and identity_sent:
+                metrics.identity.labels("link_sent").inc(len(qualified.requests))
+                metrics.identity.labels("summary_sent").inc(len(qualified.summaries))
+            if qualified.conflict:
+                metrics.identity_conflicts.inc()
+            applied()
+
+        return count
+
+    def _decode_state(self, stored: bytes, lead_id: str) -> LeadState:
+        return decode_state(stored, lead_id, self.rules)
+
+    def _encode_state(self, key: bytes, state: LeadState) -> bytes:
+        _, compacted = compact(state, self.rules)
+        stored = encode_state(compacted, self.rules)
+        self.cache.put(key, stored, compacted)
+        return stored
+
+    def _state_size(self, state: LeadState) -> int:
+        return len(encode_state(state, self.rules))
+
+
+_IDENTITY_RECORD_GROWTH: Final = 1024
+"""An upper bound of what one link request or summary adds to a lead's state."""
+
+
+def _decode_identity_record(raw: bytes) -> tuple[str, Any]:
+    record = decode_identity_record(raw)
+    owner = record.to_id if isinstance(record, Summary) else record.identity
+    return owner, record
 
 
 @dataclass
@@ -410,78 +541,70 @@ class AccountRollup:
     cache: StateCache = field(default_factory=lambda: StateCache(0))
     """Decoded states kept between batches (see StateCache)."""
 
+    def __post_init__(self) -> None:
+        signals = Route(
+            invalid="invalid_signal",
+            decode=_decode_signal,
+            decide=self._decide,
+            forward=self.send_signal,
+        )
+        codec = StateCodec("account", self._decode_state, self._encode_state, self._state_size)
+        self.agent = StateAgent(
+            {None: signals},
+            codec,
+            self.partitions,
+            self.max_state_bytes,
+            self.metrics,
+            self.send_dead_letter,
+            self.cache,
+        )
+
     async def apply(self, consumed: Consumed, batch: Batch) -> None:
         """Apply one signal within `batch`."""
-        message = consumed.message
-        try:
-            signal = decode_account_signal(message.value or b"")
-        except InvalidEventError as exc:
-            await self.dead_letter(batch, message, "invalid_signal", exc.reason)
-            return
-        account_key = signal.account_id.encode()
-        home = partition_for(account_key, self.partitions)
-        if home != message.partition:
-            # Sent by hand to the wrong partition: the account's state lives on `home`.
-            await batch.send(self.send_signal, key=account_key, value=message.value, partition=home)
-            self.metrics.rerouted.inc()
-            return
-        held = batch.held(account_key)
-        stored = batch.read(consumed, account_key) if held is None else None
-        try:
-            state = held if held is not None else self._stored(account_key, stored, signal)
-            decision = decide_account(state, signal, self.rules)
-            changes = [(change, encode_account_change(change)) for change in decision.changes]
-            # An account's state grows with its people: encoded once per batch, not per signal,
-            # and measured against the limit only once it could be near it.
-            size = batch.sizes.get(account_key, len(stored) if stored is not None else 0)
-            size += 2 * len(signal.lead_id) + 160
-            if size > self.max_state_bytes:
-                size = len(encode_account_state(decision.state, self.rules))
-        except Exception as exc:  # a bug must not stop the pipeline: keep the signal
-            log.exception("the account core failed on a signal of lead %s", signal.lead_id)
-            await self.dead_letter(batch, message, "internal_error", f"{type(exc).__name__}: {exc}")
-            return
-        self.metrics.account_signals.labels("received").inc()
-        if decision.duplicate:
-            if held is None and stored is not None:
-                batch.write(consumed, account_key, stored)
-            else:
-                batch.keep(consumed, account_key, decision.state, self._encode)
-            return
-        if size > self.max_state_bytes:
-            reason = _too_large("account", signal.account_id, size, self.max_state_bytes)
-            await self.dead_letter(batch, message, "state_too_large", reason)
-            return
-        batch.sizes[account_key] = size
-        if decision.late:
-            self.metrics.account_signals.labels("late").inc()
-        for change, value in changes:
-            await batch.send(self.send_change, key=account_key, value=value)
-            self.metrics.account_changes.labels(
-                "retracted" if change.retracted else change.to_stage
-            ).inc()
-        batch.keep(consumed, account_key, decision.state, self._encode)
+        await self.agent.apply(consumed, batch)
 
-    def _stored(self, key: bytes, stored: bytes | None, signal: Signal) -> AccountState | None:
-        if stored is None:
-            return None
-        state: AccountState | None = self.cache.get(key, stored)
-        if state is None:
-            state = decode_account_state(stored, signal.account_id, self.rules)
-            self.cache.put(key, stored, state)
-        return state
+    async def finish(self, batch: Batch) -> None:
+        await self.agent.finish(batch)
 
-    def _encode(self, key: bytes, state: AccountState) -> bytes:
+    def _decide(self, key: bytes, state: AccountState | None, signal: Signal) -> Step:
+        decision = decide_account(state, signal, self.rules)
+        outputs = [
+            Output(self.send_change, key, encode_account_change(change))
+            for change in decision.changes
+        ]
+        # A signal adds at most one person's summary to its account's state.
+        step = Step(decision.state, outputs, 2 * len(signal.lead_id) + 160, decision.duplicate)
+        metrics = self.metrics
+
+        def count() -> None:
+            metrics.account_signals.labels("received").inc()
+            if decision.duplicate:
+                return
+            if decision.late:
+                metrics.account_signals.labels("late").inc()
+            for change in decision.changes:
+                stage = "retracted" if change.retracted else change.to_stage
+                metrics.account_changes.labels(stage).inc()
+
+        step.count = count
+        return step
+
+    def _decode_state(self, stored: bytes, account_id: str) -> AccountState:
+        return decode_account_state(stored, account_id, self.rules)
+
+    def _encode_state(self, key: bytes, state: AccountState) -> bytes:
         compacted = compact_account(state, self.rules)
         stored = encode_account_state(compacted, self.rules)
         self.cache.put(key, stored, compacted)
         return stored
 
-    async def finish(self, batch: Batch) -> None:
-        await batch.finish()
+    def _state_size(self, state: AccountState) -> int:
+        return len(encode_account_state(state, self.rules))
 
-    async def dead_letter(self, batch: Batch, message: Message, kind: str, reason: str) -> None:
-        await send_dead_letter(batch, self.send_dead_letter, self.metrics, message, kind, reason)
+
+def _decode_signal(raw: bytes) -> tuple[str, Signal]:
+    signal = decode_account_signal(raw)
+    return signal.account_id, signal
 
 
 def _too_large(what: str, key: str, size: int, limit: int) -> str:

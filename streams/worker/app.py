@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Sequence
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 import faust
@@ -29,6 +30,7 @@ from streams.worker.agents import (
 )
 from streams.worker.consumer import consumer_class
 from streams.worker.metrics import PipelineMetrics
+from streams.worker.preflight import DATA_DIR_SETTING, check_web_port, claim_data_dir
 from streams.worker.recovery import table_manager_for
 from streams.worker.tables import AckedTable, DirectTopic
 
@@ -77,7 +79,7 @@ def create_app(
         send_account_signal=producer_send(app, account_signals) if worker.accounts else None,
         shadow=shadow,
         send_identity=producer_send(app, summaries),
-        summaries_topic=topics.identity_summaries,
+        identity_topic=topics.identity_summaries,
     )
 
     @app.agent(lead_input, name="qualify", concurrency=1)
@@ -182,14 +184,20 @@ def faust_worker(app: faust.App, loglevel: str) -> Worker:
 
 def run_worker(app: faust.App, loglevel: str) -> None:
     """Run the worker until it is stopped. A worker that crashed raises `WorkerCrashedError`
-    with the reason in one line (Faust leaves only exit code 1 and a traceback in the log)."""
-    worker = faust_worker(app, loglevel)
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as exit:
-        if exit.code in (0, None) or worker.crash_reason is None:
-            raise
-        raise WorkerCrashedError(crash_explained(worker.crash_reason, app)) from None
+    with the reason in one line (Faust leaves only exit code 1 and a traceback in the log).
+
+    Before Faust starts, it claims the data directory (creating it; a second worker on the
+    same directory raises `DataDirError`) and checks that its pages' port is free
+    (`CannotListenError`): each says in one line which setting to change."""
+    with claim_data_dir(Path(app.conf.datadir)):
+        check_web_port(app.conf.web_bind, app.conf.web_port)
+        worker = faust_worker(app, loglevel)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exit:
+            if exit.code in (0, None) or worker.crash_reason is None:
+                raise
+            raise WorkerCrashedError(crash_explained(worker.crash_reason, app)) from None
 
 
 def crash_explained(reason: BaseException, app: faust.App) -> str:
@@ -199,8 +207,7 @@ def crash_explained(reason: BaseException, app: faust.App) -> str:
             "a table's changelog on the broker ends before what this worker stored in "
             f"{app.conf.datadir}: the broker lost the topics' data (a broker that keeps "
             "nothing across a restart, or topics deleted and created again). Restore the "
-            "topics, or start again from what the broker holds with an empty "
-            "LEADFLOW_WORKER__DATA_DIR"
+            f"topics, or start again from what the broker holds with an empty {DATA_DIR_SETTING}"
         )
     first_line = (str(reason).strip().splitlines() or [""])[0]
     return f"the worker crashed: {type(reason).__name__}: {first_line}"
@@ -220,7 +227,10 @@ def faust_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=worker.heartbeat_interval,
         store=f"{worker.store}://",
         datadir=str(worker.data_dir),
+        # web_host only makes Faust's canonical URL (how others reach this worker); web_bind
+        # is where its web server listens, every interface by Faust's default.
         web_host=worker.web_host,
+        web_bind=worker.web_host,
         web_port=worker.web_port,
         web_in_thread=False,
         topic_partitions=topics.partitions,

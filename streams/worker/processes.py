@@ -24,6 +24,8 @@ import time
 from types import FrameType
 
 from streams.common.settings import Settings, environment_of
+from streams.errors import CannotListenError, DataDirError
+from streams.worker.preflight import WEB_PORT_SETTING, check_web_port, claim_data_dir
 
 
 def process_settings(settings: Settings, index: int) -> Settings:
@@ -70,6 +72,20 @@ def challenger_settings(settings: Settings, index: int) -> Settings:
     )
 
 
+def check_processes_can_start(started: list[tuple[str, Settings]]) -> None:
+    """Raise, before any process starts, what would stop one of them at its start: a data
+    directory another process holds (`DataDirError`), a web port in use (`CannotListenError`),
+    saying which process (`started` holds each one's name and settings)."""
+    for index, (name, own) in enumerate(started):
+        worker = own.worker
+        try:
+            claim_data_dir(worker.data_dir).acquire().release()
+            check_web_port(worker.web_host, worker.web_port)
+        except (DataDirError, CannotListenError) as exc:
+            port = f" (web port {WEB_PORT_SETTING} + {index})" if worker.web_port else ""
+            raise type(exc)(f"{name}{port}: {exc}") from None
+
+
 def run_processes(settings: Settings, processes: int, loglevel: str, grace: float = 30.0) -> int:
     """Run `processes` workers, and the challenger when `worker.challenger_rules` names one,
     until a stop signal or until one of them ends; return the exit code to leave with."""
@@ -78,17 +94,19 @@ def run_processes(settings: Settings, processes: int, loglevel: str, grace: floa
         update={"worker": settings.worker.model_copy(update={"challenger_rules": None})}
     )
     started = [
-        (process_settings(live, index) if processes > 1 else live, command)
+        (f"worker process {index}", process_settings(live, index) if processes > 1 else live)
         for index in range(processes)
     ]
+    commands = [command] * processes
     if settings.worker.challenger_rules is not None:
-        started.append((challenger_settings(settings, processes), [*command, "--shadow"]))
+        started.append(("the challenger", challenger_settings(settings, processes)))
+        commands.append([*command, "--shadow"])
+    check_processes_can_start(started)
     # Each child's settings are all in its variables: none inherited, so that no child starts
     # a challenger of its own.
     inherited = {k: v for k, v in os.environ.items() if not k.upper().startswith("LEADFLOW_")}
     children = []
-    for own, args in started:
-        own.worker.data_dir.mkdir(parents=True, exist_ok=True)
+    for (_, own), args in zip(started, commands, strict=True):
         env = {**inherited, **environment_of(own)}
         children.append(subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL))
     stopping: list[int] = []

@@ -8,17 +8,22 @@ starts failing, the broker changed: revisit `streams/worker/recovery.py` (docs/o
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from faust.types import TP
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.common.settings import KafkaSettings
-from streams.local.broker import LocalBroker
+from streams.local.broker import LocalBroker, LocalBrokerError
 from streams.worker.recovery import last_offsets
 from tests.integration.harness import unique
 from tests.waiting import wait_for
@@ -112,6 +117,97 @@ def test_stopping_leadflow_broker_stops_the_broker_it_started(signum: int) -> No
         process.send_signal(signum)
         assert process.wait(timeout=30) == 0
         wait_for(lambda: _listening(port), lambda up: not up, 15, "the broker's port to close")
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_leadflow_broker_on_a_port_in_use_says_so_in_one_line(broker: LocalBroker) -> None:
+    # Before it checked, the broker already there answered for the one that could not listen:
+    # "broker ready", and a dead broker behind it.
+    done = subprocess.run(
+        [sys.executable, "-m", "streams", "broker", "--port", str(broker.port)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert done.stdout == b""
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert f"127.0.0.1:{broker.port}" in lines[0] and "--port" in lines[0], lines
+
+
+@pytest.fixture
+def blocked_signal() -> Iterator[int]:
+    """SIGUSR1, blocked in this thread (as `leadflow broker` blocks its stop signals)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    try:
+        yield signal.SIGUSR1
+    finally:
+        while signal.SIGUSR1 in signal.sigpending():
+            signal.sigwait({signal.SIGUSR1})
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def test_a_local_broker_waits_for_a_stop_signal(blocked_signal: int) -> None:
+    with LocalBroker() as local:
+        signal.pthread_kill(threading.get_ident(), blocked_signal)
+        assert local.wait_for_signal({blocked_signal}) == blocked_signal
+
+
+def test_a_local_broker_that_dies_is_noticed_while_waiting(blocked_signal: int) -> None:
+    with LocalBroker() as local:
+        assert local.pid is not None
+        os.kill(local.pid, signal.SIGKILL)
+        with pytest.raises(LocalBrokerError, match="exited with code -9"):
+            local.wait_for_signal({blocked_signal})
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_leadflow_broker_whose_broker_dies_exits_1_and_says_so() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams", "broker", "--port", "0"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith(b"broker ready: ")
+        (tansu,) = _children(process.pid)
+        os.kill(tansu, signal.SIGKILL)
+        assert process.wait(timeout=15) == 1
+        assert process.stderr is not None
+        lines = process.stderr.read().decode().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: the broker on "), lines
+        assert "exited with code -9" in lines[0], lines
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_leadflow_broker_stops_its_broker_at_once(stop: int) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams", "broker", "--port", "0"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith(b"broker ready: ")
+        (tansu,) = _children(process.pid)
+        started = time.monotonic()
+        process.send_signal(stop)
+        assert process.wait(timeout=15) == 0
+        # The broker heeded the stop: it was not left to the kill after stop()'s 10 s.
+        assert time.monotonic() - started < 5
+        assert not Path(f"/proc/{tansu}").exists()
     finally:
         process.kill()
         process.wait()

@@ -44,3 +44,10 @@ def test_the_worker_logs_at_the_level_asked_for(
     worker._setup_logging()  # what the worker does first when it runs
     assert logging.getLogger().getEffectiveLevel() == logging.getLevelName(loglevel.upper())
     assert not logging.getLogger("aiokafka.producer.producer").isEnabledFor(logging.DEBUG)
+
+
+def test_the_pages_listen_on_the_address_of_web_host(tmp_path: Path) -> None:
+    # Faust listens on web_bind (every interface by default); web_host only names the worker.
+    worker = WorkerSettings(web_host="127.0.0.1", store="memory", data_dir=tmp_path)
+    app = create_app(Settings(worker=worker), load_rules())
+    assert app.conf.web_bind == "127.0.0.1"
