@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -248,6 +249,20 @@ def migrate(client: Any, database: str) -> list[str]:
         )
         done.append(name)
     return done
+
+
+def missing_views(client: Any, database: str, views: Iterable[str]) -> list[str]:
+    """Which of `views` the database lacks; all of them when it was never migrated."""
+    present = {
+        name
+        for (name,) in client.query(
+            "SELECT name FROM system.tables WHERE database = {database:String}",
+            parameters={"database": database},
+        ).result_rows
+    }
+    if "schema_migrations" not in present:
+        return list(views)
+    return [view for view in views if view not in present]
 
 
 def spool_inserts_into(path: os.PathLike[str] | str) -> None:

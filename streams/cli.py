@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import io
+import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from streams.common.codecs import encode_account_change, encode_change
+from streams.common.event_files import event_lines
 from streams.common.settings import Settings, load_settings, settings_reference, unknown_variables
 from streams.core.accounts import AccountStageChange
 from streams.core.explain import explain as explain_lead
@@ -26,7 +27,7 @@ from streams.core.rules import Rules, load_rules
 from streams.errors import LeadflowError
 from streams.local.generator import TrafficShape
 from streams.local.generator import generate as generate_events
-from streams.replay import BadLine, Replayer
+from streams.replay import BadLine, Replayer, ids_bearing_on, lines_naming
 
 app = typer.Typer(
     name="leadflow",
@@ -34,10 +35,16 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: whole sentences however the docstrings wrap, no type tag on a flag.
+    rich_markup_mode=None,
 )
-schemas_app = typer.Typer(help="The event contract.", no_args_is_help=True)
-rules_app = typer.Typer(help="The qualification rules file.", no_args_is_help=True)
-topics_app = typer.Typer(help="leadflow's Kafka topics.", no_args_is_help=True)
+schemas_app = typer.Typer(help="The event contract.", no_args_is_help=True, rich_markup_mode=None)
+rules_app = typer.Typer(
+    help="The qualification rules file.", no_args_is_help=True, rich_markup_mode=None
+)
+topics_app = typer.Typer(
+    help="leadflow's Kafka topics.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(rules_app, name="rules")
 app.add_typer(topics_app, name="topics")
@@ -59,7 +66,9 @@ RulesOption = Annotated[
         dir_okay=False,
     ),
 ]
-EventsArgument = Annotated[str, typer.Argument(help="JSON-lines event log; '-' reads stdin.")]
+EventsArgument = Annotated[
+    str, typer.Argument(metavar="EVENTS", help="JSON-lines event log; '-' reads stdin.")
+]
 
 
 def main() -> None:
@@ -89,20 +98,39 @@ def _rules(path: Path | None, settings: Settings) -> Rules:
 
 
 @contextmanager
-def _open_events(name: str) -> Iterator[IO[bytes]]:
-    if name == "-":
-        yield sys.stdin.buffer
-        return
+def _open_events(name: str) -> Iterator[Iterator[bytes]]:
+    """The lines of an events file; one error line if it cannot be read or is not JSON lines."""
+    with event_lines(name) as lines:
+        yield lines
+
+
+@contextmanager
+def _reader_may_stop() -> Iterator[None]:
+    """A reader that stops early (`| head -3`) has what it asked for: end quietly, exit 0."""
     try:
-        handle = open(name, "rb")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        err.print(f"[red]error:[/red] cannot read {name}: {exc.strerror}")
-        raise typer.Exit(1) from None
-    with handle:
-        yield handle
+        yield
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at /dev/null so that flush cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(0) from None
 
 
-@app.command()
+def _writable(path: Path | None, option: str) -> None:
+    """Fail before any work when `option`'s file cannot be written where it is asked for."""
+    if path is None:
+        return
+    folder = path.parent
+    if not folder.is_dir():
+        raise LeadflowError(
+            f"cannot write {path} ({option}): the folder {folder} does not exist; "
+            "create it first or give another path"
+        )
+    if path.is_dir():
+        raise LeadflowError(f"cannot write {path} ({option}): it is a folder; give a file name")
+
+
+@app.command(short_help="Run the core over an event log; print the stage changes.")
 def replay(
     ctx: typer.Context,
     events: EventsArgument,
@@ -116,14 +144,16 @@ def replay(
 ) -> None:
     """Run the qualification core over an event log; print stage changes as JSON lines.
 
-    Invalid lines are reported on stderr with their number and reason and do not stop the run.
+    Invalid lines are reported on stderr with their number and reason and do not stop the run;
+    the last line on stderr counts them. Exits 1 if the file cannot be read, is not JSON lines,
+    or holds no valid event.
     """
     settings = _settings(ctx)
     replayer = Replayer(
         _rules(rules, settings), max_event_bytes=settings.max_event_bytes, accounts=accounts
     )
     out = sys.stdout.buffer
-    with _open_events(events) as handle:
+    with _open_events(events) as handle, _reader_may_stop():
         for item in replayer.run(handle):
             if isinstance(item, BadLine):
                 err.print(f"line {item.line_number}: {item.reason}", markup=False, highlight=False)
@@ -133,7 +163,7 @@ def replay(
             elif isinstance(item, LeadStageChange) and not accounts:
                 out.write(encode_change(item))
                 out.write(b"\n")
-    out.flush()
+        out.flush()
     counts = replayer.counts
     summary = (
         f"replayed {counts.events} events of {len(replayer.states)} leads "
@@ -146,12 +176,23 @@ def replay(
             f"accounts -> {counts.account_changes} account changes"
         )
     err.print(summary, highlight=False)
+    _fail_without_valid_events(events, counts.events + counts.duplicates, counts.bad)
 
 
-@app.command()
+def _fail_without_valid_events(name: str, valid: int, bad: int) -> None:
+    """A run in which nothing was valid is a failed run, whatever it printed."""
+    if valid:
+        return
+    shown = "standard input" if name == "-" else name
+    what = f"all {bad} lines are bad" if bad else "it holds no event"
+    err.print(Text.assemble(("error:", "red"), f" no valid event in {shown}: {what}"))
+    raise typer.Exit(1)
+
+
+@app.command(short_help="One lead's score history, and why each stage change happened.")
 def explain(
     ctx: typer.Context,
-    lead_id: str,
+    lead_id: Annotated[str, typer.Argument(metavar="LEAD_ID", help="The lead's id.")],
     events: EventsArgument,
     rules: RulesOption = None,
     show_ledger: Annotated[
@@ -173,30 +214,48 @@ def explain(
     settings = _settings(ctx)
     loaded = _rules(rules, settings)
     replayer = Replayer(loaded, max_event_bytes=settings.max_event_bytes, keep_compacted=True)
+    # The lead's lines and those of the identities linked to it, which the log names only in
+    # link events: standard input is kept to be read twice, a file is opened again.
     with _open_events(events) as handle:
-        for _ in replayer.run(line for line in handle if lead_id.encode() in line):
+        kept = list(handle) if events == "-" else None
+        ids = ids_bearing_on(handle if kept is None else kept, lead_id, settings.max_event_bytes)
+    with _open_events(events) if kept is None else nullcontext(iter(kept)) as handle:
+        for _ in replayer.run(lines_naming(handle, ids)):
             pass
+    if replayer.counts.bad:
+        err.print(
+            f"{replayer.counts.bad} of the lines naming this lead were bad and left out "
+            f"(leadflow replay {events} lists them)",
+            markup=False,
+            highlight=False,
+        )
     state = replayer.states.get(lead_id)
     if state is None:
-        err.print(f"no events of lead {lead_id!r} in {events}")
+        err.print(f"no events of lead {lead_id!r} in {events}", markup=False, highlight=False)
         raise typer.Exit(1)
     console = _console()
     table = Table(title=f"lead {lead_id} (rules {loaded.rules_version})", show_lines=False)
     for column in ("occurred_at", "event", "detail", "points", "engagement", "fit", "stage"):
         table.add_column(column, overflow="fold")
     entries = [*replayer.compacted.get(lead_id, ()), *state.tail]
+    linked = state.linked
+    visitors = {
+        summary.from_id: [*replayer.compacted.get(summary.from_id, ()), *visitor.tail]
+        for summary in linked
+        if (visitor := replayer.states.get(summary.from_id)) is not None
+    }
     if as_json or show_ledger or at is not None:
         moment = _ledger_moment(entries, state, at)
-        shown = explain_ledger(entries, state.attribution, loaded, moment)
+        shown = explain_ledger(entries, state.attribution, loaded, moment, linked, visitors)
         if as_json:
             document = _ledger_document(lead_id, shown)
             options = orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z
             sys.stdout.buffer.write(orjson.dumps(document, option=options) + b"\n")
             return
-    for row in explain_lead(entries, state.attribution, loaded):
+    for row in explain_lead(entries, state.attribution, loaded, linked, visitors):
         table.add_row(
             row.occurred_at.isoformat().replace("+00:00", "Z"),
-            row.type,
+            row.type if row.identity is None else f"{row.type} (as {row.identity})",
             row.detail,
             "" if row.points is None else f"{row.points:+g}",
             f"{row.engagement_score:.1f}",
@@ -263,10 +322,14 @@ def _print_ledger(console: Console, shown: Any) -> None:
         engagement.add_column(column, justify="right")
     printed = rounded_parts([c.decayed_to for c in shown.engagement], shown.engagement_score)
     for contribution, now in zip(shown.engagement, printed, strict=True):
+        event = contribution.type
+        if contribution.identity is not None:
+            event = f"{event} (as {contribution.identity})"
+        capped_sum = not contribution.event_id  # a cap on the lead's and its identities' sum
         engagement.add_row(
             contribution.occurred_at.isoformat().replace("+00:00", "Z"),
-            contribution.type,
-            f"{contribution.points:+g}",
+            f"{event} on the sum" if capped_sum else event,
+            "" if capped_sum else f"{contribution.points:+g}",
             f"{contribution.clipped:.3f}" if round(contribution.clipped, 3) else "",
             f"{now:.3f}",
         )
@@ -274,7 +337,7 @@ def _print_ledger(console: Console, shown: Any) -> None:
     console.print(engagement)
 
 
-@app.command()
+@app.command(short_help="Compare a draft rules file with the rules in force on a log.")
 def whatif(
     ctx: typer.Context,
     rules: Annotated[
@@ -316,6 +379,7 @@ def whatif(
     if (events is None) == (not from_topic):
         err.print("give an events file or --from-topic (one of them)")
         raise typer.Exit(2)
+    _writable(html, "--html")
     if events is not None:
         with _open_events(events) as handle:
             lines = [line for line in handle if line.strip()]
@@ -324,21 +388,34 @@ def whatif(
 
         lines = read_whole_topic(settings, settings.topics.events)
     comparison = what_if(lines, in_force, draft, settings.max_event_bytes)
-    if as_json:
-        sys.stdout.buffer.write(orjson.dumps(comparison, option=orjson.OPT_INDENT_2) + b"\n")
-    else:
-        _print_what_if(_console(), comparison, len(lines))
+    with _reader_may_stop():
+        if as_json:
+            sys.stdout.buffer.write(orjson.dumps(comparison, option=orjson.OPT_INDENT_2) + b"\n")
+        else:
+            _print_what_if(_console(), comparison, len(lines))
     if html is not None:
-        page = Console(record=True, width=160, file=io.StringIO())
-        _print_what_if(page, comparison, len(lines))
-        page.save_html(str(html))
+        from streams.whatif_page import write_what_if_html
+
+        write_what_if_html(comparison, html, len(lines))
+        err.print(f"wrote {html}", markup=False, highlight=False)
+    if comparison.bad_lines:
+        listed = "" if events is None else f"leadflow replay {events} lists them; "
+        err.print(
+            f"{comparison.bad_lines} of {len(lines)} lines were bad and left out "
+            f"({listed}--json counts them)",
+            markup=False,
+            highlight=False,
+        )
+    valid = len(lines) - comparison.bad_lines
+    _fail_without_valid_events(events or "the events topic", valid, comparison.bad_lines)
 
 
-def _print_what_if(console: Console, comparison: Any, events: int) -> None:
+def _print_what_if(console: Console, comparison: Any, lines: int) -> None:
     live, draft = comparison.live, comparison.draft
+    bad = f", {comparison.bad_lines} bad" if comparison.bad_lines else ""
     console.print(
-        f"{events} events of {live.leads} leads: rules {live.rules_version} (in force) "
-        f"against {draft.rules_version} (draft)"
+        f"{lines - comparison.bad_lines} events ({lines} lines{bad}) of {live.leads} leads: "
+        f"rules {live.rules_version} (in force) against {draft.rules_version} (draft)"
     )
     funnel = Table(title="funnel", show_lines=False)
     for column in ("", "in force", "draft", "change"):
@@ -392,16 +469,21 @@ def _print_what_if(console: Console, comparison: Any, events: int) -> None:
         examples = ", ".join(f"{d.lead_id} ({d.rule})" for d in comparison.examples(kind))
         leads.add_row(kind.replace("_", " "), str(count), examples)
     console.print(leads)
+    console.print("every one of them, with its stage histories: --json (the --html page: 1,000)")
 
 
-@app.command()
+@app.command(short_help="Print realistic sample traffic as JSON lines.")
 def generate(
     leads: Annotated[int, typer.Option(min=1, help="How many leads.")] = 1000,
     seed: Annotated[int, typer.Option(help="Same seed, same events.")] = 1,
-    late_fraction: Annotated[float, typer.Option(min=0, max=1)] = TrafficShape.late_fraction,
-    duplicate_fraction: Annotated[float, typer.Option(min=0, max=1)] = (
-        TrafficShape.duplicate_fraction
-    ),
+    late_fraction: Annotated[
+        float,
+        typer.Option(min=0, max=1, help="Share of events delivered late, after later ones."),
+    ] = TrafficShape.late_fraction,
+    duplicate_fraction: Annotated[
+        float,
+        typer.Option(min=0, max=1, help="Share of events delivered twice (same event_id)."),
+    ] = TrafficShape.duplicate_fraction,
     anonymous_browsing: Annotated[
         float,
         typer.Option(
@@ -412,20 +494,23 @@ def generate(
         ),
     ] = TrafficShape.anonymous_browsing,
 ) -> None:
-    """Print realistic sample traffic as JSON lines (buyers, tyre-kickers, students...)."""
+    """Print realistic sample traffic as JSON lines (buyers, tyre-kickers, students...).
+
+    Anonymous visitors only with --anonymous-browsing above 0."""
     shape = TrafficShape(
         late_fraction=late_fraction,
         duplicate_fraction=duplicate_fraction,
         anonymous_browsing=anonymous_browsing,
     )
     out = sys.stdout.buffer
-    for event in generate_events(leads, seed, shape):
-        out.write(orjson.dumps(event))
-        out.write(b"\n")
-    out.flush()
+    with _reader_may_stop():
+        for event in generate_events(leads, seed, shape):
+            out.write(orjson.dumps(event))
+            out.write(b"\n")
+        out.flush()
 
 
-@app.command()
+@app.command(short_help="Run the whole pipeline locally on generated traffic.")
 def demo(
     ctx: typer.Context,
     leads: Annotated[int, typer.Option(min=1, help="How many generated leads.")] = 2000,
@@ -442,7 +527,7 @@ def demo(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(short_help="Run a stream worker: events -> core -> stage changes.")
 def worker(
     ctx: typer.Context,
     loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "info",
@@ -464,6 +549,11 @@ def worker(
     challenger = settings.worker.challenger_rules
     if challenger is not None:
         load_rules(challenger)  # a broken challenger stops the start, not the shadow alone
+    if processes == 1 and challenger is None and not shadow:
+        from streams.worker.preflight import check_web_port
+
+        # A port in use fails before the broker is asked for anything.
+        check_web_port(settings.worker.web_host, settings.worker.web_port)
     create_topics(settings)
     if processes > 1 or challenger is not None:
         from streams.worker.processes import run_processes
@@ -483,11 +573,13 @@ def topics_create(ctx: typer.Context) -> None:
     typer.echo("created: " + (", ".join(created) if created else "nothing, all exist"))
 
 
-@app.command()
+@app.command(short_help="Validate a JSON-lines log and publish it to the events topic.")
 def publish(ctx: typer.Context, events: EventsArgument) -> None:
     """Validate and publish a JSON-lines log to the events topic (keyed by lead_id, acks=all).
 
-    Invalid lines are reported on stderr with their number and reason, and are not sent.
+    Needs the broker (LEADFLOW_KAFKA__BOOTSTRAP_SERVERS) and the events topic
+    (LEADFLOW_TOPICS__EVENTS; `leadflow topics create` or a worker creates it). Invalid lines are
+    reported on stderr with their number and reason, and are not sent.
     """
     from streams.common.publish import publish_events
 
@@ -497,14 +589,23 @@ def publish(ctx: typer.Context, events: EventsArgument) -> None:
     report = publish_events(lines, settings)
     for position, reason in report.rejected:
         err.print(f"event {position + 1}: {reason}", markup=False, highlight=False)
+    for position, reason in report.failed:
+        err.print(f"event {position + 1}: not sent: {reason}", markup=False, highlight=False)
     err.print(
         f"published {report.sent} events to {settings.topics.events} "
         f"({len(report.rejected)} rejected)",
         highlight=False,
     )
+    if report.failed:
+        reasons = {reason for _, reason in report.failed}
+        raise LeadflowError(
+            f"{len(report.failed)} events not sent: {report.failed[0][1]}"
+            + (" (and other reasons, above)" if len(reasons) > 1 else "")
+        )
+    _fail_without_valid_events(events, report.sent, len(report.rejected))
 
 
-@app.command()
+@app.command(short_help="Run the local Kafka-protocol broker in the foreground.")
 def broker(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1; 0 picks a free one.")] = 9092,
 ) -> None:
@@ -519,7 +620,7 @@ def broker(
     signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
     with LocalBroker(port=port or None) as local:
         typer.echo(f"broker ready: LEADFLOW_KAFKA__BOOTSTRAP_SERVERS={local.bootstrap_servers}")
-        signal.sigwait(stopping)
+        local.wait_for_signal(stopping)
 
 
 def _clickhouse(settings: Settings) -> Any:
@@ -529,7 +630,7 @@ def _clickhouse(settings: Settings) -> Any:
     return connect(settings.clickhouse)
 
 
-@app.command()
+@app.command(short_help="Create or update the funnel tables and views in ClickHouse.")
 def migrate(ctx: typer.Context) -> None:
     """Create or update the funnel tables and views in ClickHouse (idempotent)."""
     from projections.clickhouse import migrate as apply_migrations
@@ -539,7 +640,7 @@ def migrate(ctx: typer.Context) -> None:
     typer.echo("applied: " + (", ".join(applied) if applied else "nothing, up to date"))
 
 
-@app.command()
+@app.command(short_help="Project the topics into ClickHouse (the funnel views).")
 def project(
     ctx: typer.Context,
     until_caught_up: Annotated[
@@ -548,7 +649,10 @@ def project(
 ) -> None:
     """Project stage changes, events and accounts into ClickHouse, committing after each insert.
 
-    SIGTERM or Ctrl-C: what was read is written and committed, then it exits 0."""
+    Needs the broker (LEADFLOW_KAFKA__BOOTSTRAP_SERVERS), ClickHouse (LEADFLOW_CLICKHOUSE__URL;
+    default: the embedded engine under .leadflow/clickhouse) and a key that hashes lead ids
+    (LEADFLOW_PRIVACY__HASH_KEY; or LEADFLOW_PRIVACY__CLEAR_IDENTIFIERS=true). Runs `migrate`
+    first. SIGTERM or Ctrl-C: what was read is written and committed, then it exits 0."""
     import logging
     import signal
     import threading
@@ -581,46 +685,85 @@ def project(
     )
 
 
-@app.command()
+@app.command(short_help="Serve the tracking API and the CRM webhook (HTTP).")
 def collect(ctx: typer.Context) -> None:
-    """Serve the Segment-compatible tracking API and the CRM webhook (LEADFLOW_COLLECTOR__*)."""
+    """Serve the Segment-compatible tracking API and the CRM webhook (LEADFLOW_COLLECTOR__*).
+
+    Needs the broker (LEADFLOW_KAFKA__BOOTSTRAP_SERVERS; missing topics are created), the
+    trackers' write keys (LEADFLOW_COLLECTOR__WRITE_KEYS, a JSON list) and, for the CRM webhook,
+    its signing key (LEADFLOW_COLLECTOR__WEBHOOK_SECRET). Listens on LEADFLOW_COLLECTOR__HOST
+    and __PORT (default 127.0.0.1:8088)."""
     import asyncio
     import logging
 
-    from streams.collector.server import run_collector
+    from streams.collector.server import check_can_start, run_collector
     from streams.common.kafka_clients import create_topics
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = _settings(ctx)
+    check_can_start(settings)  # before the broker is asked for anything
     create_topics(settings)
     asyncio.run(run_collector(settings, _rules(None, settings)))
 
 
-@app.command()
+@app.command(short_help="Empty the projections and project the topics again.")
 def rebuild(ctx: typer.Context) -> None:
-    """Drop the funnel tables and project their topics again from the first offset.
+    """Empty the funnel tables and project their topics again from the first offset.
 
-    Stop the projector first. The result equals the live projection."""
+    Needs the broker (LEADFLOW_KAFKA__BOOTSTRAP_SERVERS) with the topics the projector reads,
+    and ClickHouse (LEADFLOW_CLICKHOUSE__URL); stop the projector first. Nothing is emptied
+    until the broker has answered with the topics' partitions. The result equals the live
+    projection."""
     from rich.progress import Progress
 
     from projections.clickhouse import migrate as apply_migrations
     from projections.projector import Projector, ProjectorStats
     from projections.writer import ProjectionWriter
+    from streams.common.kafka_clients import require_topics
 
     settings = _settings(ctx)
+    topics = settings.topics
+    # Before anything is touched: the topics the projections come from must be there.
+    require_topics(
+        settings,
+        [topics.stage_changes, topics.events, topics.account_changes, topics.account_signals],
+    )
     client = _clickhouse(settings)
     database = settings.clickhouse.database
     apply_migrations(client, database)
-    ProjectionWriter(client, database).truncate()
+    projector = Projector(settings, client, from_beginning=True)
+    emptied = False
+
+    def empty_once_the_topics_answer(partitions: set[Any]) -> None:
+        nonlocal emptied
+        if not partitions:
+            raise LeadflowError(
+                f"none of the topics {', '.join(projector.topics)} exists on "
+                f"{settings.kafka.bootstrap_servers}: nothing to rebuild from; the projections "
+                "were left as they were"
+            )
+        ProjectionWriter(client, database).truncate()
+        emptied = True
+
     with Progress(console=err, transient=False) as progress:
         task = progress.add_task("rebuilding", total=None)
 
         def advance(stats: ProjectorStats) -> None:
             progress.update(task, completed=stats.records)
 
-        stats = Projector(settings, client, from_beginning=True).run(
-            until_caught_up=True, on_batch=advance
-        )
+        try:
+            stats = projector.run(
+                until_caught_up=True, on_batch=advance, on_assigned=empty_once_the_topics_answer
+            )
+        except Exception as exc:
+            if not emptied:
+                raise
+            progress.stop()
+            raise LeadflowError(
+                f"rebuild stopped after it emptied the projections of {database} "
+                f"({projector.stats.records} records projected again): {exc}; "
+                "run `leadflow rebuild` again once that is fixed"
+            ) from exc
     err.print(
         f"rebuilt from {stats.stage_changes} stage changes, {stats.events} events, "
         f"{stats.account_changes} account changes and {stats.account_signals} account signals",
@@ -628,28 +771,55 @@ def rebuild(ctx: typer.Context) -> None:
     )
 
 
-@app.command()
+@app.command(short_help="The funnel report from ClickHouse (terminal, HTML or JSON).")
 def report(
     ctx: typer.Context,
     html: Annotated[
-        Path | None, typer.Option("--html", help="Also write a one-page HTML report here.")
+        Path | None,
+        typer.Option("--html", help="Also write a one-page HTML report here.", dir_okay=False),
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print every funnel view as JSON instead.")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the report's views as JSON instead (the per-lead and per-change views, "
+            "such as lead_status, are in ClickHouse).",
+        ),
     ] = False,
 ) -> None:
-    """The funnel report from ClickHouse: stages, conversion, time to convert, bottlenecks."""
+    """The funnel report from ClickHouse: stages, conversion, time to convert, bottlenecks.
+
+    Needs what `leadflow project` wrote into LEADFLOW_CLICKHOUSE__URL (default: the embedded
+    engine under .leadflow/clickhouse), database LEADFLOW_CLICKHOUSE__DATABASE.
+    """
+    from projections.clickhouse import missing_views
     from projections.report import REPORT_VIEWS, print_report, read_funnel, write_html
 
     settings = _settings(ctx)
-    metrics = read_funnel(_clickhouse(settings), settings.clickhouse.database, REPORT_VIEWS)
-    if as_json:
-        sys.stdout.buffer.write(orjson.dumps(metrics, option=orjson.OPT_INDENT_2) + b"\n")
-    else:
-        print_report(metrics, _console())
+    _writable(html, "--html")
+    client = _clickhouse(settings)
+    database = settings.clickhouse.database
+    missing = missing_views(client, database, REPORT_VIEWS)
+    if len(missing) == len(REPORT_VIEWS):
+        raise LeadflowError(
+            f"nothing was projected into {database} at {settings.clickhouse.url} yet: run "
+            "`leadflow project --until-caught-up` first (LEADFLOW_CLICKHOUSE__URL and "
+            "__DATABASE say where)"
+        )
+    if missing:
+        raise LeadflowError(
+            f"{database} lacks the views {', '.join(missing)}: run `leadflow migrate` "
+            "(or `leadflow project`) with this version first"
+        )
+    metrics = read_funnel(client, database, REPORT_VIEWS)
+    with _reader_may_stop():
+        if as_json:
+            sys.stdout.buffer.write(orjson.dumps(metrics, option=orjson.OPT_INDENT_2) + b"\n")
+        else:
+            print_report(metrics, _console())
     if html is not None:
         write_html(metrics, html)
-        err.print(f"wrote {html}")
+        err.print(f"wrote {html}", markup=False, highlight=False)
 
 
 @schemas_app.command("export")
@@ -674,7 +844,7 @@ def rules_show(ctx: typer.Context, rules: RulesOption = None) -> None:
     typer.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z).decode())
 
 
-@app.command("settings")
+@app.command("settings", short_help="Print every LEADFLOW_* setting with its default and meaning.")
 def settings_command() -> None:
     """Print every setting: its LEADFLOW_* variable, default and meaning (docs/settings.md)."""
     typer.echo(settings_reference(), nl=False)

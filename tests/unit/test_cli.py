@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from streams.replay import current_stages, effective_changes
 from tests.factories import event
 
 LEADFLOW = [sys.executable, "-m", "streams"]
+SHIPPED_RULES = Path(__file__).parents[2] / "streams" / "core" / "rules.toml"
 
 
 def leadflow(
@@ -264,6 +266,191 @@ def test_an_unreachable_broker_is_one_line_naming_the_address_and_the_setting() 
     result = leadflow("topics", "create", variables={"LEADFLOW_KAFKA__BOOTSTRAP_SERVERS": address})
     assert result.returncode == 1
     assert result.stderr.decode().splitlines() == [
+        f"waiting for the Kafka broker at {address} (LEADFLOW_KAFKA__BOOTSTRAP_SERVERS)...",
         f"error: no Kafka broker answered at {address} (LEADFLOW_KAFKA__BOOTSTRAP_SERVERS): "
-        "is it running, and reachable from here?"
+        "is it running, and reachable from here?",
     ]
+
+
+# A new user's first hour: input read as what it is, and failures that say what to do.
+
+
+def test_a_byte_order_mark_is_read_as_what_it_is(log: Path, tmp_path: Path) -> None:
+    with_bom = tmp_path / "bom.jsonl"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + log.read_bytes())
+    plain, marked = leadflow("replay", str(log)), leadflow("replay", str(with_bom))
+    assert marked.returncode == 0
+    assert marked.stdout == plain.stdout
+    assert marked.stderr == plain.stderr
+    first_lead = orjson.loads(log.read_bytes().splitlines()[0])["lead_id"]
+    first_event = orjson.loads(log.read_bytes().splitlines()[0])["event_id"]
+    explained = leadflow("explain", first_lead, str(with_bom), "--json", "--at", first_event)
+    assert explained.returncode == 0, explained.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        ("events.jsonl.gz", gzip.compress(b'{"a": 1}\n'), "looks like a gzip file"),
+        ("events.json", b'[\n {"event_id": "e1"},\n {"event_id": "e2"}\n]\n', "a JSON array"),
+        ("events.csv", b"event_id,lead_id,type\ne1,l1,page_view\n", "looks like CSV"),
+        ("utf16.jsonl", '{"a": 1}\n'.encode("utf-16"), "UTF-16"),
+    ],
+)
+@pytest.mark.parametrize("command", ["replay", "whatif", "publish"])
+def test_a_file_that_is_not_json_lines_gets_one_line_and_fails(
+    tmp_path: Path, name: str, content: bytes, says: str, command: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    arguments = {
+        "replay": ["replay", str(path)],
+        "whatif": ["whatif", "--rules", str(SHIPPED_RULES), str(path)],
+        # Checked before any broker is asked: the address is never reached.
+        "publish": ["publish", str(path)],
+    }[command]
+    result = leadflow(*arguments, variables={"LEADFLOW_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"})
+    assert result.returncode == 1
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {path} ") and says in lines[0], lines[0]
+
+
+def test_a_run_in_which_nothing_was_valid_fails_and_counts_the_bad_lines(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"event_id": "x"}\n' * 51)
+    replayed = leadflow("replay", str(bad))
+    assert replayed.returncode == 1
+    assert replayed.stderr.decode().splitlines()[-1] == (
+        f"error: no valid event in {bad}: all 51 lines are bad"
+    )
+    compared = leadflow("whatif", "--rules", str(SHIPPED_RULES), str(bad))
+    assert compared.returncode == 1
+    assert "0 events (51 lines, 51 bad) of 0 leads" in compared.stdout.decode()
+    assert "51 of 51 lines were bad" in compared.stderr.decode()
+    assert leadflow("replay", "-", stdin=b"").returncode == 1
+
+
+def test_whatif_counts_events_and_bad_lines_apart(log: Path, tmp_path: Path) -> None:
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_bytes(log.read_bytes() + b"not json\n")
+    lines = len(log.read_bytes().splitlines()) + 1
+    result = leadflow("whatif", "--rules", str(SHIPPED_RULES), str(mixed))
+    assert result.returncode == 0, result.stderr
+    assert f"{lines - 1} events ({lines} lines, 1 bad) of 600 leads" in result.stdout.decode()
+    assert f"1 of {lines} lines were bad" in result.stderr.decode()
+
+
+@pytest.mark.parametrize("command", [["replay"], ["generate", "--leads", "3000"]])
+def test_a_reader_that_stops_early_ends_the_command_quietly(log: Path, command: list[str]) -> None:
+    arguments = [*command, str(log)] if command == ["replay"] else command
+    process = subprocess.Popen(
+        [*LEADFLOW, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline()  # `| head -1`: one line, then the pipe is closed
+    process.stdout.close()
+    errors = process.stderr.read()
+    assert process.wait(timeout=60) == 0, errors
+    assert b"Traceback" not in errors and b"Broken pipe" not in errors
+
+
+@pytest.mark.integration  # the embedded ClickHouse
+def test_report_before_anything_was_projected_says_what_to_run(tmp_path: Path) -> None:
+    variables = {"LEADFLOW_CLICKHOUSE__URL": f"chdb://{tmp_path / 'clickhouse'}"}
+    result = leadflow("report", variables=variables)
+    assert result.returncode == 1
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert "nothing was projected into funnel" in lines[0]
+    assert "leadflow project" in lines[0]
+
+
+@pytest.mark.parametrize("command", ["report", "whatif"])
+def test_html_into_a_missing_folder_fails_before_any_work(
+    log: Path, tmp_path: Path, command: str
+) -> None:
+    target = tmp_path / "no-such-folder" / "page.html"
+    arguments = {
+        "report": ["report", "--html", str(target)],
+        "whatif": ["whatif", "--rules", str(SHIPPED_RULES), str(log), "--html", str(target)],
+    }[command]
+    result = leadflow(*arguments)
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert result.stderr.decode().splitlines() == [
+        f"error: cannot write {target} (--html): the folder {target.parent} does not exist; "
+        "create it first or give another path"
+    ]
+
+
+def test_help_reads_as_sentences() -> None:
+    listing = leadflow("--help").stdout.decode()
+    commands = listing.split("Commands:")[1].splitlines()
+    assert all(not line or (line.startswith("  ") and "..." not in line) for line in commands)
+    for command in ("replay", "explain", "whatif", "report", "rebuild", "generate", "project"):
+        shown = leadflow(command, "--help").stdout.decode()
+        assert "<bool>" not in shown, command
+
+
+def test_every_option_and_argument_says_what_it_is() -> None:
+    import typer.main
+
+    from streams.cli import app
+
+    root = typer.main.get_command(app)
+    undescribed = []
+    for name, command in root.commands.items():  # type: ignore[attr-defined]
+        for sub_name, sub in getattr(command, "commands", {name: command}).items():
+            for param in sub.params:
+                if not getattr(param, "help", None) and not getattr(param, "hidden", False):
+                    undescribed.append(f"{sub_name} {param.name}")
+    assert undescribed == []
+
+
+_CLICKHOUSE_SCRIPT = """
+import sys
+from projections.clickhouse import connect, migrate
+from streams.common.settings import load_settings
+settings = load_settings()
+client = connect(settings.clickhouse)
+if sys.argv[1] == "seed":
+    migrate(client, "funnel")
+    client.command("INSERT INTO funnel.stage_changes (change_id, lead_id) VALUES ('c1', 'l1')")
+print(client.query("SELECT count() FROM funnel.stage_changes").result_rows[0][0])
+"""
+
+
+@pytest.mark.integration  # the embedded ClickHouse
+def test_rebuild_without_a_broker_leaves_the_projections_as_they_were(tmp_path: Path) -> None:
+    with socket.socket() as closed:  # a port that nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"
+    variables = {
+        "LEADFLOW_CLICKHOUSE__URL": f"chdb://{tmp_path / 'clickhouse'}",
+        "LEADFLOW_KAFKA__BOOTSTRAP_SERVERS": address,
+        "LEADFLOW_PROJECTOR__TEMP_DIR": str(tmp_path / "spool"),
+        "LEADFLOW_PRIVACY__HASH_KEY": "a-test-key-of-some-length",
+    }
+    environment = {**os.environ, **variables}
+
+    def rows(step: str) -> bytes:
+        run = [sys.executable, "-c", _CLICKHOUSE_SCRIPT, step]
+        return subprocess.run(run, env=environment, capture_output=True, check=True).stdout
+
+    assert rows("seed").strip() == b"1"
+    result = leadflow("rebuild", variables=variables)
+    assert result.returncode == 1
+    assert f"no Kafka broker answered at {address}".encode() in result.stderr
+    assert b"Traceback" not in result.stderr
+    assert rows("count").strip() == b"1"
+
+
+def test_explain_counts_the_bad_lines_of_its_lead(log: Path, tmp_path: Path) -> None:
+    first = orjson.loads(log.read_bytes().splitlines()[0])
+    broken = tmp_path / "broken.jsonl"
+    bad = orjson.dumps({**first, "event_id": "bad-1", "type": "nope"})
+    broken.write_bytes(log.read_bytes() + bad + b"\n")
+    result = leadflow("explain", first["lead_id"], str(broken))
+    assert result.returncode == 0, result.stderr
+    assert "1 of the lines naming this lead were bad" in result.stderr.decode()
