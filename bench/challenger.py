@@ -21,7 +21,7 @@ from bench.stream import _rerun, _settings
 from streams.common.kafka_clients import create_topics
 from streams.common.publish import publish_events
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES, Settings, environment_of
-from streams.core.lifecycle import LeadStageChange
+from streams.core.lead import LeadStageChange
 from streams.core.rules import Rules, load_rules
 from streams.local.broker import LocalBroker
 from streams.local.generator import generate

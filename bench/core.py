@@ -14,9 +14,12 @@ from pathlib import Path
 
 import orjson
 
-from streams.common.codecs import decode_event, encode_change, encode_state
+from streams.common.events_codec import decode_event
+from streams.common.lead_state_codec import encode_state
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
-from streams.core.lifecycle import LeadStageChange, decide
+from streams.common.stage_changes_codec import encode_change
+from streams.core.lead import LeadStageChange
+from streams.core.lifecycle import decide
 from streams.core.rules import load_rules
 from streams.local.generator import generate
 from streams.replay import Replayer

@@ -27,7 +27,6 @@ from projections.clickhouse import connect, migrate, spool_inserts_into
 from projections.projector import Projector
 from projections.rows import event_row, stage_change_row
 from projections.writer import ProjectionWriter
-from streams.common.codecs import encode_change
 from streams.common.kafka_clients import connection_config, create_topics
 from streams.common.publish import make_producer
 from streams.common.settings import (
@@ -38,7 +37,8 @@ from streams.common.settings import (
     ProjectorSettings,
     Settings,
 )
-from streams.core.lifecycle import LeadStageChange
+from streams.common.stage_changes_codec import encode_change
+from streams.core.lead import LeadStageChange
 from streams.core.rules import load_rules
 from streams.local.broker import LocalBroker
 from streams.local.generator import generate

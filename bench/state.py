@@ -24,12 +24,15 @@ from kafka import KafkaConsumer, TopicPartition
 
 from bench.stream import _end_to_end, _settings
 from schemas.events import EVENT_ADAPTER, Event
-from streams.common.codecs import encode_account_change, encode_account_state, encode_state
+from streams.common.account_state_codec import encode_account_state
 from streams.common.kafka_clients import create_topics
+from streams.common.lead_state_codec import encode_state
 from streams.common.publish import publish_events
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
-from streams.core.accounts import AccountStageChange, AccountState, decide_account
-from streams.core.lifecycle import LeadStageChange, LeadState
+from streams.common.stage_changes_codec import encode_account_change
+from streams.core.account import AccountStageChange, AccountState
+from streams.core.accounts import decide_account
+from streams.core.lead import LeadStageChange, LeadState
 from streams.core.qualify import qualify
 from streams.core.rules import Rules, load_rules
 from streams.local.broker import LocalBroker

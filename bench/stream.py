@@ -31,7 +31,6 @@ from typing import Any
 import orjson
 
 from bench import topics_named
-from streams.common.codecs import encode_account_change, encode_change
 from streams.common.kafka_clients import aiokafka_config, create_topics
 from streams.common.publish import make_producer, publish_events
 from streams.common.settings import (
@@ -41,8 +40,9 @@ from streams.common.settings import (
     WorkerSettings,
     environment_of,
 )
-from streams.core.accounts import AccountStageChange
-from streams.core.lifecycle import LeadStageChange
+from streams.common.stage_changes_codec import encode_account_change, encode_change
+from streams.core.account import AccountStageChange
+from streams.core.lead import LeadStageChange
 from streams.core.rules import load_rules
 from streams.local.broker import FETCH_MAX_WAIT, LocalBroker, free_port
 from streams.local.generator import TrafficShape, generate

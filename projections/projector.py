@@ -37,7 +37,7 @@ from projections.rows import (
     stage_change_row,
 )
 from projections.writer import ProjectionWriter
-from streams.common.codecs import dead_letter_headers
+from streams.common.events_codec import dead_letter_headers
 from streams.common.kafka_clients import (
     connection_config,
     end_offsets_read,

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from schemas.accounts import AccountChange, AccountSignal
 from schemas.events import ENGAGEMENT_TYPES, Event
 from schemas.stage_changes import StageChange
-from streams.common.codecs import decode_event, describe_validation_error
+from streams.common.events_codec import decode_event, describe_validation_error
 from streams.core.lifecycle import linked_identity
 from streams.core.rules import EngagementRules, Rules
 from streams.core.scoring import add_engagement, engagement_points

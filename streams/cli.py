@@ -12,19 +12,18 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
-from streams.common.codecs import encode_account_change, encode_change
 from streams.common.event_files import event_lines
 from streams.common.settings import Settings, load_settings, settings_reference, unknown_variables
-from streams.core.accounts import AccountStageChange
+from streams.common.stage_changes_codec import encode_account_change, encode_change
+from streams.core.account import AccountStageChange
 from streams.core.explain import explain as explain_lead
 from streams.core.explain import ledger as explain_ledger
-from streams.core.explain import rounded_parts
-from streams.core.lifecycle import LeadStageChange
+from streams.core.lead import LeadStageChange
 from streams.core.rules import Rules, load_rules
 from streams.errors import LeadflowError
+from streams.explain_render import ledger_document, print_history, print_ledger
 from streams.local.generator import TrafficShape
 from streams.local.generator import generate as generate_events
 from streams.replay import BadLine, Replayer, ids_bearing_on, lines_naming
@@ -233,10 +232,6 @@ def explain(
     if state is None:
         err.print(f"no events of lead {lead_id!r} in {events}", markup=False, highlight=False)
         raise typer.Exit(1)
-    console = _console()
-    table = Table(title=f"lead {lead_id} (rules {loaded.rules_version})", show_lines=False)
-    for column in ("occurred_at", "event", "detail", "points", "engagement", "fit", "stage"):
-        table.add_column(column, overflow="fold")
     entries = [*replayer.compacted.get(lead_id, ()), *state.tail]
     linked = state.linked
     visitors = {
@@ -248,35 +243,15 @@ def explain(
         moment = _ledger_moment(entries, state, at)
         shown = explain_ledger(entries, state.attribution, loaded, moment, linked, visitors)
         if as_json:
-            document = _ledger_document(lead_id, shown)
+            document = ledger_document(lead_id, shown)
             options = orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z
             sys.stdout.buffer.write(orjson.dumps(document, option=options) + b"\n")
             return
-    for row in explain_lead(entries, state.attribution, loaded, linked, visitors):
-        table.add_row(
-            row.occurred_at.isoformat().replace("+00:00", "Z"),
-            row.type if row.identity is None else f"{row.type} (as {row.identity})",
-            row.detail,
-            "" if row.points is None else f"{row.points:+g}",
-            f"{row.engagement_score:.1f}",
-            f"{row.fit_score:g}",
-            row.stage or "-",
-        )
-        for change in row.changes:
-            because = change.mql_kind or change.reason or ""
-            table.add_row(
-                "",
-                f"[bold]-> {change.to_stage}[/bold]",
-                f"rule {change.rule} {because}".strip(),
-                "",
-                "",
-                "",
-                "",
-                style="green",
-            )
-    console.print(table)
+    console = _console()
+    history = explain_lead(entries, state.attribution, loaded, linked, visitors)
+    print_history(lead_id, loaded.rules_version, history, console)
     if show_ledger or at is not None:
-        _print_ledger(console, shown)
+        print_ledger(shown, console)
 
 
 def _ledger_moment(entries: list[Any], state: Any, at: str | None) -> int:
@@ -293,48 +268,6 @@ def _ledger_moment(entries: list[Any], state: Any, at: str | None) -> int:
         cause = transitions[-1].cause
         return max(i for i, entry in enumerate(entries) if entry.event_id == cause)
     return len(entries) - 1
-
-
-def _ledger_document(lead_id: str, shown: Any) -> dict[str, Any]:
-    """The ledger as JSON: exact figures, so a reader's sums match the scores to 1e-6."""
-    return {
-        "lead_id": lead_id,
-        "at": shown.at,
-        "fit_score": shown.fit_score,
-        "fit": [{"fact": f, "value": v, "points": p} for f, v, p in shown.fit],
-        "engagement_score": shown.engagement_score,
-        "engagement": [c._asdict() for c in shown.engagement],
-    }
-
-
-def _print_ledger(console: Console, shown: Any) -> None:
-    when = shown.at.isoformat().replace("+00:00", "Z")
-    fit = Table(title=f"fit score {shown.fit_score:g} at {when}")
-    for column in ("fact", "value", "points"):
-        fit.add_column(column, justify="right" if column == "points" else "left")
-    for fact, value, points in shown.fit:
-        fit.add_row(fact, value, f"{points:+g}")
-    console.print(fit)
-    engagement = Table(title=f"engagement score {shown.engagement_score:.3f} at {when}")
-    engagement.add_column("occurred_at")
-    engagement.add_column("event")
-    for column in ("points", "clipped by cap", "now"):
-        engagement.add_column(column, justify="right")
-    printed = rounded_parts([c.decayed_to for c in shown.engagement], shown.engagement_score)
-    for contribution, now in zip(shown.engagement, printed, strict=True):
-        event = contribution.type
-        if contribution.identity is not None:
-            event = f"{event} (as {contribution.identity})"
-        capped_sum = not contribution.event_id  # a cap on the lead's and its identities' sum
-        engagement.add_row(
-            contribution.occurred_at.isoformat().replace("+00:00", "Z"),
-            f"{event} on the sum" if capped_sum else event,
-            "" if capped_sum else f"{contribution.points:+g}",
-            f"{contribution.clipped:.3f}" if round(contribution.clipped, 3) else "",
-            f"{now:.3f}",
-        )
-    engagement.add_row("", "sum", "", "", f"{sum(printed):.3f}", style="bold")
-    console.print(engagement)
 
 
 @app.command(short_help="Compare a draft rules file with the rules in force on a log.")
@@ -372,6 +305,7 @@ def whatif(
     """Replay a log under the rules in force and under a draft; print both funnels side by side
     and every lead whose stage history the draft changes."""
     from streams.whatif import what_if
+    from streams.whatif_terminal import print_what_if
 
     settings = _settings(ctx)
     in_force = _rules(live, settings)
@@ -392,7 +326,7 @@ def whatif(
         if as_json:
             sys.stdout.buffer.write(orjson.dumps(comparison, option=orjson.OPT_INDENT_2) + b"\n")
         else:
-            _print_what_if(_console(), comparison, len(lines))
+            print_what_if(comparison, len(lines), _console())
     if html is not None:
         from streams.whatif_page import write_what_if_html
 
@@ -408,68 +342,6 @@ def whatif(
         )
     valid = len(lines) - comparison.bad_lines
     _fail_without_valid_events(events or "the events topic", valid, comparison.bad_lines)
-
-
-def _print_what_if(console: Console, comparison: Any, lines: int) -> None:
-    live, draft = comparison.live, comparison.draft
-    bad = f", {comparison.bad_lines} bad" if comparison.bad_lines else ""
-    console.print(
-        f"{lines - comparison.bad_lines} events ({lines} lines{bad}) of {live.leads} leads: "
-        f"rules {live.rules_version} (in force) against {draft.rules_version} (draft)"
-    )
-    funnel = Table(title="funnel", show_lines=False)
-    for column in ("", "in force", "draft", "change"):
-        funnel.add_column(column, justify="right" if column else "left")
-
-    def row(name: str, before: float | None, after: float | None, form: str = "{:,.0f}") -> None:
-        shown = [form.format(v) if v is not None else "-" for v in (before, after)]
-        change = form.format(after - before) if before is not None and after is not None else "-"
-        funnel.add_row(name, *shown, change if change.startswith("-") else f"+{change}")
-
-    row("MQLs", live.mqls, draft.mqls)
-    row("  active", live.active, draft.active)
-    row("  passive", live.passive, draft.passive)
-    for rule in sorted(live.mqls_by_rule.keys() | draft.mqls_by_rule.keys()):
-        row(f"    {rule}", live.mqls_by_rule.get(rule, 0), draft.mqls_by_rule.get(rule, 0))
-    row(
-        "median days, first touch to MQL",
-        live.median_days_to_mql,
-        draft.median_days_to_mql,
-        "{:.1f}",
-    )
-    row("MQLs that became SQL", live.mqls_to_sql, draft.mqls_to_sql)
-    row("MQL -> SQL", live.mql_to_sql_rate, draft.mql_to_sql_rate, "{:.1%}")
-    row("SQL -> won", live.sql_to_won_rate, draft.sql_to_won_rate, "{:.1%}")
-    console.print(funnel)
-    weeks = Table(title="MQLs per week (event time)")
-    for column in ("week", "in force", "draft"):
-        weeks.add_column(column, justify="right")
-    for week in sorted(live.mqls_by_week.keys() | draft.mqls_by_week.keys()):
-        weeks.add_row(
-            week, str(live.mqls_by_week.get(week, 0)), str(draft.mqls_by_week.get(week, 0))
-        )
-    console.print(weeks)
-    sources = Table(title="per source: MQLs / SQLs / won")
-    for column in ("source", "in force", "draft"):
-        sources.add_column(column, justify="right")
-    for source in sorted(live.by_source.keys() | draft.by_source.keys()):
-        cells = []
-        for funnel_figures in (live, draft):
-            figures = funnel_figures.by_source.get(source)
-            cells.append(f"{figures.mqls} / {figures.sqls} / {figures.won}" if figures else "-")
-        sources.add_row(source, *cells)
-    console.print(sources)
-    if not comparison.differences:
-        console.print("no lead's stage history differs")
-        return
-    leads = Table(title=f"{len(comparison.differences)} leads whose stage history differs")
-    for column in ("difference", "leads", "examples (the rule that made the difference)"):
-        leads.add_column(column, overflow="fold")
-    for kind, count in comparison.kinds.items():
-        examples = ", ".join(f"{d.lead_id} ({d.rule})" for d in comparison.examples(kind))
-        leads.add_row(kind.replace("_", " "), str(count), examples)
-    console.print(leads)
-    console.print("every one of them, with its stage histories: --json (the --html page: 1,000)")
 
 
 @app.command(short_help="Print realistic sample traffic as JSON lines.")

@@ -9,22 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from schemas.events import LINK_TYPES
-from streams.common.codecs import decode_event
-from streams.core.accounts import (
-    AccountDecision,
-    AccountStageChange,
-    AccountState,
-    Signal,
-    decide_account,
-)
-from streams.core.lifecycle import (
-    Entry,
-    LeadStageChange,
-    LeadState,
-    LinkRequest,
-    Summary,
-    linked_identity,
-)
+from streams.common.events_codec import decode_event
+from streams.core.account import AccountDecision, AccountStageChange, AccountState, Signal
+from streams.core.accounts import decide_account
+from streams.core.lead import Entry, LeadStageChange, LeadState, LinkRequest, Summary
+from streams.core.lifecycle import linked_identity
 from streams.core.qualify import Qualified, qualify, qualify_request, qualify_summary
 from streams.core.revisions import latest_revisions
 from streams.core.rules import Rules
@@ -241,13 +230,3 @@ def account_changes_in_effect(changes: Iterable[dict[str, Any]]) -> dict[str, di
         for change_id, change in latest.items()
         if not change["retracted"]
     }
-
-
-def current_stages(changes: Iterable[LeadStageChange]) -> dict[str, str]:
-    """Each lead's stage according to its effective changes (the one with the last sequence)."""
-    last: dict[str, LeadStageChange] = {}
-    for change in effective_changes(changes).values():
-        current = last.get(change.lead_id)
-        if current is None or change.sequence > current.sequence:
-            last[change.lead_id] = change
-    return {lead_id: change.to_stage for lead_id, change in last.items()}

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from streams.core.lifecycle import LeadStageChange
+from streams.core.lead import LeadStageChange
 from streams.core.revisions import micros_of
 from streams.core.rules import MICROS_PER_DAY, Rules
 from streams.core.stages import CUSTOMERS, SQL_OR_FURTHER, at_or_past

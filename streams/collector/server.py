@@ -32,7 +32,7 @@ from schemas.events import SALES_TYPES, Event
 from streams.collector.connections import Listener, quiet_malformed_requests
 from streams.collector.segment import ALIASES, SalesActivityRefused, UnmappedMessage, to_event
 from streams.collector.topics import TopicWatch
-from streams.common.codecs import dead_letter_headers, decode_event
+from streams.common.events_codec import dead_letter_headers, decode_event
 from streams.common.logs import quiet_client_repeats
 from streams.common.preflight import check_can_listen
 from streams.common.settings import Settings

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from streams.common.codecs import decode_event
+from streams.common.events_codec import decode_event
 from streams.common.kafka_clients import (
     connection_config,
     reaching,

@@ -1,10 +1,10 @@
 """The account roll-up: leads grouped by company, a pure and deterministic fold. No I/O.
 
-Two steps, each run where its input is partitioned:
-- `signals_of(before, event, decision, rules)`, on the lead side: after an event of a lead, the
-  signals to publish to its account(s), when the event changed what an account reads of the
-  lead (its account, stage, seniority or engagement). A lead that changes company leaves its
-  old account.
+Two sides, each run where its input is partitioned:
+- `signals_of(before, event, decision, rules)` (in `streams.core.signals`), on the lead side:
+  after an event of a lead, the signals to publish to its account(s), when the event changed
+  what an account reads of the lead (its account, stage, seniority or engagement). A lead that
+  changes company leaves its old account.
 - `decide_account(state, signal, rules)`, on the account side: folds an account's signals in
   event-time order (`occurred_at`, then `lead_id`, then `revision`) and returns the account
   changes to publish. Signals of different leads reach an account in any interleaving (they
@@ -20,27 +20,36 @@ Within that bound the account's changes depend only on the set of signals, never
 arrival order. A signal older than the snapshot's newest (the horizon) is applied as if it had
 happened just after the account's newest signal, unless the account already holds that lead's
 facts at that revision or a later one; the changes it causes say `applied_late`.
+
+The model (`AccountState`, `Signal`...) is in `streams.core.account`, the lead side in
+`streams.core.signals`.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from typing import Final, NamedTuple
+from typing import Final
 
-from schemas.events import Event
-from streams.core.lifecycle import Decision, LeadState, Step, Summary, lead_engagement, step_at
-from streams.core.revisions import (
-    NOTHING_PUBLISHED,
-    Identity,
-    Published,
-    derived_id,
-    identities,
-    rewrites,
-    summarize,
+from streams.core.account import (
+    NO_ONE,
+    AccountDecision,
+    AccountFold,
+    AccountState,
+    AccountTransition,
+    Makeup,
+    Member,
+    Signal,
+    SignalKey,
+    Snapshot,
+    Tally,
+    new_account,
+    signal_key,
 )
+from streams.core.publishing import publish_account_new, publish_account_rewrite
+from streams.core.revisions import Published, summarize
 from streams.core.rules import Rules
-from streams.core.scoring import decay_factor, email_domain, matches_domain, seniority_of
+from streams.core.scoring import decay_factor
 from streams.core.stages import (
     ACCOUNT_STAGE_ORDER,
     CUSTOMERS,
@@ -48,171 +57,6 @@ from streams.core.stages import (
     MQL_OR_FURTHER,
     SQL_OR_FURTHER,
 )
-
-
-class Signal(NamedTuple):
-    """One lead's facts as its account reads them; fields and order of `schemas.AccountSignal`
-    (`occurred_at` in microseconds since the epoch)."""
-
-    account_id: str
-    lead_id: str
-    revision: int
-    occurred_at: int
-    causation_event_id: str
-    causation_change_id: str | None
-    member: bool
-    stage: str | None
-    seniority: str | None
-    engagement_score: float
-
-
-class Member(NamedTuple):
-    """What the account keeps of one of its people: their latest signal's facts. A person who
-    left is kept as not `present`, so that an older signal of theirs cannot bring them back."""
-
-    present: bool
-    stage: str | None
-    seniority: str | None
-    engagement: float
-    at: int
-    revision: int
-
-
-class Tally(NamedTuple):
-    """Counts of an account's people, kept up to date as they change."""
-
-    people: int
-    leads: int
-    mqls: int
-    sqls: int
-    customers: int
-    decision_makers: int
-    """People with a decision-maker seniority who are not disqualified."""
-    positive: int
-    """The positive engagement of its people who are not disqualified, in millionths of a
-    point rounded up: an upper bound of their decayed engagement, so that it is summed only
-    when it could matter. Integers, so that adding and taking away never drift."""
-
-
-NO_ONE: Final = Tally(0, 0, 0, 0, 0, 0, 0)
-
-
-class Makeup(NamedTuple):
-    """The account's people and score at a moment."""
-
-    people: int
-    leads: int
-    mqls: int
-    sqls: int
-    customers: int
-    engagement: float
-    """The sum of its people's decayed engagement, disqualified people left out."""
-    seniorities: tuple[str, ...]
-    decision_makers: int
-    """People with a decision-maker seniority who are not disqualified."""
-
-
-class AccountTransition(NamedTuple):
-    from_stage: str | None
-    to_stage: str
-    at: int
-    rule: str
-    lead_id: str
-    event_id: str
-    lead_change_id: str | None
-    makeup: Makeup
-    late: bool
-
-
-class Snapshot(NamedTuple):
-    """An account up to its horizon: its stage, its people, their tally."""
-
-    stage: str | None
-    members: dict[str, Member]
-    tally: Tally
-
-
-class AccountFold(NamedTuple):
-    """The snapshot with the signals in detail folded in."""
-
-    stage: str | None
-    changed: dict[str, Member]
-    """The people those signals changed, over the snapshot's."""
-    tally: Tally
-    transitions: tuple[AccountTransition, ...]
-
-
-SignalKey = tuple[int, str, int]
-"""How signals sort: (occurred_at, lead_id, revision)."""
-
-
-class AccountState(NamedTuple):
-    """An account's snapshot, its recent signals in detail (sorted), and their fold."""
-
-    account_id: str
-    accepted: int
-    """Signals accepted, all time: the revision of the changes the last one published."""
-    horizon: SignalKey | None
-    snapshot: Snapshot
-    published: Published
-    tail: tuple[Signal, ...]
-    seen: frozenset[tuple[str, int]]
-    """(lead_id, revision) of every signal in the tail."""
-    moved: frozenset[tuple[str, int]]
-    """(lead_id, revision) of the tail's signals that came older than the horizon, and were
-    applied at the account's newest moment instead."""
-    fold: AccountFold
-
-
-class AccountStageChange(NamedTuple):
-    """An account's stage change to publish; the fields and order of `schemas.AccountChange`
-    (`occurred_at` in microseconds since the epoch)."""
-
-    change_id: str
-    account_id: str
-    from_stage: str | None
-    to_stage: str
-    occurred_at: int
-    rule: str
-    rules_version: str
-    causation_lead_id: str
-    causation_event_id: str
-    causation_change_id: str | None
-    people: int
-    leads: int
-    mqls: int
-    sqls: int
-    engagement_score: float
-    seniorities: tuple[str, ...]
-    sequence: int
-    revision: int
-    retracted: bool
-    applied_late: bool
-
-
-class AccountDecision(NamedTuple):
-    state: AccountState
-    changes: tuple[AccountStageChange, ...]
-    duplicate: bool
-    late: bool = False
-    """The signal was older than the account's horizon: applied at its newest moment."""
-
-
-EMPTY_SNAPSHOT: Final = Snapshot(None, {}, NO_ONE)
-
-
-def new_account(account_id: str) -> AccountState:
-    return AccountState(
-        account_id,
-        0,
-        None,
-        EMPTY_SNAPSHOT,
-        NOTHING_PUBLISHED,
-        (),
-        frozenset(),
-        frozenset(),
-        AccountFold(None, {}, NO_ONE, ()),
-    )
 
 
 def restore_account(
@@ -231,152 +75,19 @@ def restore_account(
     tally = NO_ONE
     for member in members.values():
         if member.present:
-            tally = _counted(tally, member, 1, rules)
+            tally = _tallied(tally, member, 1, rules)
     snapshot = Snapshot(stage, members, tally)
     return AccountState(
-        account_id,
-        accepted,
-        horizon,
-        snapshot,
-        published,
-        tail,
-        frozenset((signal.lead_id, signal.revision) for signal in tail),
-        moved,
-        _refold(snapshot, tail, moved, rules),
+        account_id=account_id,
+        accepted=accepted,
+        horizon=horizon,
+        snapshot=snapshot,
+        published=published,
+        tail=tail,
+        seen=frozenset((signal.lead_id, signal.revision) for signal in tail),
+        moved=moved,
+        fold=refold_signals(snapshot, tail, moved, rules),
     )
-
-
-def members_of(state: AccountState) -> dict[str, Member]:
-    """The account's people now, by lead id."""
-    members = {**state.snapshot.members, **state.fold.changed}
-    return {lead_id: member for lead_id, member in members.items() if member.present}
-
-
-# The lead side.
-
-
-class _LeadFacts(NamedTuple):
-    account_id: str | None
-    stage: str | None
-    seniority: str | None
-    engagement: float
-    engagement_at: int
-    steps: tuple[tuple[str, Step], ...] = ()
-    """The step in force of each linked identity: with the lead's own engagement (the two
-    fields before), what its engagement as its stage rules read it comes from."""
-
-
-def account_of(profile: dict[str, object], rules: Rules) -> str | None:
-    """The account a profile belongs to: its `account_id` fact, else its email's domain, unless
-    that names no company leadflow sells to (free mail, a competitor, a vendor, a university)."""
-    explicit = profile.get("account_id")
-    if isinstance(explicit, str) and explicit.strip():
-        return explicit.strip()
-    domain = email_domain(profile.get("email"))
-    if domain is None:
-        return None
-    domain = domain.rstrip(".").removeprefix("www.")
-    exclusions = rules.exclusions
-    if (
-        not domain
-        or domain in rules.fit.free_email_domains
-        or matches_domain(domain, exclusions.competitor_domains)
-        or matches_domain(domain, exclusions.vendor_domains)
-        or domain.endswith(exclusions.student_email_suffixes)
-    ):
-        return None
-    return domain
-
-
-def _facts(state: LeadState | None, rules: Rules) -> _LeadFacts | None:
-    if state is None or not state.tail:
-        return None
-    fold = state.fold
-    latest = state.tail[-1]
-    return _LeadFacts(
-        account_of(fold.profile, rules),
-        fold.stage,
-        seniority_of(fold.profile, rules.fit),
-        fold.engagement,
-        fold.engagement_at,
-        tuple(
-            (summary.from_id, step)
-            for summary in state.linked
-            if (step := step_at(summary, latest)) is not None
-        ),
-    )
-
-
-def signals_of(
-    before: LeadState | None, event: Event, decision: Decision, rules: Rules
-) -> tuple[Signal, ...]:
-    """The signals to publish after `decision` on `event` of a lead, in order."""
-    if decision.duplicate:
-        return ()
-    return _signals(before, decision, event.event_id, rules)
-
-
-def summary_signals(
-    before: LeadState | None, summary: Summary, decision: Decision, rules: Rules
-) -> tuple[Signal, ...]:
-    """The signals to publish after `decision` applied a linked identity's `summary` to its
-    known lead: the account hears the engagement (and a stage) the summary gives the lead at
-    once, not at the lead's next event. They cite the identity's latest event."""
-    if decision.duplicate or decision.refused is not None or decision.state.silent:
-        return ()
-    after = decision.state
-    cause = summary.steps[-1].cause if summary.steps else after.tail[-1].event_id
-    return _signals(before, decision, cause, rules)
-
-
-def _signals(
-    before: LeadState | None, decision: Decision, cause: str, rules: Rules
-) -> tuple[Signal, ...]:
-    after = decision.state
-    old = _facts(before, rules)
-    new = _facts(after, rules)
-    if new is None or new == old:
-        return ()
-    latest = after.tail[-1]
-    at = latest.at
-    # The engagement the lead's stage rules read, its linked identities' included.
-    engagement = lead_engagement(after.fold, latest, rules, after.linked)
-    step = rules.accounts.engagement_step
-    if old is not None and old[:3] == new[:3] and step > 0 and before is not None:
-        # Only the engagement moved: tell the account once it is a step away from what the
-        # account holds (the last score told, decayed), not at every page view.
-        told = before.told
-        if told is not None:
-            held = told[0] * decay_factor(at - told[1], rules.engagement) if told[0] else 0.0
-            if abs(engagement - held) < step:
-                return ()
-    lead_change = next(
-        (change.change_id for change in reversed(decision.changes) if not change.retracted), None
-    )
-
-    def signal(account_id: str, member: bool) -> Signal:
-        return Signal(
-            account_id,
-            after.lead_id,
-            after.accepted,
-            at,
-            cause,
-            lead_change,
-            member,
-            new.stage,
-            new.seniority,
-            engagement,
-        )
-
-    signals = []
-    if old is not None and old.account_id is not None and old.account_id != new.account_id:
-        signals.append(signal(old.account_id, member=False))
-    if new.account_id is not None:
-        signals.append(signal(new.account_id, member=True))
-    return tuple(signals)
-
-
-# The account side.
 
 
 def decide_account(state: AccountState | None, signal: Signal, rules: Rules) -> AccountDecision:
@@ -385,11 +96,11 @@ def decide_account(state: AccountState | None, signal: Signal, rules: Rules) -> 
         state = new_account(signal.account_id)
     elif (signal.lead_id, signal.revision) in state.seen:
         return AccountDecision(state, (), True)
-    key = _order(signal)
+    key = signal_key(signal)
     tail = state.tail
     moved = state.moved
     late = False
-    if tail and key < _order(tail[-1]):
+    if tail and key < signal_key(tail[-1]):
         horizon = account_horizon(state, rules)
         late = horizon is not None and key <= horizon
     if late:
@@ -400,57 +111,34 @@ def decide_account(state: AccountState | None, signal: Signal, rules: Rules) -> 
             return AccountDecision(state, (), True)  # the account has these facts, or newer
         # Past the account's detail: the facts count from its newest moment on.
         signal = signal._replace(occurred_at=tail[-1].occurred_at + 1)
-        key = _order(signal)
+        key = signal_key(signal)
         moved = moved | {(signal.lead_id, signal.revision)}
     seen = state.seen | {(signal.lead_id, signal.revision)}
     snapshot = state.snapshot
-    if not tail or key > _order(tail[-1]):
-        fold = _step(state.fold, signal, snapshot.members, rules, late)
+    if not tail or key > signal_key(tail[-1]):
+        fold = fold_signal(state.fold, signal, snapshot.members, rules, late)
         after = state._replace(
             accepted=state.accepted + 1, tail=(*tail, signal), seen=seen, moved=moved, fold=fold
         )
-        found = identities(fold.transitions, state.published)
-        first = len(state.fold.transitions)
-        changes = tuple(
-            _record(
-                after,
-                found[seq],
-                state.published.changes + seq,
-                fold.transitions[seq],
-                False,
-                rules,
-            )
-            for seq in range(first, len(fold.transitions))
-        )
+        changes = publish_account_new(after, len(state.fold.transitions), rules)
     else:
-        at = bisect.bisect_right(tail, key, key=_order)
+        at = bisect.bisect_right(tail, key, key=signal_key)
         tail = (*tail[:at], signal, *tail[at:])
-        fold = _refold_from(snapshot, tail, at, state.fold, moved, rules)
+        fold = _refold_signals_from(snapshot, tail, at, state.fold, moved, rules)
         after = state._replace(accepted=state.accepted + 1, tail=tail, seen=seen, fold=fold)
-        changes = _rewritten(state.fold.transitions, after, fold.transitions, rules)
-    if len(after.tail) >= rules.state.account_signals + _COMPACT_AT_ONCE:
+        changes = publish_account_rewrite(state.fold.transitions, after, fold.transitions, rules)
+    if len(after.tail) >= rules.state.account_signals + COMPACT_AT_ONCE:
         after = compact_account(after, rules)
     return AccountDecision(after, changes, False, late)
 
 
-def _rewritten(
-    old: tuple[AccountTransition, ...],
-    after: AccountState,
-    new: tuple[AccountTransition, ...],
-    rules: Rules,
-) -> tuple[AccountStageChange, ...]:
-    return tuple(
-        _record(after, identity, seq, transition, retracted, rules)
-        for identity, seq, transition, retracted in rewrites(old, new, after.published)
-    )
-
-
-def _refold(
+def refold_signals(
     snapshot: Snapshot,
     signals: tuple[Signal, ...],
     moved: frozenset[tuple[str, int]],
     rules: Rules,
 ) -> AccountFold:
+    """`snapshot` with sorted `signals` folded in (`moved`: those applied late)."""
     # One working dict of the people changed, filled in place: refolding a long tail must not
     # copy it at every signal.
     changed: dict[str, Member] = {}
@@ -470,11 +158,11 @@ def _fold_on(
     working = fold.changed
     for signal in signals:
         late = (signal.lead_id, signal.revision) in moved if moved else False
-        fold = _step(fold, signal, snapshot_members, rules, late, working)
+        fold = fold_signal(fold, signal, snapshot_members, rules, late, working)
     return fold
 
 
-def _refold_from(
+def _refold_signals_from(
     snapshot: Snapshot,
     tail: tuple[Signal, ...],
     at: int,
@@ -496,7 +184,7 @@ def _refold_from(
     for transition in fold.transitions:
         stamp = (transition.at, transition.lead_id)
         if stamp == cut:
-            return _refold(snapshot, tail, moved, rules)
+            return refold_signals(snapshot, tail, moved, rules)
         if stamp > cut:
             break
         kept += 1
@@ -514,7 +202,7 @@ def _refold_from(
     )
 
 
-_COMPACT_AT_ONCE: Final = 64
+COMPACT_AT_ONCE: Final = 64
 """Signals past the bound are folded into the snapshot this many at a time (and all of them
 before a state is stored): where the bound lies never depends on when that happens."""
 
@@ -527,7 +215,7 @@ def account_horizon(state: AccountState, rules: Rules) -> SignalKey | None:
     the data."""
     limit = rules.state.account_signals
     tail = state.tail
-    return _order(tail[-limit - 1]) if len(tail) > limit else state.horizon
+    return signal_key(tail[-limit - 1]) if len(tail) > limit else state.horizon
 
 
 def compact_account(state: AccountState, rules: Rules) -> AccountState:
@@ -540,13 +228,13 @@ def compact_account(state: AccountState, rules: Rules) -> AccountState:
     cut = len(tail) - limit
     compacted, kept = tail[:cut], tail[cut:]
     snapshot = state.snapshot
-    folded = _refold(snapshot, compacted, state.moved, rules)
+    folded = refold_signals(snapshot, compacted, state.moved, rules)
     members = {**snapshot.members, **folded.changed}
     still_changed = {signal.lead_id for signal in kept}
     kept_keys = frozenset((signal.lead_id, signal.revision) for signal in kept)
     fold = state.fold
     return state._replace(
-        horizon=_order(compacted[-1]),
+        horizon=signal_key(compacted[-1]),
         snapshot=Snapshot(folded.stage, members, folded.tally),
         published=summarize(state.published, folded.transitions),
         tail=kept,
@@ -557,10 +245,6 @@ def compact_account(state: AccountState, rules: Rules) -> AccountState:
             transitions=fold.transitions[len(folded.transitions) :],
         ),
     )
-
-
-def _order(signal: Signal) -> SignalKey:
-    return (signal.occurred_at, signal.lead_id, signal.revision)
 
 
 def makeup_at(members: dict[str, Member], at: int, rules: Rules) -> Makeup:
@@ -604,7 +288,7 @@ def engagement_of(members: dict[str, Member], at: int, rules: Rules) -> float:
     return engagement
 
 
-def _counted(tally: Tally, member: Member, sign: int, rules: Rules) -> Tally:
+def _tallied(tally: Tally, member: Member, sign: int, rules: Rules) -> Tally:
     stage = member.stage
     active = stage != "disqualified"
     decider = active and member.seniority in rules.accounts.decision_maker_seniorities
@@ -644,13 +328,13 @@ def _joined(
         signal.revision,
     )
     if old is not None and old.present:
-        tally = _counted(tally, old, -1, rules)
+        tally = _tallied(tally, old, -1, rules)
     if new.present:
-        tally = _counted(tally, new, 1, rules)
+        tally = _tallied(tally, new, 1, rules)
     return new, tally
 
 
-def _step(
+def fold_signal(
     fold: AccountFold,
     signal: Signal,
     snapshot_members: dict[str, Member],
@@ -658,8 +342,8 @@ def _step(
     late: bool,
     working: dict[str, Member] | None = None,
 ) -> AccountFold:
-    """Fold one signal (the latest in sort order). `working`, when given, is `fold.changed`
-    itself, owned by the caller and updated in place."""
+    """Fold one signal (the latest in sort order) into the account's fold. `working`, when
+    given, is `fold.changed` itself, owned by the caller and updated in place."""
     lead_id = signal.lead_id
     changed = fold.changed
     joined = _joined(changed, snapshot_members, fold.tally, signal, rules)
@@ -690,15 +374,15 @@ def _step(
         transitions = (
             *transitions,
             AccountTransition(
-                stage,
-                to_stage,
-                signal.occurred_at,
-                rule,
-                lead_id,
-                signal.causation_event_id,
-                signal.causation_change_id,
-                makeup,
-                late,
+                from_stage=stage,
+                to_stage=to_stage,
+                at=signal.occurred_at,
+                rule=rule,
+                lead_id=lead_id,
+                event_id=signal.causation_event_id,
+                lead_change_id=signal.causation_change_id,
+                makeup=makeup,
+                late=late,
             ),
         )
         stage = to_stage
@@ -734,41 +418,3 @@ def _reached(
     if tally.customers >= 1:
         reached["customer"] = "account.customer"
     return reached
-
-
-def account_change_id(account_id: str, from_stage: str | None, to_stage: str, n: int) -> str:
-    """The deterministic id of an account's `n`-th change from `from_stage` to `to_stage`."""
-    return derived_id("account", account_id, from_stage or "", to_stage, str(n))
-
-
-def _record(
-    state: AccountState,
-    identity: Identity,
-    sequence: int,
-    transition: AccountTransition,
-    retracted: bool,
-    rules: Rules,
-) -> AccountStageChange:
-    makeup = transition.makeup
-    return AccountStageChange(
-        account_change_id(state.account_id, *identity),
-        state.account_id,
-        transition.from_stage,
-        transition.to_stage,
-        transition.at,
-        transition.rule,
-        rules.rules_version,
-        transition.lead_id,
-        transition.event_id,
-        transition.lead_change_id,
-        makeup.people,
-        makeup.leads,
-        makeup.mqls,
-        makeup.sqls,
-        round(makeup.engagement, 3),
-        makeup.seniorities,
-        sequence,
-        state.accepted,
-        retracted,
-        transition.late,
-    )

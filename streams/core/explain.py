@@ -6,7 +6,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from streams.core.lifecycle import (
+from streams.core.fold import lead_engagement, step_at, trace
+from streams.core.lead import (
     EMPTY_FOLD,
     LINK_ENTRY,
     Attribution,
@@ -16,9 +17,6 @@ from streams.core.lifecycle import (
     Step,
     Summary,
     Transition,
-    lead_engagement,
-    step_at,
-    trace,
 )
 from streams.core.revisions import instant_of
 from streams.core.rules import Rules

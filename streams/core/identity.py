@@ -1,7 +1,7 @@
 """Identity stitching: a visitor's anonymous history counts for the known lead it turns out to
 be, each event at its own time. Pure and deterministic, no I/O.
 
-Three steps, each run where its input is partitioned:
+Three parts, each run where its input is partitioned:
 - the known lead's own events (`lifecycle.decide`): one seen under another `anonymous_id`,
   `identity_linked` or `leads_merged` makes the lead ask that identity to count for it (a
   `LinkRequest`, at most `state.linked_ids` identities). From its first link on, the lead
@@ -34,8 +34,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from streams.core.lifecycle import (
-    _COMPACT_AT_ONCE,
+from streams.core.compaction import COMPACT_AT_ONCE, compact, horizon_of, insert_sorted, past_bound
+from streams.core.fold import refold, trace
+from streams.core.lead import (
     LINK_ENTRY,
     Decision,
     Entry,
@@ -45,17 +46,10 @@ from streams.core.lifecycle import (
     Rank,
     Step,
     Summary,
-    _insert_sorted,
-    _publish_rewrite,
-    compact,
-    horizon_of,
     new_lead,
-    past_bound,
-    refold,
-    too_many_links,
-    trace,
-    withdrawn,
 )
+from streams.core.lifecycle import too_many_links
+from streams.core.publishing import publish_rewrite, withdrawn
 from streams.core.rules import Rules
 
 CONFLICT: Final = "identity_conflict"
@@ -194,13 +188,13 @@ def absorb(state: LeadState | None, summary: Summary, rules: Rules) -> Decision:
         # A step before the lead's horizon still counts, from the lead's next event on: only
         # the moment it would be checked at is gone with the snapshot.
         if horizon is None or step[:3] > horizon:
-            tail = _insert_sorted(tail, Entry(*step[:3], LINK_ENTRY, identity))
+            tail = insert_sorted(tail, Entry(*step[:3], LINK_ENTRY, identity))
     accepted = state.accepted + 1
     fold = refold(state.base, tail, state.attribution, rules, kept)
     after = state._replace(accepted=accepted, tail=tail, fold=fold, linked=kept)
-    changes = () if after.silent else _publish_rewrite(state, after, rules)
+    changes = () if after.silent else publish_rewrite(state, after, rules)
     passed_on = _forwarded((summary,), state.link.to_lead_id) if state.link is not None else ()
     compacted: tuple[Entry, ...] = ()
-    if past_bound(after, rules) >= _COMPACT_AT_ONCE:
+    if past_bound(after, rules) >= COMPACT_AT_ONCE:
         compacted, after = compact(after, rules)
     return Decision(after, changes, False, False, compacted, summaries=passed_on)

@@ -1,7 +1,7 @@
 """The lead side's one entry point: what one event does to its lead and tells its account.
 
 The worker's `qualify` agent and `leadflow replay` call `qualify`; neither decides the order of
-the core's steps, so they cannot drift apart.
+the core's calls, so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -9,19 +9,14 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from schemas.events import Event
-from streams.core.accounts import Signal, signals_of, summary_signals
+from streams.core.account import Signal
+from streams.core.compaction import horizon_of
 from streams.core.identity import absorb, link, summary_changed
-from streams.core.lifecycle import (
-    Entry,
-    LeadStageChange,
-    LeadState,
-    LinkRequest,
-    Summary,
-    decide,
-    horizon_of,
-)
+from streams.core.lead import Entry, LeadStageChange, LeadState, LinkRequest, Summary
+from streams.core.lifecycle import decide
 from streams.core.revisions import instant_of
 from streams.core.rules import Rules
+from streams.core.signals import signals_of, summary_signals
 
 
 class Qualified(NamedTuple):

@@ -35,7 +35,7 @@ def derived_id(*parts: str) -> str:
 
 
 class Transitioned(Protocol):
-    """A stage change as a fold produced it: what its identity is made of."""
+    """A stage change as a fold produced it: what its key is made of."""
 
     @property
     def from_stage(self) -> str | None: ...
@@ -43,8 +43,9 @@ class Transitioned(Protocol):
     def to_stage(self) -> str: ...
 
 
-Identity = tuple[str | None, str, int]
-"""(from_stage, to_stage, occurrence): what a change is, whatever its time or cause."""
+ChangeKey = tuple[str | None, str, int]
+"""(from_stage, to_stage, occurrence): what a change is, whatever its time or cause; its
+`change_id` derives from it."""
 
 _T = TypeVar("_T", bound=Transitioned)
 _R = TypeVar("_R")
@@ -72,11 +73,11 @@ def summarize(start: Published, transitions: Sequence[Transitioned]) -> Publishe
     return Published(start.changes + len(transitions), pairs)
 
 
-def identities(
+def change_keys(
     transitions: Sequence[Transitioned], start: Published = NOTHING_PUBLISHED
-) -> list[Identity]:
-    """The identity of each transition after `start`: its stages, and how many times that
-    pair came before."""
+) -> list[ChangeKey]:
+    """The key of each transition after `start`: its stages, and how many times that pair came
+    before."""
     seen = start.pairs
     counted: dict[tuple[str | None, str], int] = {}
     found = []
@@ -92,25 +93,25 @@ def identities(
 
 def rewrites(
     old: Sequence[_T], new: Sequence[_T], start: Published = NOTHING_PUBLISHED
-) -> list[tuple[Identity, int, _T, bool]]:
+) -> list[tuple[ChangeKey, int, _T, bool]]:
     """What to publish after a refold turned the transitions after `start` from `old` into
-    `new`: (identity, sequence, transition, retracted), retractions first, then the new or
+    `new`: (key, sequence, transition, retracted), retractions first, then the new or
     altered transitions."""
     first = start.changes
     before = {
-        identity: (first + seq, transition)
-        for seq, (identity, transition) in enumerate(zip(identities(old, start), old, strict=True))
+        key: (first + seq, transition)
+        for seq, (key, transition) in enumerate(zip(change_keys(old, start), old, strict=True))
     }
-    after = identities(new, start)
+    after = change_keys(new, start)
     still_there = set(after)
     published = [
-        (identity, seq, transition, True)
-        for identity, (seq, transition) in before.items()
-        if identity not in still_there
+        (key, seq, transition, True)
+        for key, (seq, transition) in before.items()
+        if key not in still_there
     ]
-    for seq, (identity, transition) in enumerate(zip(after, new, strict=True), start=first):
-        if before.get(identity) != (seq, transition):
-            published.append((identity, seq, transition, False))
+    for seq, (key, transition) in enumerate(zip(after, new, strict=True), start=first):
+        if before.get(key) != (seq, transition):
+            published.append((key, seq, transition, False))
     return published
 
 

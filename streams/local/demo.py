@@ -28,11 +28,11 @@ from projections.clickhouse import connect, migrate, spool_inserts_into
 from projections.projector import Projector
 from projections.report import REPORT_VIEWS, print_report, read_funnel, write_html
 from schemas.stage_changes import FUNNEL_STAGES
-from streams.common.codecs import encode_account_change, encode_change
 from streams.common.publish import make_producer, publish_events
 from streams.common.settings import PrivacySettings, Settings, environment_of
-from streams.core.accounts import AccountStageChange
-from streams.core.lifecycle import LeadStageChange
+from streams.common.stage_changes_codec import encode_account_change, encode_change
+from streams.core.account import AccountStageChange
+from streams.core.lead import LeadStageChange
 from streams.core.revisions import latest_revisions
 from streams.core.rules import Rules
 from streams.errors import LeadflowError

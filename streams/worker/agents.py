@@ -32,23 +32,20 @@ from typing import Any, Final, Protocol
 from kafka.partitioner.default import murmur2
 
 from schemas.events import Event
-from streams.common.codecs import (
-    dead_letter_headers,
-    decode_account_signal,
-    decode_account_state,
-    decode_event,
+from streams.common.account_signals_codec import decode_account_signal, encode_account_signal
+from streams.common.account_state_codec import decode_account_state, encode_account_state
+from streams.common.events_codec import dead_letter_headers, decode_event
+from streams.common.identity_records_codec import (
     decode_identity_record,
-    decode_state,
-    encode_account_change,
-    encode_account_signal,
-    encode_account_state,
-    encode_change,
     encode_link_request,
-    encode_state,
     encode_summary,
 )
-from streams.core.accounts import AccountState, Signal, compact_account, decide_account
-from streams.core.lifecycle import LeadState, Summary, compact
+from streams.common.lead_state_codec import decode_state, encode_state
+from streams.common.stage_changes_codec import encode_account_change, encode_change
+from streams.core.account import AccountState, Signal
+from streams.core.accounts import compact_account, decide_account
+from streams.core.compaction import compact
+from streams.core.lead import LeadState, Summary
 from streams.core.qualify import Qualified, qualify, qualify_request, qualify_summary
 from streams.core.rules import Rules
 from streams.errors import InvalidEventError

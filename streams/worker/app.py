@@ -9,11 +9,8 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 import faust
-from faust.exceptions import ConsistencyError, ConsumerNotStarted
-from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
-from faust.web import Request, Response, View
+from faust.exceptions import ConsistencyError
 from faust.worker import Worker
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.common.kafka_clients import ssl_context
 from streams.common.logs import quiet_client_repeats
@@ -30,6 +27,7 @@ from streams.worker.agents import (
 )
 from streams.worker.consumer import consumer_class
 from streams.worker.metrics import PipelineMetrics
+from streams.worker.monitoring import add_monitoring
 from streams.worker.preflight import DATA_DIR_SETTING, check_web_port, claim_data_dir
 from streams.worker.recovery import table_manager_for
 from streams.worker.tables import AckedTable, DirectTopic
@@ -103,43 +101,9 @@ def create_app(
         async def roll_up(stream: faust.StreamT[bytes]) -> None:
             await _apply_in_batches(stream, rollup, accounts, worker)
 
-    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
-    async def measure_lag() -> None:
-        for tp in app.consumer.assignment():
-            highwater = app.consumer.highwater(tp)
-            # None until a fetch has told it, and again after a broker came back without data.
-            if tp.topic == topics.events and highwater is not None:
-                position = qualifier.positions.get(tp.partition, -1)
-                behind = highwater - position - 1
-                # The local broker's high watermark can undercount (docs/operations.md).
-                metrics.consumer_lag.labels(str(tp.partition)).set(max(0, behind))
-
-    @app.page("/health")
-    class Health(View):
-        async def get(self, request: Request) -> Response:
-            assigned = sorted(
-                tp.partition for tp in app.consumer.assignment() if tp.topic == topics.events
-            )
-            return self.json(
-                {
-                    "status": "ok",
-                    "partitions": assigned,
-                    "positions": {p: qualifier.positions.get(p) for p in assigned},
-                    "fetch_max_wait_ms": getattr(_fetcher(app), "_fetch_max_wait_ms", None),
-                }
-            )
-
-    registry = metrics.registry
-    if worker.faust_metrics:
-        app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(registry, "faust"))
-
-    @app.page("/metrics")
-    class Metrics(View):
-        async def get(self, request: Request) -> Response:
-            # aiohttp refuses a charset in `content_type`; Prometheus' type carries one.
-            headers = {"Content-Type": CONTENT_TYPE_LATEST}
-            return self.bytes(generate_latest(registry), headers=headers)
-
+    add_monitoring(
+        app, topics.events, qualifier.positions, metrics, faust_metrics=worker.faust_metrics
+    )
     return app
 
 
@@ -299,14 +263,6 @@ def _state_table(app: faust.App, name: str, partitions: int, help: str) -> Acked
     )
     app.tables.add(table)
     return table
-
-
-def _fetcher(app: faust.App) -> Any:
-    """The started aiokafka consumer's fetcher, or None (not started, or another layout)."""
-    try:
-        return cast(Any, app.consumer)._thread._ensure_consumer()._fetcher
-    except (AttributeError, ConsumerNotStarted):
-        return None
 
 
 def _credentials(kafka: KafkaSettings) -> faust.auth.Credentials | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from streams.local.broker import LocalBroker
-from tests.integration.harness import Pipeline
+from tests.support.harness import Pipeline
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -13,10 +13,10 @@ from streams.core.rules import Rules
 from streams.local.broker import LocalBroker
 from streams.local.processes import WorkerProcess as Worker
 from streams.worker.agents import partition_for
-from tests.event_times import OUT_OF_RANGE, control_lead, edge_times, in_range, odd_types
-from tests.factories import event
-from tests.integration.harness import Pipeline, raw_producer, replay_bytes, unique
-from tests.waiting import wait_for
+from tests.support.event_times import OUT_OF_RANGE, control_lead, edge_times, in_range, odd_types
+from tests.support.factories import event
+from tests.support.harness import Pipeline, raw_producer, replay_bytes, unique
+from tests.support.waiting import wait_for
 
 VALID = event("newsletter_subscribe", lead="after-the-bad-ones", event_id="good-1")
 BAD = {

@@ -12,7 +12,7 @@ from kafka.admin import KafkaAdminClient
 
 from streams.common.kafka_clients import create_topics, require_topics
 from streams.errors import TopicMissingError
-from tests.integration.harness import Pipeline
+from tests.support.harness import Pipeline
 
 
 def test_a_command_that_reaches_the_broker_says_nothing_about_waiting(

@@ -12,8 +12,8 @@ from streams.core.rules import Rules, load_rules
 from streams.local.generator import TrafficShape, generate
 from streams.local.processes import WorkerProcess as Worker
 from streams.worker.processes import challenger_settings
-from tests.funnel_reference import champion_challenger, normalised
-from tests.integration.harness import (
+from tests.support.funnel_reference import champion_challenger, normalised
+from tests.support.harness import (
     Pipeline,
     difference,
     in_effect,
@@ -21,7 +21,7 @@ from tests.integration.harness import (
     report,
     settings_from,
 )
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 
 def test_a_challenger_publishes_its_own_changes_and_leaves_the_live_stream_alone(

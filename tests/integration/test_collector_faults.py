@@ -23,9 +23,9 @@ from kafka.admin import KafkaAdminClient
 
 from streams.common.kafka_clients import create_topics
 from streams.local.broker import LocalBroker
-from tests.integration.harness import Pipeline
-from tests.integration.test_collector import WRITE_KEY, Server, segment_message, start_collector
-from tests.waiting import wait_for
+from tests.support.collector_server import WRITE_KEY, Server, segment_message, start_collector
+from tests.support.harness import Pipeline
+from tests.support.waiting import wait_for
 
 AUTHORIZATION = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
 
@@ -467,7 +467,7 @@ def _requests(draw: st.DrawFn) -> tuple[str, str, dict[str, bytes], bytes]:
     import hmac
     import zlib
 
-    from tests.integration.test_collector import WEBHOOK_SECRET
+    from tests.support.collector_server import WEBHOOK_SECRET
 
     method = draw(st.sampled_from(["POST"] * 6 + ["GET", "PUT", "DELETE", "OPTIONS", "HEAD"]))
     known = st.sampled_from(KNOWN_PATHS)

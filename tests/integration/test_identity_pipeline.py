@@ -16,9 +16,9 @@ import pytest
 from streams.core.rules import Rules
 from streams.local.generator import TrafficShape, generate
 from streams.local.processes import WorkerProcess as Worker
-from tests.factories import event
-from tests.integration.harness import Pipeline, difference, in_effect, replay_bytes
-from tests.waiting import wait_for
+from tests.support.factories import event
+from tests.support.harness import Pipeline, difference, in_effect, replay_bytes
+from tests.support.waiting import wait_for
 
 LEADS = 500  # about 6,500 events, a fifth of them anonymous visits
 

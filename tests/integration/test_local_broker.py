@@ -25,8 +25,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from streams.common.settings import KafkaSettings
 from streams.local.broker import LocalBroker, LocalBrokerError
 from streams.worker.recovery import last_offsets
-from tests.integration.harness import unique
-from tests.waiting import wait_for
+from tests.support.harness import unique
+from tests.support.waiting import wait_for
 
 
 def end_offset(bootstrap: str, topic: str) -> int:

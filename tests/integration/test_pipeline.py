@@ -14,8 +14,8 @@ from streams.local.broker import FETCH_MAX_WAIT
 from streams.local.generator import account_events, generate, lead_events
 from streams.local.processes import WorkerProcess as Worker
 from streams.worker.agents import partition_for
-from tests.factories import event
-from tests.integration.harness import (
+from tests.support.factories import event
+from tests.support.harness import (
     Pipeline,
     difference,
     effective,
@@ -25,7 +25,7 @@ from tests.integration.harness import (
     replay_signals,
     settings_from,
 )
-from tests.waiting import WaitTimeout, wait_for
+from tests.support.waiting import WaitTimeout, wait_for
 
 LEADS = 2_000  # about 24k events
 

@@ -43,23 +43,24 @@ from projections.rows import (
 from projections.writer import ProjectionWriter
 from schemas.accounts import AccountChange, AccountSignal
 from schemas.events import ENGAGEMENT_TYPES
-from streams.common.codecs import encode_account_change, encode_account_signal
+from streams.common.account_signals_codec import encode_account_signal
 from streams.common.kafka_clients import create_topics
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES, ClickHouseSettings
-from streams.core.accounts import AccountStageChange, Signal
+from streams.common.stage_changes_codec import encode_account_change
+from streams.core.account import AccountStageChange, Signal
 from streams.core.rules import Rules
 from streams.local.generator import TrafficShape, generate
 from streams.replay import Replayer
-from tests.account_records import T0, AccountLog, account_log
-from tests.account_reference import expected_account_metrics
-from tests.factories import BUYER, days, event
-from tests.funnel_reference import (
+from tests.support.account_records import T0, AccountLog, account_log
+from tests.support.account_reference import expected_account_metrics
+from tests.support.factories import BUYER, days, event
+from tests.support.funnel_reference import (
     BOTTLENECK_OUTCOMES,
     champion_challenger,
     expected_metrics,
     normalised,
 )
-from tests.integration.harness import (
+from tests.support.harness import (
     Pipeline,
     effective,
     in_effect,
@@ -67,8 +68,8 @@ from tests.integration.harness import (
     settings_from,
     unique,
 )
-from tests.lead_paths import example_paths, lead_histories
-from tests.waiting import wait_for
+from tests.support.lead_paths import example_paths, lead_histories
+from tests.support.waiting import wait_for
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "dashboards" / "funnel.json"
 PER_ACCOUNT_VIEWS = {

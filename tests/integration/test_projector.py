@@ -19,10 +19,10 @@ from streams.common.kafka_clients import create_topics
 from streams.core.rules import Rules
 from streams.local.broker import LocalBroker, free_port
 from streams.local.generator import generate
-from tests.account_records import account_log
-from tests.account_reference import expected_account_metrics
-from tests.funnel_reference import expected_metrics, normalised
-from tests.integration.harness import (
+from tests.support.account_records import account_log
+from tests.support.account_reference import expected_account_metrics
+from tests.support.funnel_reference import expected_metrics, normalised
+from tests.support.harness import (
     Pipeline,
     account_views,
     difference,
@@ -35,7 +35,7 @@ from tests.integration.harness import (
     replayed_account_records,
     report,
 )
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 
 @dataclass

@@ -25,9 +25,9 @@ from streams.core.rules import Rules
 from streams.local.broker import LocalBroker, free_port
 from streams.local.generator import generate
 from streams.local.processes import LeadflowProcess
-from tests.account_reference import expected_account_metrics
-from tests.funnel_reference import expected_metrics, normalised
-from tests.integration.harness import (
+from tests.support.account_reference import expected_account_metrics
+from tests.support.funnel_reference import expected_metrics, normalised
+from tests.support.harness import (
     Pipeline,
     account_views,
     difference,
@@ -40,7 +40,7 @@ from tests.integration.harness import (
     replayed_account_records,
     report,
 )
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 STOP_BOUND = 10.0
 """Seconds the projector may take to exit after SIGTERM (docs/operations.md)."""

@@ -41,8 +41,8 @@ from streams.common.settings import CollectorSettings, PrivacySettings, WorkerSe
 from streams.core.rules import Rules
 from streams.local.broker import free_port
 from streams.local.processes import LeadflowProcess, TopicReader, WorkerProcess
-from tests.integration.harness import difference, effective, replay_bytes, settings_from
-from tests.waiting import wait_for
+from tests.support.harness import difference, effective, replay_bytes, settings_from
+from tests.support.waiting import wait_for
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 MARKER = "<!-- readme-recipe:"

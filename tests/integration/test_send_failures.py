@@ -21,9 +21,9 @@ from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 from streams.common.kafka_clients import create_topics, read_whole_topic
 from streams.common.publish import publish_events
 from streams.local.broker import broker_binary, free_port
-from tests.factories import days, event
-from tests.integration.harness import Pipeline
-from tests.waiting import wait_for
+from tests.support.factories import days, event
+from tests.support.harness import Pipeline
+from tests.support.waiting import wait_for
 
 ACCEPTED_LEADS = {"type": "string", "pattern": "^ok-"}
 NOTHING_ACCEPTED = {"type": "object", "required": ["a field no record has"]}

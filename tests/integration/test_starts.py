@@ -17,8 +17,8 @@ import pytest
 from streams.common.settings import setting_variables
 from streams.local.broker import free_port, free_ports
 from streams.local.processes import WorkerProcess
-from tests.integration.harness import Pipeline, env_with_path
-from tests.integration.test_collector import WRITE_KEY, start_collector
+from tests.support.collector_server import WRITE_KEY, start_collector
+from tests.support.harness import Pipeline, env_with_path
 
 START_BOUND = 60.0
 """Seconds a command that cannot start may take to say so (it checks before Faust starts)."""

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from kafka import KafkaConsumer
 
 from streams.common.kafka_clients import create_topics, topic_specs
-from tests.integration.harness import Pipeline
+from tests.support.harness import Pipeline
 
 
 def test_processes_creating_the_topics_at_once_all_succeed(pipeline: Pipeline) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 
 from streams.local.generator import generate
-from tests.integration.harness import Pipeline
-from tests.unit.test_cli import leadflow
+from tests.support.command_line import leadflow
+from tests.support.harness import Pipeline
 
 
 def test_whatif_from_the_topic_equals_whatif_of_the_file(

@@ -12,8 +12,8 @@ from streams.core.rules import Rules
 from streams.local.broker import LocalBroker
 from streams.local.generator import generate
 from streams.local.processes import WorkerProcess as Worker
-from tests.integration.harness import Pipeline, difference, effective, replay_bytes
-from tests.waiting import wait_for
+from tests.support.harness import Pipeline, difference, effective, replay_bytes
+from tests.support.waiting import wait_for
 
 STOP_BOUND = 30.0
 """Seconds a worker may take to stop on SIGTERM mid-stream (docs/operations.md)."""

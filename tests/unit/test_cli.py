@@ -14,25 +14,12 @@ import orjson
 import pytest
 
 from schemas.stage_changes import StageChange
-from streams.common.codecs import decode_stage_change
-from streams.replay import current_stages, effective_changes
-from tests.factories import event
+from streams.replay import effective_changes
+from tests.support.command_line import LEADFLOW, leadflow
+from tests.support.factories import event
+from tests.support.outcomes import current_stages, decode_stage_change
 
-LEADFLOW = [sys.executable, "-m", "streams"]
 SHIPPED_RULES = Path(__file__).parents[2] / "streams" / "core" / "rules.toml"
-
-
-def leadflow(
-    *args: str, stdin: bytes | None = None, variables: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    """Run the CLI; with `variables`, those are its only LEADFLOW_* variables."""
-    environment = None
-    if variables is not None:
-        inherited = {k: v for k, v in os.environ.items() if not k.upper().startswith("LEADFLOW_")}
-        environment = {**inherited, **variables}
-    return subprocess.run(
-        [*LEADFLOW, *args], input=stdin, env=environment, capture_output=True, timeout=120
-    )
 
 
 @pytest.fixture(scope="module")

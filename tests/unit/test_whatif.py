@@ -14,8 +14,8 @@ from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
 from streams.core.rules import Rules, load_rules
 from streams.local.generator import generate
 from streams.whatif import what_if
-from tests.factories import BUYER, days, event, run
-from tests.unit.test_cli import leadflow
+from tests.support.command_line import leadflow
+from tests.support.factories import BUYER, days, event, run
 
 RULES = load_rules()
 

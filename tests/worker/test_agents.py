@@ -14,16 +14,18 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.common.codecs import decode_account_state, encode_account_change, encode_change
+from streams.common.account_state_codec import decode_account_state
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
-from streams.core.accounts import AccountStageChange, members_of
-from streams.core.lifecycle import LeadStageChange
+from streams.common.stage_changes_codec import encode_account_change, encode_change
+from streams.core.account import AccountStageChange
+from streams.core.lead import LeadStageChange
 from streams.core.rules import Rules
 from streams.local.generator import generate
 from streams.replay import Replayer, account_changes_in_effect
 from streams.worker.agents import AccountRollup, Batch, LeadQualifier, StateCache, partition_for
 from streams.worker.metrics import PipelineMetrics
-from tests.factories import BUYER, days, event
+from tests.support.factories import BUYER, days, event
+from tests.support.outcomes import members_of
 
 PARTITIONS = 4
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from streams.collector.segment import SalesActivityRefused, UnmappedMessage, to_event
-from streams.common.codecs import decode_event
+from streams.common.events_codec import decode_event
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
 from streams.core.rules import Rules
 from streams.errors import InvalidEventError

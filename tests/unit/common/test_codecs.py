@@ -2,11 +2,20 @@ import msgpack
 import orjson
 import pytest
 
-from streams.common.codecs import decode_event, decode_state
+from streams.common import lead_state_codec
+from streams.common.events_codec import decode_event
+from streams.common.identity_records_codec import (
+    IDENTITY_RECORD_FORMAT,
+    decode_identity_record,
+    encode_link_request,
+    encode_summary,
+)
+from streams.common.lead_state_codec import LEAD_STATE_FORMAT, decode_state
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
+from streams.core.lead import Attribution, LinkRequest, Step, Summary
 from streams.core.rules import Rules
 from streams.errors import InvalidEventError, InvalidStateError
-from tests.factories import event
+from tests.support.factories import event
 
 VALID = event("deal_won", amount=10.0, currency="EUR")
 
@@ -76,7 +85,8 @@ def test_stored_name_tables_cover_the_contract_and_only_grow_at_the_end() -> Non
     from schemas.accounts import ACCOUNT_STAGES
     from schemas.events import EVENT_TYPES
     from schemas.stage_changes import STAGES
-    from streams.common.codecs import STORED_ACCOUNT_STAGES, STORED_EVENT_TYPES, STORED_STAGES
+    from streams.common.account_state_codec import STORED_ACCOUNT_STAGES
+    from streams.common.codec_parts import STORED_EVENT_TYPES, STORED_STAGES
 
     as_first_stored = (
         (
@@ -128,9 +138,9 @@ def test_a_state_reloads_equal_whatever_its_ids_and_times(rules: Rules) -> None:
     import uuid
     from datetime import timedelta
 
-    from streams.common.codecs import encode_state
-    from streams.core.lifecycle import compact
-    from tests.factories import BUYER, run
+    from streams.common.lead_state_codec import encode_state
+    from streams.core.compaction import compact
+    from tests.support.factories import BUYER, run
 
     documents = [
         event(
@@ -157,9 +167,9 @@ def test_a_state_with_intent_reloads_equal_and_one_without_stores_nothing_for_it
 ) -> None:
     from datetime import timedelta
 
-    from streams.common.codecs import encode_state
-    from streams.core.lifecycle import compact
-    from tests.factories import BUYER, run
+    from streams.common.lead_state_codec import encode_state
+    from streams.core.compaction import compact
+    from tests.support.factories import BUYER, run
 
     documents = [
         event("profile_updated", timedelta(days=-20), lead="l", **BUYER),
@@ -179,12 +189,14 @@ def test_a_state_with_intent_reloads_equal_and_one_without_stores_nothing_for_it
 # Builds an account whose tail holds signals that came late (its `moved` set), and a lead
 # with intent and a snapshot, then prints their stored bytes.
 _ENCODE_STATES = """
-from streams.common.codecs import encode_account_state, encode_state
-from streams.core.accounts import Signal, decide_account
-from streams.core.lifecycle import compact
+from streams.common.account_state_codec import encode_account_state
+from streams.common.lead_state_codec import encode_state
+from streams.core.account import Signal
+from streams.core.accounts import decide_account
+from streams.core.compaction import compact
 from streams.core.revisions import micros_of
 from streams.core.rules import load_rules
-from tests.factories import BUYER, T0, days, event, run
+from tests.support.factories import BUYER, T0, days, event, run
 
 rules = load_rules()
 narrow = rules.model_copy(update={"state": rules.state.model_copy(update={"account_signals": 8})})
@@ -243,3 +255,48 @@ def test_stored_states_are_the_same_bytes_in_every_process() -> None:
         assert done.returncode == 0, done.stderr
         outputs.add(done.stdout)
     assert len(outputs) == 1, f"{len(outputs)} different encodings of the same states"
+
+
+_AT = 1_772_355_600_000_000  # 2026-03-01T09:00:00Z
+_REQUEST = LinkRequest("anon-1", "lead-1", _AT, 1, "link-1")
+_SUMMARY = Summary(
+    "anon-1",
+    "lead-1",
+    2,
+    (Step(_AT, 1, "e-1", "page_view", None, _AT, {"page_view": 3.0}, {"pricing": (_AT,)}),),
+    Attribution(_AT, 1, "e-1", "google", None),
+)
+
+
+def test_identity_records_are_the_bytes_records_in_flight_carry() -> None:
+    """Workers of two versions share the identity topic during an upgrade: a record must read
+    the same on both sides (bytes as written before the format had its own version)."""
+    request = "970301a6616e6f6e2d31a66c6561642d31cf00064bf2b1f4240001a66c696e6b2d31"
+    summary = (
+        "980300a6616e6f6e2d31a66c6561642d31029198cf00064bf2b1f4240001a3652d31a970616765"
+        "5f76696577c0cf00064bf2b1f424009201cb40080000000000009192a770726963696e6791cf0006"
+        "4bf2b1f4240095cf00064bf2b1f4240001a3652d31a6676f6f676c65c0c2"
+    )
+    assert encode_link_request(_REQUEST).hex() == request
+    assert encode_summary(_SUMMARY).hex() == summary
+    assert decode_identity_record(bytes.fromhex(request)) == _REQUEST
+    assert decode_identity_record(bytes.fromhex(summary)) == _SUMMARY
+
+
+def test_identity_records_keep_their_format_when_the_lead_state_format_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new stored lead state layout must not make the identity records in flight unreadable."""
+    written = encode_link_request(_REQUEST)
+    monkeypatch.setattr(lead_state_codec, "LEAD_STATE_FORMAT", LEAD_STATE_FORMAT + 1)
+    assert encode_link_request(_REQUEST) == written
+    assert decode_identity_record(written) == _REQUEST
+
+
+def test_an_identity_record_of_another_format_is_refused() -> None:
+    _, *fields = msgpack.unpackb(encode_summary(_SUMMARY))
+    other = msgpack.packb([IDENTITY_RECORD_FORMAT + 1, *fields])
+    with pytest.raises(InvalidEventError, match="identity record format"):
+        decode_identity_record(other)
+    with pytest.raises(InvalidEventError, match="not an identity record"):
+        decode_identity_record(b"\x93\x03")

@@ -13,29 +13,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.accounts import AccountChange, AccountSignal
-from streams.common.codecs import (
-    decode_account_signal,
-    decode_account_state,
-    encode_account_change,
-    encode_account_signal,
-    encode_account_state,
-)
+from streams.common.account_signals_codec import decode_account_signal, encode_account_signal
+from streams.common.account_state_codec import decode_account_state, encode_account_state
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
-from streams.core.accounts import (
-    AccountStageChange,
-    AccountState,
-    Signal,
-    account_horizon,
-    account_of,
-    compact_account,
-    decide_account,
-    members_of,
-)
+from streams.common.stage_changes_codec import encode_account_change
+from streams.core.account import AccountStageChange, AccountState, Signal
+from streams.core.accounts import account_horizon, compact_account, decide_account
 from streams.core.revisions import latest_revisions, micros_of
 from streams.core.rules import Rules, load_rules
+from streams.core.signals import account_of
 from streams.local.generator import TrafficShape, generate
 from streams.replay import Replayer
-from tests.factories import BUYER, T0, days, event
+from tests.support.factories import BUYER, T0, days, event
+from tests.support.outcomes import members_of
 
 RULES = load_rules()
 

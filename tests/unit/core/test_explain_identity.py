@@ -12,14 +12,15 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from streams.cli import app
-from streams.core.accounts import Signal, summary_signals
+from streams.core.account import Signal
 from streams.core.explain import Ledger, explain, ledger, rounded_parts
 from streams.core.identity import absorb, summary_of
-from streams.core.lifecycle import LeadStageChange
+from streams.core.lead import LeadStageChange
 from streams.core.rules import Rules
+from streams.core.signals import summary_signals
 from streams.replay import Replayer, effective_changes, ids_bearing_on
-from tests.factories import BUYER, as_lines, event
-from tests.unit.core.test_identity import WIDE, stitched_logs
+from tests.support.factories import BUYER, as_lines, event
+from tests.support.random_logs import WIDE, stitched_logs
 
 VISITOR = "anon-1"
 LEAD = "lead-1"

@@ -15,70 +15,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.events import EVENT_ADAPTER, Event
-from streams.common.codecs import decode_state, encode_state
-from streams.core.lifecycle import LeadStageChange, LeadState, LinkRequest, Summary
+from streams.common.lead_state_codec import decode_state, encode_state
+from streams.core.lead import LeadStageChange, LeadState, LinkRequest, Summary
 from streams.core.qualify import Qualified, qualify, qualify_request, qualify_summary
 from streams.core.revisions import micros_of
-from streams.core.rules import Rules, load_rules
+from streams.core.rules import Rules
 from streams.replay import Replayer, effective_changes
-from tests.factories import BUYER, T0, as_lines, event
-
-RULES = load_rules()
-WIDE = RULES.model_copy(
-    update={"state": RULES.state.model_copy(update={"allowed_lateness_days": 180.0})}
+from tests.support.factories import BUYER, T0, as_lines, event
+from tests.support.random_logs import (
+    LEAD,
+    RULES,
+    VISITOR,
+    WIDE,
+    hours,
+    link_event,
+    stitched_logs,
 )
-"""Rules whose bound every generated log fits in."""
-VISITOR = "anon-1"
-LEAD = "lead-1"
-ANONYMOUS_TYPES = ["page_view", "pricing_page_view", "content_download", "webinar_attended"]
-hours = st.integers(0, 24 * 40)
-
-
-def link_event(
-    at: int, event_id: str, anonymous: str = VISITOR, lead: str = LEAD
-) -> dict[str, Any]:
-    document = event("identity_linked", timedelta(hours=at), lead=lead, event_id=event_id)
-    document["anonymous_id"] = anonymous
-    return document
-
-
-@st.composite
-def stitched_logs(draw: st.DrawFn) -> list[dict[str, Any]]:
-    """A visitor's anonymous events, the known lead's, and one or more links between them
-    (an explicit link, or the lead's events seen under the visitor's anonymous id)."""
-    documents = []
-    for index in range(draw(st.integers(0, 16))):
-        event_type = draw(st.sampled_from(ANONYMOUS_TYPES))
-        category = {"content_category": "case_study"} if event_type == "content_download" else {}
-        document = event(
-            event_type,
-            timedelta(hours=draw(st.integers(0, 24 * 12))),
-            lead=VISITOR,
-            event_id=f"anon-{index}",
-            source=draw(st.sampled_from([None, "google", "linkedin"])),
-            **category,
-        )
-        document["anonymous_id"] = VISITOR
-        documents.append(document)
-    signed_up = draw(hours)
-    sign_up = event(
-        "profile_updated", timedelta(hours=signed_up), lead=LEAD, event_id="signup", **BUYER
-    )
-    if draw(st.booleans()):
-        sign_up["anonymous_id"] = VISITOR
-    documents.append(sign_up)
-    for index in range(draw(st.integers(0, 6))):
-        documents.append(
-            event(
-                draw(st.sampled_from(["page_view", "email_open", "content_download"])),
-                timedelta(hours=draw(hours)),
-                lead=LEAD,
-                event_id=f"own-{index}",
-            )
-        )
-    for index in range(draw(st.integers(0 if "anonymous_id" in sign_up else 1, 2))):
-        documents.append(link_event(draw(hours), f"link-{index}"))
-    return documents
 
 
 def as_event(document: dict[str, Any]) -> Event:

@@ -8,10 +8,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.core.explain import ledger, rounded_parts
-from streams.core.lifecycle import entry_of
+from streams.core.lead import entry_of
 from streams.core.rules import Rules
-from tests.factories import BUYER, as_event, days, event
-from tests.unit.core.test_properties import RULES, in_event_time_order, lead_logs
+from tests.support.factories import BUYER, as_event, days, event
+from tests.support.random_logs import RULES, in_event_time_order, lead_logs
 
 
 def entries(documents: list[dict[str, Any]]) -> list[Any]:

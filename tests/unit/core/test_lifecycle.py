@@ -4,10 +4,11 @@ from datetime import timedelta
 
 import pytest
 
-from streams.core.lifecycle import change_id, decide
+from streams.core.lifecycle import decide
+from streams.core.publishing import change_id
 from streams.core.revisions import instant_of
 from streams.core.rules import Rules
-from tests.factories import (
+from tests.support.factories import (
     BUYER,
     COMPETITOR,
     STUDENT,

@@ -2,80 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.events import EVENT_TYPES, LINK_TYPES
 from schemas.stage_changes import STAGES, StageChange
-from streams.common.codecs import decode_state, encode_change, encode_state
-from streams.core.lifecycle import LeadStageChange, compact, decide, entry_of
+from streams.common.lead_state_codec import decode_state, encode_state
+from streams.common.stage_changes_codec import encode_change
+from streams.core.compaction import compact
+from streams.core.lead import LeadStageChange, entry_of
+from streams.core.lifecycle import decide
 from streams.core.revisions import instant_of
-from streams.core.rules import Rules, load_rules
-from streams.replay import current_stages, effective_changes
-from tests.factories import BUYER, COMPETITOR, STUDENT, VENDOR, WEAK, as_event, event, run
+from streams.core.rules import Rules
+from streams.replay import effective_changes
+from tests.support.factories import COMPETITOR, STUDENT, VENDOR, as_event, event, run
+from tests.support.outcomes import current_stages
+from tests.support.random_logs import RULES, WIDE, in_event_time_order, lead_logs
 
-RULES = load_rules()  # hypothesis does not mix with function-scoped fixtures
-WIDE = RULES.model_copy(
-    update={"state": RULES.state.model_copy(update={"allowed_lateness_days": 180.0})}
-)
-"""Rules whose bound every generated log fits in."""
-PROFILES = [
-    BUYER,
-    STUDENT,
-    COMPETITOR,
-    VENDOR,
-    WEAK,
-    {"job_title": "CTO"},
-    {"company_size": 900, "industry": "software"},
-    {"email": "x@acme.org"},
-]
 ORDER = {stage: rank for rank, stage in enumerate(STAGES[:-1])}
-LEAD_EVENT_TYPES = tuple(t for t in EVENT_TYPES if t not in LINK_TYPES)
-"""The types one lead's core folds (links are an identity's: tests/unit/core/test_identity.py)."""
-
-
-def properties_for(event_type: str) -> st.SearchStrategy[dict[str, Any]]:
-    if event_type == "profile_updated":
-        return st.sampled_from(PROFILES)
-    if event_type == "content_download":
-        return st.sampled_from(
-            [{}, {"content_category": "pricing_guide"}, {"content_category": "careers"}]
-        )
-    if event_type == "sales_contacted":
-        return st.sampled_from([{}, {"bant": {"budget": True, "need": False}}])
-    if event_type == "sales_disqualified":
-        return st.sampled_from([{"reason": "no_budget"}, {"reason": "competitor"}])
-    if event_type == "deal_won":
-        return st.just({"amount": 100.0, "currency": "EUR"})
-    if event_type == "advocacy":
-        return st.just({"kind": "review"})
-    return st.just({})
-
-
-# Hours on a coarse grid, so that ties (the same instant) happen often.
-instants = st.one_of(st.integers(0, 24 * 120), st.sampled_from([0, 1, 1, 48, 500]))
-
-
-@st.composite
-def lead_logs(draw: st.DrawFn, lead: str = "lead-1", max_size: int = 30) -> list[dict[str, Any]]:
-    """A lead's events, each with a distinct event_id, in a random arrival order."""
-    documents = []
-    for index in range(draw(st.integers(1, max_size))):
-        event_type = draw(st.sampled_from(LEAD_EVENT_TYPES))
-        documents.append(
-            event(
-                event_type,
-                timedelta(hours=draw(instants)),
-                lead=lead,
-                event_id=f"{lead}-{index}",
-                source=draw(st.sampled_from([None, "google", "linkedin"])),
-                **draw(properties_for(event_type)),
-            )
-        )
-    return documents
 
 
 def encoded(changes: list[LeadStageChange]) -> list[bytes]:
@@ -84,10 +29,6 @@ def encoded(changes: list[LeadStageChange]) -> list[bytes]:
 
 def without_revision(changes: dict[str, LeadStageChange]) -> dict[str, LeadStageChange]:
     return {cid: c._replace(revision=0) for cid, c in changes.items()}
-
-
-def in_event_time_order(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(documents, key=lambda d: tuple(entry_of(as_event(d))[:3]))
 
 
 @given(lead_logs())

@@ -14,7 +14,7 @@ from streams.core.scoring import (
     title_phrases,
     type_decay,
 )
-from tests.factories import BUYER
+from tests.support.factories import BUYER
 
 DAY = 86_400_000_000
 

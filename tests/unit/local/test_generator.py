@@ -7,7 +7,7 @@ from datetime import datetime
 
 import orjson
 
-from streams.common.codecs import decode_event
+from streams.common.events_codec import decode_event
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
 from streams.local.generator import TrafficShape, generate
 

@@ -1,4 +1,4 @@
-"""The bottlenecks reference (tests/funnel_reference.py), as docs/funnel.md defines it: per
+"""The bottlenecks reference (tests/support/funnel_reference.py), as docs/funnel.md defines it: per
 entry into a stage, exactly one outcome."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given
 
 from streams.core.rules import Rules
-from tests.funnel_reference import BOTTLENECK_OUTCOMES, expected_metrics
-from tests.lead_paths import example_paths, latest, lead_histories, replayed
+from tests.support.funnel_reference import BOTTLENECK_OUTCOMES, expected_metrics
+from tests.support.lead_paths import example_paths, latest, lead_histories, replayed
 
 
 def metrics_of(documents: list[dict[str, Any]], rules: Rules) -> dict[str, list[dict[str, Any]]]:

@@ -10,7 +10,7 @@ from projections.privacy import lead_id_for_storage
 from projections.projector import Projector, _Batch
 from projections.rows import EVENTS
 from streams.common.settings import PrivacySettings, Settings
-from tests.factories import event
+from tests.support.factories import event
 
 
 class Record(NamedTuple):

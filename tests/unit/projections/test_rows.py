@@ -26,12 +26,13 @@ from projections.rows import (
 )
 from schemas.accounts import AccountChange, AccountSignal
 from schemas.stage_changes import StageChange
-from streams.common.codecs import encode_account_change, encode_account_signal, encode_change
+from streams.common.account_signals_codec import encode_account_signal
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
+from streams.common.stage_changes_codec import encode_account_change, encode_change
 from streams.core.rules import Rules, load_rules
 from streams.local.generator import generate
 from streams.replay import Replayer
-from tests.factories import as_event, event
+from tests.support.factories import as_event, event
 
 TIMESTAMP_MS = 1_767_000_000_123
 

@@ -10,13 +10,13 @@ import pytest
 
 from schemas.events import ProfileUpdated
 from streams.collector.segment import to_event
-from streams.common.codecs import decode_event
+from streams.common.events_codec import decode_event
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
-from streams.core.lifecycle import entry_of
+from streams.core.lead import entry_of
 from streams.core.rules import Rules
 from streams.core.scoring import fit_ledger
 from streams.errors import InvalidEventError
-from tests.factories import event
+from tests.support.factories import event
 
 
 def profile_country(country: object) -> str | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from tests.funnel_reference import _days, _monday, _time, quantile
+from tests.support.funnel_reference import _days, _monday, _time, quantile
 
 Row = dict[str, Any]
 ACCOUNT_STAGES = ("engaged", "sales_ready", "customer")

@@ -15,16 +15,17 @@ import orjson
 from kafka import KafkaProducer
 
 from projections.report import ACCOUNT_VIEWS
-from streams.common.codecs import encode_account_change, encode_account_signal
+from streams.common.account_signals_codec import encode_account_signal
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES, Settings
-from streams.core.accounts import AccountStageChange, Signal
+from streams.common.stage_changes_codec import encode_account_change
+from streams.core.account import AccountStageChange, Signal
 from streams.core.revisions import latest_revisions
 from streams.core.rules import Rules
 from streams.local.broker import FETCH_MAX_WAIT, free_ports
 from streams.local.processes import LeadflowProcess, TopicReader, WorkerProcess, scrape_metrics
 from streams.replay import Replayer
-from tests.account_records import AccountLog
-from tests.funnel_reference import normalised
+from tests.support.account_records import AccountLog
+from tests.support.funnel_reference import normalised
 
 
 def unique(prefix: str) -> str:
@@ -123,8 +124,8 @@ def settings_from(env: dict[str, str]) -> Settings:
 
 def replay_bytes(documents: list[dict[str, Any]], rules: Rules) -> list[bytes]:
     """What `leadflow replay` prints for these events, as the encoded stage changes."""
-    from streams.common.codecs import encode_change
-    from streams.core.lifecycle import LeadStageChange
+    from streams.common.stage_changes_codec import encode_change
+    from streams.core.lead import LeadStageChange
 
     return [
         encode_change(item)
@@ -135,8 +136,8 @@ def replay_bytes(documents: list[dict[str, Any]], rules: Rules) -> list[bytes]:
 
 def replay_accounts(documents: list[dict[str, Any]], rules: Rules) -> dict[str, bytes]:
     """The effective account changes of `leadflow replay --accounts` for these events."""
-    from streams.common.codecs import encode_account_change
-    from streams.core.accounts import AccountStageChange
+    from streams.common.stage_changes_codec import encode_account_change
+    from streams.core.account import AccountStageChange
 
     return effective_accounts(
         encode_account_change(item)
@@ -149,8 +150,8 @@ def replay_accounts(documents: list[dict[str, Any]], rules: Rules) -> dict[str, 
 
 def replay_signals(documents: list[dict[str, Any]], rules: Rules) -> set[bytes]:
     """The account signals the lead side sends for these events, as their bytes."""
-    from streams.common.codecs import encode_account_signal
-    from streams.core.accounts import Signal
+    from streams.common.account_signals_codec import encode_account_signal
+    from streams.core.account import Signal
 
     return {
         encode_account_signal(item)

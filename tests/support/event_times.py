@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from schemas.events import EARLIEST_EVENT_TIME, LATEST_EVENT_TIME
 from streams.core.rules import MICROS_PER_DAY
-from tests.factories import BUYER, days, event
+from tests.support.factories import BUYER, days, event
 
 OUT_OF_RANGE = (
     "occurred_at: Input should be greater than or equal to 1970-01-01T00:00:00Z",

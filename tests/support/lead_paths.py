@@ -11,13 +11,13 @@ from typing import Any
 import orjson
 from hypothesis import strategies as st
 
-from streams.common.codecs import encode_change
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
-from streams.core.lifecycle import LeadStageChange
+from streams.common.stage_changes_codec import encode_change
+from streams.core.lead import LeadStageChange
 from streams.core.revisions import latest_revisions
 from streams.core.rules import Rules
 from streams.replay import Replayer
-from tests.factories import BUYER, WEAK, days, event
+from tests.support.factories import BUYER, WEAK, days, event
 
 Document = dict[str, Any]
 ACTIONS: dict[str, Callable[[str, timedelta], Document]] = {

@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 
 from schemas.events import EVENT_ADAPTER, Event
-from streams.core.lifecycle import LeadStageChange, LeadState, decide
+from streams.core.lead import LeadStageChange, LeadState
+from streams.core.lifecycle import decide
 from streams.core.rules import Rules
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from streams.common.codecs import decode_event
+from streams.common.events_codec import decode_event
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
 
 Row = dict[str, Any]

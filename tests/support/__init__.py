@@ -1,0 +1,3 @@
+"""What tests share: builders of events and logs, reference implementations of the views, the
+integration harness and waiting on conditions. Test modules import from here, never from each
+other."""
