@@ -3,6 +3,7 @@ the headers of a dead letter, which say why a message was rejected and where it 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from pydantic import ValidationError
@@ -47,6 +48,20 @@ def describe_validation_error(exc: ValidationError) -> str:
         else:
             reasons.append(f"{where or 'event'}: {error['msg']}")
     return "; ".join(reasons) or "invalid event"
+
+
+HISTORY_HEADER: Final = "leadflow-history"
+"""A Kafka header marking a message as history (an import, a backfill), not something that
+happened now: what it causes is marked the same way, and nothing alerts on it."""
+HISTORY_HEADERS: Final = [(HISTORY_HEADER, b"1")]
+
+
+def is_history(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None) -> bool:
+    """Whether a message's headers (pairs, or a mapping as Faust may give them) mark it as
+    history."""
+    if isinstance(headers, Mapping):
+        return HISTORY_HEADER in headers
+    return any(name == HISTORY_HEADER for name, _ in headers or ())
 
 
 def dead_letter_headers(

@@ -34,7 +34,12 @@ from kafka.partitioner.default import murmur2
 from schemas.events import Event
 from streams.common.account_signals_codec import decode_account_signal, encode_account_signal
 from streams.common.account_state_codec import decode_account_state, encode_account_state
-from streams.common.events_codec import dead_letter_headers, decode_event
+from streams.common.events_codec import (
+    HISTORY_HEADERS,
+    dead_letter_headers,
+    decode_event,
+    is_history,
+)
 from streams.common.identity_records_codec import (
     decode_identity_record,
     encode_link_request,
@@ -63,6 +68,7 @@ class Message(Protocol):
     timestamp: float
     key: bytes | None
     value: bytes | None
+    headers: Any
 
 
 class Consumed(Protocol):
@@ -274,7 +280,8 @@ class StateAgent:
             if route.forward is not None:
                 # A producer with another partitioner (or no key) put it here; the state lives
                 # on `home`. Forward it unchanged; the worker that owns `home` applies it.
-                await batch.send(route.forward, key=key, value=raw, partition=home)
+                headers = HISTORY_HEADERS if is_history(message.headers) else None
+                await batch.send(route.forward, key=key, value=raw, partition=home, headers=headers)
                 self.metrics.rerouted.inc()
             return
         held = batch.held(key)
@@ -309,9 +316,16 @@ class StateAgent:
             await self.dead_letter(batch, message, "state_too_large", reason)
             return
         batch.sizes[key] = size
+        # What history causes is history too: stage changes, signals and identity records of
+        # an imported event carry the mark on, and nothing downstream alerts on them.
+        headers = HISTORY_HEADERS if is_history(message.headers) else None
         for output in step.outputs:
             await batch.send(
-                output.send, key=output.key, value=output.value, partition=output.partition
+                output.send,
+                key=output.key,
+                value=output.value,
+                partition=output.partition,
+                headers=headers,
             )
         batch.keep(consumed, key, step.state, self.codec.encode)
         if route.timed and message.timestamp:

@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from streams.common.account_state_codec import decode_account_state
+from streams.common.events_codec import HISTORY_HEADER
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
 from streams.common.stage_changes_codec import encode_account_change, encode_change
 from streams.core.account import AccountStageChange
@@ -352,3 +353,39 @@ def test_a_cached_state_is_used_only_while_the_table_holds_its_bytes(rules: Rule
     asyncio.run(scenario())
     stages = [orjson.loads(v)["to_stage"] for v in worker.topics["changes"].values()]
     assert stages == ["subscriber", "lead", "sql"]
+
+
+def test_what_history_causes_is_marked_as_history(rules: Rules) -> None:
+    worker = Worker(rules, accounts=True)
+    imported = [
+        event("profile_updated", lead="old", **BUYER),
+        event("demo_request", days(1), lead="old"),
+    ]
+    live = [event("profile_updated", days(2), lead="new", **BUYER)]
+    home = partition_for(b"old", PARTITIONS)
+    mark = [(HISTORY_HEADER, b"1")]
+
+    async def history() -> None:
+        for number, document in enumerate(imported):
+            # The second one on the wrong partition: forwarded with its mark.
+            partition = home if number == 0 else (home + 1) % PARTITIONS
+            await worker.topics["events"].send(
+                key=b"old", value=orjson.dumps(document), partition=partition, headers=mark
+            )
+        await worker.drain()
+
+    async def now() -> None:
+        await worker.publish(live)
+        await worker.drain()
+
+    asyncio.run(history())
+    forwarded = worker.topics["events"].records[-1]
+    assert forwarded.partition == home and forwarded.headers == mark
+    for topic in ("changes", "signals", "account_changes"):
+        assert worker.topics[topic].records, topic
+        assert all(r.headers == mark for r in worker.topics[topic].records), topic
+    before = {topic: len(worker.topics[topic].records) for topic in ("changes", "signals")}
+    asyncio.run(now())
+    for topic, seen in before.items():
+        added = worker.topics[topic].records[seen:]
+        assert added and all(r.headers == [] for r in added), topic
