@@ -54,9 +54,10 @@ def create_app(
     worker = settings.worker
     app = faust_app(settings)
     events = app.topic(topics.events, partitions=topics.partitions, **RAW_BYTES)
-    summaries = app.topic(topics.identity_summaries, partitions=topics.partitions, **RAW_BYTES)
-    # The lead agent reads both: a summary changes its known lead's state, which only the agent
-    # of that lead's partition may write (the topics are co-partitioned: same partition count).
+    # The identity topic (LEADFLOW_TOPICS__IDENTITY_SUMMARIES): link requests and summaries.
+    identity = app.topic(topics.identity_summaries, partitions=topics.partitions, **RAW_BYTES)
+    # The lead agent reads both: an identity record changes a lead's (or an identity's) state,
+    # which only the agent of its partition may write (the topics are co-partitioned).
     lead_input = app.topic(
         topics.events, topics.identity_summaries, partitions=topics.partitions, **RAW_BYTES
     )
@@ -76,7 +77,7 @@ def create_app(
         cache=StateCache(worker.lead_cache),
         send_account_signal=producer_send(app, account_signals) if worker.accounts else None,
         shadow=shadow,
-        send_identity=producer_send(app, summaries),
+        send_identity=producer_send(app, identity),
         identity_topic=topics.identity_summaries,
     )
 
