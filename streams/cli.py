@@ -129,6 +129,16 @@ def _writable(path: Path | None, option: str) -> None:
         raise LeadflowError(f"cannot write {path} ({option}): it is a folder; give a file name")
 
 
+ArrivalOrderOption = Annotated[
+    bool,
+    typer.Option(
+        "--arrival-order",
+        help="Keep the order of the lines, as a live stream saw them, instead of sorting the "
+        "events by event time.",
+    ),
+]
+
+
 @app.command(short_help="Run the core over an event log; print the stage changes.")
 def replay(
     ctx: typer.Context,
@@ -140,22 +150,51 @@ def replay(
             "--accounts", help="Print the account changes (leadflow.account-changes) instead."
         ),
     ] = False,
+    arrival_order: ArrivalOrderOption = False,
 ) -> None:
     """Run the qualification core over an event log; print stage changes as JSON lines.
 
+    The events are replayed in event-time order (by occurred_at, then event_id), so any order
+    of the same lines gives the same result; --arrival-order replays them in the file's order.
     Invalid lines are reported on stderr with their number and reason and do not stop the run;
     the last line on stderr counts them. Exits 1 if the file cannot be read, is not JSON lines,
     or holds no valid event.
     """
+    from contextlib import ExitStack
+
+    from streams.common.event_order import FollowedLines, lines_in_event_time_order
+
     settings = _settings(ctx)
     replayer = Replayer(
         _rules(rules, settings), max_event_bytes=settings.max_event_bytes, accounts=accounts
     )
     out = sys.stdout.buffer
-    with _open_events(events) as handle, _reader_may_stop():
-        for item in replayer.run(handle):
+    rejected = 0
+
+    def report_bad(line_number: int, reason: str) -> None:
+        err.print(f"line {line_number}: {reason}", markup=False, highlight=False)
+
+    with ExitStack() as stack:
+        handle = stack.enter_context(_open_events(events))
+        stack.enter_context(_reader_may_stop())
+        lines: Any = handle
+        if not arrival_order:
+            ordered = stack.enter_context(
+                lines_in_event_time_order(
+                    events,
+                    handle,
+                    settings.max_event_bytes,
+                    lambda bad: report_bad(bad.origin.line, bad.reason),
+                    None if events == "-" else os.path.getsize(events),
+                )
+            )
+            rejected = ordered.rejected
+            lines = FollowedLines(ordered)
+        for item in replayer.run(lines):
             if isinstance(item, BadLine):
-                err.print(f"line {item.line_number}: {item.reason}", markup=False, highlight=False)
+                # Sorted, the replayer numbers the lines it was given: name the file's line.
+                shown = item.line_number if arrival_order else lines.current.line
+                report_bad(shown, item.reason)
             elif isinstance(item, AccountStageChange):
                 out.write(encode_account_change(item))
                 out.write(b"\n")
@@ -164,9 +203,10 @@ def replay(
                 out.write(b"\n")
         out.flush()
     counts = replayer.counts
+    bad = counts.bad + rejected
     summary = (
         f"replayed {counts.events} events of {len(replayer.states)} leads "
-        f"({counts.duplicates} duplicates, {counts.bad} bad lines) -> "
+        f"({counts.duplicates} duplicates, {bad} bad lines) -> "
         f"{counts.stage_changes} stage changes"
     )
     if accounts:
@@ -175,7 +215,7 @@ def replay(
             f"accounts -> {counts.account_changes} account changes"
         )
     err.print(summary, highlight=False)
-    _fail_without_valid_events(events, counts.events + counts.duplicates, counts.bad)
+    _fail_without_valid_events(events, counts.events + counts.duplicates, bad)
 
 
 def _fail_without_valid_events(name: str, valid: int, bad: int) -> None:
@@ -206,10 +246,14 @@ def explain(
         typer.Option("--at", help="The ledger right after this event (its event_id)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the ledger as JSON.")] = False,
+    arrival_order: ArrivalOrderOption = False,
 ) -> None:
     """Show one lead's score history and why each of its stage changes happened; with
     --ledger, which fact gave how many fit points, and what each engagement event still
-    gives the score (its points, what its cap clipped, its decay), adding up to the scores."""
+    gives the score (its points, what its cap clipped, its decay), adding up to the scores.
+    Its events are replayed in event-time order (--arrival-order: in the file's order)."""
+    from streams.common.event_order import lines_in_event_time_order
+
     settings = _settings(ctx)
     loaded = _rules(rules, settings)
     replayer = Replayer(loaded, max_event_bytes=settings.max_event_bytes, keep_compacted=True)
@@ -218,12 +262,21 @@ def explain(
     with _open_events(events) as handle:
         kept = list(handle) if events == "-" else None
         ids = ids_bearing_on(handle if kept is None else kept, lead_id, settings.max_event_bytes)
+    rejected = 0
     with _open_events(events) if kept is None else nullcontext(iter(kept)) as handle:
-        for _ in replayer.run(lines_naming(handle, ids)):
-            pass
-    if replayer.counts.bad:
+        naming = lines_naming(handle, ids)
+        if arrival_order:
+            for _ in replayer.run(naming):
+                pass
+        else:
+            max_bytes = settings.max_event_bytes
+            with lines_in_event_time_order(events, naming, max_bytes, lambda _: None) as ordered:
+                for _ in replayer.run(raw for _, raw in ordered):
+                    pass
+            rejected = ordered.rejected
+    if replayer.counts.bad + rejected:
         err.print(
-            f"{replayer.counts.bad} of the lines naming this lead were bad and left out "
+            f"{replayer.counts.bad + rejected} of the lines naming this lead were bad and left out "
             f"(leadflow replay {events} lists them)",
             markup=False,
             highlight=False,
@@ -301,9 +354,12 @@ def whatif(
         Path | None,
         typer.Option("--html", help="Also write the comparison as one HTML page.", dir_okay=False),
     ] = None,
+    arrival_order: ArrivalOrderOption = False,
 ) -> None:
     """Replay a log under the rules in force and under a draft; print both funnels side by side
-    and every lead whose stage history the draft changes."""
+    and every lead whose stage history the draft changes. The events are replayed in
+    event-time order, from a file or the topic (--arrival-order: in the order read)."""
+    from streams.common.event_order import RejectedLine, lines_in_event_time_order
     from streams.whatif import what_if
     from streams.whatif_terminal import print_what_if
 
@@ -321,6 +377,14 @@ def whatif(
         from streams.common.kafka_clients import read_whole_topic
 
         lines = read_whole_topic(settings, settings.topics.events)
+    if not arrival_order:
+        rejected: list[RejectedLine] = []
+        source = events or "the events topic"
+        with lines_in_event_time_order(
+            source, lines, settings.max_event_bytes, rejected.append
+        ) as ordered:
+            # Bad lines go last: the comparison counts them as it always did.
+            lines = [raw for _, raw in ordered] + [lines[bad.origin.line - 1] for bad in rejected]
     comparison = what_if(lines, in_force, draft, settings.max_event_bytes)
     with _reader_may_stop():
         if as_json:
@@ -475,6 +539,73 @@ def publish(ctx: typer.Context, events: EventsArgument) -> None:
             + (" (and other reasons, above)" if len(reasons) > 1 else "")
         )
     _fail_without_valid_events(events, report.sent, len(report.rejected))
+
+
+@app.command("import", short_help="Load your history: publish event files in event-time order.")
+def import_command(
+    ctx: typer.Context,
+    files: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="FILE...", help="JSON-lines event files, in any line order; '-' reads stdin."
+        ),
+    ],
+    checkpoint_dir: Annotated[
+        Path,
+        typer.Option(
+            "--checkpoint-dir",
+            help="Where an import records how far it got, to resume after an interruption.",
+            file_okay=False,
+        ),
+    ] = Path(".leadflow/import"),
+    restart: Annotated[
+        bool,
+        typer.Option("--restart", help="Ignore an earlier run's checkpoint; send everything."),
+    ] = False,
+    stop_after: Annotated[
+        int | None,
+        typer.Option(
+            "--stop-after",
+            hidden=True,
+            min=1,
+            help="For tests only: stop once this many events were acknowledged, as an "
+            "interruption would.",
+        ),
+    ] = None,
+) -> None:
+    """Load a history (CRM and analytics exports) into the events topic: every file is
+    validated, the valid events of all files are sorted together by event time and published
+    in that order (keyed by lead_id, acks=all), each marked as history so that nothing alerts
+    on it. The stage changes and the funnel then equal `leadflow replay` of the same files.
+
+    Invalid lines are reported on stderr as FILE:LINE: reason and are not sent. An interrupted
+    import, run again with the same files, resumes after the events the broker acknowledged.
+    Needs the broker (LEADFLOW_KAFKA__BOOTSTRAP_SERVERS) and the events topic."""
+    from streams.importer import describe, import_history
+
+    settings = _settings(ctx)
+
+    def report_bad(bad: Any) -> None:
+        err.print(f"{bad.origin.source}:{bad.origin.line}: {bad.reason}", markup=False)
+
+    def say(line: str) -> None:
+        err.print(line, markup=False, highlight=False)
+
+    try:
+        done = import_history(
+            files, settings, report_bad, checkpoint_dir, restart, stop_after, say=say
+        )
+    except KeyboardInterrupt:
+        raise LeadflowError(
+            "import interrupted: run the same command again to resume after the events "
+            "the broker acknowledged"
+        ) from None
+    for line in describe(done, settings.topics.events):
+        say(line)
+    if done.stopped_early:
+        say(f"stopped after {done.sent} events (--stop-after); run again to send the rest")
+    if done.events == 0:
+        _fail_without_valid_events(", ".join(files), 0, done.rejected)
 
 
 @app.command(short_help="Run the local Kafka-protocol broker in the foreground.")

@@ -6,7 +6,7 @@ default partitioner), with acks from all in-sync replicas.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,13 +38,15 @@ def publish_events(
     events: Iterable[dict[str, Any] | BaseModel | bytes],
     settings: Settings,
     producer: Any = None,
+    headers: Sequence[tuple[str, bytes]] = (),
 ) -> PublishReport:
     """Validate each event, send the valid ones, and return once the broker answered for each.
 
     `events` may be dicts, contract models or raw JSON bytes. Only the events the broker
     acknowledged count as sent; invalid events (not sent) and events the broker did not take
-    are in the report with their positions and reasons. Raises BrokerUnreachableError when no
-    broker answers at all.
+    are in the report with their positions and reasons. Every message carries `headers`
+    (e.g. the history mark of `leadflow import`). Raises BrokerUnreachableError when no broker
+    answers at all.
     """
     from kafka.errors import KafkaError, KafkaTimeoutError
 
@@ -53,6 +55,7 @@ def publish_events(
         producer = make_producer(settings)
     report = PublishReport()
     sends: list[tuple[int, Any]] = []
+    message_headers = list(headers) or None
     blocked: str | None = None
     try:
         for position, raw in enumerate(_as_bytes(events)):
@@ -66,7 +69,10 @@ def publish_events(
                 continue
             try:
                 future = producer.send(
-                    settings.topics.events, key=event.lead_id.encode(), value=raw
+                    settings.topics.events,
+                    key=event.lead_id.encode(),
+                    value=raw,
+                    headers=message_headers,
                 )
             except KafkaTimeoutError as exc:
                 # No metadata or no buffer within max_block_ms: every later send would wait

@@ -1,0 +1,216 @@
+"""Events in event-time order, whatever the order of their lines.
+
+History exports come one object type at a time (all profiles, then all web visits, then all sales
+activities), each sorted by time, the file as a whole not. Sorting every valid event by
+(occurred_at, event_id, bytes) gives one total order that does not depend on the order of the
+input: any permutation of a log gives the same events in the same order, byte for byte, and
+copies of one event sit together.
+
+Memory stays bounded: runs of lines up to a byte budget are sorted in memory, each spilled to a
+temporary file when the input does not fit in one run, and the runs are merged. Invalid lines are
+reported with where they came from (file and line), never dropped silently and never in the
+output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import struct
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, NamedTuple
+
+from streams.common.events_codec import decode_event
+from streams.common.progress import terminal_progress
+from streams.core.revisions import micros_of
+from streams.errors import InvalidEventError
+
+DEFAULT_RUN_BYTES = 64 * 1024 * 1024
+"""How many bytes of lines are sorted in memory before a run is spilled to disk."""
+# What a kept line costs beyond its bytes: the record tuple, its int, str and bytes objects.
+_RECORD_OVERHEAD = 200
+_FINGERPRINT_MODULUS = 2**128
+# micros, event_id length, raw length, source index, line number
+_SPILLED = struct.Struct(">qHIII")
+
+_Record = tuple[int, str, bytes, int, int]
+"""(occurred_at in UTC microseconds, event_id, raw line, source index, line number)"""
+
+
+class Origin(NamedTuple):
+    """Where a line came from: its file (or another source's name) and its line number."""
+
+    source: str
+    line: int
+
+
+class RejectedLine(NamedTuple):
+    """A line that is not a valid event, where it came from, and why."""
+
+    origin: Origin
+    reason: str
+
+
+@dataclass
+class SortedEvents:
+    """The valid events of the input in event-time order (iterate once), and what was read."""
+
+    sources: list[str] = field(default_factory=list)
+    lines: int = 0
+    """Lines read, blank ones included."""
+    events: int = 0
+    """Valid events (each copy of a repeated event counts)."""
+    rejected: int = 0
+    """Lines that were not valid events (each reported to `on_rejected`)."""
+    spilled_runs: int = 0
+    """Runs written to disk (0 when the input fitted in memory)."""
+    _fingerprint: int = 0
+    _merged: Iterator[_Record] = field(default_factory=lambda: iter(()))
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the valid events as a multiset: the same for any order of the same
+        lines, different when an event is added, removed or changed."""
+        return f"{self.events:x}-{self._fingerprint:032x}"
+
+    def __iter__(self) -> Iterator[tuple[Origin, bytes]]:
+        sources = self.sources
+        for _, _, raw, source, line in self._merged:
+            yield Origin(sources[source], line), raw
+
+
+def numbered(source: str, lines: Iterable[bytes]) -> Iterator[tuple[str, int, bytes]]:
+    """The lines of one source with their line numbers (from 1), as `sorted_by_event_time`
+    reads them."""
+    for number, raw in enumerate(lines, start=1):
+        yield source, number, raw
+
+
+@contextmanager
+def sorted_by_event_time(
+    lines: Iterable[tuple[str, int, bytes]],
+    max_event_bytes: int,
+    on_rejected: Callable[[RejectedLine], None],
+    run_bytes: int = DEFAULT_RUN_BYTES,
+    temp_dir: Path | None = None,
+    on_read: Callable[[int], None] | None = None,
+) -> Iterator[SortedEvents]:
+    """Read every (source, line number, raw line), validate it as the workers do, and give the
+    valid events in event-time order; temporary files (in `temp_dir`, else TMPDIR) are removed
+    on exit.
+
+    A blank line is skipped; an invalid one goes to `on_rejected` during the read, in input
+    order. `on_read` is told the bytes of each line read (for a progress bar). The lines are
+    given without their line ending.
+    """
+    result = SortedEvents()
+    source_index: dict[str, int] = {}
+    with ExitStack() as cleanup:
+        spill_dir: Path | None = None
+        spilled: list[Path] = []
+        run: list[_Record] = []
+        run_size = 0
+        for source, number, raw in lines:
+            result.lines += 1
+            if on_read is not None:
+                on_read(len(raw))
+            if not raw.strip():
+                continue
+            index = source_index.get(source)
+            if index is None:
+                index = source_index[source] = len(result.sources)
+                result.sources.append(source)
+            try:
+                # The same bytes as a worker would get them: the line ending included, as
+                # `leadflow publish` sends it.
+                event = decode_event(raw, max_event_bytes)
+            except InvalidEventError as exc:
+                result.rejected += 1
+                on_rejected(RejectedLine(Origin(source, number), exc.reason))
+                continue
+            kept = raw.rstrip(b"\r\n")
+            result.events += 1
+            result._fingerprint = (result._fingerprint + _digest(kept)) % _FINGERPRINT_MODULUS
+            micros = micros_of(event.occurred_at)
+            run.append((micros, event.event_id, kept, index, number))
+            run_size += len(kept) + len(event.event_id) + _RECORD_OVERHEAD
+            if run_size >= run_bytes:
+                if spill_dir is None:
+                    spill_dir = Path(
+                        cleanup.enter_context(
+                            tempfile.TemporaryDirectory(prefix="leadflow-sort-", dir=temp_dir)
+                        )
+                    )
+                spilled.append(_spill(sorted(run), spill_dir / f"run-{len(spilled)}"))
+                run = []
+                run_size = 0
+        run.sort()
+        result.spilled_runs = len(spilled)
+        if spilled:
+            readers = [_read_run(cleanup.enter_context(path.open("rb"))) for path in spilled]
+            result._merged = heapq.merge(*readers, iter(run))
+        else:
+            result._merged = iter(run)
+        yield result
+
+
+def _digest(raw: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=16).digest(), "big")
+
+
+def _spill(run: list[_Record], path: Path) -> Path:
+    with path.open("wb", buffering=1024 * 1024) as out:
+        for micros, event_id, raw, source, line in run:
+            encoded_id = event_id.encode()
+            out.write(_SPILLED.pack(micros, len(encoded_id), len(raw), source, line))
+            out.write(encoded_id)
+            out.write(raw)
+    return path
+
+
+def _read_run(handle: IO[bytes]) -> Iterator[_Record]:
+    size = _SPILLED.size
+    while header := handle.read(size):
+        micros, id_length, raw_length, source, line = _SPILLED.unpack(header)
+        event_id = handle.read(id_length).decode()
+        raw = handle.read(raw_length)
+        yield micros, event_id, raw, source, line
+
+
+class FollowedLines:
+    """The raw lines of sorted events, remembering where the last one given came from: a
+    consumer that reports something about the line it just took (the replay's bad lines) can
+    name its original file and line."""
+
+    def __init__(self, events: Iterable[tuple[Origin, bytes]]) -> None:
+        self._events = events
+        self.current = Origin("", 0)
+
+    def __iter__(self) -> Iterator[bytes]:
+        for origin, raw in self._events:
+            self.current = origin
+            yield raw
+
+
+@contextmanager
+def lines_in_event_time_order(
+    source: str,
+    lines: Iterable[bytes],
+    max_event_bytes: int,
+    on_rejected: Callable[[RejectedLine], None],
+    total_bytes: int | None = None,
+) -> Iterator[SortedEvents]:
+    """`sorted_by_event_time` of one source's lines, with a progress bar while they are read
+    when stderr is a terminal (`total_bytes`, when known, sizes it)."""
+    with ExitStack() as stack:
+        with terminal_progress("sorting", total_bytes, unit_is_bytes=True) as read:
+            ordered = stack.enter_context(
+                sorted_by_event_time(
+                    numbered(source, lines), max_event_bytes, on_rejected, on_read=read
+                )
+            )
+        yield ordered
