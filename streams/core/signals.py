@@ -83,9 +83,10 @@ def summary_signals(
     """The signals to publish after `decision` applied a linked identity's `summary` to its
     known lead: the account hears the engagement (and a stage) the summary gives the lead at
     once, not at the lead's next event. They cite the identity's latest event."""
-    if decision.duplicate or decision.refused is not None or decision.state.silent:
-        return ()
     after = decision.state
+    if decision.duplicate or decision.refused is not None or after.silent or not after.tail:
+        # A lead with no event yet (a summary can come first after a crash) has no account.
+        return ()
     cause = summary.steps[-1].cause if summary.steps else after.tail[-1].event_id
     return _signals(before, decision, cause, rules)
 

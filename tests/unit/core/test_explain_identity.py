@@ -16,6 +16,7 @@ from streams.core.account import Signal
 from streams.core.explain import Ledger, explain, ledger, rounded_parts
 from streams.core.identity import absorb, summary_of
 from streams.core.lead import LeadStageChange
+from streams.core.qualify import qualify_summary
 from streams.core.rules import Rules
 from streams.core.signals import summary_signals
 from streams.replay import Replayer, effective_changes, ids_bearing_on
@@ -192,3 +193,18 @@ def test_the_ledger_adds_up_to_every_stage_change_of_a_stitched_lead(
     upto = data.draw(st.integers(0, len(entries) - 1))
     shown = ledger(entries, state.attribution, WIDE, upto, state.linked, visitors)
     assert abs(sum(c.decayed_to for c in shown.engagement) - shown.engagement_score) < 5e-7
+
+
+def test_a_summary_before_any_event_of_its_lead_tells_no_account_and_fails_nothing(
+    rules: Rules,
+) -> None:
+    """After a crash, a summary can reach its lead before the lead's own events are applied
+    again: the lead has no event yet, so no account to tell."""
+    replayer, _, _ = replayed([*pricing_views(40), sign_up()], rules)
+    summary = summary_of(replayer.states[VISITOR], rules)
+    assert summary is not None
+    # The last: a visitor without engagement of its own (none of its events scores).
+    quiet = summary._replace(steps=())
+    for arriving in (summary, summary._replace(steps=(), withdrawn=True), quiet):
+        applied = qualify_summary(None, arriving, rules, accounts=True)
+        assert applied.signals == ()
