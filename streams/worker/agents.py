@@ -475,25 +475,31 @@ class LeadQualifier:
         for change in qualified.changes:
             step.outputs.append(Output(self.send_change, key, encode_change(change)))
         if self.send_account_signal is not None:
-            # The partition is named, not left to the producer: an account's state lives on
-            # one partition of its table, so every signal of the account must reach that one.
             for signal in qualified.signals:
-                account_key = signal.account_id.encode()
-                value = encode_account_signal(signal)
-                partition = partition_for(account_key, self.partitions)
-                step.outputs.append(Output(self.send_account_signal, account_key, value, partition))
+                step.outputs.append(
+                    self._to_owner(
+                        self.send_account_signal, signal.account_id, encode_account_signal(signal)
+                    )
+                )
         if self.send_identity is not None:
             for request in qualified.requests:
-                key = request.identity.encode()
-                value = encode_link_request(request)
-                partition = partition_for(key, self.partitions)
-                step.outputs.append(Output(self.send_identity, key, value, partition))
+                step.outputs.append(
+                    self._to_owner(
+                        self.send_identity, request.identity, encode_link_request(request)
+                    )
+                )
             for summary in qualified.summaries:
-                key = summary.to_id.encode()
-                value = encode_summary(summary)
-                partition = partition_for(key, self.partitions)
-                step.outputs.append(Output(self.send_identity, key, value, partition))
+                step.outputs.append(
+                    self._to_owner(self.send_identity, summary.to_id, encode_summary(summary))
+                )
         return step
+
+    def _to_owner(self, send: Send, owner: str, value: bytes) -> Output:
+        """A message for another state, keyed by its owner. The partition is named, not left to
+        the producer: the owner's state lives on one partition of its table, so every message
+        for it must reach that one."""
+        key = owner.encode()
+        return Output(send, key, value, partition_for(key, self.partitions))
 
     def _counter(self, qualified: Qualified, applied: Callable[[], None]) -> Callable[[], None]:
         metrics = self.metrics
