@@ -72,9 +72,17 @@ class LocalBroker:
     ...     print(broker.bootstrap_servers)
     """
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        log_path: Path | None = None,
+        schema_registry: Path | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.log_path = log_path
+        self.schema_registry = schema_registry
+        """A folder of `TOPIC.json` schemas the broker validates records against (tests use it
+        to make the broker refuse a record)."""
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -112,7 +120,10 @@ class LocalBroker:
                 url,
                 "--storage-engine",
                 "memory://tansu/",
+                *self._registry_arguments(),
             ],
+            # The broker reads the registry's path relative to its working directory.
+            cwd=self.schema_registry.parent if self.schema_registry is not None else None,
             stdin=subprocess.DEVNULL,
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
@@ -128,6 +139,11 @@ class LocalBroker:
             self.stop()
             raise
         return self
+
+    def _registry_arguments(self) -> list[str]:
+        if self.schema_registry is None:
+            return []
+        return ["--schema-registry", f"file://./{self.schema_registry.name}"]
 
     def _wait_until_it_answers(self, url: str, deadline: float) -> None:
         assert self._process is not None

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -168,7 +169,9 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def test_leadflow_broker_whose_broker_dies_exits_1_and_says_so() -> None:
+@contextmanager
+def leadflow_broker() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`leadflow broker --port 0`, once it said ready, with the pid of its broker; killed after."""
     process = subprocess.Popen(
         [sys.executable, "-m", "streams", "broker", "--port", "0"],
         stdin=subprocess.DEVNULL,
@@ -179,35 +182,28 @@ def test_leadflow_broker_whose_broker_dies_exits_1_and_says_so() -> None:
         assert process.stdout is not None
         assert process.stdout.readline().startswith(b"broker ready: ")
         (tansu,) = _children(process.pid)
+        yield process, tansu
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_leadflow_broker_whose_broker_dies_exits_1_and_says_so() -> None:
+    with leadflow_broker() as (process, tansu):
         os.kill(tansu, signal.SIGKILL)
         assert process.wait(timeout=15) == 1
         assert process.stderr is not None
         lines = process.stderr.read().decode().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: the broker on "), lines
         assert "exited with code -9" in lines[0], lines
-    finally:
-        process.kill()
-        process.wait()
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_leadflow_broker_stops_its_broker_at_once(stop: int) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streams", "broker", "--port", "0"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().startswith(b"broker ready: ")
-        (tansu,) = _children(process.pid)
+    with leadflow_broker() as (process, tansu):
         started = time.monotonic()
         process.send_signal(stop)
         assert process.wait(timeout=15) == 0
         # The broker heeded the stop: it was not left to the kill after stop()'s 10 s.
         assert time.monotonic() - started < 5
         assert not Path(f"/proc/{tansu}").exists()
-    finally:
-        process.kill()
-        process.wait()

@@ -8,22 +8,18 @@ cannot make a send fail here.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.common.kafka_clients import create_topics, read_whole_topic
 from streams.common.publish import publish_events
-from streams.local.broker import broker_binary, free_port
+from streams.local.broker import LocalBroker, free_port
 from tests.support.factories import days, event
 from tests.support.harness import Pipeline
-from tests.support.waiting import wait_for
 
 ACCEPTED_LEADS = {"type": "string", "pattern": "^ok-"}
 NOTHING_ACCEPTED = {"type": "object", "required": ["a field no record has"]}
@@ -44,49 +40,12 @@ def refusing(tmp_path: Path) -> Iterator[Pipeline]:
     ):
         schema = {"type": "object", "properties": {"value": value}}
         (schemas / f"{topic}.json").write_bytes(orjson.dumps(schema))
-    url = f"tcp://127.0.0.1:{port}"
-    with (tmp_path / "broker.log").open("ab") as log:
-        broker = subprocess.Popen(
-            [
-                broker_binary(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-                # Read relative to the working directory.
-                "--schema-registry",
-                "file://./schemas",
-            ],
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={"PATH": os.environ.get("PATH", ""), "RUST_LOG": "warn"},
-        )
-    try:
-        wait_for(
-            lambda: broker.poll() is None and _answers(pipeline.bootstrap_servers),
-            bool,
-            timeout=15,
-            what="the broker with a schema registry to answer",
-        )
+    with LocalBroker(port, tmp_path / "broker.log", schema_registry=schemas):
         create_topics(pipeline.settings)
-        yield pipeline
-    finally:
-        pipeline.close()
-        broker.terminate()
-        broker.wait(10)
-
-
-def _answers(bootstrap_servers: str) -> bool:
-    try:
-        KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=2000).close()
-    except (KafkaConnectionError, KafkaTimeoutError, OSError):
-        return False
-    return True
+        try:
+            yield pipeline
+        finally:
+            pipeline.close()
 
 
 def test_publish_counts_only_what_the_broker_acknowledged(refusing: Pipeline) -> None:
