@@ -51,3 +51,10 @@ class StageChange(BaseModel):
     sequence: int = Field(ge=0, description="Position of this change in the lead's history.")
     revision: int = Field(ge=0, description="Higher revision of a change_id supersedes lower.")
     retracted: bool = Field(default=False, description="True: this change no longer happens.")
+    applied_late: bool = Field(
+        default=False,
+        description=(
+            "True: an event older than the lead's detailed past moved it, and its moment or"
+            " scores are approximate (docs/rules.md); its stage and rule are exact."
+        ),
+    )

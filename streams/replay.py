@@ -35,8 +35,6 @@ class ReplayCounts:
     events: int = 0
     duplicates: int = 0
     bad: int = 0
-    too_late: int = 0
-    """Events that sort before their lead's horizon (reported as bad lines too)."""
     stage_changes: int = 0
     account_signals: int = 0
     account_signals_late: int = 0
@@ -94,10 +92,6 @@ class Replayer:
                 continue
             if qualified.duplicate:
                 counts.duplicates += 1
-                continue
-            if qualified.too_late is not None:
-                counts.too_late += 1
-                yield BadLine(number, qualified.too_late)
                 continue
             counts.identity_conflicts += qualified.conflict
             if qualified.refused is not None:

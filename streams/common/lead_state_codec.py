@@ -26,20 +26,28 @@ from streams.common.codec_parts import (
 )
 from streams.core.compaction import compact, restore
 from streams.core.lead import (
+    EMPTY_FOLD,
+    EMPTY_PAST,
     PROFILE_FIELDS,
     Attribution,
     Entry,
     Fold,
+    Kept,
     LeadState,
     Link,
+    Mark,
+    Past,
     Rank,
     rank_of,
 )
 from streams.core.rules import Rules
 from streams.errors import InvalidStateError
 
-LEAD_STATE_FORMAT: Final = 3
-"""Version of the stored lead state layout; a worker refuses (dead-letters) a state of another."""
+LEAD_STATE_FORMAT: Final = 4
+"""Version of the stored lead state layout; a worker refuses (dead-letters) a state of another
+(format 3, the same without the snapshot's kept past, still reads)."""
+
+_READABLE_FORMATS: Final = (3, LEAD_STATE_FORMAT)
 
 
 def encode_state(state: LeadState, rules: Rules) -> bytes:
@@ -48,9 +56,6 @@ def encode_state(state: LeadState, rules: Rules) -> bytes:
     scores are derived again on decoding."""
     _, state = compact(state, rules)
     base = state.base
-    buckets = base.buckets
-    # The engagement is the buckets' sum, except with no bucket left (0 or 0.0 then).
-    engagement = base.engagement if not buckets else None
     # One time is stored whole, the first entry's; the others as steps from it or from the
     # entry before.
     origin = state.tail[0].at if state.tail else 0
@@ -66,27 +71,155 @@ def encode_state(state: LeadState, rules: Rules) -> bytes:
             state.accepted,
             origin,
             None if horizon is None else _key_out(horizon, origin),
-            [
-                stage_out(base.stage),
-                _profile_out(base.profile),
-                base.waived_exclusion,
-                base.has_contact,
-                [part for name, value in buckets.items() for part in (TYPE_AT[name], value)],
-                engagement,
-                time_out(base.engagement_at, origin),
-                _bant_out(base.bant),
-                *_intent_out(base.intent, origin),
-            ],
+            _fold_out(base, origin),
             published_out(state.published),
             None if state.attribution is None else _attribution_out(state.attribution, origin),
             tail,
             None if state.told is None else [state.told[0], time_out(state.told[1], origin)],
-            # Left out for a lead with no identity to stitch (most), so it stays as it was.
-            *_identity_out(state),
+            # Left out for a lead with no identity to stitch and no kept past (most).
+            *_identity_and_past_out(state, origin),
         ],
         use_bin_type=True,
     )
     return packed
+
+
+def _fold_out(fold: Fold, origin: int) -> list[Any]:
+    buckets = fold.buckets
+    # The engagement is the buckets' sum, except with no bucket left (0 or 0.0 then).
+    engagement = fold.engagement if not buckets else None
+    return [
+        stage_out(fold.stage),
+        _profile_out(fold.profile),
+        fold.waived_exclusion,
+        fold.has_contact,
+        _buckets_out(buckets),
+        engagement,
+        time_out(fold.engagement_at, origin),
+        _bant_out(fold.bant),
+        *_intent_out(fold.intent, origin),
+    ]
+
+
+def _fold_in(stored: list[Any], origin: int) -> Fold:
+    stage, profile, waived, has_contact, flat, engagement, engaged_at, bant, *intent = stored
+    buckets = _buckets_in(flat)
+    if engagement is None:
+        engagement = sum(buckets.values())
+    return Fold(
+        stage_in(stage),
+        _profile_in(profile),
+        0.0,
+        None,
+        waived,
+        has_contact,
+        buckets,
+        engagement,
+        time_in(engaged_at, origin),
+        _bant_in(bant),
+        _intent_in(intent, origin),
+        (),
+    )
+
+
+def _buckets_out(buckets: dict[str, float]) -> list[Any]:
+    return [part for name, value in buckets.items() for part in (TYPE_AT[name], value)]
+
+
+def _buckets_in(flat: list[Any]) -> dict[str, float]:
+    return {STORED_EVENT_TYPES[flat[i]]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _past_out(past: Past, origin: int) -> list[Any]:
+    """The snapshot's kept past: each kept entry (its time a step from the one before) with
+    its mark (times as steps from the entry's), the fingerprints as one byte string."""
+    kept = []
+    previous = origin
+    for entry, mark in past.kept:
+        at = entry.at
+        kept.append(
+            [
+                *_entry_out(entry, previous),
+                mark.engaged,
+                time_out(mark.at, at),
+                _buckets_out(mark.buckets),
+                _intent_out(mark.intent, at),
+                mark.contact,
+                mark.prior,
+                time_out(mark.since, at) if mark.since else None,
+                mark.exact,
+                None if mark.first_at is None else time_out(mark.first_at, at),
+                *_crossing_out(mark.crossing, at),
+            ]
+        )
+        previous = at
+    root = past.root
+    return [
+        kept,
+        past.engaged,
+        b"".join(seen.to_bytes(4, "big") for seen in past.seen),
+        None if root == EMPTY_FOLD else _fold_out(root, origin),
+        published_out(past.root_published),
+        None if past.root_key is None else _key_out(past.root_key, origin),
+        time_out(past.since, origin) if past.since else None,
+        None if past.error is None else [past.error[0], time_out(past.error[1], origin)],
+        None if past.first_at is None else time_out(past.first_at, origin),
+        *_crossing_out(past.crossing, origin),
+    ]
+
+
+def _crossing_out(crossing: tuple[int, int, str, float] | None, origin: int) -> list[Any]:
+    if crossing is None:
+        return []
+    at, rank, event_id, engagement = crossing
+    return [[time_out(at, origin), rank, id_out(event_id), engagement]]
+
+
+def _crossing_in(stored: list[Any], origin: int) -> tuple[int, int, str, float] | None:
+    if not stored:
+        return None
+    ((at, rank, event_id, engagement),) = stored
+    return (time_in(at, origin), rank, id_in(event_id), engagement)
+
+
+def _past_in(stored: list[Any], origin: int) -> Past:
+    stored_kept, engaged, seen, root, root_published, root_key, since, error, first, *crossing = (
+        stored
+    )
+    kept = []
+    previous = origin
+    for item in stored_kept:
+        entry = _entry_in(item[:4], previous)
+        at = entry.at
+        m_engaged, m_at, flat, intent, contact, prior, m_since, exact, m_first, *m_crossing = item[
+            4:
+        ]
+        mark = Mark(
+            m_engaged,
+            time_in(m_at, at),
+            _buckets_in(flat),
+            _intent_in(intent, at),
+            contact,
+            prior,
+            0 if m_since is None else time_in(m_since, at),
+            exact,
+            _crossing_in(m_crossing, at),
+            None if m_first is None else time_in(m_first, at),
+        )
+        kept.append(Kept(entry, mark))
+        previous = at
+    return Past(
+        tuple(kept),
+        engaged,
+        tuple(int.from_bytes(seen[i : i + 4], "big") for i in range(0, len(seen), 4)),
+        EMPTY_FOLD if root is None else _fold_in(root, origin),
+        published_in(root_published),
+        None if root_key is None else _key_in(root_key, origin),
+        0 if since is None else time_in(since, origin),
+        crossing=_crossing_in(crossing, origin),
+        first_at=None if first is None else time_in(first, origin),
+        error=None if error is None else (error[0], time_in(error[1], origin)),
+    )
 
 
 def decode_state(raw: bytes, lead_id: str, rules: Rules) -> LeadState:
@@ -94,29 +227,13 @@ def decode_state(raw: bytes, lead_id: str, rules: Rules) -> LeadState:
     try:
         unpacked = msgpack.unpackb(raw)
         version = unpacked[0]
-        if version != LEAD_STATE_FORMAT:
+        if version not in _READABLE_FORMATS:
             raise InvalidStateError(f"state format {version}, expected {LEAD_STATE_FORMAT}")
         _, accepted, origin, horizon, base, published, attribution, stored_tail, told = unpacked[:9]
-        identity = unpacked[9] if len(unpacked) > 9 else (False, None, [], [])
+        identity = unpacked[9] if len(unpacked) > 9 and unpacked[9] else (False, None, [], [])
         anonymous, stored_link, stored_linked, stored_links = identity
-        stage, profile, waived, has_contact, flat, engagement, engaged_at, bant, *intent = base
-        buckets = {STORED_EVENT_TYPES[flat[i]]: flat[i + 1] for i in range(0, len(flat), 2)}
-        if engagement is None:
-            engagement = sum(buckets.values())
-        fold = Fold(
-            stage_in(stage),
-            _profile_in(profile),
-            0.0,
-            None,
-            waived,
-            has_contact,
-            buckets,
-            engagement,
-            time_in(engaged_at, origin),
-            _bant_in(bant),
-            _intent_in(intent, origin),
-            (),
-        )
+        past = _past_in(unpacked[10], origin) if len(unpacked) > 10 else EMPTY_PAST
+        fold = _fold_in(base, origin)
         tail = []
         previous = origin
         for stored in stored_tail:
@@ -139,11 +256,20 @@ def decode_state(raw: bytes, lead_id: str, rules: Rules) -> LeadState:
             tuple(
                 (linked_id, (at, rank, event_id)) for linked_id, at, rank, event_id in stored_links
             ),
+            past,
         )
     except InvalidStateError:
         raise
     except (msgpack.UnpackException, TypeError, ValueError, KeyError, IndexError) as exc:
         raise InvalidStateError(f"cannot decode lead state: {exc!r}") from exc
+
+
+def _identity_and_past_out(state: LeadState, origin: int) -> list[Any]:
+    identity = _identity_out(state)
+    past = state.past
+    if past == EMPTY_PAST:
+        return identity
+    return [identity[0] if identity else None, _past_out(past, origin)]
 
 
 def _identity_out(state: LeadState) -> list[Any]:

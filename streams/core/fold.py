@@ -113,20 +113,27 @@ def fold_entry(
 ) -> Fold:
     """Fold one entry (the latest in sort order) into the lead's fold, then apply the stage
     rules; `linked`: the summaries of the identities linked to the lead."""
-    event_type = entry.type
-    if event_type == LINK_ENTRY:
-        if entry.detail:
-            # A linked identity's step triggers what the identity's event would have for the
-            # lead (a high-intent form, the last look of an intent pattern).
-            entry = _event_of_step(entry, linked)
-        # Its engagement is read with the scores: nothing to fold.
-    elif entry.rank == Rank.ENGAGEMENT:
-        fold = _fold_engagement(fold, entry, rules)
-    elif entry.rank == Rank.PROFILE:
-        fold = _fold_profile(fold, entry, rules)
-    elif event_type == "sales_contacted" and entry.detail is not None:
-        fold = fold._replace(bant=entry.detail)
-    return _apply_rules(fold, entry, attribution, rules, linked)
+    after = fold_event(fold, entry, rules)
+    if entry.type == LINK_ENTRY and entry.detail:
+        # A linked identity's step triggers what the identity's event would have for the
+        # lead (a high-intent form, the last look of an intent pattern).
+        entry = event_of_step(entry, linked)
+    return apply_rules(after, entry, attribution, rules, linked, fold)
+
+
+def fold_event(fold: Fold, entry: Entry, rules: Rules) -> Fold:
+    """What one entry itself adds to the fold (points, profile facts, BANT), before the stage
+    rules. A linked identity's step adds nothing here: its engagement is read with the scores."""
+    if entry.type == LINK_ENTRY:
+        return fold
+    rank = entry.rank
+    if rank == Rank.ENGAGEMENT:
+        return _fold_engagement(fold, entry, rules)
+    if rank == Rank.PROFILE:
+        return _fold_profile(fold, entry, rules)
+    if entry.type == "sales_contacted" and entry.detail is not None:
+        return fold._replace(bant=entry.detail)
+    return fold
 
 
 def _fold_engagement(fold: Fold, entry: Entry, rules: Rules) -> Fold:
@@ -170,15 +177,20 @@ def _fold_profile(fold: Fold, entry: Entry, rules: Rules) -> Fold:
     )
 
 
-def _apply_rules(
+def apply_rules(
     fold: Fold,
     entry: Entry,
     attribution: Attribution | None,
     rules: Rules,
     linked: tuple[Summary, ...],
+    prior: Fold | float,
+    late: bool = False,
 ) -> Fold:
-    """The fold with the stage changes the rules make at `entry`, in order."""
+    """The fold with the stage changes the rules make at `entry`, in order. `prior`: the fold
+    before the entry, or the lead's own engagement then; `late`: the changes are approximate
+    (read from an estimated engagement)."""
     lifecycle = rules.lifecycle
+    stage_before = fold.stage
     pending = True
     """The event's own trigger (a sales action, a high-intent form) has not fired yet."""
     for _ in range(_MAX_CHANGES_PER_EVENT):
@@ -203,9 +215,29 @@ def _apply_rules(
             engagement_score=lead_engagement(fold, entry, rules, linked),
             source=touch.source if touch is not None else None,
             campaign=touch.campaign if touch is not None else None,
+            late=late or _held_before(found, fold, stage_before, entry, prior, rules),
         )
         fold = fold._replace(stage=found.to_stage, transitions=(*fold.transitions, transition))
     raise AssertionError(f"rules loop on event {entry.event_id}")  # pragma: no cover
+
+
+def _held_before(
+    found: _Found,
+    fold: Fold,
+    stage_before: str | None,
+    entry: Entry,
+    prior: Fold | float,
+    rules: Rules,
+) -> bool:
+    """Whether a change the lead's state makes (not its event) was due before this entry: its
+    true moment lies among events folded into the snapshot, so this one is approximate. In a
+    fold of events in order it never is (the rules are checked at every entry)."""
+    if found.by_event or fold.stage != stage_before:
+        return False
+    if found.rule == "mql.passive_score":
+        before = prior if isinstance(prior, float) else engagement_at(prior, entry.at, rules)
+        return before >= rules.engagement.mql_threshold
+    return False
 
 
 class _Found(NamedTuple):
@@ -304,7 +336,7 @@ def _event_transition(
     return None
 
 
-def _event_of_step(entry: Entry, linked: tuple[Summary, ...]) -> Entry:
+def event_of_step(entry: Entry, linked: tuple[Summary, ...]) -> Entry:
     """The identity's event behind a step entry of the lead's history (its type and detail)."""
     key = entry[:3]
     for summary in linked:

@@ -197,4 +197,4 @@ def absorb(state: LeadState | None, summary: Summary, rules: Rules) -> Decision:
     compacted: tuple[Entry, ...] = ()
     if past_bound(after, rules) >= COMPACT_AT_ONCE:
         compacted, after = compact(after, rules)
-    return Decision(after, changes, False, False, compacted, summaries=passed_on)
+    return Decision(after, changes, False, compacted, summaries=passed_on)

@@ -73,6 +73,9 @@ class Transition(NamedTuple):
     engagement_score: float
     source: str | None
     campaign: str | None
+    late: bool = False
+    """Its moment or scores are approximate: an event older than the lead's detail moved it
+    (docs/rules.md, "What the core keeps")."""
 
 
 class LeadStageChange(NamedTuple):
@@ -97,6 +100,7 @@ class LeadStageChange(NamedTuple):
     sequence: int
     revision: int
     retracted: bool
+    applied_late: bool
 
 
 class Fold(NamedTuple):
@@ -200,6 +204,71 @@ LINK_ENTRY: Final = "identity_linked"
 an `identity_linked` event's own entry has "")."""
 
 
+class Mark(NamedTuple):
+    """The lead's own engagement at a kept entry, as the fold had it right after the entry's
+    own points and before the stage rules: what a refold of the snapshot reads there."""
+
+    engaged: int
+    """Engagement events folded into the snapshot before this entry, all time."""
+    at: int
+    buckets: dict[str, float]
+    intent: dict[str, tuple[int, ...]]
+    contact: bool
+    prior: float
+    """The engagement just before the entry's own points (at its time)."""
+    since: int
+    """When the engagement last started from zero (a recycle) before the entry; 0: never."""
+    exact: bool
+    """False when an event older than the snapshot changed or estimated this mark."""
+    crossing: tuple[int, int, str, float] | None = None
+    """Of the events folded into the snapshot since the kept entry before (not kept), the
+    first whose engagement reached `engagement.mql_threshold`: (its sort key, the engagement
+    then). Where a refold finds the lead a lead there, that is its passive MQL moment."""
+    first_at: int | None = None
+    """When the first of those events (any) happened: an event put before it is exact."""
+
+
+class Kept(NamedTuple):
+    """A stage-deciding entry folded into the snapshot, kept with its engagement there."""
+
+    entry: Entry
+    mark: Mark
+
+
+class Past(NamedTuple):
+    """What a lead keeps of the events folded into its snapshot, so that an event older than
+    its detail is still applied (docs/rules.md): every stage-deciding entry (profile facts,
+    sales activity, high-intent forms, links, and any entry that made a stage change) with its
+    engagement mark, up to `state.lead_facts` of them; a fingerprint of every other one."""
+
+    kept: tuple[Kept, ...]
+    engaged: int
+    """Engagement events folded into the snapshot, all time."""
+    seen: tuple[int, ...]
+    """CRC-32 of the ids of the latest `state.lead_seen_ids` entries folded into the snapshot
+    and not kept: how a redelivered one is recognised."""
+    root: Fold
+    """The fold before the oldest kept entry (empty unless older ones were let go)."""
+    root_published: Published
+    root_key: Key | None
+    """The sort key of the newest entry let go past `state.lead_facts`; None: none was."""
+    since: int = 0
+    """When the snapshot's engagement last started from zero (a recycle); 0: never."""
+    crossing: tuple[int, int, str, float] | None = None
+    """As `Mark.crossing`, for the events folded in since the newest kept entry."""
+    first_at: int | None = None
+    """As `Mark.first_at`, for the events folded in since the newest kept entry."""
+    error: tuple[float, int] | None = None
+    """At most how far the snapshot's engagement may be from the exact one, and when: the
+    points of events older than it that it took in (the caps applied out of order). It fades
+    as scores do; while it shows at the printed precision, changes say `applied_late`."""
+    settled: tuple[Transition, ...] = ()
+    """The stage changes made at the kept entries, in order (derived: not stored)."""
+
+
+EMPTY_PAST: Final = Past((), 0, (), EMPTY_FOLD, NOTHING_PUBLISHED, None)
+
+
 class LeadState(NamedTuple):
     """A lead's state: a snapshot of its older events, its recent ones in detail, their fold."""
 
@@ -228,6 +297,8 @@ class LeadState(NamedTuple):
     links: tuple[tuple[str, Key], ...] = ()
     """The identities this lead asked to count for it, each with its earliest link's sort key
     (sorted): the lead keeps its events since the first in detail (see `past_bound`)."""
+    past: Past = EMPTY_PAST
+    """What it keeps of the events in its snapshot (empty while every event is in detail)."""
 
     @property
     def silent(self) -> bool:
@@ -241,9 +312,6 @@ class Decision(NamedTuple):
     state: LeadState
     changes: tuple[LeadStageChange, ...]
     duplicate: bool
-    too_late: bool = False
-    """The event sorts before the lead's horizon: not applied (a duplicate of a snapshot
-    event, or later than the bound)."""
     compacted: tuple[Entry, ...] = ()
     """Entries this decision folded into the snapshot, in order (for `explain`)."""
     summaries: tuple[Summary, ...] = ()

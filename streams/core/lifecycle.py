@@ -10,16 +10,17 @@ changes to publish; it never reads a clock, a random source or anything but its 
   refolded. The changes whose content the refold alters are published again with a higher
   revision; those that no longer happen are published as retracted. Keyed by `change_id`, the
   latest revision of every change therefore equals the fold of the sorted log, whatever the
-  arrival order, for every event within the bound below.
+  arrival order.
 - An event whose `event_id` was already accepted changes nothing.
 
 The state stays small whatever the lead's history: it keeps in detail (its `tail`) only its
 events of the last `state.allowed_lateness_days` of event time, counted back from its second
 newest event, and at most `state.lead_events` of them; the older ones are folded into a snapshot
-(`base`, with `published` counting the stage changes they made). An event that sorts at or
-before the newest event in the snapshot (the `horizon`) cannot be applied at its own time any
-more: the decision says `too_late` and nothing changes (the worker dead-letters it). That is
-also what becomes of a duplicate of an event already folded into the snapshot.
+(`base`, with `published` counting the stage changes they made), which keeps the stage-deciding
+ones and a fingerprint of the others (its `past`). An event that sorts at or before the newest
+event in the snapshot (the `horizon`) is applied by `streams.core.late`: exactly for
+stage-deciding events, with its changes saying `applied_late` where engagement makes them
+approximate.
 
 The model (`LeadState`, `Entry`...) is in `streams.core.lead`, the fold in `streams.core.fold`,
 the snapshot and its bounds in `streams.core.compaction`, the stage changes' ids and revisions
@@ -41,7 +42,13 @@ from streams.core.lead import (
     entry_of,
     new_lead,
 )
-from streams.core.publishing import publish_new, publish_rewrite, withdrawn
+from streams.core.late import apply_late, remembers
+from streams.core.publishing import (
+    publish_history_rewrite,
+    publish_new,
+    publish_rewrite,
+    withdrawn,
+)
 from streams.core.rules import Rules
 
 
@@ -51,11 +58,11 @@ def decide(state: LeadState | None, event: Event, rules: Rules) -> Decision:
         state = new_lead(event.lead_id)
     entry = entry_of(event)
     tail = state.tail
+    late = False
     if tail and entry[:3] <= tail[-1][:3]:
         horizon = horizon_of(state, rules)
-        if horizon is not None and entry[:3] <= horizon:
-            return Decision(state, (), duplicate=False, too_late=True)
-    if event.event_id in state.tail_ids:
+        late = horizon is not None and entry[:3] <= horizon
+    if event.event_id in state.tail_ids or (late and remembers(state.past, event.event_id)):
         return Decision(state, (), duplicate=True)
     links = state.links
     requests: tuple[LinkRequest, ...] = ()
@@ -73,10 +80,16 @@ def decide(state: LeadState | None, event: Event, rules: Rules) -> Decision:
     tail_ids = state.tail_ids | {entry.event_id}
     old = state.fold.transitions
     linked = state.linked
+    compacted: tuple[Entry, ...] = ()
     if not tail or entry > tail[-1]:
         fold = fold_entry(state.fold, entry, attribution, rules, linked)
         after = _applied(state, accepted, attribution, (*tail, entry), tail_ids, fold)
         changes = publish_new(after, len(old), rules)
+    elif late:
+        compacted, state = compact(state, rules)
+        after = state._replace(accepted=accepted, attribution=attribution)
+        after = apply_late(after, entry, rules)
+        changes = publish_history_rewrite(state, after, rules)
     else:
         tail = insert_sorted(tail, entry)
         fold = refold(state.base, tail, attribution, rules, linked)
@@ -88,12 +101,12 @@ def decide(state: LeadState | None, event: Event, rules: Rules) -> Decision:
         changes = withdrawn(state, accepted, rules)
         if not after.anonymous and event.anonymous_id == event.lead_id:
             after = after._replace(anonymous=True)
-    compacted: tuple[Entry, ...] = ()
     if requests:
         if not state.links:
             # From its first link on, the lead compacts only by count (see `past_bound`):
             # what the lateness bound had already left behind goes into the snapshot now.
-            compacted, after = compact(after, rules)
+            more, after = compact(after, rules)
+            compacted += more
         after = after._replace(links=links)
     if past_bound(after, rules) >= COMPACT_AT_ONCE:
         more, after = compact(after, rules)
@@ -145,6 +158,7 @@ def _applied(
         state.link,
         state.linked,
         state.links,
+        state.past,
     )
 
 

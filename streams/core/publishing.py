@@ -10,6 +10,7 @@ retract (see `streams.core.revisions`).
 from __future__ import annotations
 
 from streams.core.account import AccountStageChange, AccountState, AccountTransition
+from streams.core.late import PRINTED_PRECISION, error_at
 from streams.core.lead import LeadStageChange, LeadState, Transition
 from streams.core.revisions import ChangeKey, change_keys, derived_id, rewrites
 from streams.core.rules import Rules
@@ -30,7 +31,14 @@ def publish_new(state: LeadState, first_new: int, rules: Rules) -> tuple[LeadSta
     offset = state.published.changes
     return tuple(
         stage_change(
-            state.lead_id, found[seq], offset + seq, transitions[seq], state.accepted, False, rules
+            state.lead_id,
+            found[seq],
+            offset + seq,
+            transitions[seq],
+            state.accepted,
+            False,
+            rules,
+            state.past.error,
         )
         for seq in range(first_new, len(transitions))
     )
@@ -40,11 +48,46 @@ def publish_rewrite(
     before: LeadState, after: LeadState, rules: Rules
 ) -> tuple[LeadStageChange, ...]:
     """Changes to publish after a refold: retractions first, then new or altered changes."""
+    error = after.past.error
     return tuple(
-        stage_change(after.lead_id, key, seq, transition, after.accepted, retracted, rules)
+        stage_change(after.lead_id, key, seq, transition, after.accepted, retracted, rules, error)
         for key, seq, transition, retracted in rewrites(
             before.fold.transitions, after.fold.transitions, after.published
         )
+    )
+
+
+def publish_history_rewrite(
+    before: LeadState, after: LeadState, rules: Rules
+) -> tuple[LeadStageChange, ...]:
+    """Changes to publish after a refold of the lead's whole kept history (an event older
+    than its detail): the snapshot's kept changes and the detail's, from the oldest kept on;
+    and those the snapshot's error now makes approximate, though their content is the same."""
+    start = after.past.root_published
+    error = after.past.error
+    new = (*after.past.settled, *after.fold.transitions)
+    published = rewrites((*before.past.settled, *before.fold.transitions), new, start)
+    if error != before.past.error:
+        done = {key for key, _, _, _ in published}
+        for seq, (key, transition) in enumerate(
+            zip(change_keys(new, start), new, strict=True), start=start.changes
+        ):
+            if key not in done and _approximate(transition, error, rules) and not (
+                _approximate(transition, before.past.error, rules)
+            ):
+                published.append((key, seq, transition, False))
+    return tuple(
+        stage_change(after.lead_id, key, seq, transition, after.accepted, retracted, rules, error)
+        for key, seq, transition, retracted in published
+    )
+
+
+def _approximate(transition: Transition, error: tuple[float, int] | None, rules: Rules) -> bool:
+    """Whether the snapshot's `error` shows in a change's scores (at the printed precision)."""
+    return transition.late or (
+        error is not None
+        and transition.at >= error[1]
+        and error_at(error, transition.at, rules) >= PRINTED_PRECISION
     )
 
 
@@ -56,8 +99,10 @@ def stage_change(
     revision: int,
     retracted: bool,
     rules: Rules,
+    error: tuple[float, int] | None = None,
 ) -> LeadStageChange:
-    """A lead's transition as the stage change to publish."""
+    """A lead's transition as the stage change to publish; `error`: the lead's snapshot's
+    (`Past.error`), which makes a later change approximate while it shows."""
     fit = round(transition.fit_score, 3)
     engagement = round(transition.engagement_score, 3)
     return LeadStageChange(
@@ -79,6 +124,7 @@ def stage_change(
         sequence=sequence,
         revision=revision,
         retracted=retracted,
+        applied_late=_approximate(transition, error, rules),
     )
 
 
@@ -88,7 +134,9 @@ def withdrawn(state: LeadState, revision: int, rules: Rules) -> tuple[LeadStageC
     if state.silent:
         return ()
     return tuple(
-        stage_change(state.lead_id, key, seq, transition, revision, retracted, rules)
+        stage_change(
+            state.lead_id, key, seq, transition, revision, retracted, rules, state.past.error
+        )
         for key, seq, transition, retracted in rewrites(state.fold.transitions, (), state.published)
     )
 

@@ -10,11 +10,9 @@ from typing import NamedTuple
 
 from schemas.events import Event
 from streams.core.account import Signal
-from streams.core.compaction import horizon_of
 from streams.core.identity import absorb, link, summary_changed
 from streams.core.lead import Entry, LeadStageChange, LeadState, LinkRequest, Summary
 from streams.core.lifecycle import decide
-from streams.core.revisions import instant_of
 from streams.core.rules import Rules
 from streams.core.signals import signals_of, summary_signals
 
@@ -27,8 +25,6 @@ class Qualified(NamedTuple):
     signals: tuple[Signal, ...]
     duplicate: bool
     """The lead had accepted this event_id already: nothing changed."""
-    too_late: str | None = None
-    """Why the event was not applied, when it sorts before the lead's horizon."""
     compacted: tuple[Entry, ...] = ()
     """The entries folded into the lead's snapshot by this event (for `explain`)."""
     summaries: tuple[Summary, ...] = ()
@@ -45,9 +41,6 @@ def qualify(state: LeadState | None, event: Event, rules: Rules, accounts: bool)
     """Apply `event` to its lead's `state`; with `accounts`, also the signals for its account(s)
     (the account view reads them). Pure and deterministic."""
     decision = decide(state, event, rules)
-    if decision.too_late:
-        assert state is not None
-        return Qualified(state, (), (), False, too_late_reason(state, event, rules))
     if decision.refused is not None:
         assert state is not None
         return Qualified(state, (), (), False, refused=decision.refused)
@@ -64,7 +57,6 @@ def qualify(state: LeadState | None, event: Event, rules: Rules, accounts: bool)
         decision.changes,
         signals,
         False,
-        None,
         decision.compacted,
         summaries=summaries,
         requests=decision.requests,
@@ -105,18 +97,4 @@ def qualify_summary(
         compacted=decision.compacted,
         summaries=decision.summaries,
         refused=decision.refused,
-    )
-
-
-def too_late_reason(state: LeadState, event: Event, rules: Rules) -> str:
-    """Why an event that sorts before its lead's horizon was not applied, in one line."""
-    key = horizon_of(state, rules)
-    assert key is not None
-    bound = rules.state
-    horizon = instant_of(key[0]).isoformat().replace("+00:00", "Z")
-    return (
-        f"too late: lead {state.lead_id} keeps its events of the last "
-        f"{bound.allowed_lateness_days:g} days (at most {bound.lead_events}) and folded the "
-        f"older ones into a snapshot, up to {horizon}; this event sorts before that (a "
-        "duplicate of an event in the snapshot, or later than the bound)"
     )

@@ -436,8 +436,6 @@ class LeadQualifier:
         qualified = qualify(state, event, self.rules, self.send_account_signal is not None)
         # An event adds at most about twice its own size to its lead's state.
         step = self._step(key, qualified, growth=2 * size + 64)
-        if qualified.too_late is not None:
-            step.unchanged, step.dead_letter = True, ("too_late", qualified.too_late)
         if qualified.duplicate:
             step.count = self.metrics.duplicates.inc
         elif not step.unchanged:

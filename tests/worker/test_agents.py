@@ -293,20 +293,23 @@ def test_a_batch_stores_each_leads_latest_state_once(rules: Rules, accounts: boo
     assert writes == [b"l"]
 
 
-def test_an_event_older_than_the_leads_horizon_is_dead_lettered_as_too_late(rules: Rules) -> None:
+def test_an_event_older_than_the_leads_detail_is_applied_and_a_redelivery_is_not(
+    rules: Rules,
+) -> None:
     worker = Worker(rules, accounts=False)
     documents = [event("page_view", days(n), lead="l") for n in range(20)]
     late = event("deal_won", days(1), lead="l", amount=10.0, currency="EUR")
 
     async def scenario() -> None:
-        await worker.publish([*documents, late, documents[0]])
+        await worker.publish([*documents, late, documents[0], late])
         await worker.drain()
 
     asyncio.run(scenario())
-    letters = dead_letters(worker)
-    assert [d["leadflow-kind"] for d in letters] == ["too_late", "too_late"]
-    assert letters[0]["leadflow-reason"].startswith("too late: lead l keeps its events of the last")
-    assert worker.metrics.dead_letters.labels("too_late")._value.get() == 2
+    assert dead_letters(worker) == []
+    changes = [orjson.loads(r.value) for r in worker.topics["changes"].records]
+    won = [c for c in changes if c["rule"] == "customer.deal_won"]
+    assert [c["occurred_at"][:10] for c in won] == [late["occurred_at"][:10]]
+    assert worker.metrics.duplicates._value.get() == 2
 
 
 def test_an_account_state_past_the_limit_dead_letters_the_signal_that_grows_it(

@@ -61,7 +61,7 @@ def deliver(
         else:
             key = item.lead_id
             done = qualify(states.get(key), item, rules, False)
-        if done.refused is not None or done.too_late is not None:
+        if done.refused is not None:
             return
         states[key] = done.state
         changes.extend(done.changes)
