@@ -16,6 +16,7 @@ import gc
 import tempfile
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
 from streams.common.stage_changes_codec import encode_account_change
 from streams.core.account import AccountStageChange, AccountState
 from streams.core.accounts import decide_account
+from streams.core.compaction import compact
 from streams.core.lead import LeadStageChange, LeadState
 from streams.core.qualify import qualify
 from streams.core.rules import Rules, load_rules
@@ -174,6 +176,65 @@ def main(quick: bool = False) -> None:
     print(f"  ordinary traffic alone: {spread_records}")
     print(f"  with them: {records} (goal: a lead's under 16 KB)")
     sizes_of_heavy_lead(rules, heavy_events)
+    long_history(rules, 5_000 if quick else 20_000, 50 if quick else 200)
+
+
+def long_history(rules: Rules, events: int, sales: int) -> None:
+    """What a lead with a year of history keeps, `sales` of its events sales activities, and
+    what one more fact dated on its first day costs (it is applied, exactly)."""
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    step = timedelta(days=365) / events
+    every = events // sales
+    documents = [
+        {
+            "event_id": f"long-{n}",
+            "lead_id": "long",
+            "type": "sales_contacted" if n % every == every - 1 else "page_view",
+            "occurred_at": (start + step * n).isoformat(),
+            "properties": {},
+        }
+        for n in range(1, events)
+    ]
+    profile = {"email": "pat@example.com", "job_title": "VP Marketing", "company_size": 400}
+    documents.insert(
+        0,
+        {
+            "event_id": "long-0",
+            "lead_id": "long",
+            "type": "profile_updated",
+            "occurred_at": start.isoformat(),
+            "properties": profile,
+        },
+    )
+    state: LeadState | None = None
+    for event in _decoded(documents):
+        state = qualify(state, event, rules, False).state
+    assert state is not None
+    stored = encode_state(state, rules)
+    late = _decoded(
+        [
+            {
+                "event_id": "long-late",
+                "lead_id": "long",
+                "type": "sales_disqualified",
+                "occurred_at": (start + timedelta(hours=1)).isoformat(),
+                "properties": {"reason": "competitor"},
+            }
+        ]
+    )[0]
+    started = time.perf_counter()
+    rounds = 20
+    for _ in range(rounds):
+        qualified = qualify(state, late, rules, False)
+    took = (time.perf_counter() - started) / rounds
+    past = compact(state, rules)[1].past
+    print(
+        f"  a lead of {events:,} events over a year, {sales} of them sales activities: "
+        f"{len(stored):,} bytes stored ({len(past.kept)} stage-deciding events kept with "
+        f"their engagement, {len(past.seen):,} fingerprints of 4 bytes); a disqualification "
+        f"dated its first day is applied in {took * 1000:.1f} ms and retracts "
+        f"{sum(c.retracted for c in qualified.changes)} changes"
+    )
 
 
 def sizes_of_heavy_lead(rules: Rules, events: int) -> None:

@@ -164,6 +164,7 @@ def _past_out(past: Past, origin: int) -> list[Any]:
         time_out(past.since, origin) if past.since else None,
         None if past.error is None else [past.error[0], time_out(past.error[1], origin)],
         None if past.first_at is None else time_out(past.first_at, origin),
+        past.touched,
         *_crossing_out(past.crossing, origin),
     ]
 
@@ -183,9 +184,19 @@ def _crossing_in(stored: list[Any], origin: int) -> tuple[int, int, str, float] 
 
 
 def _past_in(stored: list[Any], origin: int) -> Past:
-    stored_kept, engaged, seen, root, root_published, root_key, since, error, first, *crossing = (
-        stored
-    )
+    (
+        stored_kept,
+        engaged,
+        seen,
+        root,
+        root_published,
+        root_key,
+        since,
+        error,
+        first,
+        touched,
+        *crossing,
+    ) = stored
     kept = []
     previous = origin
     for item in stored_kept:
@@ -218,6 +229,7 @@ def _past_in(stored: list[Any], origin: int) -> Past:
         0 if since is None else time_in(since, origin),
         crossing=_crossing_in(crossing, origin),
         first_at=None if first is None else time_in(first, origin),
+        touched=touched,
         error=None if error is None else (error[0], time_in(error[1], origin)),
     )
 

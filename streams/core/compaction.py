@@ -14,15 +14,15 @@ import zlib
 from typing import Final
 
 from schemas.events import LINK_TYPES
-from streams.core.fold import event_of_step, apply_rules, engagement_at, fold_event, refold
+from streams.core.fold import apply_rules, engagement_at, event_of_step, fold_event, refold
 from streams.core.lead import (
     EMPTY_PAST,
     LINK_ENTRY,
     Attribution,
     Entry,
     Fold,
-    Key,
     Kept,
+    Key,
     LeadState,
     Link,
     Mark,
@@ -145,10 +145,15 @@ def compact(state: LeadState, rules: Rules) -> tuple[tuple[Entry, ...], LeadStat
         since,
         crossing=crossing,
         first_at=first_at,
+        touched=past.touched,
         error=past.error,
         settled=tuple(settled),
     )
     past = bounded(past, attribution, rules, linked)
+    if past.touched:
+        # Approximate marks may make other changes than the events did in the detail: the
+        # kept ones are what the kept entries make, whenever the lead was compacted.
+        past = past._replace(settled=refold_past(past, attribution, rules, linked)[0].transitions)
     tail_ids = state.tail_ids.difference(entry.event_id for entry in compacted)
     return compacted, state._replace(
         horizon=compacted[-1][:3],

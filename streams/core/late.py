@@ -77,7 +77,8 @@ def apply_late(state: LeadState, entry: Entry, rules: Rules) -> LeadState:
         kept.insert(position, Kept(entry, _estimated(state.past, position, entry, rules)))
     else:
         seen = (*seen, fingerprint(entry.event_id))[-rules.state.lead_seen_ids :]
-    return refolded(state, past._replace(kept=tuple(kept), engaged=engaged, seen=seen), base, rules)
+    past = past._replace(kept=tuple(kept), engaged=engaged, seen=seen, touched=True)
+    return refolded(state, past, base, rules)
 
 
 def refolded(state: LeadState, past: Past, base: Fold, rules: Rules) -> LeadState:
@@ -161,7 +162,9 @@ def _maybe_crossing(
         later, later_at = base, base.engagement_at
     if entry.at > later_at:
         return kept, past
-    estimate = engagement_at(later, later_at, rules) / decay_factor(later_at - entry.at, rules.engagement)
+    estimate = engagement_at(later, later_at, rules) / decay_factor(
+        later_at - entry.at, rules.engagement
+    )
     if estimate < rules.engagement.mql_threshold:
         return kept, past
     crossing = (*entry[:3], round(estimate, 6))
@@ -221,7 +224,9 @@ def _estimated(past: Past, position: int, entry: Entry, rules: Rules) -> Mark:
         at = entry.at
         contact = contact or entry.type in rules.lifecycle.contact_event_types
     first_at = gap_first if gap_first is not None and gap_first < entry.at else None
-    return Mark(engaged, at, buckets, mark.intent, contact, prior, mark.since, exact, None, first_at)
+    return Mark(
+        engaged, at, buckets, mark.intent, contact, prior, mark.since, exact, None, first_at
+    )
 
 
 def _bumped(mark: Mark, kept_at: int, entry: Entry, rules: Rules) -> Mark:

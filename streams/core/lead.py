@@ -258,6 +258,9 @@ class Past(NamedTuple):
     """As `Mark.crossing`, for the events folded in since the newest kept entry."""
     first_at: int | None = None
     """As `Mark.first_at`, for the events folded in since the newest kept entry."""
+    touched: bool = False
+    """An event older than the snapshot was applied to it: its changes (`settled`) are then
+    always those a refold of the kept entries gives, however it was compacted."""
     error: tuple[float, int] | None = None
     """At most how far the snapshot's engagement may be from the exact one, and when: the
     points of events older than it that it took in (the caps applied out of order). It fades

@@ -32,6 +32,7 @@ from __future__ import annotations
 from schemas.events import LINK_TYPES, Event
 from streams.core.compaction import COMPACT_AT_ONCE, compact, horizon_of, insert_sorted, past_bound
 from streams.core.fold import fold_entry, refold
+from streams.core.late import apply_late, remembers
 from streams.core.lead import (
     Attribution,
     Decision,
@@ -42,7 +43,6 @@ from streams.core.lead import (
     entry_of,
     new_lead,
 )
-from streams.core.late import apply_late, remembers
 from streams.core.publishing import (
     publish_history_rewrite,
     publish_new,

@@ -72,8 +72,10 @@ def publish_history_rewrite(
         for seq, (key, transition) in enumerate(
             zip(change_keys(new, start), new, strict=True), start=start.changes
         ):
-            if key not in done and _approximate(transition, error, rules) and not (
-                _approximate(transition, before.past.error, rules)
+            if (
+                key not in done
+                and _approximate(transition, error, rules)
+                and not (_approximate(transition, before.past.error, rules))
             ):
                 published.append((key, seq, transition, False))
     return tuple(

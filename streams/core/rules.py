@@ -244,9 +244,10 @@ class EngagementRules(_Section):
     @cached_property
     def slowest_half_life_micros(self) -> float:
         """The longest half-life of any type: how slowly an error in the score fades."""
-        return max(
-            [self.half_life_days, *(g.half_life_days or 0.0 for g in self.groups.values())]
-        ) * MICROS_PER_DAY
+        return (
+            max([self.half_life_days, *(g.half_life_days or 0.0 for g in self.groups.values())])
+            * MICROS_PER_DAY
+        )
 
     @cached_property
     def half_life_micros(self) -> dict[str, float]:
@@ -383,15 +384,16 @@ class StateRules(_Section):
     second newest event) in detail, at most `lead_events` of them; older ones are folded into
     a snapshot, which keeps its stage-deciding events (at most `lead_facts`) and a fingerprint
     of the others (the latest `lead_seen_ids`). An event older than the detail is still
-    applied (docs/rules.md says how exactly). An account keeps its latest `account_signals` signals; a signal older than the
-    oldest one kept is applied at the account's newest moment instead of its own."""
+    applied (docs/rules.md says how exactly). An account keeps its latest `account_signals`
+    signals; a signal older than the oldest one kept is applied at the account's newest moment
+    instead of its own."""
 
     allowed_lateness_days: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 7.0
     lead_events: Annotated[int, Field(ge=4, le=4096)] = 64
     lead_facts: Annotated[int, Field(ge=4, le=65536)] = 1024
     """Stage-deciding events a lead keeps in its snapshot; past it, the oldest are let go and
     an event older than the newest of those is applied right after it (`applied_late`)."""
-    lead_seen_ids: Annotated[int, Field(ge=0, le=1_000_000)] = 4096
+    lead_seen_ids: Annotated[int, Field(ge=0, le=1_000_000)] = 1024
     """Ids of the other events folded into a lead's snapshot that it remembers (4 bytes
     each), to recognise a redelivered one."""
     account_signals: Annotated[int, Field(ge=4, le=65536)] = 256

@@ -174,7 +174,7 @@ def test_schemas_export_writes_every_model(tmp_path: Path) -> None:
 
 def test_rules_show_prints_the_version_in_force() -> None:
     result = leadflow("rules", "show")
-    assert orjson.loads(result.stdout)["rules_version"].startswith("2026.12.6+")
+    assert orjson.loads(result.stdout)["rules_version"].startswith("2026.12.7+")
 
 
 @pytest.mark.parametrize(

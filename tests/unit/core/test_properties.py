@@ -112,7 +112,8 @@ def test_any_arrival_order_gives_the_sorted_outcome_except_what_says_applied_lat
 ) -> None:
     """Every event is applied, however late (the shipped rules keep 7 days in detail): the
     changes in effect equal the event-time order's, stage-deciding ones and scores alike,
-    except changes that say `applied_late`; an outcome with none of those is exact."""
+    except changes that say `applied_late` (and those an approximate change made go or come);
+    an outcome with none of those is exact."""
     shuffled = list(documents)
     random.shuffle(shuffled)
     changes, accepted = arrivals(shuffled, RULES)

@@ -11,7 +11,7 @@ DEFAULT = resources.files("streams.core").joinpath("rules.toml").read_text()
 
 def test_default_rules_load_and_cite_version_with_digest() -> None:
     rules = load_rules()
-    assert rules.version == "2026.12.6"
+    assert rules.version == "2026.12.7"
     version, _, digest = rules.rules_version.partition("+")
     assert version == rules.version and len(digest) == 8
 
@@ -23,7 +23,7 @@ def test_an_unversioned_edit_still_changes_the_rules_version() -> None:
 
 def test_rules_file_option_reads_the_given_file(tmp_path: Path) -> None:
     path = tmp_path / "rules.toml"
-    path.write_text(DEFAULT.replace('version = "2026.12.6"', 'version = "test-1"'))
+    path.write_text(DEFAULT.replace('version = "2026.12.7"', 'version = "test-1"'))
     assert load_rules(path).version == "test-1"
 
 
