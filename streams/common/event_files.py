@@ -1,8 +1,10 @@
-"""Reading event logs from files: JSON lines, one event object per line.
+"""Reading event logs from files: JSON lines, one event object per line, or CSV with a header
+naming the event's columns (`streams.common.csv_events`).
 
 A file is read as what it is: a UTF-8 byte-order mark is skipped, and a file that is plainly
-another format (gzip, a JSON array, CSV, UTF-16 text) is refused with one line saying what it
-looks like and how to turn it into JSON lines, instead of one error per line.
+another format (gzip, a JSON array, CSV without those columns, UTF-16 text) is refused with one
+line saying what it looks like and how to turn it into JSON lines, instead of one error per
+line.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
 
+from streams.common.csv_events import REQUIRED_COLUMNS, csv_event_lines, csv_header
 from streams.errors import LeadflowError
 
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -45,10 +48,16 @@ def event_lines(name: str) -> Iterator[Iterator[bytes]]:
 
 def _checked_lines(handle: IO[bytes], name: str) -> Iterator[bytes]:
     head = _peek(handle)
+    if csv_header(_first_line(head)) is not None:
+        return csv_event_lines(handle)
     refusal = not_json_lines(head)
     if refusal is not None:
         raise EventFileError(f"{name} {refusal}")
     return _lines_without_bom(handle)
+
+
+def _first_line(head: bytes) -> bytes:
+    return head.removeprefix(UTF8_BOM).split(b"\n", 1)[0].rstrip(b"\r")
 
 
 def _peek(handle: IO[bytes]) -> bytes:
@@ -99,7 +108,8 @@ def not_json_lines(head: bytes) -> str | None:
     has_separator = any(separator in first_line for separator in (b",", b"\t", b";"))
     if has_separator and b"{" not in first_line:
         return (
-            f"looks like CSV (first line: {shown!r}), not JSON lines: "
-            "leadflow reads one JSON event object per line"
+            f"looks like CSV (first line: {shown!r}) without the columns "
+            f"{', '.join(REQUIRED_COLUMNS)}: name them in its header (other columns are the "
+            "event's properties; docs/contract.md), or write one JSON event object per line"
         )
     return None

@@ -25,9 +25,11 @@ from streams.common.codec_parts import (
     time_out,
 )
 from streams.core.compaction import compact, restore
+from streams.core.fold import engagement_at
 from streams.core.lead import (
     EMPTY_FOLD,
     EMPTY_PAST,
+    LINK_ENTRY,
     PROFILE_FIELDS,
     Attribution,
     Entry,
@@ -77,7 +79,7 @@ def encode_state(state: LeadState, rules: Rules) -> bytes:
             tail,
             None if state.told is None else [state.told[0], time_out(state.told[1], origin)],
             # Left out for a lead with no identity to stitch and no kept past (most).
-            *_identity_and_past_out(state, origin),
+            *_identity_and_past_out(state, origin, rules),
         ],
         use_bin_type=True,
     )
@@ -130,22 +132,26 @@ def _buckets_in(flat: list[Any]) -> dict[str, float]:
     return {STORED_EVENT_TYPES[flat[i]]: flat[i + 1] for i in range(0, len(flat), 2)}
 
 
-def _past_out(past: Past, origin: int) -> list[Any]:
+def _past_out(past: Past, origin: int, rules: Rules) -> list[Any]:
     """The snapshot's kept past: each kept entry (its time a step from the one before) with
-    its mark (times as steps from the entry's), the fingerprints as one byte string."""
+    its mark (times as steps from the entry's; what can be derived, left out), the
+    fingerprints as one byte string."""
     kept = []
     previous = origin
     for entry, mark in past.kept:
         at = entry.at
+        prior: float | None = mark.prior
+        if prior == _prior_of(entry, mark, rules):
+            prior = None
         kept.append(
             [
                 *_entry_out(entry, previous),
                 mark.engaged,
-                time_out(mark.at, at),
+                time_out(mark.at, at) if mark.buckets else None,
                 _buckets_out(mark.buckets),
                 _intent_out(mark.intent, at),
                 mark.contact,
-                mark.prior,
+                prior,
                 time_out(mark.since, at) if mark.since else None,
                 mark.exact,
                 None if mark.first_at is None else time_out(mark.first_at, at),
@@ -183,7 +189,17 @@ def _crossing_in(stored: list[Any], origin: int) -> tuple[int, int, str, float] 
     return (time_in(at, origin), rank, id_in(event_id), engagement)
 
 
-def _past_in(stored: list[Any], origin: int) -> Past:
+def _prior_of(entry: Entry, mark: Mark, rules: Rules) -> float | None:
+    """The engagement before an entry without points of its own: its mark's, decayed."""
+    if entry.rank == Rank.ENGAGEMENT and entry.type != LINK_ENTRY:
+        return None
+    fold = EMPTY_FOLD._replace(
+        buckets=mark.buckets, engagement=sum(mark.buckets.values()), engagement_at=mark.at
+    )
+    return engagement_at(fold, entry.at, rules)
+
+
+def _past_in(stored: list[Any], origin: int, rules: Rules) -> Past:
     (
         stored_kept,
         engaged,
@@ -207,16 +223,19 @@ def _past_in(stored: list[Any], origin: int) -> Past:
         ]
         mark = Mark(
             m_engaged,
-            time_in(m_at, at),
+            0 if m_at is None else time_in(m_at, at),
             _buckets_in(flat),
             _intent_in(intent, at),
             contact,
-            prior,
+            0.0,
             0 if m_since is None else time_in(m_since, at),
             exact,
             _crossing_in(m_crossing, at),
             None if m_first is None else time_in(m_first, at),
         )
+        if prior is None:
+            prior = _prior_of(entry, mark, rules)
+        mark = mark._replace(prior=prior)
         kept.append(Kept(entry, mark))
         previous = at
     return Past(
@@ -244,7 +263,7 @@ def decode_state(raw: bytes, lead_id: str, rules: Rules) -> LeadState:
         _, accepted, origin, horizon, base, published, attribution, stored_tail, told = unpacked[:9]
         identity = unpacked[9] if len(unpacked) > 9 and unpacked[9] else (False, None, [], [])
         anonymous, stored_link, stored_linked, stored_links = identity
-        past = _past_in(unpacked[10], origin) if len(unpacked) > 10 else EMPTY_PAST
+        past = _past_in(unpacked[10], origin, rules) if len(unpacked) > 10 else EMPTY_PAST
         fold = _fold_in(base, origin)
         tail = []
         previous = origin
@@ -276,12 +295,12 @@ def decode_state(raw: bytes, lead_id: str, rules: Rules) -> LeadState:
         raise InvalidStateError(f"cannot decode lead state: {exc!r}") from exc
 
 
-def _identity_and_past_out(state: LeadState, origin: int) -> list[Any]:
+def _identity_and_past_out(state: LeadState, origin: int, rules: Rules) -> list[Any]:
     identity = _identity_out(state)
     past = state.past
     if past == EMPTY_PAST:
         return identity
-    return [identity[0] if identity else None, _past_out(past, origin)]
+    return [identity[0] if identity else None, _past_out(past, origin, rules)]
 
 
 def _identity_out(state: LeadState) -> list[Any]:

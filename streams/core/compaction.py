@@ -111,7 +111,7 @@ def compact(state: LeadState, rules: Rules) -> tuple[tuple[Entry, ...], LeadStat
         if new or is_fact(entry, rules):
             mark = Mark(
                 engaged,
-                pre.engagement_at,
+                pre.engagement_at if pre.buckets else 0,
                 pre.buckets,
                 pre.intent,
                 pre.has_contact,

@@ -224,6 +224,7 @@ def _estimated(past: Past, position: int, entry: Entry, rules: Rules) -> Mark:
         at = entry.at
         contact = contact or entry.type in rules.lifecycle.contact_event_types
     first_at = gap_first if gap_first is not None and gap_first < entry.at else None
+    at = at if buckets else 0
     return Mark(
         engaged, at, buckets, mark.intent, contact, prior, mark.since, exact, None, first_at
     )
@@ -241,7 +242,7 @@ def _bumped(mark: Mark, kept_at: int, entry: Entry, rules: Rules) -> Mark:
     added -= engagement_at(_fold_of(mark), kept_at, rules)
     return Mark(
         mark.engaged + 1,
-        at,
+        at if buckets else 0,
         buckets,
         bumped.intent,
         mark.contact or entry.type in rules.lifecycle.contact_event_types,
