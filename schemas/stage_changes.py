@@ -48,6 +48,13 @@ class StageChange(BaseModel):
     )
     source: str | None = Field(default=None, description="The lead's first-touch source.")
     campaign: str | None = Field(default=None, description="The lead's first-touch campaign.")
+    owner: str | None = Field(
+        default=None,
+        description="mql only: who owns the lead, from its queue (the rules' [handoff]).",
+    )
+    queue: str | None = Field(
+        default=None, description="mql only: the queue that took the MQL (the rules' [handoff])."
+    )
     sequence: int = Field(ge=0, description="Position of this change in the lead's history.")
     revision: int = Field(ge=0, description="Higher revision of a change_id supersedes lower.")
     retracted: bool = Field(default=False, description="True: this change no longer happens.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Final, NamedTuple
 
+from streams.core.handoff import queue_of
 from streams.core.lead import (
     EMPTY_FOLD,
     LINK_ENTRY,
@@ -32,6 +33,7 @@ from streams.core.scoring import (
     engagement_points,
     exclusion_of,
     fit_score,
+    grade_of,
 )
 from streams.core.stages import BEFORE_CUSTOMER, LOSABLE
 
@@ -217,8 +219,20 @@ def apply_rules(
             campaign=touch.campaign if touch is not None else None,
             late=late or _held_before(found, fold, stage_before, entry, prior, rules),
         )
+        if found.to_stage == "mql" and rules.handoff is not None:
+            transition = transition._replace(queue=_queue(fold, transition, rules))
         fold = fold._replace(stage=found.to_stage, transitions=(*fold.transitions, transition))
     raise AssertionError(f"rules loop on event {entry.event_id}")  # pragma: no cover
+
+
+def _queue(fold: Fold, transition: Transition, rules: Rules) -> str | None:
+    """The queue of an MQL, from the lead's profile, first touch and grade at that moment."""
+    assert rules.handoff is not None
+    grade = None
+    if rules.grade is not None:
+        fit, engagement = round(transition.fit_score, 3), round(transition.engagement_score, 3)
+        grade = grade_of(fit, engagement, rules.grade)
+    return queue_of(fold.profile, transition.source, grade, rules.handoff)
 
 
 def _held_before(

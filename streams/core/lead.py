@@ -76,6 +76,8 @@ class Transition(NamedTuple):
     late: bool = False
     """Its moment or scores are approximate: an event older than the lead's detail moved it
     (docs/rules.md, "What the core keeps")."""
+    queue: str | None = None
+    """An MQL's queue (the rules' `[handoff]`), chosen from what the lead was then."""
 
 
 class LeadStageChange(NamedTuple):
@@ -97,6 +99,8 @@ class LeadStageChange(NamedTuple):
     grade: str | None
     source: str | None
     campaign: str | None
+    owner: str | None
+    queue: str | None
     sequence: int
     revision: int
     retracted: bool

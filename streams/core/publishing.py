@@ -10,6 +10,7 @@ retract (see `streams.core.revisions`).
 from __future__ import annotations
 
 from streams.core.account import AccountStageChange, AccountState, AccountTransition
+from streams.core.handoff import owner_of
 from streams.core.late import PRINTED_PRECISION, error_at
 from streams.core.lead import LeadStageChange, LeadState, Transition
 from streams.core.revisions import ChangeKey, change_keys, derived_id, rewrites
@@ -123,11 +124,19 @@ def stage_change(
         grade=grade_of(fit, engagement, rules.grade) if rules.grade is not None else None,
         source=transition.source,
         campaign=transition.campaign,
+        owner=_owner(lead_id, transition.queue, rules),
+        queue=transition.queue,
         sequence=sequence,
         revision=revision,
         retracted=retracted,
         applied_late=_approximate(transition, error, rules),
     )
+
+
+def _owner(lead_id: str, queue: str | None, rules: Rules) -> str | None:
+    if queue is None or rules.handoff is None:
+        return None
+    return owner_of(lead_id, queue, rules.handoff)
 
 
 def withdrawn(state: LeadState, revision: int, rules: Rules) -> tuple[LeadStageChange, ...]:

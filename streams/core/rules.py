@@ -28,6 +28,7 @@ from pydantic import (
 
 from schemas.countries import country_code
 from schemas.events import ENGAGEMENT_TYPES, EVENT_TYPES, SALES_TYPES
+from streams.core.handoff_rules import HandoffRules
 from streams.errors import RulesError
 
 MICROS_PER_DAY: Final = 86_400_000_000
@@ -427,6 +428,8 @@ class Rules(_Section):
         engaged_threshold=60.0, engaged_min_leads=2, sales_ready_min_mqls=2
     )
     state: StateRules = StateRules()
+    handoff: HandoffRules | None = None
+    """None: MQLs get no queue and no owner."""
     content_digest: str = Field(default="", exclude=True)
 
     @model_validator(mode="after")
