@@ -24,7 +24,7 @@ from streams.common.codec_parts import (
     time_in,
     time_out,
 )
-from streams.core.compaction import compact, restore
+from streams.core.compaction import FINGERPRINT_BYTES, compact, restore
 from streams.core.fold import engagement_at
 from streams.core.lead import (
     EMPTY_FOLD,
@@ -42,6 +42,7 @@ from streams.core.lead import (
     Rank,
     rank_of,
 )
+from streams.core.revisions import NOTHING_PUBLISHED
 from streams.core.rules import Rules
 from streams.errors import InvalidStateError
 
@@ -61,21 +62,22 @@ def encode_state(state: LeadState, rules: Rules) -> bytes:
     # One time is stored whole, the first entry's; the others as steps from it or from the
     # entry before.
     origin = state.tail[0].at if state.tail else 0
-    tail = []
-    previous = origin
-    for entry in state.tail:
-        tail.append(_entry_out(entry, previous))
-        previous = entry.at
+    tail = _entries_out(state.tail, origin)
     horizon = state.horizon
+    past = state.past
+    stored_base = _fold_out(base, origin)
+    if past != EMPTY_PAST and base.profile and base.profile == kept_profile(past):
+        stored_base[1] = True  # the profile the kept facts make: not stored twice
     packed: bytes = msgpack.packb(
         [
             LEAD_STATE_FORMAT,
             state.accepted,
-            origin,
+            time_out(origin, 0),
             None if horizon is None else _key_out(horizon, origin),
-            _fold_out(base, origin),
-            published_out(state.published),
-            None if state.attribution is None else _attribution_out(state.attribution, origin),
+            stored_base,
+            # With a kept past, the tally is that of its changes (derived on reading).
+            published_out(state.published) if past == EMPTY_PAST else None,
+            None if state.attribution is None else _attribution_out(state, origin),
             tail,
             None if state.told is None else [state.told[0], time_out(state.told[1], origin)],
             # Left out for a lead with no identity to stitch and no kept past (most).
@@ -84,6 +86,15 @@ def encode_state(state: LeadState, rules: Rules) -> bytes:
         use_bin_type=True,
     )
     return packed
+
+
+def kept_profile(past: Past) -> dict[str, Any]:
+    """The profile the snapshot's kept facts make (its root's, then each kept profile fact)."""
+    profile = dict(past.root.profile)
+    for kept in past.kept:
+        if kept.entry.rank == Rank.PROFILE:
+            profile.update(kept.entry.detail)
+    return profile
 
 
 def _fold_out(fold: Fold, origin: int) -> list[Any]:
@@ -132,24 +143,36 @@ def _buckets_in(flat: list[Any]) -> dict[str, float]:
     return {STORED_EVENT_TYPES[flat[i]]: flat[i + 1] for i in range(0, len(flat), 2)}
 
 
-def _past_out(past: Past, origin: int, rules: Rules) -> list[Any]:
+def _past_out(past: Past, origin: int, rules: Rules, base: Fold) -> list[Any]:
     """The snapshot's kept past: each kept entry (its time a step from the one before) with
     its mark (times as steps from the entry's; what can be derived, left out), the
     fingerprints as one byte string."""
     kept = []
     previous = origin
+    engagement_before: tuple[int, dict[str, float], dict[str, tuple[int, ...]]] = (0, {}, {})
     for entry, mark in past.kept:
         at = entry.at
         prior: float | None = mark.prior
         if prior == _prior_of(entry, mark, rules):
             prior = None
+        engagement = (mark.at, mark.buckets, mark.intent)
+        stored: Any
+        if engagement == engagement_before:
+            stored = None  # as the kept entry before (or none yet)
+        elif engagement == (base.engagement_at, base.buckets, base.intent):
+            stored = True  # as the snapshot's
+        else:
+            stored = [
+                time_out(mark.at, at) if mark.buckets else None,
+                _buckets_out(mark.buckets),
+                *_intent_out(mark.intent, at),
+            ]
+        engagement_before = engagement
         kept.append(
             [
                 *_entry_out(entry, previous),
                 mark.engaged,
-                time_out(mark.at, at) if mark.buckets else None,
-                _buckets_out(mark.buckets),
-                _intent_out(mark.intent, at),
+                stored,
                 mark.contact,
                 prior,
                 time_out(mark.since, at) if mark.since else None,
@@ -163,9 +186,9 @@ def _past_out(past: Past, origin: int, rules: Rules) -> list[Any]:
     return [
         kept,
         past.engaged,
-        b"".join(seen.to_bytes(4, "big") for seen in past.seen),
+        b"".join(seen.to_bytes(FINGERPRINT_BYTES, "big") for seen in past.seen),
         None if root == EMPTY_FOLD else _fold_out(root, origin),
-        published_out(past.root_published),
+        None if past.root_published == NOTHING_PUBLISHED else published_out(past.root_published),
         None if past.root_key is None else _key_out(past.root_key, origin),
         time_out(past.since, origin) if past.since else None,
         None if past.error is None else [past.error[0], time_out(past.error[1], origin)],
@@ -199,7 +222,7 @@ def _prior_of(entry: Entry, mark: Mark, rules: Rules) -> float | None:
     return engagement_at(fold, entry.at, rules)
 
 
-def _past_in(stored: list[Any], origin: int, rules: Rules) -> Past:
+def _past_in(stored: list[Any], origin: int, rules: Rules, base: Fold) -> Past:
     (
         stored_kept,
         engaged,
@@ -215,17 +238,25 @@ def _past_in(stored: list[Any], origin: int, rules: Rules) -> Past:
     ) = stored
     kept = []
     previous = origin
+    engagement_before: tuple[int, dict[str, float], dict[str, tuple[int, ...]]] = (0, {}, {})
     for item in stored_kept:
         entry = _entry_in(item[:4], previous)
         at = entry.at
-        m_engaged, m_at, flat, intent, contact, prior, m_since, exact, m_first, *m_crossing = item[
-            4:
-        ]
+        m_engaged, held, contact, prior, m_since, exact, m_first, *m_crossing = item[4:]
+        if held is None:
+            m_at, buckets, intent = engagement_before
+        elif held is True:
+            m_at, buckets, intent = base.engagement_at, base.buckets, base.intent
+        else:
+            m_stored_at, flat, *m_intent = held
+            m_at = 0 if m_stored_at is None else time_in(m_stored_at, at)
+            buckets, intent = _buckets_in(flat), _intent_in(m_intent, at)
+        engagement_before = (m_at, buckets, intent)
         mark = Mark(
             m_engaged,
-            0 if m_at is None else time_in(m_at, at),
-            _buckets_in(flat),
-            _intent_in(intent, at),
+            m_at,
+            buckets,
+            intent,
             contact,
             0.0,
             0 if m_since is None else time_in(m_since, at),
@@ -241,9 +272,12 @@ def _past_in(stored: list[Any], origin: int, rules: Rules) -> Past:
     return Past(
         tuple(kept),
         engaged,
-        tuple(int.from_bytes(seen[i : i + 4], "big") for i in range(0, len(seen), 4)),
+        tuple(
+            int.from_bytes(seen[i : i + FINGERPRINT_BYTES], "big")
+            for i in range(0, len(seen), FINGERPRINT_BYTES)
+        ),
         EMPTY_FOLD if root is None else _fold_in(root, origin),
-        published_in(root_published),
+        NOTHING_PUBLISHED if root_published is None else published_in(root_published),
         None if root_key is None else _key_in(root_key, origin),
         0 if since is None else time_in(since, origin),
         crossing=_crossing_in(crossing, origin),
@@ -261,23 +295,31 @@ def decode_state(raw: bytes, lead_id: str, rules: Rules) -> LeadState:
         if version not in _READABLE_FORMATS:
             raise InvalidStateError(f"state format {version}, expected {LEAD_STATE_FORMAT}")
         _, accepted, origin, horizon, base, published, attribution, stored_tail, told = unpacked[:9]
+        if version == LEAD_STATE_FORMAT:
+            origin = time_in(origin, 0)
         identity = unpacked[9] if len(unpacked) > 9 and unpacked[9] else (False, None, [], [])
         anonymous, stored_link, stored_linked, stored_links = identity
-        past = _past_in(unpacked[10], origin, rules) if len(unpacked) > 10 else EMPTY_PAST
+        profile_is_kept = base[1] is True
+        if profile_is_kept:
+            base = [base[0], None, *base[2:]]
         fold = _fold_in(base, origin)
-        tail = []
-        previous = origin
-        for stored in stored_tail:
-            entry = _entry_in(stored, previous)
-            tail.append(entry)
-            previous = entry.at
+        past = _past_in(unpacked[10], origin, rules, fold) if len(unpacked) > 10 else EMPTY_PAST
+        if profile_is_kept:
+            fold = fold._replace(profile=kept_profile(past))
+        tail = _entries_in(stored_tail, origin) if version == LEAD_STATE_FORMAT else []
+        if version != LEAD_STATE_FORMAT:
+            previous = origin
+            for stored in stored_tail:
+                entry = _entry_in(stored, previous)
+                tail.append(entry)
+                previous = entry.at
         return restore(
             lead_id,
             accepted,
             None if horizon is None else _key_in(horizon, origin),
             fold,
-            published_in(published),
-            None if attribution is None else _attribution_in(attribution, origin),
+            None if published is None else published_in(published),
+            None if attribution is None else _attribution_in(attribution, origin, tail, past),
             tuple(tail),
             None if told is None else (told[0], time_in(told[1], origin)),
             rules,
@@ -300,7 +342,7 @@ def _identity_and_past_out(state: LeadState, origin: int, rules: Rules) -> list[
     past = state.past
     if past == EMPTY_PAST:
         return identity
-    return [identity[0] if identity else None, _past_out(past, origin, rules)]
+    return [identity[0] if identity else None, _past_out(past, origin, rules, state.base)]
 
 
 def _identity_out(state: LeadState) -> list[Any]:
@@ -368,14 +410,65 @@ def _intent_in(stored: list[Any], origin: int) -> dict[str, tuple[int, ...]]:
     }
 
 
-def _attribution_out(attribution: Attribution, origin: int) -> list[Any]:
+def _attribution_out(state: LeadState, origin: int) -> list[Any]:
+    """The first touch: the entry it was (an index into the tail, or minus one minus an index
+    into the kept entries) when leadflow still holds it, else its sort key; then its source
+    and campaign."""
+    attribution = state.attribution
+    assert attribution is not None
     at, rank, event_id, source, campaign = attribution
+    key = attribution[:3]
+    for index, entry in enumerate(state.tail):
+        if entry[:3] == key:
+            return [index, source, campaign]
+    for index, kept in enumerate(state.past.kept):
+        if kept.entry[:3] == key:
+            return [-1 - index, source, campaign]
     return [time_out(at, origin), rank, id_out(event_id), source, campaign]
 
 
-def _attribution_in(stored: list[Any], origin: int) -> Attribution:
+def _attribution_in(stored: list[Any], origin: int, tail: list[Entry], past: Past) -> Attribution:
+    if len(stored) == 3:
+        index, source, campaign = stored
+        entry = tail[index] if index >= 0 else past.kept[-1 - index].entry
+        return Attribution(entry.at, entry.rank, entry.event_id, source, campaign)
     at, rank, event_id, source, campaign = stored
     return Attribution(time_in(at, origin), rank, id_in(event_id), source, campaign)
+
+
+def _entries_out(entries: tuple[Entry, ...], origin: int) -> list[Any]:
+    """Entries as four columns: their times (steps from the one before), types, ids (one byte
+    string when all are canonical UUIDs) and details (None when all are)."""
+    steps, types, ids, details = [], bytearray(), [], []
+    previous = origin
+    for entry in entries:
+        step, type_at, event_id, detail = _entry_out(entry, previous)
+        previous = entry.at
+        steps.append(step)
+        types.append(type_at)
+        ids.append(event_id)
+        details.append(detail)
+    packed: bytes | list[Any] = ids
+    if all(isinstance(i, bytes) and len(i) == _UUID_BYTES for i in ids):
+        packed = b"".join(ids)
+    return [steps, bytes(types), packed, details if any(d is not None for d in details) else None]
+
+
+def _entries_in(stored: list[Any], origin: int) -> list[Entry]:
+    steps, types, ids, details = stored
+    if isinstance(ids, bytes):
+        ids = [ids[i : i + _UUID_BYTES] for i in range(0, len(ids), _UUID_BYTES)]
+    entries = []
+    previous = origin
+    for index, step in enumerate(steps):
+        detail = None if details is None else details[index]
+        entry = _entry_in([step, types[index], ids[index], detail], previous)
+        entries.append(entry)
+        previous = entry.at
+    return entries
+
+
+_UUID_BYTES: Final = 16
 
 
 def _entry_out(entry: Entry, previous: int) -> list[Any]:

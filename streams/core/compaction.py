@@ -158,7 +158,7 @@ def compact(state: LeadState, rules: Rules) -> tuple[tuple[Entry, ...], LeadStat
     return compacted, state._replace(
         horizon=compacted[-1][:3],
         base=base._replace(transitions=()),
-        published=summarize(state.published, base.transitions),
+        published=summarize(past.root_published, past.settled),
         tail=tail[cut:],
         tail_ids=tail_ids,
         fold=state.fold._replace(transitions=state.fold.transitions[len(base.transitions) :]),
@@ -179,9 +179,13 @@ def is_fact(entry: Entry, rules: Rules) -> bool:
     )
 
 
+FINGERPRINT_BYTES: Final = 3
+
+
 def fingerprint(event_id: str) -> int:
-    """The CRC-32 of an event id: what the snapshot remembers of an entry it does not keep."""
-    return zlib.crc32(event_id.encode())
+    """24 bits of the CRC-32 of an event id: what the snapshot remembers of an entry it does
+    not keep (docs/rules.md says what a collision costs)."""
+    return zlib.crc32(event_id.encode()) >> (32 - 8 * FINGERPRINT_BYTES)
 
 
 def bounded(
@@ -299,7 +303,7 @@ def restore(
     accepted: int,
     horizon: Key | None,
     base: Fold,
-    published: Published,
+    published: Published | None,
     attribution: Attribution | None,
     tail: tuple[Entry, ...],
     told: tuple[float, int] | None,
@@ -311,8 +315,9 @@ def restore(
     past: Past = EMPTY_PAST,
 ) -> LeadState:
     """A stored lead state, from what a store keeps of it: the snapshot's fit and exclusion are
-    read again from its profile, and the fold is the snapshot with the tail folded in, so a
-    state stored and reloaded decides exactly as one never stored."""
+    read again from its profile, its kept changes (and, given None, the tally `published`)
+    from its kept entries, and the fold is the snapshot with the tail folded in, so a state
+    stored and reloaded decides exactly as one never stored."""
     base = base._replace(
         fit_score=fit_score(base.profile, rules.fit),
         exclusion=exclusion_of(base.profile, rules.exclusions, rules.fit),
@@ -323,6 +328,8 @@ def restore(
             root=_with_scores(past.root, rules),
             settled=refold_past(past, attribution, rules, linked)[0].transitions,
         )
+    if published is None:
+        published = summarize(past.root_published, past.settled)
     return LeadState(
         lead_id=lead_id,
         accepted=accepted,

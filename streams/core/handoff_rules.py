@@ -130,7 +130,7 @@ class HandoffRules(_Section):
             if unknown:
                 raise ValueError(f"queue {queue.id}: unknown owners: {', '.join(unknown)}")
         for kind in ("active", "passive"):
-            if DEFAULT_TARGET not in self.targets.get(kind, {}):  # type: ignore[call-overload]
+            if DEFAULT_TARGET not in self.targets.get(kind, {}):
                 raise ValueError(f"targets.{kind}: give a `default` (minutes)")
         return self
 

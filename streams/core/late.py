@@ -44,11 +44,16 @@ from streams.core.scoring import add_engagement, decay_factor, engagement_points
 _NO_ENGAGEMENT = Mark(0, 0, {}, {}, False, 0.0, 0, True)
 
 
-def remembers(past: Past, event_id: str) -> bool:
-    """Whether the snapshot holds an event with this id (kept, or by its fingerprint)."""
-    return any(kept.entry.event_id == event_id for kept in past.kept) or (
-        fingerprint(event_id) in past.seen
-    )
+def remembers(past: Past, entry: Entry, rules: Rules) -> bool:
+    """Whether the snapshot holds an event with this entry's id: kept, or by its fingerprint.
+    A stage-deciding event is kept whole, so only a lead that let some go past
+    `state.lead_facts` reads the fingerprints for one (a collision can then not drop it)."""
+    event_id = entry.event_id
+    if any(kept.entry.event_id == event_id for kept in past.kept):
+        return True
+    if is_fact(entry, rules) and past.root_key is None:
+        return False
+    return fingerprint(event_id) in past.seen
 
 
 def apply_late(state: LeadState, entry: Entry, rules: Rules) -> LeadState:

@@ -249,8 +249,8 @@ class Past(NamedTuple):
     engaged: int
     """Engagement events folded into the snapshot, all time."""
     seen: tuple[int, ...]
-    """CRC-32 of the ids of the latest `state.lead_seen_ids` entries folded into the snapshot
-    and not kept: how a redelivered one is recognised."""
+    """24-bit fingerprints (of the CRC-32) of the ids of the latest `state.lead_seen_ids`
+    entries folded into the snapshot and not kept: how a redelivered one is recognised."""
     root: Fold
     """The fold before the oldest kept entry (empty unless older ones were let go)."""
     root_published: Published

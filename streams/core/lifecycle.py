@@ -62,7 +62,7 @@ def decide(state: LeadState | None, event: Event, rules: Rules) -> Decision:
     if tail and entry[:3] <= tail[-1][:3]:
         horizon = horizon_of(state, rules)
         late = horizon is not None and entry[:3] <= horizon
-    if event.event_id in state.tail_ids or (late and remembers(state.past, event.event_id)):
+    if event.event_id in state.tail_ids or (late and remembers(state.past, entry, rules)):
         return Decision(state, (), duplicate=True)
     links = state.links
     requests: tuple[LinkRequest, ...] = ()
