@@ -33,7 +33,7 @@ from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
 from streams.common.stage_changes_codec import encode_account_change
 from streams.core.account import AccountStageChange, AccountState
 from streams.core.accounts import decide_account
-from streams.core.compaction import compact
+from streams.core.compaction import FINGERPRINT_BYTES, compact
 from streams.core.lead import LeadStageChange, LeadState
 from streams.core.qualify import qualify
 from streams.core.rules import Rules, load_rules
@@ -196,8 +196,7 @@ def long_history(rules: Rules, events: int, sales: int) -> None:
         for n in range(1, events)
     ]
     profile = {"email": "pat@example.com", "job_title": "VP Marketing", "company_size": 400}
-    documents.insert(
-        0,
+    documents[:0] = [
         {
             "event_id": "long-0",
             "lead_id": "long",
@@ -205,7 +204,14 @@ def long_history(rules: Rules, events: int, sales: int) -> None:
             "occurred_at": start.isoformat(),
             "properties": profile,
         },
-    )
+        {
+            "event_id": "long-demo",
+            "lead_id": "long",
+            "type": "demo_request",
+            "occurred_at": (start + timedelta(days=2)).isoformat(),
+            "properties": {},
+        },
+    ]
     state: LeadState | None = None
     for event in _decoded(documents):
         state = qualify(state, event, rules, False).state
@@ -231,7 +237,8 @@ def long_history(rules: Rules, events: int, sales: int) -> None:
     print(
         f"  a lead of {events:,} events over a year, {sales} of them sales activities: "
         f"{len(stored):,} bytes stored ({len(past.kept)} stage-deciding events kept with "
-        f"their engagement, {len(past.seen):,} fingerprints of 4 bytes); a disqualification "
+        f"their engagement, {len(past.seen):,} fingerprints of {FINGERPRINT_BYTES} bytes); a "
+        "disqualification "
         f"dated its first day is applied in {took * 1000:.1f} ms and retracts "
         f"{sum(c.retracted for c in qualified.changes)} changes"
     )
