@@ -39,6 +39,7 @@ def _connection(kafka: KafkaSettings) -> dict[str, Any]:
 def connection_config(kafka: KafkaSettings) -> dict[str, Any]:
     """kafka-python keyword arguments shared by producers, consumers and admin clients."""
     config = _connection(kafka)
+    config["bootstrap_timeout_ms"] = round(kafka.bootstrap_timeout_seconds * 1000)
     for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
         value = getattr(kafka, name)
         if value is not None:
@@ -65,7 +66,8 @@ def reaching(kafka: KafkaSettings) -> Iterator[None]:
 
 WAITING_NOTICE_AFTER = 0.5
 """Seconds a TCP connection to the bootstrap addresses may take before a command says that it
-is waiting for the broker (the clients themselves wait about 30 s before they give up)."""
+is waiting for the broker (the clients themselves wait `LEADFLOW_KAFKA__BOOTSTRAP_TIMEOUT_SECONDS`,
+30 s, before they give up)."""
 
 
 def say_if_waiting(kafka: KafkaSettings, within: float = WAITING_NOTICE_AFTER) -> bool:

@@ -50,6 +50,12 @@ class KafkaSettings(_Section):
         default="localhost:9092", description="Comma-separated host:port list."
     )
     client_id: str = Field(default="leadflow", description="Client id the brokers log.")
+    bootstrap_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How long a command waits for a first broker to answer before it gives up.",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`."
     )

@@ -250,7 +250,14 @@ def test_an_unreachable_broker_is_one_line_naming_the_address_and_the_setting() 
     with socket.socket() as closed:  # a port that nothing listens on
         closed.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{closed.getsockname()[1]}"
-    result = leadflow("topics", "create", variables={"LEADFLOW_KAFKA__BOOTSTRAP_SERVERS": address})
+    result = leadflow(
+        "topics",
+        "create",
+        variables={
+            "LEADFLOW_KAFKA__BOOTSTRAP_SERVERS": address,
+            "LEADFLOW_KAFKA__BOOTSTRAP_TIMEOUT_SECONDS": "3",  # the clients' wait, kept short
+        },
+    )
     assert result.returncode == 1
     assert result.stderr.decode().splitlines() == [
         f"waiting for the Kafka broker at {address} (LEADFLOW_KAFKA__BOOTSTRAP_SERVERS)...",
@@ -416,6 +423,7 @@ def test_rebuild_without_a_broker_leaves_the_projections_as_they_were(tmp_path: 
     variables = {
         "LEADFLOW_CLICKHOUSE__URL": f"chdb://{tmp_path / 'clickhouse'}",
         "LEADFLOW_KAFKA__BOOTSTRAP_SERVERS": address,
+        "LEADFLOW_KAFKA__BOOTSTRAP_TIMEOUT_SECONDS": "3",  # the clients' wait, kept short
         "LEADFLOW_PROJECTOR__TEMP_DIR": str(tmp_path / "spool"),
         "LEADFLOW_PRIVACY__HASH_KEY": "a-test-key-of-some-length",
     }

@@ -60,7 +60,11 @@ def test_a_command_says_it_waits_at_once_and_still_fails_with_one_line(
     inherited = {k: v for k, v in os.environ.items() if not k.upper().startswith("LEADFLOW_")}
     command = subprocess.Popen(
         [sys.executable, "-m", "streams", "topics", "create"],
-        env={**inherited, "LEADFLOW_KAFKA__BOOTSTRAP_SERVERS": closed_address},
+        env={
+            **inherited,
+            "LEADFLOW_KAFKA__BOOTSTRAP_SERVERS": closed_address,
+            "LEADFLOW_KAFKA__BOOTSTRAP_TIMEOUT_SECONDS": "3",  # the clients' wait, kept short
+        },
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
