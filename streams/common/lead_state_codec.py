@@ -25,7 +25,7 @@ from streams.common.codec_parts import (
     time_out,
 )
 from streams.core.compaction import FINGERPRINT_BYTES, compact, restore
-from streams.core.fold import engagement_at
+from streams.core.late import mark_engagement
 from streams.core.lead import (
     EMPTY_FOLD,
     EMPTY_PAST,
@@ -216,10 +216,7 @@ def _prior_of(entry: Entry, mark: Mark, rules: Rules) -> float | None:
     """The engagement before an entry without points of its own: its mark's, decayed."""
     if entry.rank == Rank.ENGAGEMENT and entry.type != LINK_ENTRY:
         return None
-    fold = EMPTY_FOLD._replace(
-        buckets=mark.buckets, engagement=sum(mark.buckets.values()), engagement_at=mark.at
-    )
-    return engagement_at(fold, entry.at, rules)
+    return mark_engagement(mark, entry.at, rules)
 
 
 def _past_in(stored: list[Any], origin: int, rules: Rules, base: Fold) -> Past:

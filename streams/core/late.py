@@ -162,14 +162,14 @@ def _maybe_crossing(
     is the first there."""
     if position < len(kept):
         following = kept[position]
-        later, later_at = _fold_of(following.mark), following.entry.at
+        later_at = following.entry.at
+        later = mark_engagement(following.mark, later_at, rules)
     else:
-        later, later_at = base, base.engagement_at
+        later_at = base.engagement_at
+        later = engagement_at(base, later_at, rules)
     if entry.at > later_at:
         return kept, past
-    estimate = engagement_at(later, later_at, rules) / decay_factor(
-        later_at - entry.at, rules.engagement
-    )
+    estimate = later / decay_factor(later_at - entry.at, rules.engagement)
     if estimate < rules.engagement.mql_threshold:
         return kept, past
     crossing = (*entry[:3], round(estimate, 6))
@@ -219,7 +219,7 @@ def _estimated(past: Past, position: int, entry: Entry, rules: Rules) -> Mark:
     gap_first = past.first_at if following is None else following.first_at
     exact = exact and (following is None or following.exact)
     exact = exact and (gap_first is None or entry.at < gap_first)
-    prior = engagement_at(_fold_of(mark), entry.at, rules)
+    prior = mark_engagement(mark, entry.at, rules)
     buckets, at, contact = mark.buckets, mark.at, mark.contact
     if _is_engagement(entry):
         # A high-intent form: its own points, as the fold adds them.
@@ -243,8 +243,7 @@ def _bumped(mark: Mark, kept_at: int, entry: Entry, rules: Rules) -> Mark:
         return mark._replace(engaged=mark.engaged + 1)
     buckets, at = _with_points(mark.buckets, mark.at, entry, rules)
     bumped = mark._replace(at=at, buckets=buckets, intent=with_intent(mark.intent, entry, rules))
-    added = engagement_at(_fold_of(bumped), kept_at, rules)
-    added -= engagement_at(_fold_of(mark), kept_at, rules)
+    added = mark_engagement(bumped, kept_at, rules) - mark_engagement(mark, kept_at, rules)
     return Mark(
         mark.engaged + 1,
         at if buckets else 0,
@@ -300,7 +299,9 @@ def _with_points(
     return add_engagement(buckets, 0, entry.type, points, rules.engagement), at
 
 
-def _fold_of(mark: Mark) -> Fold:
-    return EMPTY_FOLD._replace(
+def mark_engagement(mark: Mark, at: int, rules: Rules) -> float:
+    """The lead's own engagement a mark holds, decayed to event time `at` (>= the mark's)."""
+    fold = EMPTY_FOLD._replace(
         buckets=mark.buckets, engagement=sum(mark.buckets.values()), engagement_at=mark.at
     )
+    return engagement_at(fold, at, rules)
