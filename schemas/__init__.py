@@ -10,6 +10,7 @@ from schemas.events import (
     SALES_TYPES,
     Event,
 )
+from schemas.handoff import HANDOFF_KINDS, HandoffEvent
 from schemas.stage_changes import FUNNEL_STAGES, STAGES, StageChange
 
 __all__ = [
@@ -19,11 +20,13 @@ __all__ = [
     "EVENT_MODELS",
     "EVENT_TYPES",
     "FUNNEL_STAGES",
+    "HANDOFF_KINDS",
     "PROFILE_TYPES",
     "SALES_TYPES",
     "STAGES",
     "AccountChange",
     "AccountSignal",
     "Event",
+    "HandoffEvent",
     "StageChange",
 ]

@@ -39,6 +39,8 @@ SalesType: TypeAlias = Literal[
     "advocacy",
     "lead_recycled",
     "leads_merged",
+    "sales_attempted",
+    "owner_assigned",
 ]
 IdentityType: TypeAlias = Literal["identity_linked"]
 DisqualificationReason: TypeAlias = Literal[
@@ -58,6 +60,9 @@ ENGAGEMENT_TYPES: Final[tuple[str, ...]] = EngagementType.__args__  # type: igno
 SALES_TYPES: Final[tuple[str, ...]] = SalesType.__args__  # type: ignore[attr-defined]
 PROFILE_TYPES: Final[tuple[str, ...]] = ("profile_updated",)
 IDENTITY_TYPES: Final[tuple[str, ...]] = IdentityType.__args__  # type: ignore[attr-defined]
+HANDOFF_TYPES: Final[tuple[str, ...]] = ("sales_attempted", "owner_assigned")
+"""Sales types that only the handoff reads (an attempt to reach the lead, the CRM's owner): they
+move no stage and are not part of the lead's scored history (docs/handoff.md)."""
 LINK_TYPES: Final[tuple[str, ...]] = ("identity_linked", "leads_merged")
 """The types that link one identity to a known lead (docs/rules.md, identity stitching)."""
 EVENT_TYPES: Final[tuple[str, ...]] = (
@@ -132,6 +137,17 @@ class SalesContactedProperties(_Properties):
     bant: Bant | None = None
 
 
+class SalesAttemptedProperties(_Properties):
+    channel: Label | None = None
+    """How sales tried (call, email, meeting...): a try that reached no one."""
+
+
+class OwnerAssignedProperties(_Properties):
+    owner_id: Identifier
+    """The CRM's owner of the lead; it replaces the owner the rules' routing chose."""
+    team: Label | None = None
+
+
 class SalesDisqualifiedProperties(_Properties):
     reason: DisqualificationReason
 
@@ -194,6 +210,22 @@ class SalesContacted(_Envelope):
 
     type: Literal["sales_contacted"]
     properties: SalesContactedProperties = SalesContactedProperties()
+
+
+class SalesAttempted(_Envelope):
+    """Sales tried to reach the lead (a call, an email) and reached no one: it starts the
+    response time of an MQL without being a contact (docs/handoff.md)."""
+
+    type: Literal["sales_attempted"]
+    properties: SalesAttemptedProperties = SalesAttemptedProperties()
+
+
+class OwnerAssigned(_Envelope):
+    """The CRM assigned the lead to an owner: the handoff follows it rather than the routing
+    rules (sales group: CRM only)."""
+
+    type: Literal["owner_assigned"]
+    properties: OwnerAssignedProperties
 
 
 class SalesDisqualified(_Envelope):
@@ -262,6 +294,8 @@ Event: TypeAlias = Annotated[
     EngagementEvent
     | ProfileUpdated
     | SalesContacted
+    | SalesAttempted
+    | OwnerAssigned
     | SalesDisqualified
     | QuoteRequested
     | DealWon
@@ -274,12 +308,15 @@ Event: TypeAlias = Annotated[
 ]
 """Any leadflow event, discriminated by `type`."""
 
-EVENT_ADAPTER: Final[TypeAdapter[Event]] = TypeAdapter(Event)
+# mypy reads a union this long as a value, not as a type form: pydantic takes it all the same.
+EVENT_ADAPTER: Final[TypeAdapter[Event]] = TypeAdapter(Event)  # type: ignore[arg-type]
 
 EVENT_MODELS: Final[tuple[type[BaseModel], ...]] = (
     EngagementEvent,
     ProfileUpdated,
     SalesContacted,
+    SalesAttempted,
+    OwnerAssigned,
     SalesDisqualified,
     QuoteRequested,
     DealWon,

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from schemas.accounts import AccountChange, AccountSignal
 from schemas.events import EVENT_ADAPTER, EVENT_MODELS
+from schemas.handoff import HandoffEvent
 from schemas.stage_changes import StageChange
 
 
@@ -16,7 +17,7 @@ def export_json_schemas(directory: Path) -> list[Path]:
     """Write `<model>.schema.json` files (plus `event.schema.json`, the union) into `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     schemas: dict[str, dict[str, object]] = {"event": EVENT_ADAPTER.json_schema()}
-    models: tuple[type[BaseModel], ...] = (*EVENT_MODELS, StageChange, AccountSignal, AccountChange)
+    models: tuple[type[BaseModel], ...] = (*EVENT_MODELS, StageChange, AccountSignal, AccountChange, HandoffEvent)
     for model in models:
         schemas[_file_stem(model.__name__)] = model.model_json_schema()
     written = []

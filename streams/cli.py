@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from streams.common.event_files import event_lines
+from streams.common.handoff_codec import encode_handoff
 from streams.common.settings import Settings, load_settings, settings_reference, unknown_variables
 from streams.common.stage_changes_codec import encode_account_change, encode_change
 from streams.core.account import AccountStageChange
@@ -22,6 +23,7 @@ from streams.core.explain import explain as explain_lead
 from streams.core.explain import ledger as explain_ledger
 from streams.core.lead import LeadStageChange
 from streams.core.rules import Rules, load_rules
+from streams.core.sla import HandoffStep
 from streams.errors import LeadflowError
 from streams.explain_render import ledger_document, print_history, print_ledger
 from streams.local.generator import TrafficShape
@@ -151,6 +153,10 @@ def replay(
         ),
     ] = False,
     arrival_order: ArrivalOrderOption = False,
+    handoffs: Annotated[
+        bool,
+        typer.Option("--handoffs", help="Print the handoff events (leadflow.handoff) instead."),
+    ] = False,
 ) -> None:
     """Run the qualification core over an event log; print stage changes as JSON lines.
 
@@ -166,7 +172,10 @@ def replay(
 
     settings = _settings(ctx)
     replayer = Replayer(
-        _rules(rules, settings), max_event_bytes=settings.max_event_bytes, accounts=accounts
+        _rules(rules, settings),
+        max_event_bytes=settings.max_event_bytes,
+        accounts=accounts,
+        handoffs=handoffs,
     )
     out = sys.stdout.buffer
     rejected = 0
@@ -198,7 +207,10 @@ def replay(
             elif isinstance(item, AccountStageChange):
                 out.write(encode_account_change(item))
                 out.write(b"\n")
-            elif isinstance(item, LeadStageChange) and not accounts:
+            elif isinstance(item, HandoffStep):
+                out.write(encode_handoff(item))
+                out.write(b"\n")
+            elif isinstance(item, LeadStageChange) and not accounts and not handoffs:
                 out.write(encode_change(item))
                 out.write(b"\n")
         out.flush()
@@ -209,6 +221,8 @@ def replay(
         f"({counts.duplicates} duplicates, {bad} bad lines) -> "
         f"{counts.stage_changes} stage changes"
     )
+    if handoffs:
+        summary += f", {counts.handoffs} handoff events"
     if accounts:
         summary += (
             f"; {counts.account_signals} account signals to {len(replayer.account_states)} "

@@ -10,16 +10,24 @@ from typing import Any, NamedTuple
 
 from schemas.events import LINK_TYPES
 from streams.common.events_codec import decode_event
+from streams.common.handoff_codec import decode_clock, is_clock
 from streams.core.account import AccountDecision, AccountStageChange, AccountState, Signal
 from streams.core.accounts import decide_account
 from streams.core.lead import Entry, LeadStageChange, LeadState, LinkRequest, Summary
 from streams.core.lifecycle import linked_identity
-from streams.core.qualify import Qualified, qualify, qualify_request, qualify_summary
+from streams.core.qualify import (
+    Qualified,
+    qualify,
+    qualify_clock,
+    qualify_request,
+    qualify_summary,
+)
 from streams.core.revisions import latest_revisions
 from streams.core.rules import Rules
+from streams.core.sla import HandoffStep
 from streams.errors import InvalidEventError
 
-Replayed = LeadStageChange | Signal | AccountStageChange
+Replayed = LeadStageChange | Signal | AccountStageChange | HandoffStep
 
 
 class BadLine(NamedTuple):
@@ -45,6 +53,10 @@ class ReplayCounts:
     """Summaries of linked identities applied to their known lead."""
     identity_conflicts: int = 0
     """Links that disagreed with another of their identity (refused, or replacing it)."""
+    handoffs: int = 0
+    """Handoff events (docs/handoff.md)."""
+    clock_records: int = 0
+    """The worker's handoff clock records read (in a log taken from the events topic)."""
 
 
 @dataclass
@@ -58,6 +70,8 @@ class Replayer:
     accounts: bool = False
     keep_compacted: bool = False
     """Keep the entries each lead folded into its snapshot (`compacted`), for `explain`."""
+    handoffs: bool = False
+    """Also yield the handoff events, right after the stage changes of the event behind them."""
     states: dict[str, LeadState] = field(default_factory=dict)
     account_states: dict[str, AccountState] = field(default_factory=dict)
     compacted: dict[str, list[Entry]] = field(default_factory=dict)
@@ -75,6 +89,9 @@ class Replayer:
         for number, raw in enumerate(lines, start=1):
             counts.lines += 1
             if not raw.strip():
+                continue
+            if is_clock(raw):
+                yield from self._clock(number, raw)
                 continue
             try:
                 event = decode_event(raw, self.max_event_bytes)
@@ -113,6 +130,9 @@ class Replayer:
             self.compacted.setdefault(lead_id, []).extend(qualified.compacted)
         counts.stage_changes += len(qualified.changes)
         yield from qualified.changes
+        counts.handoffs += len(qualified.handoffs)
+        if self.handoffs:
+            yield from qualified.handoffs
         for signal, account in zip(qualified.signals, rolled_up, strict=True):
             counts.account_signals += 1
             yield signal
@@ -120,6 +140,24 @@ class Replayer:
             counts.account_signals_late += account.late
             counts.account_changes += len(account.changes)
             yield from account.changes
+
+    def _clock(self, number: int, raw: bytes) -> Iterator[HandoffStep | BadLine]:
+        """A clock record of the worker's (a log read from the events topic): the deadline it
+        names came for its lead, as the worker applied it."""
+        try:
+            lead_id, at = decode_clock(raw)
+        except InvalidEventError as exc:
+            self.counts.bad += 1
+            yield BadLine(number, exc.reason)
+            return
+        self.counts.clock_records += 1
+        done = qualify_clock(self.states.get(lead_id), lead_id, at, self.rules)
+        if done.duplicate:
+            return
+        self.states[lead_id] = done.state
+        self.counts.handoffs += len(done.handoffs)
+        if self.handoffs:
+            yield from done.handoffs
 
     def _stitched(self, number: int, qualified: Qualified) -> Iterator[Replayed | BadLine]:
         """What the workers route after an event: a lead's link requests, to their identities,

@@ -49,6 +49,8 @@ STORED_EVENT_TYPES: Final = (
     "lead_recycled",
     "leads_merged",
     "identity_linked",
+    "sales_attempted",
+    "owner_assigned",
 )
 TYPE_AT: Final = {event_type: n for n, event_type in enumerate(STORED_EVENT_TYPES)}
 """Each event type's position in `STORED_EVENT_TYPES`."""

@@ -184,6 +184,7 @@ def topic_specs(topics: TopicSettings) -> dict[str, dict[str, str]]:
         topics.dead_letter: {"cleanup.policy": "delete", "max.message.bytes": largest_dead_letter},
         topics.account_signals: {"cleanup.policy": "delete"},
         topics.account_changes: {"cleanup.policy": "delete"},
+        topics.handoff: {"cleanup.policy": "delete"},
         topics.identity_summaries: {"cleanup.policy": "delete"},
         topics.challenger_stage_changes: {"cleanup.policy": "delete"},
         topics.challenger_identity_summaries: {"cleanup.policy": "delete"},

@@ -44,6 +44,7 @@ from streams.core.lead import (
 )
 from streams.core.revisions import NOTHING_PUBLISHED
 from streams.core.rules import Rules
+from streams.core.sla import CrmOwner, HandoffState, OpenHandoff, next_deadline
 from streams.errors import InvalidStateError
 
 LEAD_STATE_FORMAT: Final = 4
@@ -80,8 +81,8 @@ def encode_state(state: LeadState, rules: Rules) -> bytes:
             None if state.attribution is None else _attribution_out(state, origin),
             tail,
             None if state.told is None else [state.told[0], time_out(state.told[1], origin)],
-            # Left out for a lead with no identity to stitch and no kept past (most).
-            *_identity_and_past_out(state, origin, rules),
+            # Left out for a lead with no identity to stitch, no kept past, no handoff (most).
+            *_identity_past_and_handoff_out(state, origin, rules),
         ],
         use_bin_type=True,
     )
@@ -300,7 +301,9 @@ def decode_state(raw: bytes, lead_id: str, rules: Rules) -> LeadState:
         if profile_is_kept:
             base = [base[0], None, *base[2:]]
         fold = _fold_in(base, origin)
-        past = _past_in(unpacked[10], origin, rules, fold) if len(unpacked) > 10 else EMPTY_PAST
+        past = EMPTY_PAST
+        if len(unpacked) > 10 and unpacked[10] is not None:
+            past = _past_in(unpacked[10], origin, rules, fold)
         if profile_is_kept:
             fold = fold._replace(profile=kept_profile(past))
         tail = _entries_in(stored_tail, origin) if version == LEAD_STATE_FORMAT else []
@@ -327,19 +330,107 @@ def decode_state(raw: bytes, lead_id: str, rules: Rules) -> LeadState:
                 (linked_id, (at, rank, event_id)) for linked_id, at, rank, event_id in stored_links
             ),
             past,
-        )
+        )._replace(handoff=_handoff_in(unpacked[11]) if len(unpacked) > 11 else None)
     except InvalidStateError:
         raise
     except (msgpack.UnpackException, TypeError, ValueError, KeyError, IndexError) as exc:
         raise InvalidStateError(f"cannot decode lead state: {exc!r}") from exc
 
 
-def _identity_and_past_out(state: LeadState, origin: int, rules: Rules) -> list[Any]:
+def stored_deadline(raw: bytes, rules: Rules) -> int | None:
+    """The next handoff deadline of a stored lead state (see `streams.core.sla.next_deadline`),
+    read without decoding the rest; None when it has none or cannot be read."""
+    try:
+        unpacked = msgpack.unpackb(raw)
+        if unpacked[0] not in _READABLE_FORMATS or len(unpacked) < 12:
+            return None
+        return next_deadline(_handoff_in(unpacked[11]))
+    except (msgpack.UnpackException, TypeError, ValueError, KeyError, IndexError):
+        return None
+
+
+def _identity_past_and_handoff_out(state: LeadState, origin: int, rules: Rules) -> list[Any]:
     identity = _identity_out(state)
     past = state.past
-    if past == EMPTY_PAST:
+    handoff = state.handoff
+    if past == EMPTY_PAST and handoff is None:
         return identity
-    return [identity[0] if identity else None, _past_out(past, origin, rules, state.base)]
+    stored = [
+        identity[0] if identity else None,
+        None if past == EMPTY_PAST else _past_out(past, origin, rules, state.base),
+    ]
+    return stored if handoff is None else [*stored, _handoff_out(handoff)]
+
+
+_HANDOFF_BY: Final = ("rules", "crm")
+_MQL_KINDS: Final = ("active", "passive")
+_TOUCHES: Final = ("attempt", "contact")
+
+
+def _handoff_out(handoff: HandoffState) -> list[Any]:
+    current = handoff.current
+    crm = handoff.crm_owner
+    return [
+        None if current is None else _open_handoff_out(current),
+        [[at, _TOUCHES.index(touch), id_out(event_id)] for at, touch, event_id in handoff.touches],
+        None if crm is None else [crm.at, id_out(crm.event_id), crm.owner, crm.team],
+    ]
+
+
+def _open_handoff_out(current: OpenHandoff) -> list[Any]:
+    flags = current.warned | current.breached << 1 | current.live << 2
+    return [
+        bytes.fromhex(current.change_id),
+        current.mql_at,
+        _MQL_KINDS.index(current.mql_kind),
+        current.grade,
+        current.source,
+        current.campaign,
+        current.queue,
+        current.owner,
+        _HANDOFF_BY.index(current.assigned_by),
+        current.team,
+        current.target_seconds,
+        current.due_at,
+        current.warn_at,
+        current.attempted_at,
+        current.contacted_at,
+        flags,
+    ]
+
+
+def _handoff_in(stored: list[Any]) -> HandoffState:
+    current, touches, crm = stored
+    return HandoffState(
+        None if current is None else _open_handoff_in(current),
+        tuple((at, _TOUCHES[touch], id_in(event_id)) for at, touch, event_id in touches),
+        None if crm is None else CrmOwner(crm[0], id_in(crm[1]), crm[2], crm[3]),
+    )
+
+
+def _open_handoff_in(stored: list[Any]) -> OpenHandoff:
+    (change_id, mql_at, kind, grade, source, campaign, queue, owner, by, team) = stored[:10]
+    target, due, warn, attempted, contacted, flags = stored[10:]
+    return OpenHandoff(
+        change_id.hex(),
+        mql_at,
+        _MQL_KINDS[kind],
+        grade,
+        source,
+        campaign,
+        queue,
+        owner,
+        _HANDOFF_BY[by],
+        team,
+        target,
+        due,
+        warn,
+        attempted,
+        contacted,
+        bool(flags & 1),
+        bool(flags & 2),
+        bool(flags & 4),
+    )
 
 
 def _identity_out(state: LeadState) -> list[Any]:

@@ -113,6 +113,10 @@ class TopicSettings(_Section):
         description="Lead facts for the account table, keyed by account (a repartition topic).",
     )
     account_changes: str = Field(
+    handoff: str = Field(
+        default="leadflow.handoff",
+        description="Handoff events (assigned, due soon, breached, touched), keyed by lead.",
+    )
         default="leadflow.account-changes", description="Account stage changes, keyed by account."
     )
     identity_summaries: str = Field(
@@ -200,6 +204,13 @@ class WorkerSettings(_Section):
         ),
     )
     accounts: bool = Field(
+    handoff_clock_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=5.0,
+        description=(
+            "How often the handoff clock looks for deadlines that came (due soon, breached): "
+            "an alert comes at most this late."
+        ),
+    )
         default=True,
         description="Roll leads up to accounts (the account table and its two topics).",
     )

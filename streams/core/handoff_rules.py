@@ -118,6 +118,8 @@ class HandoffRules(_Section):
     }
     """Minutes of the owner's working time from the MQL to the first sales touch, per MQL kind
     and grade (`default`: the other grades)."""
+    due_soon_share: Annotated[float, Field(gt=0, lt=1)] = 0.75
+    """The share of a target's working time after which an untouched MQL is due soon."""
 
     @model_validator(mode="after")
     def _queues_name_known_owners(self) -> HandoffRules:

@@ -79,7 +79,9 @@ def apply_late(state: LeadState, entry: Entry, rules: Rules) -> LeadState:
         kept, past = _earliest_in_gap(kept, position, past, entry.at)
     seen = past.seen
     if is_fact(entry, rules):
-        kept.insert(position, Kept(entry, _estimated(state.past, position, entry, rules)))
+        mark = _estimated(state.past, position, entry, rules)
+        kept, past, mark = _crossing_before(kept, position, past, mark, entry)
+        kept.insert(position, Kept(entry, mark))
     else:
         seen = (*seen, fingerprint(entry.event_id))[-rules.state.lead_seen_ids :]
     past = past._replace(kept=tuple(kept), engaged=engaged, seen=seen, touched=True)
@@ -200,6 +202,25 @@ def _on_other_recycles(base: Fold, past: Past, since: int, rules: Rules) -> tupl
 
 def _is_engagement(entry: Entry) -> bool:
     return entry.rank == Rank.ENGAGEMENT and entry.type != LINK_ENTRY
+
+
+def _crossing_before(
+    kept: list[Kept], position: int, past: Past, mark: Mark, entry: Entry
+) -> tuple[list[Kept], Past, Mark]:
+    """A fact put into a gap splits it: the gap's crossing, if it came before the fact, is
+    the crossing of the part before it (a recycle there must not read it after)."""
+    if position < len(kept):
+        following = kept[position]
+        crossing = following.mark.crossing
+        if crossing is not None and crossing[:3] < entry[:3]:
+            # Whether the part after the fact crossed too is not known: approximate.
+            moved = following.mark._replace(crossing=None, exact=False)
+            kept[position] = Kept(following.entry, moved)
+            mark = mark._replace(crossing=crossing)
+    elif past.crossing is not None and past.crossing[:3] < entry[:3]:
+        mark = mark._replace(crossing=past.crossing)
+        past = past._replace(crossing=None)
+    return kept, past, mark
 
 
 def _estimated(past: Past, position: int, entry: Entry, rules: Rules) -> Mark:

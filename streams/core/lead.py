@@ -10,10 +10,13 @@ snapshot and its bounds in `streams.core.compaction`, the published stage change
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from schemas.events import SALES_TYPES, Event
 from streams.core.revisions import NOTHING_PUBLISHED, Published, micros_of
+
+if TYPE_CHECKING:
+    from streams.core.sla import HandoffState
 
 PROFILE_FIELDS: Final = (
     "email",
@@ -306,6 +309,8 @@ class LeadState(NamedTuple):
     (sorted): the lead keeps its events since the first in detail (see `past_bound`)."""
     past: Past = EMPTY_PAST
     """What it keeps of the events in its snapshot (empty while every event is in detail)."""
+    handoff: HandoffState | None = None
+    """Its MQL's handoff to sales (`streams.core.sla`); None: it never had one."""
 
     @property
     def silent(self) -> bool:

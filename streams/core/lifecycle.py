@@ -29,7 +29,7 @@ in `streams.core.publishing`.
 
 from __future__ import annotations
 
-from schemas.events import LINK_TYPES, Event
+from schemas.events import HANDOFF_TYPES, LINK_TYPES, Event
 from streams.core.compaction import COMPACT_AT_ONCE, compact, horizon_of, insert_sorted, past_bound
 from streams.core.fold import fold_entry, refold
 from streams.core.late import apply_late, remembers
@@ -56,6 +56,9 @@ def decide(state: LeadState | None, event: Event, rules: Rules) -> Decision:
     """Apply one event to a lead's state. Pure and deterministic."""
     if state is None:
         state = new_lead(event.lead_id)
+    if event.type in HANDOFF_TYPES:
+        # Only the handoff reads these (`streams.core.sla`): not part of the scored history.
+        return Decision(state, (), duplicate=False)
     entry = entry_of(event)
     tail = state.tail
     late = False
@@ -159,6 +162,7 @@ def _applied(
         state.linked,
         state.links,
         state.past,
+        state.handoff,
     )
 
 

@@ -40,6 +40,7 @@ from streams.common.events_codec import (
     decode_event,
     is_history,
 )
+from streams.common.handoff_codec import decode_clock, encode_handoff, is_clock
 from streams.common.identity_records_codec import (
     decode_identity_record,
     encode_link_request,
@@ -51,9 +52,17 @@ from streams.core.account import AccountState, Signal
 from streams.core.accounts import compact_account, decide_account
 from streams.core.compaction import compact
 from streams.core.lead import LeadState, Summary
-from streams.core.qualify import Qualified, qualify, qualify_request, qualify_summary
+from streams.core.qualify import (
+    Qualified,
+    qualify,
+    qualify_clock,
+    qualify_request,
+    qualify_summary,
+)
 from streams.core.rules import Rules
+from streams.core.sla import next_deadline
 from streams.errors import InvalidEventError
+from streams.worker.clock import DeadlineIndex
 from streams.worker.metrics import PipelineMetrics
 
 log = logging.getLogger(__name__)
@@ -219,6 +228,8 @@ class Route:
     received: Callable[[Message], None] = lambda message: None
     timed: bool = False
     """Its messages' Kafka timestamps feed the latency metric."""
+    with_history: bool = False
+    """`decide` takes the message with whether it is history: (message, history)."""
 
 
 @dataclass(frozen=True)
@@ -290,6 +301,8 @@ class StateAgent:
             # Everything this message leads to is worked out before any of it is sent, so a
             # message the code cannot handle leaves its state exactly as it was.
             state = held if held is not None else self._stored(key, stored, owner)
+            if route.with_history:
+                payload = (payload, is_history(message.headers))
             step = route.decide(key, state, payload)
             # A state is encoded once per batch; it is measured for real only once the bound
             # of its growth could bring it near the limit.
@@ -382,6 +395,10 @@ class LeadQualifier:
     the identity topic; None: this worker does not stitch identities."""
     identity_topic: str | None = None
     """The identity topic, which this agent reads beside the events."""
+    send_handoff: Send | None = None
+    """Where handoff events go (the handoff topic); None: this worker publishes none."""
+    deadlines: DeadlineIndex | None = None
+    """The handoff deadlines of the leads this worker holds, for the clock (`clock.py`)."""
 
     def __post_init__(self) -> None:
         events = Route(
@@ -391,6 +408,7 @@ class LeadQualifier:
             forward=None if self.shadow else self.send_event,
             received=self._received,
             timed=True,
+            with_history=True,
         )
         identity = Route(
             invalid="invalid_identity_record",
@@ -426,14 +444,23 @@ class LeadQualifier:
         self.positions[message.partition] = message.offset
 
     def _decode_event(self, raw: bytes) -> tuple[str, Any]:
+        if is_clock(raw):
+            lead_id, at = decode_clock(raw)
+            return lead_id, (at, 0)
         event = decode_event(raw, self.max_event_bytes)
         return event.lead_id, (event, len(raw))
 
     def _decide_event(
-        self, key: bytes, state: LeadState | None, payload: tuple[Event, int]
+        self, key: bytes, state: LeadState | None, payload: tuple[tuple[Event | int, int], bool]
     ) -> Step:
-        event, size = payload
-        qualified = qualify(state, event, self.rules, self.send_account_signal is not None)
+        (event, size), history = payload
+        if isinstance(event, int):
+            qualified = qualify_clock(state, key.decode(), event, self.rules)
+            step = self._step(key, qualified, growth=0)
+            step.count = self._counter(qualified, self.metrics.handoff_clock.inc)
+            return step
+        accounts = self.send_account_signal is not None
+        qualified = qualify(state, event, self.rules, accounts, history)
         # An event adds at most about twice its own size to its lead's state.
         step = self._step(key, qualified, growth=2 * size + 64)
         if qualified.duplicate:
@@ -472,6 +499,11 @@ class LeadQualifier:
             return step
         for change in qualified.changes:
             step.outputs.append(Output(self.send_change, key, encode_change(change)))
+        if self.send_handoff is not None:
+            for handoff in qualified.handoffs:
+                step.outputs.append(Output(self.send_handoff, key, encode_handoff(handoff)))
+            if self.deadlines is not None and qualified.state.handoff is not None:
+                self.deadlines.set(key, next_deadline(qualified.state.handoff))
         if self.send_account_signal is not None:
             for signal in qualified.signals:
                 step.outputs.append(
@@ -514,6 +546,9 @@ class LeadQualifier:
                 metrics.identity.labels("summary_sent").inc(len(qualified.summaries))
             if qualified.conflict:
                 metrics.identity_conflicts.inc()
+            if self.send_handoff is not None:
+                for handoff in qualified.handoffs:
+                    metrics.handoffs.labels(handoff.kind).inc()
             applied()
 
         return count

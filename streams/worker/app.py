@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -12,9 +13,12 @@ import faust
 from faust.exceptions import ConsistencyError
 from faust.worker import Worker
 
+from streams.common.handoff_codec import encode_clock
 from streams.common.kafka_clients import ssl_context
+from streams.common.lead_state_codec import stored_deadline
 from streams.common.logs import quiet_client_repeats
 from streams.common.settings import KafkaSettings, Settings, WorkerSettings
+from streams.core.revisions import micros_of
 from streams.core.rules import Rules
 from streams.errors import WorkerCrashedError
 from streams.worker.agents import (
@@ -24,7 +28,9 @@ from streams.worker.agents import (
     LeadQualifier,
     Send,
     StateCache,
+    partition_for,
 )
+from streams.worker.clock import DeadlineIndex
 from streams.worker.consumer import consumer_class
 from streams.worker.metrics import PipelineMetrics
 from streams.worker.monitoring import add_monitoring
@@ -80,6 +86,10 @@ def create_app(
         send_identity=producer_send(app, identity),
         identity_topic=topics.identity_summaries,
     )
+    if rules.handoff is not None and not shadow:
+        qualifier.send_handoff = producer_send(app, app.topic(topics.handoff, **RAW_BYTES))
+        qualifier.deadlines = DeadlineIndex()
+        _run_the_clock(app, qualifier.deadlines, leads, events, rules, worker, topics.partitions)
 
     @app.agent(lead_input, name="qualify", concurrency=1)
     async def qualify(stream: faust.StreamT[bytes]) -> None:
@@ -249,6 +259,49 @@ async def _apply_batch(agent: _Agent, events: Sequence[Consumed], batch: Batch) 
     for event in events:
         await agent.apply(event, batch)
     await agent.finish(batch)
+
+
+def _run_the_clock(
+    app: faust.App,
+    deadlines: DeadlineIndex,
+    leads: AckedTable,
+    events: faust.TopicT,
+    rules: Rules,
+    worker: WorkerSettings,
+    partitions: int,
+) -> None:
+    """Every `worker.handoff_clock_seconds`, a clock record for each lead whose handoff
+    deadline came (see streams/worker/clock.py)."""
+    send = producer_send(app, events)
+    stale = True
+
+    def leads_moved(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        nonlocal stale
+        stale = True
+
+    app.on_rebalance_complete.connect(leads_moved)
+
+    @app.timer(interval=worker.handoff_clock_seconds)  # type: ignore[untyped-decorator]
+    async def handoff_clock() -> None:
+        nonlocal stale
+        recovered = cast(Any, app.tables).recovery.completed.is_set()
+        if stale and recovered and not app.rebalancing:
+            stale = False
+            deadlines.rebuild(_held_deadlines(leads, rules))
+            log.info("handoff clock: %d leads with a deadline ahead", len(deadlines))
+        now = micros_of(datetime.now(UTC))
+        sent = []
+        for key, at in deadlines.due(now):
+            record = encode_clock(key.decode(), at)
+            sent.append(await send(key=key, value=record, partition=partition_for(key, partitions)))
+        await asyncio.gather(*sent)
+
+
+def _held_deadlines(leads: AckedTable, rules: Rules) -> Iterator[tuple[bytes, int]]:
+    for key, stored in leads.items():
+        deadline = stored_deadline(stored, rules)
+        if deadline is not None:
+            yield key, deadline
 
 
 def _state_table(app: faust.App, name: str, partitions: int, help: str) -> AckedTable:

@@ -70,6 +70,17 @@ class PipelineMetrics:
             "Links that disagree with an earlier-dated or earlier-received link of their identity.",
             registry=registry,
         )
+        self.handoffs = Counter(
+            "leadflow_handoffs",
+            "Handoff events published, by kind (assigned, due_soon, breached, touched...).",
+            ["kind"],
+            registry=registry,
+        )
+        self.handoff_clock = Counter(
+            "leadflow_handoff_clock_records",
+            "Clock records applied: a handoff deadline came for a lead.",
+            registry=registry,
+        )
         self.latency = Histogram(
             "leadflow_processing_latency_seconds",
             "From the event's Kafka timestamp to its stage changes acknowledged and state written.",

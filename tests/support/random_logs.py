@@ -46,6 +46,8 @@ def properties_for(event_type: str) -> st.SearchStrategy[dict[str, Any]]:
         return st.sampled_from([{"reason": "no_budget"}, {"reason": "competitor"}])
     if event_type == "deal_won":
         return st.just({"amount": 100.0, "currency": "EUR"})
+    if event_type == "owner_assigned":
+        return st.sampled_from([{"owner_id": "ben"}, {"owner_id": "crm-7", "team": "emea"}])
     if event_type == "advocacy":
         return st.just({"kind": "review"})
     return st.just({})

@@ -17,14 +17,17 @@ import pytest
 
 from streams.common.account_state_codec import decode_account_state
 from streams.common.events_codec import HISTORY_HEADER
+from streams.common.handoff_codec import encode_clock, encode_handoff
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
 from streams.common.stage_changes_codec import encode_account_change, encode_change
 from streams.core.account import AccountStageChange
 from streams.core.lead import LeadStageChange
 from streams.core.rules import Rules
+from streams.core.sla import HandoffStep
 from streams.local.generator import generate
 from streams.replay import Replayer, account_changes_in_effect, effective_changes
 from streams.worker.agents import AccountRollup, Batch, LeadQualifier, StateCache, partition_for
+from streams.worker.clock import DeadlineIndex
 from streams.worker.metrics import PipelineMetrics
 from tests.support.factories import BUYER, days, event
 from tests.support.outcomes import members_of
@@ -109,8 +112,9 @@ class Worker:
     account_table: MemoryTable = field(default_factory=MemoryTable)
 
     def __post_init__(self) -> None:
-        for name in ("events", "changes", "dead", "signals", "account_changes"):
+        for name in ("events", "changes", "dead", "signals", "account_changes", "handoff"):
             self.topics[name] = MemoryTopic(name)
+        self.deadlines = DeadlineIndex()
         self.qualifier = LeadQualifier(
             rules=self.rules,
             send_change=self.topics["changes"].send,
@@ -122,6 +126,8 @@ class Worker:
             max_state_bytes=self.max_state_bytes,
             cache=StateCache(self.cache),
             send_account_signal=self.topics["signals"].send if self.accounts else None,
+            send_handoff=self.topics["handoff"].send,
+            deadlines=self.deadlines,
         )
         self.rollup = AccountRollup(
             rules=self.rules,
@@ -171,7 +177,7 @@ def dead_letters(worker: Worker) -> list[dict[str, str]]:
 def test_the_agents_publish_what_replay_prints(rules: Rules, cache: int) -> None:
     documents = generate(300, seed=5)
     replayed = list(
-        Replayer(rules, DEFAULT_MAX_EVENT_BYTES, accounts=True).run(
+        Replayer(rules, DEFAULT_MAX_EVENT_BYTES, accounts=True, handoffs=True).run(
             orjson.dumps(d) for d in documents
         )
     )
@@ -185,6 +191,9 @@ def test_the_agents_publish_what_replay_prints(rules: Rules, cache: int) -> None
     expected = [encode_change(c) for c in replayed if isinstance(c, LeadStageChange)]
     # Per lead, the same changes in the same order; across leads, partitions interleave.
     assert sorted(worker.topics["changes"].values()) == sorted(expected)
+    handoffs = [encode_handoff(step) for step in replayed if isinstance(step, HandoffStep)]
+    assert len(handoffs) > 20
+    assert sorted(worker.topics["handoff"].values()) == sorted(handoffs)
     expected_accounts = account_changes_in_effect(
         orjson.loads(encode_account_change(c))
         for c in replayed
@@ -453,3 +462,64 @@ def test_what_history_causes_is_marked_as_history(rules: Rules) -> None:
     for topic, seen in before.items():
         added = worker.topics[topic].records[seen:]
         assert added and all(r.headers == [] for r in added), topic
+
+
+def test_the_clock_records_of_deadlines_breach_and_a_replay_of_the_topic_agrees(
+    rules: Rules,
+) -> None:
+    worker = Worker(rules, accounts=False)
+    documents = [
+        event("profile_updated", lead="quiet", **BUYER),
+        event("demo_request", days(0.01), lead="quiet"),
+        event("profile_updated", lead="answered", **BUYER),
+        event("demo_request", days(0.01), lead="answered"),
+        event("sales_attempted", days(0.02), lead="answered"),
+    ]
+
+    async def scenario() -> None:
+        await worker.publish(documents)
+        await worker.drain()
+        # The worker's timer, as time passes: a record for each deadline that came.
+        for _ in range(3):
+            for key, at in worker.deadlines.due(now=2**62):
+                record = encode_clock(key.decode(), at)
+                await worker.topics["events"].send(key=key, value=record)
+            await worker.drain()
+
+    asyncio.run(scenario())
+    published = [orjson.loads(value) for value in worker.topics["handoff"].values()]
+    by_lead = {
+        lead: [p["kind"] for p in published if p["lead_id"] == lead]
+        for lead in ("quiet", "answered")
+    }
+    assert by_lead == {
+        "quiet": ["assigned", "due_soon", "breached"],
+        "answered": ["assigned", "touched"],
+    }
+    assert len(worker.deadlines) == 0 and worker.topics["dead"].records == []
+    assert worker.metrics.handoff_clock._value.get() == 2
+    # The clock's records are in the log: a replay of the topic gives the same handoff events.
+    log = [r.value for r in worker.topics["events"].records if r.value is not None]
+    replayed = Replayer(rules, DEFAULT_MAX_EVENT_BYTES, handoffs=True).run(log)
+    again = [encode_handoff(s) for s in replayed if isinstance(s, HandoffStep)]
+    assert sorted(again) == sorted(worker.topics["handoff"].values())
+
+
+def test_an_imported_mql_sets_no_deadline(rules: Rules) -> None:
+    worker = Worker(rules, accounts=False)
+    mark = [(HISTORY_HEADER, b"1")]
+
+    async def imported() -> None:
+        for document in (
+            event("profile_updated", lead="old", **BUYER),
+            event("demo_request", days(0.01), lead="old"),
+        ):
+            await worker.topics["events"].send(
+                key=b"old", value=orjson.dumps(document), headers=mark
+            )
+        await worker.drain()
+
+    asyncio.run(imported())
+    (assigned,) = worker.topics["handoff"].records
+    assert assigned.headers == mark
+    assert len(worker.deadlines) == 0

@@ -94,3 +94,50 @@ def test_an_old_engagement_event_counts_and_its_changes_say_applied_late() -> No
     assert state.accepted == len(history) + 1
     differing = [k for k in arrived.keys() | expected.keys() if arrived.get(k) != expected.get(k)]
     assert all(arrived[k].applied_late for k in differing if k in arrived)
+
+
+def test_a_late_recycle_does_not_read_the_crossing_that_came_before_it() -> None:
+    """Engagement crossed the MQL threshold at 10:00 while the lead was disqualified; a
+    recycle at 12:00, delivered after that day went into the snapshot, starts engagement from
+    zero: the crossing before it must not make an exact-looking passive MQL after it (found by
+    hypothesis: test_properties.py)."""
+    at = {"09": days(0), "10": days(1 / 24), "12": days(3 / 24), "13": days(4 / 24)}
+    arrivals = [
+        ("page_view", at["09"]),
+        ("sales_disqualified", at["09"]),
+        *[("page_view", at["09"])] * 4,
+        ("demo_request", at["09"]),
+        ("profile_updated", at["09"]),
+        ("page_view", at["10"]),
+        ("profile_updated", at["13"]),
+        ("pricing_page_view", at["09"]),
+        ("page_view", days(13.7)),
+        ("page_view", at["13"]),
+        *[("page_view", at["09"])] * 4,
+        ("profile_updated", days(13.54)),
+        ("lead_recycled", at["12"]),
+        ("profile_updated", at["09"]),
+    ]
+    documents = []
+    for number, (event_type, offset) in enumerate(arrivals):
+        properties: dict[str, Any] = (
+            {"reason": "no_budget"} if event_type == "sales_disqualified" else {}
+        )
+        if event_type == "profile_updated":
+            properties = BUYER
+        documents.append(
+            event(event_type, offset, lead="l", event_id=f"e{number:02}", **properties)
+        )
+    arrived = outcome(documents)
+    expected = outcome(in_event_time_order(documents))
+    differing = {
+        change_id
+        for change_id in arrived.keys() | expected.keys()
+        if _content(arrived.get(change_id)) != _content(expected.get(change_id))
+    }
+    assert differing
+    assert all(arrived[c].applied_late for c in differing if c in arrived)
+
+
+def _content(change: Any) -> Any:
+    return None if change is None else change._replace(applied_late=False, sequence=0)
