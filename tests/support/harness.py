@@ -51,6 +51,7 @@ class Pipeline:
             "LEADFLOW_TOPICS__DEAD_LETTER": f"{self.name}.dead-letter",
             "LEADFLOW_TOPICS__ACCOUNT_SIGNALS": f"{self.name}.account-signals",
             "LEADFLOW_TOPICS__ACCOUNT_CHANGES": f"{self.name}.account-changes",
+            "LEADFLOW_TOPICS__HANDOFF": f"{self.name}.handoff",
             "LEADFLOW_TOPICS__CHALLENGER_STAGE_CHANGES": f"{self.name}.challenger-stage-changes",
             "LEADFLOW_TOPICS__IDENTITY_SUMMARIES": f"{self.name}.identity-summaries",
             "LEADFLOW_TOPICS__CHALLENGER_IDENTITY_SUMMARIES": (
