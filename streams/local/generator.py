@@ -5,17 +5,30 @@ tyre-kickers (engage a little, some unsubscribe), students, competitors, vendors
 visitors who never leave contact details, and sales-disqualified leads that get recycled. Events
 come out in arrival order: mostly by event time, with a share delivered late and a share
 delivered twice, as real trackers and CRM syncs do.
+
+Sales works MQLs as the rules hand them off: the core's routing names the rep (the rules'
+owners; now and then the CRM reassigns the lead), who answers in their own working hours, fast
+or slow (`REPS`), and the sooner the first touch, the likelier the lead qualifies and buys
+(`SPEED_TO_LEAD`). docs/handoff.md, "Generated traffic".
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import random
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, NamedTuple
 
-from schemas.events import SALES_TYPES
+from schemas.events import EVENT_ADAPTER, HANDOFF_TYPES, SALES_TYPES
+from streams.core.business_hours import Calendar, due_at
+from streams.core.fold import trace
+from streams.core.handoff import owner_of
+from streams.core.lead import Attribution, entry_of
+from streams.core.revisions import instant_of
+from streams.core.rules import Rules, load_rules
 
 START: Final = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 SOURCES: Final[dict[str, list[str | None]]] = {
@@ -51,6 +64,62 @@ _FREE_MAIL: Final = ["gmail.com", "outlook.com", "yahoo.com"]
 _COMPETITOR_DOMAINS: Final = ["rivalfunnel.com", "pipecraft.io", "leadlynx.com"]
 _VENDOR_DOMAINS: Final = ["adsagency.example", "printshop.example", "staffpros.example"]
 _UNIVERSITIES: Final = ["mit.edu", "stanford.edu", "ox.ac.uk", "unimelb.edu.au"]
+
+
+class SalesRep(NamedTuple):
+    """How one of the rules' owners answers the MQLs they get."""
+
+    owner_id: str
+    median_minutes: float
+    """Median of the working minutes from an MQL (or the CRM's assignment) to the first touch."""
+    spread: float
+    """Log-normal sigma of that delay: how often the rep is much faster or slower."""
+    never: float
+    """Share of their MQLs the rep never touches."""
+    vacation: tuple[date, ...] = ()
+    """Days off beyond the rules' holidays, in the rep's zone: nobody takes over."""
+
+
+def _week(monday: date) -> tuple[date, ...]:
+    return tuple(monday + timedelta(days=n) for n in range(7))
+
+
+REPS: Final = {
+    rep.owner_id: rep
+    for rep in (
+        SalesRep("ana", median_minutes=3, spread=1.0, never=0.02),
+        SalesRep("ben", median_minutes=6, spread=1.2, never=0.03),
+        SalesRep(
+            "eva",
+            median_minutes=40,
+            spread=1.3,
+            never=0.05,
+            vacation=_week(date(2026, 2, 9)) + _week(date(2026, 2, 16)),
+        ),
+        SalesRep("carl", median_minutes=300, spread=1.0, never=0.08),
+        SalesRep("ivy", median_minutes=60, spread=1.5, never=0.35),
+    )
+}
+"""The default rules' owners as reps: ana and ben fast, eva medium (away a week in February),
+carl slow, ivy often never."""
+_ANY_REP: Final = SalesRep("", median_minutes=60, spread=1.2, never=0.1)
+"""How an owner missing from `REPS` answers."""
+SPEED_TO_LEAD: Final = (
+    (5.0, 0.90, 0.60),
+    (30.0, 0.75, 0.48),
+    (240.0, 0.60, 0.36),
+    (1440.0, 0.45, 0.25),
+    (math.inf, 0.30, 0.15),
+)
+"""(up to so many minutes from the MQL to the first touch, P(reached), P(won | SQL)): a lead
+touched quickly is reached (a contact: an SQL) and buys more often; one touched late mostly
+never answers the attempts (the MIT/InsideSales lead-response pattern)."""
+CRM_REASSIGNED: Final = 0.05
+"""Share of MQLs the CRM gives to another owner than the routing's, minutes after the MQL."""
+_EXTRA_ATTEMPT: Final = 0.4
+"""Chance of one more unanswered attempt (up to four) before the lead is reached."""
+_QUALIFIED_OUT: Final = 0.15
+"""Share of reached leads (SQLs) that sales disqualifies after talking to them."""
 
 
 @dataclass(frozen=True)
@@ -141,12 +210,16 @@ class _Lead:
         self.source = rng.choice(list(SOURCES))
         self.campaign = rng.choice(SOURCES[self.source])
         self.out: list[dict[str, Any]] = []
+        self.worked_mql: int | None = None
+        """When the MQL sales last worked happened (microseconds since the epoch)."""
         self.anonymous_browsing = shape.anonymous_browsing
         self.visits: list[dict[str, Any]] = []
         """Anonymous visits before the first one in `out`, delivered on time."""
 
     def events(self) -> list[dict[str, Any]]:
         getattr(self, f"_{self.persona}")()
+        # A buyer's sales touches may come before the end of its nurture.
+        self.out.sort(key=_occurred_at)
         if self.anonymous_browsing > 0:
             self._browsed_anonymously()
         return self.out
@@ -238,8 +311,8 @@ class _Lead:
         self._form("content_download", self._fit_profile())
         self._later(hours=(1, 48))
         self._emit("demo_request")
-        self._later(days=(1, 5))
-        self._emit("sales_contacted", {"channel": "call", "bant": {"budget": False, "need": True}})
+        # Sales reached them (whatever the rep's odds) and found no budget or timeline.
+        self._handoff(bant={"budget": False, "need": True}, sure=True)
         self._later(days=(1, 10))
         self._emit("sales_disqualified", {"reason": rng.choice(["no_budget", "no_timeline"])})
         self._later(days=(30, 90))
@@ -288,16 +361,15 @@ class _Lead:
     # building blocks
 
     def _sales_cycle(self) -> None:
+        """Sales works the lead's new MQL, if it has one: the rep's touches, then the deal,
+        likelier the sooner the first touch came."""
         rng = self.rng
-        if rng.random() < 0.15:
-            return  # sales never gets to it
-        self._later(days=(1, 7))
-        bant = {key: rng.random() < 0.7 for key in ("budget", "authority", "need", "timeline")}
-        self._emit(
-            "sales_contacted", {"channel": rng.choice(["call", "email", "meeting"]), "bant": bant}
-        )
-        if rng.random() < 0.2:
-            self._later(days=(1, 14))
+        reached = self._handoff()
+        if reached is None:
+            return
+        _, _, p_won = next(band for band in SPEED_TO_LEAD if reached.response <= band[0])
+        if rng.random() < _QUALIFIED_OUT:
+            self.now = due_at(reached.calendar, self.now, rng.randint(30, 5 * 480) * 60) or self.now
             self._emit(
                 "sales_disqualified",
                 {
@@ -307,12 +379,13 @@ class _Lead:
                 },
             )
             return
-        if rng.random() < 0.35:
+        won = rng.random() < p_won
+        if not won and rng.random() < 0.45:
             return  # still talking
         self._later(days=(3, 30))
         self._emit("quote_requested")
         self._later(days=(7, 60))
-        if rng.random() < 0.5:
+        if not won:
             self._emit("deal_lost", {"reason": rng.choice(["price", "competitor", "no_decision"])})
             return
         self._emit(
@@ -327,6 +400,87 @@ class _Lead:
             self._emit(
                 "advocacy", {"kind": rng.choice(["testimonial", "review", "backlink", "referral"])}
             )
+
+    def _handoff(self, bant: dict[str, bool] | None = None, sure: bool = False) -> _Reached | None:
+        """The touches of the rep who gets the lead's new MQL (the core's owner, or the CRM's),
+        in the rep's working time: attempts, then a contact (with `bant`, or random answers).
+        None: no new MQL, never touched, or never reached (unless `sure`). Leaves `now` at the
+        last touch."""
+        rng = self.rng
+        mql = self._new_mql()
+        if mql is None or mql.owner is None:
+            return None
+        owner_id, mql_at = mql.owner, mql.at
+        since = mql_at
+        if rng.random() < CRM_REASSIGNED:
+            owner_id = rng.choice([o for o in _owners() if o != owner_id] or [owner_id])
+            since += timedelta(minutes=rng.randint(1, 30), seconds=rng.randint(0, 59))
+            self.now = since
+            self._emit("owner_assigned", {"owner_id": owner_id, "team": _team_of(owner_id)})
+        rep = REPS.get(owner_id, _ANY_REP)
+        if rng.random() < rep.never and not sure:
+            return None
+        calendar = rep_calendar(owner_id)
+        delay = rng.lognormvariate(math.log(rep.median_minutes), rep.spread)
+        # At least a minute: a touch stays after its MQL's event even when delivered on time
+        # (up to 30 s later); at most four working weeks.
+        at = due_at(calendar, since, round(60 * min(max(delay, 1.0), 20 * 480.0)))
+        if at is None:
+            return None
+        first = at
+        attempts = 1
+        while attempts < 4 and rng.random() < _EXTRA_ATTEMPT:
+            attempts += 1
+        for _ in range(attempts):
+            self.now = at
+            self._emit("sales_attempted", {"channel": rng.choice(["call", "email"])}, owner_id)
+            at = due_at(calendar, at, rng.randint(5, 480) * 60) or at
+        response = (first - mql_at) / timedelta(minutes=1)
+        _, p_reached, _ = next(band for band in SPEED_TO_LEAD if response <= band[0])
+        if rng.random() >= p_reached and not sure:
+            if rng.random() < 0.5:  # sales gives up on it, days later
+                self.now = due_at(calendar, at, rng.randint(480, 5 * 480) * 60) or at
+                reason = rng.choice(["invalid_contact", "no_need", "no_timeline"])
+                self._emit("sales_disqualified", {"reason": reason})
+            return None
+        self.now = at
+        if bant is None:
+            bant = {key: rng.random() < 0.7 for key in ("budget", "authority", "need", "timeline")}
+        channel = rng.choice(["call", "email", "meeting"])
+        self._emit("sales_contacted", {"channel": channel, "bant": bant}, owner_id)
+        return _Reached(calendar, response)
+
+    def _new_mql(self) -> _Mql | None:
+        """The lead's first MQL that sales has not worked yet, as the core makes it from the
+        lead's events so far (its moment, and its owner by the rules' routing)."""
+        rules = _rules()
+        entries = []
+        attribution: Attribution | None = None
+        for document in self.out:
+            if document["type"] in HANDOFF_TYPES:
+                continue  # they move no stage
+            entry = entry_of(EVENT_ADAPTER.validate_python(document))
+            entries.append(entry)
+            if document["source"] is not None and (
+                attribution is None or entry[:3] < attribution[:3]
+            ):
+                attribution = Attribution(*entry[:3], document["source"], document["campaign"])
+        entries.sort()
+        seen = 0
+        for _, fold in trace(entries, attribution, rules):
+            if len(fold.transitions) == seen:
+                continue
+            for transition in fold.transitions[seen:]:
+                if transition.to_stage == "mql" and (
+                    self.worked_mql is None or transition.at > self.worked_mql
+                ):
+                    self.worked_mql = transition.at
+                    owner = None
+                    if rules.handoff is not None:
+                        owner = owner_of(self.lead_id, transition.queue, rules.handoff)
+                    return _Mql(instant_of(transition.at), owner)
+            seen = len(fold.transitions)
+        return None
 
     def _browse(self, pages: int, pricing: bool = False) -> None:
         for _ in range(pages):
@@ -409,15 +563,23 @@ class _Lead:
             self.now += timedelta(days=rng.randint(*days))
         self.now += timedelta(seconds=rng.randint(0, 59))
 
-    def _emit(self, event_type: str, properties: dict[str, Any] | None = None) -> None:
+    def _emit(
+        self,
+        event_type: str,
+        properties: dict[str, Any] | None = None,
+        owner_id: str | None = None,
+    ) -> None:
         source, campaign = self.source, self.campaign
         if event_type.startswith("email_"):
             source, campaign = "email", "nurture-sequence"
         elif event_type in SALES_TYPES:
             source, campaign = "crm", None
+        if owner_id is not None:
+            # The CRM's activity names who did it (an extra property: the contract keeps it).
+            properties = {**(properties or {}), "owner_id": owner_id}
         self.out.append(
             {
-                "event_id": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
+                "event_id": _uuid4(self.rng.getrandbits(128)),
                 "lead_id": self.lead_id,
                 "type": event_type,
                 "occurred_at": self.now,
@@ -426,6 +588,61 @@ class _Lead:
                 "properties": properties or {},
             }
         )
+
+
+class _Mql(NamedTuple):
+    at: datetime
+    owner: str | None
+
+
+class _Reached(NamedTuple):
+    """A lead sales reached: the rep's calendar, and the minutes from the MQL to its first touch."""
+
+    calendar: Calendar
+    response: float
+
+
+@functools.cache
+def _rules() -> Rules:
+    return load_rules()
+
+
+def _owners() -> list[str]:
+    handoff = _rules().handoff
+    return sorted(handoff.owners) if handoff is not None else []
+
+
+def _team_of(owner_id: str) -> str | None:
+    handoff = _rules().handoff
+    queues = handoff.queues if handoff is not None else ()
+    return next((queue.id for queue in queues if owner_id in queue.owners), None)
+
+
+@functools.cache
+def rep_calendar(owner_id: str) -> Calendar:
+    """When an owner of the default rules works as a rep: their hours, less their holidays
+    and their vacation (`REPS`)."""
+    handoff = _rules().handoff
+    assert handoff is not None, "the default rules have a [handoff]"
+    calendar = handoff.owners[owner_id].calendar
+    vacation = REPS.get(owner_id, _ANY_REP).vacation
+    return calendar._replace(holidays=calendar.holidays | frozenset(vacation))
+
+
+def _occurred_at(event: dict[str, Any]) -> datetime:
+    at: datetime = event["occurred_at"]
+    return at
+
+
+def _uuid4(bits: int) -> str:
+    """`str(uuid.UUID(int=bits, version=4))`, in a third of the time (an id per event)."""
+    text = f"{(bits & _UUID4_KEPT) | _UUID4_SET:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_UUID4_KEPT: Final = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID4_SET: Final = (0x8000 << 48) | (4 << 76)
+"""The variant (RFC 4122) and version (4) bits."""
 
 
 def _micros(at: datetime) -> int:
