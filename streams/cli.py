@@ -724,6 +724,42 @@ def collect(ctx: typer.Context) -> None:
 
 
 @app.command(short_help="Empty the projections and project the topics again.")
+@app.command(short_help="Deliver new MQLs and handoff events to webhooks.")
+def notify(ctx: typer.Context) -> None:
+    """Deliver new MQLs and handoff events to webhooks (LEADFLOW_NOTIFY__*), signed, at least
+    once, in order per lead and webhook; what a webhook never takes goes to the dead letters.
+
+    Needs the broker (LEADFLOW_KAFKA__BOOTSTRAP_SERVERS; missing topics are created), the
+    webhooks (LEADFLOW_NOTIFY__URLS, a JSON list, or LEADFLOW_NOTIFY__ENDPOINTS by kind) and
+    the signing key (LEADFLOW_NOTIFY__SECRET). History-marked records never alert. SIGTERM or
+    Ctrl-C: the offsets of what was delivered are committed, then it exits 0."""
+    import asyncio
+    import logging
+
+    from prometheus_client import start_http_server
+
+    from streams.common.kafka_clients import create_topics
+    from streams.notify.metrics import NotifyMetrics
+    from streams.notify.notifier import check_can_start, run_notifier
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for client in ("kafka", "aiokafka"):  # their connection chatter, not the deliveries
+        logging.getLogger(client).setLevel(logging.WARNING)
+    settings = _settings(ctx)
+    check_can_start(settings)  # before the broker is asked for anything
+    metrics = NotifyMetrics()
+    if settings.notify.metrics_port is not None:
+        try:
+            start_http_server(settings.notify.metrics_port, registry=metrics.registry)
+        except OSError as exc:
+            raise LeadflowError(
+                f"cannot serve /metrics on port {settings.notify.metrics_port} "
+                f"(LEADFLOW_NOTIFY__METRICS_PORT): {exc.strerror or exc}"
+            ) from None
+    create_topics(settings)
+    asyncio.run(run_notifier(settings, metrics))
+
+
 def rebuild(ctx: typer.Context) -> None:
     """Empty the funnel tables and project their topics again from the first offset.
 

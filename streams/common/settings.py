@@ -15,6 +15,7 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import pydantic_settings
 from pydantic import (
@@ -112,11 +113,11 @@ class TopicSettings(_Section):
         default="leadflow.account-signals",
         description="Lead facts for the account table, keyed by account (a repartition topic).",
     )
-    account_changes: str = Field(
     handoff: str = Field(
         default="leadflow.handoff",
         description="Handoff events (assigned, due soon, breached, touched), keyed by lead.",
     )
+    account_changes: str = Field(
         default="leadflow.account-changes", description="Account stage changes, keyed by account."
     )
     identity_summaries: str = Field(
@@ -203,7 +204,6 @@ class WorkerSettings(_Section):
             "message and table operation: 10-20% of the worker's throughput, measured."
         ),
     )
-    accounts: bool = Field(
     handoff_clock_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=5.0,
         description=(
@@ -211,6 +211,7 @@ class WorkerSettings(_Section):
             "an alert comes at most this late."
         ),
     )
+    accounts: bool = Field(
         default=True,
         description="Roll leads up to accounts (the account table and its two topics).",
     )
@@ -368,6 +369,133 @@ class PrivacySettings(_Section):
     )
 
 
+NotifyKind = Literal["mql", "assigned", "due_soon", "breached", "touched", "withdrawn"]
+"""What `leadflow notify` can deliver: a new MQL (a stage change) or a kind of handoff event."""
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+class NotifySettings(_Section):
+    """`leadflow notify`: new MQLs and handoff events delivered to webhooks (docs/handoff.md)."""
+
+    group_id: str = Field(
+        default="leadflow-notify",
+        description="Group id its offsets are committed under (it owns every partition).",
+    )
+    urls: tuple[str, ...] = Field(
+        default=(),
+        description="Webhooks (JSON list of http(s) URLs) that receive every kind in `kinds`.",
+    )
+    kinds: tuple[NotifyKind, ...] = Field(
+        default=("mql", "assigned", "due_soon", "breached"),
+        description="What `urls` receive (JSON list): `mql` (a new MQL), `assigned`, "
+        "`due_soon`, `breached`, `touched`, `withdrawn`.",
+    )
+    endpoints: tuple[tuple[NotifyKind, tuple[str, ...]], ...] = Field(
+        default=(),
+        description="More webhooks by kind, whatever `kinds` says (JSON): "
+        '`{"breached": ["https://..."]}`.',
+    )
+    secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC-SHA256 key of the `X-Leadflow-Signature` header of every delivery "
+        "(signed as the CRM webhook is verified). Required.",
+    )
+    body_format: Literal["json", "slack"] = Field(
+        default="json",
+        description='`json`: the record as published; `slack`: a Slack-compatible `{"text": ...}`.',
+    )
+    timeout: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=10.0, description="Seconds one delivery attempt may take, answer included."
+    )
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=10, description="Attempts of one delivery before it goes to the dead letters."
+    )
+    max_age: Annotated[float, Field(gt=0)] = Field(
+        default=3600.0,
+        description="Seconds after its record was published past which a failing delivery is "
+        "not tried again but goes to the dead letters.",
+    )
+    backoff_base: Annotated[float, Field(gt=0)] = Field(
+        default=0.5,
+        description="Seconds: the n-th retry waits a random time up to base * 2^(n-1) (full "
+        "jitter), at most `backoff_cap`, unless the receiver's Retry-After says otherwise.",
+    )
+    backoff_cap: Annotated[float, Field(gt=0)] = Field(
+        default=60.0, description="Seconds: the longest wait between two attempts by backoff."
+    )
+    concurrency: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=8,
+        description="Deliveries in flight per webhook (each of a different lead: a lead's "
+        "deliveries to one webhook go one after the other).",
+    )
+    max_pending: Annotated[int, Field(ge=1)] = Field(
+        default=10_000,
+        description="Records read but not yet delivered to (or dead-lettered for) every "
+        "webhook; past it, reading waits.",
+    )
+    commit_interval: Annotated[float, Field(gt=0)] = Field(
+        default=1.0, description="Seconds between two commits of the offsets delivered."
+    )
+    start: Literal["latest", "earliest"] = Field(
+        default="latest",
+        description="Where a new group starts: `latest` delivers what is published from its "
+        "first start on, `earliest` everything the topics hold (history never alerts).",
+    )
+    fetch_max_wait: Annotated[float, Field(gt=0)] = Field(
+        default=0.5, description="Seconds the broker may hold a fetch that finds no new record."
+    )
+    metrics_port: Port | None = Field(
+        default=None, description="Serve /metrics (Prometheus) on this port; off when unset."
+    )
+
+    @field_validator("urls")
+    @classmethod
+    def _urls_are_http(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        for url in urls:
+            if not _is_http_url(url):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return urls
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _endpoints_by_kind(cls, value: object) -> object:
+        # Read from a JSON object {kind: URLs} (or the list of pairs `environment_of` passes to
+        # another process), kept as (kind, URLs) pairs in kind order: hashable, as settings are.
+        if isinstance(value, Mapping):
+            value = list(value.items())
+        if not isinstance(value, list | tuple):
+            return value  # pydantic says what is wrong with it
+        pairs = [pair for pair in value if isinstance(pair, list | tuple) and len(pair) == 2]
+        kinds = typing.get_args(NotifyKind)
+        for kind, _ in pairs:
+            if kind not in kinds:
+                raise ValueError(f"unknown kind {kind!r} (one of {', '.join(kinds)})")
+        return sorted(pairs, key=lambda pair: str(pair[0])) if len(pairs) == len(value) else value
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints_are_http(
+        cls, endpoints: tuple[tuple[NotifyKind, tuple[str, ...]], ...]
+    ) -> tuple[tuple[NotifyKind, tuple[str, ...]], ...]:
+        for kind, urls in endpoints:
+            for url in urls:
+                if not _is_http_url(url):
+                    raise ValueError(f"{kind}: {url!r} is not an http(s) URL")
+        return endpoints
+
+    @model_validator(mode="after")
+    def _backoff_is_ordered(self) -> NotifySettings:
+        if self.backoff_base > self.backoff_cap:
+            raise ValueError(
+                f"backoff_base ({self.backoff_base}) is above backoff_cap ({self.backoff_cap})"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     """Every setting leadflow has. Build it once at start-up and pass it down."""
 
@@ -389,6 +517,7 @@ class Settings(BaseSettings):
     projector: ProjectorSettings = ProjectorSettings()
     collector: CollectorSettings = CollectorSettings()
     privacy: PrivacySettings = PrivacySettings()
+    notify: NotifySettings = NotifySettings()
 
 
 def environment_of(settings: BaseModel, prefix: str = "LEADFLOW_") -> dict[str, str]:

@@ -58,6 +58,7 @@ def test_the_stack_has_every_part() -> None:
         "worker",
         "projector",
         "collector",
+        "notify",
         "grafana",
     }
     for name, service in SERVICES.items():
