@@ -13,6 +13,8 @@ BENCHMARKS = {
     "state": "bench.state",
     "restart": "bench.restart",
     "challenger": "bench.challenger",
+    "notify": "bench.notify",
+    "handoff": "bench.handoff",
 }
 
 

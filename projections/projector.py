@@ -1,9 +1,9 @@
-"""The projector: stage changes, events and accounts from Kafka into the ClickHouse funnel tables.
+"""The projector: stage changes, events, accounts and handoffs from Kafka into ClickHouse.
 
 It reads its topics (with a challenger running, its stage changes too) in batches, inserts each
 batch, and commits the offsets only after ClickHouse accepted it. A crash between insert and
 commit re-reads the batch; the tables are keyed by `change_id` / `event_id` / (`account_id`,
-`lead_id`) and read with FINAL, so nothing is counted twice.
+`lead_id`) / `handoff_id` and read with FINAL, so nothing is counted twice.
 A message it cannot read goes to the dead-letter topic with the reason, and is counted.
 """
 
@@ -27,6 +27,7 @@ from projections.rows import (
     CAUSATION_LEAD_ID,
     CHALLENGER_STAGE_CHANGES,
     EVENTS,
+    HANDOFF_EVENTS,
     IDENTITY_IDS,
     LEAD_ID,
     STAGE_CHANGES,
@@ -34,10 +35,12 @@ from projections.rows import (
     account_change_row,
     account_member_row,
     event_row,
+    handoff_event_row,
     stage_change_row,
 )
 from projections.writer import ProjectionWriter
 from streams.common.events_codec import dead_letter_headers
+from streams.common.handoff_codec import is_clock
 from streams.common.kafka_clients import (
     connection_config,
     end_offsets_read,
@@ -91,8 +94,11 @@ class ProjectorStats:
     account_changes: int = 0
     account_signals: int = 0
     challenger_changes: int = 0
+    handoff_events: int = 0
     dead_letters: int = 0
     batches: int = 0
+    clock_records: int = 0
+    """The worker's handoff clock records read on the events topic (they make no row)."""
 
     @property
     def records(self) -> int:
@@ -103,6 +109,7 @@ class ProjectorStats:
             + self.account_changes
             + self.account_signals
             + self.challenger_changes
+            + self.handoff_events
         )
 
 
@@ -113,6 +120,7 @@ class _Batch:
     account_changes: list[list[Any]] = field(default_factory=list)
     account_members: list[list[Any]] = field(default_factory=list)
     challenger_changes: list[list[Any]] = field(default_factory=list)
+    handoff_events: list[list[Any]] = field(default_factory=list)
     rejected: int = 0
     started: float = 0.0
 
@@ -123,12 +131,14 @@ class _Batch:
             + len(self.account_changes)
             + len(self.account_members)
             + len(self.challenger_changes)
+            + len(self.handoff_events)
             + self.rejected
         )
 
 
 class Projector:
-    """Consumes stage changes, events, account changes and account signals into one database.
+    """Consumes stage changes, events, account changes, account signals and handoff events into
+    one database.
 
     It owns every partition of its topics (one projector per database). `from_beginning` reads
     them from offset 0 and commits nothing (rebuild); otherwise it goes on from the offsets
@@ -156,6 +166,7 @@ class Projector:
             settings.topics.account_changes,
             settings.topics.account_signals,
             settings.topics.challenger_stage_changes,
+            settings.topics.handoff,
         )
         self.stats = ProjectorStats()
         self.assigned = threading.Event()
@@ -291,6 +302,13 @@ class Projector:
             elif topic == topics.challenger_stage_changes:
                 row = stage_change_row(record.value, record.timestamp)
                 batch.challenger_changes.append(row)
+            elif topic == topics.handoff:
+                row = handoff_event_row(record.value, record.timestamp)
+                batch.handoff_events.append(row)
+            elif is_clock(record.value):
+                # The worker's handoff clock shares the events topic: no event, no row.
+                self.stats.clock_records += 1
+                return
             else:
                 row = event_row(
                     record.value, self.settings.max_event_bytes, record.timestamp, self.rules
@@ -359,6 +377,7 @@ class Projector:
             batch.account_changes,
             batch.account_members,
             batch.challenger_changes,
+            batch.handoff_events,
         )
         if self._producer is not None:
             self._producer.flush()
@@ -375,11 +394,13 @@ class Projector:
         self.metrics.rows.labels(ACCOUNT_CHANGES.name).inc(len(batch.account_changes))
         self.metrics.rows.labels(ACCOUNT_MEMBERS.name).inc(len(batch.account_members))
         self.metrics.rows.labels(CHALLENGER_STAGE_CHANGES.name).inc(len(batch.challenger_changes))
+        self.metrics.rows.labels(HANDOFF_EVENTS.name).inc(len(batch.handoff_events))
         self.stats.stage_changes += len(batch.stage_changes)
         self.stats.events += len(batch.events)
         self.stats.account_changes += len(batch.account_changes)
         self.stats.account_signals += len(batch.account_members)
         self.stats.challenger_changes += len(batch.challenger_changes)
+        self.stats.handoff_events += len(batch.handoff_events)
         self.stats.batches += 1
 
 

@@ -42,8 +42,15 @@ ACCOUNT_VIEWS: Final = {
     "top_accounts": "sqls DESC, mqls DESC, people DESC, account_id",
 }
 CHALLENGER_VIEWS: Final = {"champion_challenger": "side"}
+HANDOFF_VIEWS: Final = {
+    "speed_to_lead": "week, dimension, value",
+    "handoff_sla_weekly": "week, owner, queue",
+    "handoff_open_breaches": "owner, queue",
+    "response_time_conversion": "week, position",
+}
+"""Speed to lead, from the handoff events (docs/handoff.md, "Measures in ClickHouse")."""
 IDENTITY_VIEWS: Final = {"identity_stitching": "links", "identity_links_daily": "day"}
-VIEWS: Final = {**FUNNEL_VIEWS, **ACCOUNT_VIEWS, **CHALLENGER_VIEWS}
+VIEWS: Final = {**FUNNEL_VIEWS, **ACCOUNT_VIEWS, **CHALLENGER_VIEWS, **HANDOFF_VIEWS}
 REPORT_VIEWS: Final = {**VIEWS, **IDENTITY_VIEWS}
 """What `leadflow report` reads: every view, identity stitching's too."""
 IDENTITY_TITLE: Final = "Identity stitching (anonymous visitors linked to leads)"
@@ -61,6 +68,29 @@ BOTTLENECKS_TITLE: Final = (
     "Bottlenecks (per entry into a stage: entered = moved_on + skipped_ahead + dropped + waiting)"
 )
 CHALLENGER_TITLE: Final = "Champion and challenger rules (the same events, sales' outcomes)"
+SPEED_TITLE: Final = (
+    "Speed to lead: minutes from MQL to first attempt and to first contact, p50 and p90 "
+    "(business: the owner's working time; wall: the clock), all weeks"
+)
+SPEED_WEEKLY_TITLE: Final = "Speed to lead by week of the MQL (every MQL)"
+SLA_WEEKLY_TITLE: Final = "SLA attainment by week: first attempt by the deadline"
+SLA_OWNER_TITLE: Final = "SLA attainment by owner and queue, all weeks"
+OPEN_BREACHES_TITLE: Final = "Open breaches now: past the deadline, no touch yet"
+RESPONSE_CURVE_TITLE: Final = (
+    "Response time and conversion: first attempt, wall-clock minutes (a band holds its lower "
+    "bound), MQL -> SQL and SQL -> won"
+)
+RECENT_WEEKS: Final = 12
+"""Weeks shown in the report's weekly speed tables (every week is in the JSON and the views)."""
+SLA_COUNTS: Final = (
+    "handoffs",
+    "with_target",
+    "within_target",
+    "late",
+    "open_past_due",
+    "pending",
+    "breached",
+)
 STEPS: Final = (
     "lead_to_mql",
     "mql_to_sql",
@@ -123,6 +153,8 @@ def print_report(metrics: Metrics, console: Console | None = None) -> None:
         console.print(_table(title, rows))
     if metrics["champion_challenger"]:
         console.print(_table(CHALLENGER_TITLE, metrics["champion_challenger"]))
+    for title, rows in speed_to_lead_sections(metrics):
+        console.print(_table(title, rows))
     for title, rows in _identity_sections(metrics):
         console.print(_table(title, rows))
 
@@ -130,6 +162,9 @@ def print_report(metrics: Metrics, console: Console | None = None) -> None:
 def write_html(metrics: Metrics, path: Path, title: str = "leadflow funnel") -> None:
     """A one-page, self-contained report (inline SVG charts) a person can open anywhere."""
     charts = [_funnel_chart(metrics), _conversion_chart(metrics), _time_chart(metrics)]
+    speed = speed_to_lead_sections(metrics)
+    if speed:
+        charts.append(_response_curve_chart(metrics))
     sections = [
         (FUNNEL_TITLE, _funnel_rows(metrics)),
         (CONVERSION_TITLE, conversion_summary(metrics)),
@@ -144,6 +179,7 @@ def write_html(metrics: Metrics, path: Path, title: str = "leadflow funnel") -> 
     ]
     if metrics["champion_challenger"]:
         sections.append((CHALLENGER_TITLE, metrics["champion_challenger"]))
+    sections.extend(speed)
     sections.extend(_identity_sections(metrics))
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = "".join(f'<figure><img alt="{alt}" src="{src}"></figure>' for alt, src in charts)
@@ -160,9 +196,107 @@ def write_html(metrics: Metrics, path: Path, title: str = "leadflow funnel") -> 
 _CSS = (
     "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}"
     "table{border-collapse:collapse;margin:0 0 2rem}td,th{padding:.25rem .6rem;"
-    "border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child{text-align:left}"
+    "border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}"
+    "td:first-child,th:first-child{text-align:left}"
     "figure{display:inline-block;margin:0 1rem 1rem 0}img{max-width:560px}"
 )
+
+
+def speed_to_lead_sections(metrics: Metrics) -> list[tuple[str, list[Row]]]:
+    """The Speed to lead part of the report: response times by dimension over all weeks and
+    per recent week, SLA attainment per week and per owner and queue, the open breaches and
+    the response-time curve. None before any handoff event was projected."""
+    speed = metrics.get("speed_to_lead") or []
+    if not speed:
+        return []
+    overall = [
+        {"dimension": row["dimension"], "value": row["value"], **_response_times(row)}
+        for row in speed
+        if row["week"] is None
+    ]
+    weekly = [
+        {"week": row["week"], **_response_times(row)}
+        for row in speed
+        if row["week"] is not None and row["dimension"] == "all"
+    ][-RECENT_WEEKS:]
+    sla = metrics.get("handoff_sla_weekly") or []
+    by_week = _sla_totals(sla, ("week",))[-RECENT_WEEKS:]
+    by_owner = _sla_totals(sla, ("owner", "queue"))
+    breaches = [
+        {
+            **row,
+            "oldest_due_at": _minute(row["oldest_due_at"]),
+            "oldest_mql_at": _minute(row["oldest_mql_at"]),
+        }
+        for row in metrics.get("handoff_open_breaches") or []
+    ]
+    return [
+        (SPEED_TITLE, overall),
+        (f"{SPEED_WEEKLY_TITLE}, the last {RECENT_WEEKS} weeks", weekly),
+        (f"{SLA_WEEKLY_TITLE}, the last {RECENT_WEEKS} weeks", by_week),
+        (SLA_OWNER_TITLE, by_owner),
+        (OPEN_BREACHES_TITLE, breaches),
+        (RESPONSE_CURVE_TITLE, response_curve(metrics)),
+    ]
+
+
+def _sla_totals(rows: list[Row], keys: tuple[str, ...]) -> list[Row]:
+    """The SLA counts summed by `keys`, with the attainment of the sums."""
+    totals: dict[tuple[Any, ...], Counter[str]] = defaultdict(Counter)
+    for row in rows:
+        totals[tuple(row[key] for key in keys)].update({c: row[c] for c in SLA_COUNTS})
+    summed = []
+    for key, counts in sorted(totals.items()):
+        decided = counts["within_target"] + counts["late"] + counts["open_past_due"]
+        summed.append(
+            {
+                **dict(zip(keys, key, strict=True)),
+                **{name: counts[name] for name in SLA_COUNTS},
+                "attainment": counts["within_target"] / decided if decided else None,
+            }
+        )
+    return summed
+
+
+def response_curve(metrics: Metrics) -> list[Row]:
+    """The response-time curve over every week: per band, leads, MQL -> SQL and SQL -> won."""
+    totals: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for row in metrics.get("response_time_conversion") or []:
+        tally = totals[(row["position"], row["band"])]
+        tally[0] += row["leads"]
+        tally[1] += row["became_sql"]
+        tally[2] += row["won"]
+    return [
+        {
+            "band": band,
+            "leads": leads,
+            "became_sql": sqls,
+            "sql_rate": sqls / leads if leads else None,
+            "won": won,
+            "won_rate": won / sqls if sqls else None,
+        }
+        for (_, band), (leads, sqls, won) in sorted(totals.items())
+    ]
+
+
+def _response_times(row: Row) -> Row:
+    """A speed_to_lead row's counts, and its percentiles as `p50 / p90` minutes per measure."""
+    times = {
+        f"{touch} {clock} min p50 / p90": " / ".join(
+            _minutes(row[f"{touch}_{clock}_p{level}"]) for level in (50, 90)
+        )
+        for touch in ("attempt", "contact")
+        for clock in ("business", "wall")
+    }
+    return {"mqls": row["mqls"], "touched": row["touched"], "contacted": row["contacted"], **times}
+
+
+def _minutes(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def _minute(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _identity_sections(metrics: Metrics) -> list[tuple[str, list[Row]]]:
@@ -249,6 +383,13 @@ _TEXT_COLUMNS: Final = {
     "account_id",
     "account_stage",
     "seniorities",
+    "dimension",
+    "value",
+    "owner",
+    "queue",
+    "band",
+    "oldest_due_at",
+    "oldest_mql_at",
 }
 
 
@@ -341,3 +482,24 @@ def _cohort_rates(rows: Iterable[Row], step: str) -> dict[date, float]:
             totals[row["cohort_week"]][0] += row["entered"]
             totals[row["cohort_week"]][1] += row["converted"]
     return {week: c / e for week, (e, c) in sorted(totals.items()) if e}
+
+
+def _response_curve_chart(metrics: Metrics) -> tuple[str, str]:
+    plt = _pyplot()
+    rows = response_curve(metrics)
+    figure, axes = plt.subplots(figsize=(6, 3.2))
+    positions = range(len(rows))
+    sql_rates = [r["sql_rate"] or 0 for r in rows]
+    won_rates = [r["won_rate"] or 0 for r in rows]
+    axes.bar([p - 0.2 for p in positions], sql_rates, 0.4, label="MQL -> SQL")
+    axes.bar([p + 0.2 for p in positions], won_rates, 0.4, label="SQL -> won")
+    labels = [f"{r['band']}\n({r['leads']} leads)" for r in rows]
+    axes.set_xticks(list(positions), labels, fontsize=7)
+    axes.set_title("Conversion by wall-clock time to the first attempt")
+    axes.set_ylabel("rate")
+    axes.set_ylim(0, 1.25)  # room for the legend above the bars
+    axes.legend(loc="upper center", ncol=2)
+    try:
+        return "Response time and conversion", _svg(figure)
+    finally:
+        plt.close(figure)

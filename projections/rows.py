@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.accounts import AccountChange, AccountSignal
 from schemas.events import ENGAGEMENT_TYPES, Event
+from schemas.handoff import HandoffEvent
 from schemas.stage_changes import StageChange
 from streams.common.events_codec import decode_event, describe_validation_error
 from streams.core.lifecycle import linked_identity
@@ -62,7 +63,16 @@ ACCOUNT_MEMBERS: Final = Table("account_members", _columns_of(AccountSignal))
 """One row per account signal; ClickHouse keeps the latest per (account, lead): the member."""
 CHALLENGER_STAGE_CHANGES: Final = Table("challenger_stage_changes", _columns_of(StageChange))
 """The challenger rules' stage changes (their own topic), as `stage_changes`."""
-TABLES: Final = (STAGE_CHANGES, EVENTS, ACCOUNT_CHANGES, ACCOUNT_MEMBERS, CHALLENGER_STAGE_CHANGES)
+HANDOFF_EVENTS: Final = Table("handoff_events", _columns_of(HandoffEvent))
+"""One row per handoff event; ClickHouse keeps one per `handoff_id` (a redelivery repeats it)."""
+TABLES: Final = (
+    STAGE_CHANGES,
+    EVENTS,
+    ACCOUNT_CHANGES,
+    ACCOUNT_MEMBERS,
+    CHALLENGER_STAGE_CHANGES,
+    HANDOFF_EVENTS,
+)
 
 
 class RejectedRecord(LeadflowError):
@@ -155,9 +165,23 @@ def account_member_row(value: bytes, timestamp_ms: int | None = None) -> list[An
     return _row(signal, timestamp_ms)
 
 
+def handoff_event_row(value: bytes, timestamp_ms: int | None = None) -> list[Any]:
+    """The `handoff_events` row of one message of the handoff topic."""
+    try:
+        handoff = HandoffEvent.model_validate_json(value)
+    except ValidationError as exc:
+        raise RejectedRecord(f"not a handoff event: {describe_validation_error(exc)}") from None
+    return _row(handoff, timestamp_ms)
+
+
 LEAD_ID: Final = STAGE_CHANGES.position("lead_id")
-"""Position of `lead_id` in stage-change, event and account-member rows."""
-assert LEAD_ID == EVENTS.position("lead_id") == ACCOUNT_MEMBERS.position("lead_id")
+"""Position of `lead_id` in stage-change, event, account-member and handoff rows."""
+assert (
+    LEAD_ID
+    == EVENTS.position("lead_id")
+    == ACCOUNT_MEMBERS.position("lead_id")
+    == HANDOFF_EVENTS.position("lead_id")
+)
 CAUSATION_LEAD_ID: Final = ACCOUNT_CHANGES.position("causation_lead_id")
 """Position of the lead id in account-change rows."""
 IDENTITY_IDS: Final = (EVENTS.position("anonymous_id"), EVENTS.position("linked_id"))

@@ -1,8 +1,8 @@
 """Inserts of funnel rows into ClickHouse (the rows come from `projections.rows`).
 
 The tables are ReplacingMergeTree keyed by `change_id` / `event_id` / (`account_id`, `lead_id`)
-and every view reads them with FINAL, so writing a row twice (a redelivery, a replay, a rebuild)
-never counts it twice.
+/ `handoff_id` and every view reads them with FINAL, so writing a row twice (a redelivery, a
+replay, a rebuild) never counts it twice.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from projections.rows import (
     ACCOUNT_MEMBERS,
     CHALLENGER_STAGE_CHANGES,
     EVENTS,
+    HANDOFF_EVENTS,
     STAGE_CHANGES,
     TABLES,
     Table,
@@ -35,6 +36,7 @@ class ProjectionWriter:
         account_changes: Sequence[list[Any]] = (),
         account_members: Sequence[list[Any]] = (),
         challenger_changes: Sequence[list[Any]] = (),
+        handoff_events: Sequence[list[Any]] = (),
     ) -> None:
         """Insert every kind of row; each insert is one block (all or nothing)."""
         for table, rows in (
@@ -43,6 +45,7 @@ class ProjectionWriter:
             (ACCOUNT_CHANGES, account_changes),
             (ACCOUNT_MEMBERS, account_members),
             (CHALLENGER_STAGE_CHANGES, challenger_changes),
+            (HANDOFF_EVENTS, handoff_events),
         ):
             if rows:
                 self._insert(table, rows)

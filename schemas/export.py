@@ -17,7 +17,13 @@ def export_json_schemas(directory: Path) -> list[Path]:
     """Write `<model>.schema.json` files (plus `event.schema.json`, the union) into `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     schemas: dict[str, dict[str, object]] = {"event": EVENT_ADAPTER.json_schema()}
-    models: tuple[type[BaseModel], ...] = (*EVENT_MODELS, StageChange, AccountSignal, AccountChange, HandoffEvent)
+    models: tuple[type[BaseModel], ...] = (
+        *EVENT_MODELS,
+        StageChange,
+        AccountSignal,
+        AccountChange,
+        HandoffEvent,
+    )
     for model in models:
         schemas[_file_stem(model.__name__)] = model.model_json_schema()
     written = []

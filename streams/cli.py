@@ -696,8 +696,9 @@ def project(
     stats = Projector(settings, client, metrics).run(stop, until_caught_up=until_caught_up)
     err.print(
         f"projected {stats.stage_changes} stage changes, {stats.events} events, "
-        f"{stats.account_changes} account changes and {stats.account_signals} account signals "
-        f"in {stats.batches} batches ({stats.dead_letters} unreadable messages)",
+        f"{stats.account_changes} account changes, {stats.account_signals} account signals "
+        f"and {stats.handoff_events} handoff events in {stats.batches} batches "
+        f"({stats.clock_records} clock records, {stats.dead_letters} unreadable messages)",
         highlight=False,
     )
 
@@ -723,7 +724,6 @@ def collect(ctx: typer.Context) -> None:
     asyncio.run(run_collector(settings, _rules(None, settings)))
 
 
-@app.command(short_help="Empty the projections and project the topics again.")
 @app.command(short_help="Deliver new MQLs and handoff events to webhooks.")
 def notify(ctx: typer.Context) -> None:
     """Deliver new MQLs and handoff events to webhooks (LEADFLOW_NOTIFY__*), signed, at least
@@ -760,6 +760,7 @@ def notify(ctx: typer.Context) -> None:
     asyncio.run(run_notifier(settings, metrics))
 
 
+@app.command(short_help="Empty the projections and project the topics again.")
 def rebuild(ctx: typer.Context) -> None:
     """Empty the funnel tables and project their topics again from the first offset.
 
@@ -819,7 +820,8 @@ def rebuild(ctx: typer.Context) -> None:
             ) from exc
     err.print(
         f"rebuilt from {stats.stage_changes} stage changes, {stats.events} events, "
-        f"{stats.account_changes} account changes and {stats.account_signals} account signals",
+        f"{stats.account_changes} account changes, {stats.account_signals} account signals "
+        f"and {stats.handoff_events} handoff events",
         highlight=False,
     )
 

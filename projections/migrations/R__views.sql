@@ -563,3 +563,179 @@ SELECT
         WHERE anonymous_id = lead_id
             AND lead_id NOT IN (SELECT identity FROM {database}.identity_links)
     ) AS visitors_never_identified;
+
+-- The handoff of each MQL (docs/handoff.md, "Measures in ClickHouse"): one row per MQL stage
+-- change (mql_change_id) whose handoff was not withdrawn, in its latest state. Each handoff
+-- event carries the state when it happened, so the latest event by (at, handoff_id) gives the
+-- MQL's time, kind, grade, source and deadline; the owner and queue are the latest `assigned`
+-- one's (the rules' routing, then the CRM's owner; a CRM assignment without a queue leaves the
+-- MQL in the queue the rules chose). The first attempt is the earliest `touched`
+-- event of either touch (a contact is an attempt that reached the lead), the first contact the
+-- earliest `touched` contact. Nullable fields are wrapped in tuples so that argMax keeps a NULL.
+CREATE OR REPLACE VIEW {database}.handoff_status AS
+WITH per_handoff AS
+(
+    SELECT
+        mql_change_id,
+        argMax(lead_id, (at, handoff_id)) AS latest_lead_id,
+        argMax(mql_at, (at, handoff_id)) AS latest_mql_at,
+        argMax((mql_kind, grade, source, campaign, due_at, target_minutes), (at, handoff_id))
+            AS latest,
+        if(countIf(kind = 'assigned') > 0,
+           argMaxIf(tuple(owner), (at, handoff_id), kind = 'assigned'),
+           argMax(tuple(owner), (at, handoff_id))).1 AS latest_owner,
+        argMaxIf(queue, (at, handoff_id), kind = 'assigned' AND queue IS NOT NULL)
+            AS assigned_queue,
+        minIfOrNull(at, kind = 'touched') AS attempt_at,
+        argMinIf(
+            (response_business_minutes, response_wall_minutes, within_target), (at, handoff_id),
+            kind = 'touched'
+        ) AS attempt,
+        minIfOrNull(at, kind = 'touched' AND touch = 'contact') AS contact_at,
+        argMinIf(
+            (response_business_minutes, response_wall_minutes), (at, handoff_id),
+            kind = 'touched' AND touch = 'contact'
+        ) AS contact,
+        countIf(kind = 'breached') > 0 AS was_breached,
+        countIf(kind = 'withdrawn') > 0 AS withdrawn
+    FROM {database}.handoff_events FINAL
+    GROUP BY mql_change_id
+)
+SELECT
+    mql_change_id,
+    latest_lead_id AS lead_id,
+    latest_mql_at AS mql_at,
+    ifNull(latest_owner, '(none)') AS owner,
+    ifNull(assigned_queue, '(none)') AS queue,
+    latest.1 AS mql_kind,
+    ifNull(latest.2, '(none)') AS grade,
+    ifNull(latest.3, '(none)') AS source,
+    ifNull(latest.4, '(none)') AS campaign,
+    latest.5 AS due_at,
+    latest.6 AS target_minutes,
+    attempt_at AS first_attempt_at,
+    if(attempt_at IS NULL, NULL, attempt.1) AS first_attempt_business_minutes,
+    if(attempt_at IS NULL, NULL, attempt.2) AS first_attempt_wall_minutes,
+    if(attempt_at IS NULL, NULL, attempt.3) AS first_attempt_within_target,
+    contact_at AS first_contact_at,
+    if(contact_at IS NULL, NULL, contact.1) AS first_contact_business_minutes,
+    if(contact_at IS NULL, NULL, contact.2) AS first_contact_wall_minutes,
+    toBool(was_breached) AS breached
+FROM per_handoff
+WHERE NOT withdrawn;
+
+-- Speed to lead per week of the MQL, by one dimension at a time: `dimension` is `all` (value
+-- `(all)`), `owner`, `queue`, `source`, `mql_kind` or `grade`, `value` its value. One view
+-- rather than one per dimension: the same percentiles are defined once. Rows with a NULL week
+-- count every week together (a percentile of all the weeks is not one of the weekly ones).
+-- Minutes from the MQL to the first attempt and to the first contact, in the owner's working
+-- time (business) and on the wall clock, over the handoffs touched so far.
+CREATE OR REPLACE VIEW {database}.speed_to_lead AS
+SELECT
+    toMonday(mql_at) AS week,
+    pair.1 AS dimension,
+    pair.2 AS value,
+    count() AS mqls,
+    countIf(first_attempt_at IS NOT NULL) AS touched,
+    countIf(first_contact_at IS NOT NULL) AS contacted,
+    quantileExactInclusive(0.5)(first_attempt_business_minutes) AS attempt_business_p50,
+    quantileExactInclusive(0.9)(first_attempt_business_minutes) AS attempt_business_p90,
+    quantileExactInclusive(0.5)(first_attempt_wall_minutes) AS attempt_wall_p50,
+    quantileExactInclusive(0.9)(first_attempt_wall_minutes) AS attempt_wall_p90,
+    quantileExactInclusive(0.5)(first_contact_business_minutes) AS contact_business_p50,
+    quantileExactInclusive(0.9)(first_contact_business_minutes) AS contact_business_p90,
+    quantileExactInclusive(0.5)(first_contact_wall_minutes) AS contact_wall_p50,
+    quantileExactInclusive(0.9)(first_contact_wall_minutes) AS contact_wall_p90
+FROM {database}.handoff_status
+ARRAY JOIN [
+    ('all', '(all)'),
+    ('owner', owner),
+    ('queue', queue),
+    ('source', source),
+    ('mql_kind', mql_kind),
+    ('grade', grade)
+] AS pair
+GROUP BY GROUPING SETS ((week, dimension, value), (dimension, value))
+SETTINGS group_by_use_nulls = 1;
+
+-- SLA attainment per week of the MQL, owner and queue (of the handoffs with a target): of the
+-- handoffs whose first attempt is decided (touched, or past due with no touch), the share whose
+-- first attempt came by the deadline. within_target + late + open_past_due + pending =
+-- with_target; pending: no touch and not yet due. `breached`: handoffs the worker said were past
+-- their deadline untouched (touched since or not). Against now(): a pending handoff becomes
+-- open_past_due as the clock passes its deadline, with no event.
+CREATE OR REPLACE VIEW {database}.handoff_sla_weekly AS
+SELECT
+    toMonday(mql_at) AS week,
+    owner,
+    queue,
+    count() AS handoffs,
+    countIf(due_at IS NOT NULL) AS with_target,
+    countIf(due_at IS NOT NULL AND first_attempt_within_target) AS within_target,
+    countIf(due_at IS NOT NULL AND NOT first_attempt_within_target) AS late,
+    countIf(due_at IS NOT NULL AND first_attempt_at IS NULL AND due_at < now64(6)) AS open_past_due,
+    countIf(due_at IS NOT NULL AND first_attempt_at IS NULL AND due_at >= now64(6)) AS pending,
+    countIf(breached) AS breached,
+    if(within_target + late + open_past_due = 0, NULL,
+       within_target / (within_target + late + open_past_due)) AS attainment
+FROM {database}.handoff_status
+GROUP BY week, owner, queue;
+
+-- Open breaches now, per owner and queue: handoffs past their deadline (due_at before now())
+-- with no touch yet, whether or not the worker's `breached` event has arrived.
+CREATE OR REPLACE VIEW {database}.handoff_open_breaches AS
+SELECT owner, queue, count() AS open_breaches, min(due_at) AS oldest_due_at,
+       min(mql_at) AS oldest_mql_at
+FROM {database}.handoff_status
+WHERE first_attempt_at IS NULL AND due_at IS NOT NULL AND due_at < now64(6)
+GROUP BY owner, queue;
+
+-- The response-time curve on the team's own data, per week of the lead's first MQL with a
+-- handoff (one row per lead: its earliest handoff not withdrawn) and band of the wall-clock
+-- minutes to its first attempt: under 5, 5-15, 15-60, 60-1440 (1-24 h), 1440 and over (over a
+-- day), never (no touch yet); each band holds its lower bound (exactly 5 minutes is 5-15). The
+-- lead became SQL if a stage change to sql that holds (stage_changes_live: latest revision, not
+-- retracted) came at or after that MQL, and was won if one to customer came at or after that
+-- SQL. sql_rate = became_sql / leads (MQL -> SQL), won_rate = won / became_sql (SQL -> won).
+CREATE OR REPLACE VIEW {database}.response_time_conversion AS
+WITH
+    first_handoffs AS
+    (
+        SELECT lead_id,
+               min(mql_at) AS first_mql_at,
+               argMin(tuple(first_attempt_wall_minutes), (mql_at, mql_change_id)).1 AS minutes
+        FROM {database}.handoff_status
+        GROUP BY lead_id
+    ),
+    outcomes AS
+    (
+        SELECT lead_id,
+               groupArrayIf(occurred_at, to_stage = 'sql') AS sql_times,
+               groupArrayIf(occurred_at, to_stage = 'customer') AS won_times
+        FROM {database}.stage_changes_live
+        WHERE lead_id IN (SELECT lead_id FROM first_handoffs)
+        GROUP BY lead_id
+    ),
+    leads AS
+    (
+        SELECT
+            first_handoffs.first_mql_at AS first_mql_at,
+            multiIf(minutes IS NULL, 6, minutes < 5, 1, minutes < 15, 2, minutes < 60, 3,
+                    minutes < 1440, 4, 5) AS position,
+            arrayFilter(t -> t >= first_mql_at, outcomes.sql_times) AS sqls_after,
+            notEmpty(sqls_after) AS became_sql,
+            became_sql AND arrayExists(t -> t >= arrayMin(sqls_after), outcomes.won_times) AS won
+        FROM first_handoffs
+        LEFT JOIN outcomes ON outcomes.lead_id = first_handoffs.lead_id
+    )
+SELECT
+    toMonday(first_mql_at) AS week,
+    position,
+    ['under 5 min', '5-15 min', '15-60 min', '1-24 h', 'over a day', 'never'][position] AS band,
+    count() AS leads,
+    countIf(became_sql) AS became_sql,
+    countIf(won) AS won,
+    became_sql / leads AS sql_rate,
+    if(became_sql = 0, NULL, won / became_sql) AS won_rate
+FROM leads
+GROUP BY week, position;

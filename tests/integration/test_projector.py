@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from projections.report import ACCOUNT_VIEWS
+from projections.privacy import lead_id_for_storage
+from projections.report import ACCOUNT_VIEWS, HANDOFF_VIEWS
 from streams.common.kafka_clients import create_topics
 from streams.core.rules import Rules
 from streams.local.broker import LocalBroker, free_port
@@ -22,6 +24,8 @@ from streams.local.generator import generate
 from tests.support.account_records import account_log
 from tests.support.account_reference import expected_account_metrics
 from tests.support.funnel_reference import expected_metrics, normalised
+from tests.support.handoff_records import handoff_log
+from tests.support.handoff_reference import expected_handoff_metrics
 from tests.support.harness import (
     Pipeline,
     account_views,
@@ -34,6 +38,7 @@ from tests.support.harness import (
     replay_bytes,
     replayed_account_records,
     report,
+    settings_from,
 )
 from tests.support.waiting import wait_for
 
@@ -228,3 +233,44 @@ def test_unreadable_account_records_go_to_the_dead_letter_topic_and_the_rest_cou
     assert {letter.value for letter in letters} == set(bad.values())
     expected = normalised(expected_account_metrics(log.changes, log.signals))
     assert account_views(report(env)) == account_views(expected)
+
+
+def test_handoff_events_are_projected_once_and_an_unreadable_one_is_dead_lettered(
+    pipeline: Pipeline, rules: Rules
+) -> None:
+    env = pipeline.projector_env("handoff", handoffs=True)
+    settings = settings_from(env)
+    create_topics(settings)
+    handoffs = handoff_log(effective(replay_bytes(generate(150, seed=9), rules)).values())
+    bad = handoffs[0].replace(b'"assigned"', b'"forgotten"')
+    producer = KafkaProducer(bootstrap_servers=pipeline.bootstrap_servers, acks="all")
+    try:
+        for _ in range(2):  # everything twice: a redelivery
+            for value in handoffs:
+                key = orjson.loads(value)["lead_id"].encode()
+                producer.send(settings.topics.handoff, key=key, value=value)
+        producer.send(settings.topics.handoff, key=b"lead-x", value=bad)
+        producer.flush()
+    finally:
+        producer.close()
+    dead = pipeline.reader(settings.topics.dead_letter)
+    projector = pipeline.command(["project", "--until-caught-up"], env, "projector-handoff")
+    assert projector.start().wait(timeout=180) == 0
+    letters = wait_for(dead.poll, lambda found: len(found) >= 1, timeout=30, what="a dead letter")
+    headers = dict(letters[0].headers)
+    assert headers["leadflow-topic"].decode() == settings.topics.handoff
+    assert headers["leadflow-reason"].decode().startswith("not a handoff event: kind")
+    assert [letter.value for letter in letters] == [bad]
+    found = report(env)
+    # The lead ids are hashed in ClickHouse: the reference's are too, by the same key.
+    stored = lead_id_for_storage(settings.privacy)
+    hashed = [
+        orjson.dumps({**orjson.loads(v), "lead_id": stored(orjson.loads(v)["lead_id"])})
+        for v in handoffs
+    ]
+    expected = normalised(expected_handoff_metrics(hashed, [], datetime.now(UTC)))
+    assert found["speed_to_lead"] and found["response_time_conversion"]
+    for row in found["handoff_open_breaches"]:  # JSON times as normalised() gives them: days
+        for column in ("oldest_due_at", "oldest_mql_at"):
+            row[column] = row[column][:10]
+    assert {view: found[view] for view in HANDOFF_VIEWS} == expected

@@ -245,12 +245,13 @@ def committed_records(pipeline: Pipeline, group_id: str) -> int:
 
 
 def records_read(log: Path) -> int:
-    """What the projector's last line says it read (written records and unreadable ones)."""
+    """What the projector's last line says it read (written records, the worker's clock records
+    and unreadable ones)."""
     last = log.read_text(errors="replace").strip().splitlines()[-1]
     assert last.startswith("projected "), last
     numbers = [int(word) for word in last.replace("(", " ").split() if word.isdigit()]
-    changes, events, account_changes, signals, _batches, unreadable = numbers
-    return changes + events + account_changes + signals + unreadable
+    changes, events, account_changes, signals, handoffs, _batches, clock, unreadable = numbers
+    return changes + events + account_changes + signals + handoffs + clock + unreadable
 
 
 @pytest.mark.parametrize("moment", ["mid-stream", "before-reading"])

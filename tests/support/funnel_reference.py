@@ -9,7 +9,7 @@ import itertools
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -205,9 +205,15 @@ def _nulls_last(key: tuple[Any, ...]) -> tuple[tuple[bool, Any], ...]:
 
 
 def expected_metrics(
-    effective: Iterable[bytes], event_documents: Iterable[dict[str, Any]]
+    effective: Iterable[bytes],
+    event_documents: Iterable[dict[str, Any]],
+    handoff_values: Iterable[bytes] = (),
+    now: datetime | None = None,
 ) -> dict[str, list[Row]]:
-    """What each view of `projections.report.VIEWS` must return, in the same order."""
+    """What each view of `projections.report.VIEWS` must return, in the same order (the handoff
+    views from `handoff_values`, open breaches against `now`, default the present)."""
+    from tests.support.handoff_reference import expected_handoff_metrics
+
     documents = list(event_documents)
     live = live_changes(effective, linked_identities(documents))
     status = lead_status(live)
@@ -389,6 +395,7 @@ def expected_metrics(
         )
     metrics["scoring_feedback"] = feedback
     metrics["champion_challenger"] = []  # no challenger in these logs: see champion_challenger()
+    metrics.update(expected_handoff_metrics(handoff_values, live, now or datetime.now(UTC)))
     return metrics
 
 

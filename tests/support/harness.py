@@ -78,8 +78,13 @@ class Pipeline:
         )
         return WorkerProcess(env=env, port=port, log_path=self.workdir / f"worker-{label}.log")
 
-    def projector_env(self, label: str, **extra: str) -> dict[str, str]:
-        """Settings of a projector with its own consumer group and embedded ClickHouse."""
+    def projector_env(self, label: str, handoffs: bool = False, **extra: str) -> dict[str, str]:
+        """Settings of a projector with its own consumer group and embedded ClickHouse. Unless
+        `handoffs`, it reads a handoff topic no worker writes: the worker's clock publishes
+        due-soon and breached steps when deadlines come, which a reference computed from the
+        traffic alone cannot foresee (the handoff projection has tests of its own)."""
+        if not handoffs:
+            extra = {"LEADFLOW_TOPICS__HANDOFF": f"{self.name}.handoff-unwritten", **extra}
         return self.env(
             LEADFLOW_CLICKHOUSE__URL=f"chdb://{self.workdir / f'clickhouse-{label}'}",
             LEADFLOW_PROJECTOR__GROUP_ID=f"{self.name}-projector-{label}",

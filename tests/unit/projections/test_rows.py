@@ -13,6 +13,7 @@ from projections.rows import (
     CAUSATION_LEAD_ID,
     CHALLENGER_STAGE_CHANGES,
     EVENTS,
+    HANDOFF_EVENTS,
     LEAD_ID,
     STAGE_CHANGES,
     TABLES,
@@ -21,10 +22,12 @@ from projections.rows import (
     account_member_row,
     event_points,
     event_row,
+    handoff_event_row,
     published_at,
     stage_change_row,
 )
 from schemas.accounts import AccountChange, AccountSignal
+from schemas.handoff import HandoffEvent
 from schemas.stage_changes import StageChange
 from streams.common.account_signals_codec import encode_account_signal
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
@@ -33,6 +36,7 @@ from streams.core.rules import Rules, load_rules
 from streams.local.generator import generate
 from streams.replay import Replayer
 from tests.support.factories import as_event, event
+from tests.support.handoff_records import handoff_event
 
 TIMESTAMP_MS = 1_767_000_000_123
 
@@ -49,6 +53,7 @@ def test_columns_are_the_contract_fields_then_the_kafka_timestamp() -> None:
         (CHALLENGER_STAGE_CHANGES, StageChange),
         (ACCOUNT_CHANGES, AccountChange),
         (ACCOUNT_MEMBERS, AccountSignal),
+        (HANDOFF_EVENTS, HandoffEvent),
     ):
         assert table.columns == (*model.model_fields, "published_at")
     assert [t.name for t in TABLES] == [
@@ -57,8 +62,10 @@ def test_columns_are_the_contract_fields_then_the_kafka_timestamp() -> None:
         "account_changes",
         "account_members",
         "challenger_stage_changes",
+        "handoff_events",
     ]
     assert STAGE_CHANGES.columns[LEAD_ID] == EVENTS.columns[LEAD_ID] == "lead_id"
+    assert HANDOFF_EVENTS.columns[LEAD_ID] == "lead_id"
     assert ACCOUNT_CHANGES.columns[CAUSATION_LEAD_ID] == "causation_lead_id"
 
 
@@ -174,3 +181,28 @@ def test_an_event_scores_at_most_its_type_cap() -> None:
     capped = shipped.engagement.model_copy(update={"caps": {"demo_request": 30.0}})
     assert event_points(as_event(event("demo_request")), capped) == 30.0
     assert event_points(as_event(event("unsubscribe")), capped) == -20.0
+
+
+def test_a_handoff_row_holds_the_event_field_by_field() -> None:
+    at = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    value = handoff_event(
+        "touched",
+        "mql-1",
+        "crm-1",
+        at,
+        at,
+        touch="contact",
+        response_business_minutes=4.0,
+        response_wall_minutes=6.5,
+        within_target=True,
+    )
+    row = handoff_event_row(value, TIMESTAMP_MS)
+    handoff = HandoffEvent.model_validate_json(value)
+    assert row == [
+        *(getattr(handoff, name) for name in HandoffEvent.model_fields),
+        published_at(TIMESTAMP_MS),
+    ]
+    with pytest.raises(RejectedRecord, match="not a handoff event: not JSON"):
+        handoff_event_row(b"\xff")
+    with pytest.raises(RejectedRecord, match="not a handoff event: missing field 'kind'"):
+        handoff_event_row(b'{"handoff_id": "h", "lead_id": "l"}')
