@@ -128,8 +128,14 @@ def after_changes(
             continue
         opened = _opened(change, state.crm_owner, rules, live)
         steps.append(_assigned(change.lead_id, opened, change.causation_event_id, change, rules))
+        # What the log brought before this MQL but happened after it (the MQL came late): the
+        # CRM's assignment, then the touches.
+        crm = state.crm_owner
+        later = crm is not None and crm.at > opened.mql_at
+        if later and crm and (opened.owner, opened.team) != (crm.owner, crm.team):
+            opened = _with_owner(opened, crm.owner, "crm", crm.team, rules)
+            steps.append(_assigned(change.lead_id, opened, crm.event_id, None, rules, crm.at))
         state = state._replace(current=opened)
-        # Touches the log brought before this MQL but made after it (the MQL came late).
         for at, touch, event_id in state.touches:
             if at >= opened.mql_at:
                 state, more = on_touch(state, change.lead_id, at, touch, event_id, rules)

@@ -197,6 +197,20 @@ def test_touches_that_came_before_a_late_mql_are_measured_when_it_comes() -> Non
     assert steps[1].causation_event_id == "call" and steps[1].within_target is True
 
 
+def test_the_crm_owner_given_after_a_late_mql_owns_it_once_the_mql_comes() -> None:
+    lead = Lead()
+    lead.apply(
+        event("profile_updated", timedelta(0), **BUYER),
+        event("owner_assigned", timedelta(minutes=20), event_id="crm", owner_id="ben"),
+    )
+    steps = lead.apply(event("demo_request", timedelta(minutes=5), event_id="demo"))
+    assert [(s.kind, s.owner, s.assigned_by) for s in steps] == [
+        ("assigned", "carl", "rules"),
+        ("assigned", "ben", "crm"),
+    ]
+    assert steps[1].at == micros_of(T0 + timedelta(minutes=20))
+
+
 def test_a_lead_with_a_handoff_is_stored_and_read_back_whole() -> None:
     lead = Lead()
     became_mql(lead)
