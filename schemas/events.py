@@ -308,8 +308,7 @@ Event: TypeAlias = Annotated[
 ]
 """Any leadflow event, discriminated by `type`."""
 
-# mypy reads a union this long as a value, not as a type form: pydantic takes it all the same.
-EVENT_ADAPTER: Final[TypeAdapter[Event]] = TypeAdapter(Event)  # type: ignore[arg-type]
+EVENT_ADAPTER: Final[TypeAdapter[Event]] = TypeAdapter(Event)
 
 EVENT_MODELS: Final[tuple[type[BaseModel], ...]] = (
     EngagementEvent,
