@@ -231,7 +231,7 @@ def test_bottlenecks_add_up_for_recycled_and_stage_skipping_leads(
         "customer",
     ]
     assert sum(row["re_entries"] for row in rows) > 30, "want recycled leads"
-    assert sum(row["skipped_ahead"] for row in rows) > 5, "want leads that skip stages"
+    assert sum(row["skipped_ahead"] for row in rows) > 2, "want leads that skip stages"
     assert_bottlenecks_add_up(clickhouse, database, expected)
 
 
