@@ -1,9 +1,9 @@
-"""The projector: stage changes, events, accounts and handoffs from Kafka into ClickHouse.
+"""The projector: stage changes, events, accounts, handoffs and spend from Kafka into ClickHouse.
 
 It reads its topics (with a challenger running, its stage changes too) in batches, inserts each
 batch, and commits the offsets only after ClickHouse accepted it. A crash between insert and
 commit re-reads the batch; the tables are keyed by `change_id` / `event_id` / (`account_id`,
-`lead_id`) / `handoff_id` and read with FINAL, so nothing is counted twice.
+`lead_id`) / `handoff_id` / `spend_id` and read with FINAL, so nothing is counted twice.
 A message it cannot read goes to the dead-letter topic with the reason, and is counted.
 """
 
@@ -24,6 +24,7 @@ from projections.privacy import lead_id_for_storage
 from projections.rows import (
     ACCOUNT_CHANGES,
     ACCOUNT_MEMBERS,
+    CAMPAIGN_SPEND,
     CAUSATION_LEAD_ID,
     CHALLENGER_STAGE_CHANGES,
     EVENTS,
@@ -36,6 +37,7 @@ from projections.rows import (
     account_member_row,
     event_row,
     handoff_event_row,
+    spend_row,
     stage_change_row,
 )
 from projections.writer import ProjectionWriter
@@ -95,6 +97,7 @@ class ProjectorStats:
     account_signals: int = 0
     challenger_changes: int = 0
     handoff_events: int = 0
+    spend: int = 0
     dead_letters: int = 0
     batches: int = 0
     clock_records: int = 0
@@ -110,6 +113,7 @@ class ProjectorStats:
             + self.account_signals
             + self.challenger_changes
             + self.handoff_events
+            + self.spend
         )
 
 
@@ -121,6 +125,7 @@ class _Batch:
     account_members: list[list[Any]] = field(default_factory=list)
     challenger_changes: list[list[Any]] = field(default_factory=list)
     handoff_events: list[list[Any]] = field(default_factory=list)
+    spend: list[list[Any]] = field(default_factory=list)
     rejected: int = 0
     started: float = 0.0
 
@@ -132,13 +137,14 @@ class _Batch:
             + len(self.account_members)
             + len(self.challenger_changes)
             + len(self.handoff_events)
+            + len(self.spend)
             + self.rejected
         )
 
 
 class Projector:
-    """Consumes stage changes, events, account changes, account signals and handoff events into
-    one database.
+    """Consumes stage changes, events, account changes, account signals, handoff events and
+    campaign spend into one database.
 
     It owns every partition of its topics (one projector per database). `from_beginning` reads
     them from offset 0 and commits nothing (rebuild); otherwise it goes on from the offsets
@@ -167,6 +173,7 @@ class Projector:
             settings.topics.account_signals,
             settings.topics.challenger_stage_changes,
             settings.topics.handoff,
+            settings.topics.spend,
         )
         self.stats = ProjectorStats()
         self.assigned = threading.Event()
@@ -289,6 +296,10 @@ class Projector:
         topics = self.settings.topics
         lead_id = LEAD_ID
         try:
+            if topic == topics.spend:
+                # No person in a spend record: nothing to store as a lead id.
+                batch.spend.append(spend_row(record.value, record.timestamp))
+                return
             if topic == topics.stage_changes:
                 row = stage_change_row(record.value, record.timestamp)
                 batch.stage_changes.append(row)
@@ -378,6 +389,7 @@ class Projector:
             batch.account_members,
             batch.challenger_changes,
             batch.handoff_events,
+            batch.spend,
         )
         if self._producer is not None:
             self._producer.flush()
@@ -395,12 +407,14 @@ class Projector:
         self.metrics.rows.labels(ACCOUNT_MEMBERS.name).inc(len(batch.account_members))
         self.metrics.rows.labels(CHALLENGER_STAGE_CHANGES.name).inc(len(batch.challenger_changes))
         self.metrics.rows.labels(HANDOFF_EVENTS.name).inc(len(batch.handoff_events))
+        self.metrics.rows.labels(CAMPAIGN_SPEND.name).inc(len(batch.spend))
         self.stats.stage_changes += len(batch.stage_changes)
         self.stats.events += len(batch.events)
         self.stats.account_changes += len(batch.account_changes)
         self.stats.account_signals += len(batch.account_members)
         self.stats.challenger_changes += len(batch.challenger_changes)
         self.stats.handoff_events += len(batch.handoff_events)
+        self.stats.spend += len(batch.spend)
         self.stats.batches += 1
 
 

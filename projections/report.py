@@ -50,9 +50,22 @@ HANDOFF_VIEWS: Final = {
 }
 """Speed to lead, from the handoff events (docs/handoff.md, "Measures in ClickHouse")."""
 IDENTITY_VIEWS: Final = {"identity_stitching": "links", "identity_links_daily": "day"}
+ATTRIBUTION_VIEWS: Final = {
+    "attribution": "model, conversion, month, source, campaign, currency",
+    "conversion_windows": "step, cohort_week, window_days",
+}
+"""Attribution by model and conversion windows (docs/funnel.md, "Attribution")."""
 VIEWS: Final = {**FUNNEL_VIEWS, **ACCOUNT_VIEWS, **CHALLENGER_VIEWS, **HANDOFF_VIEWS}
-REPORT_VIEWS: Final = {**VIEWS, **IDENTITY_VIEWS}
-"""What `leadflow report` reads: every view, identity stitching's too."""
+MONEY_VIEWS: Final = {
+    "cac_monthly": "month, currency",
+    "cac_by_source": "month, source, campaign, currency",
+    "cac_by_lead_touch": "month, source, campaign, currency",
+    "pipeline_velocity": "source, quarter, currency",
+}
+"""Spend, CAC and pipeline velocity (docs/funnel.md, "Money")."""
+REPORT_VIEWS: Final = {**VIEWS, **IDENTITY_VIEWS, **MONEY_VIEWS, **ATTRIBUTION_VIEWS}
+"""What `leadflow report` reads: every view, identity stitching's, the money's and the
+attribution's too."""
 IDENTITY_TITLE: Final = "Identity stitching (anonymous visitors linked to leads)"
 POINTS_TITLE: Final = (
     "Engagement before identification (points as scored at each event, not decayed)"
@@ -80,6 +93,31 @@ RESPONSE_CURVE_TITLE: Final = (
     "Response time and conversion: first attempt, wall-clock minutes (a band holds its lower "
     "bound), MQL -> SQL and SQL -> won"
 )
+ATTRIBUTION_TITLE: Final = "Attribution by source, all months: credit per model (revenue: amount)"
+ATTRIBUTION_MODELS: Final = (
+    "first_touch",
+    "lead_creating",
+    "last_touch_before_mql",
+    "linear",
+    "u_shaped",
+)
+ATTRIBUTED_CONVERSIONS: Final = ("mql", "sql", "won", "revenue")
+WINDOWS_TITLE: Final = (
+    "Conversion windows by cohort week: within 7 / 30 / 90 days, share still open"
+)
+CAC_MONTHLY_TITLE: Final = (
+    "Money: blended CAC by month (all spend over all customers won that month), cost per lead,"
+    " MQL and SQL"
+)
+CAC_SOURCE_TITLE: Final = (
+    "Money: CAC by campaign, all months (customers by first touch, and by lead-creating touch)"
+)
+VELOCITY_TITLE: Final = (
+    "Money: pipeline velocity by source and quarter (opportunities x win rate x mean deal value"
+    " / mean cycle days)"
+)
+RECENT_QUARTERS: Final = 4
+"""Quarters of pipeline velocity shown in the report (every quarter is in the JSON and the view)."""
 RECENT_WEEKS: Final = 12
 """Weeks shown in the report's weekly speed tables (every week is in the JSON and the views)."""
 SLA_COUNTS: Final = (
@@ -157,6 +195,10 @@ def print_report(metrics: Metrics, console: Console | None = None) -> None:
         console.print(_table(title, rows))
     for title, rows in _identity_sections(metrics):
         console.print(_table(title, rows))
+    for title, rows in attribution_sections(metrics):
+        console.print(_table(title, rows))
+    for title, rows in money_sections(metrics):
+        console.print(_table(title, rows))
 
 
 def write_html(metrics: Metrics, path: Path, title: str = "leadflow funnel") -> None:
@@ -181,6 +223,8 @@ def write_html(metrics: Metrics, path: Path, title: str = "leadflow funnel") -> 
         sections.append((CHALLENGER_TITLE, metrics["champion_challenger"]))
     sections.extend(speed)
     sections.extend(_identity_sections(metrics))
+    sections.extend(attribution_sections(metrics))
+    sections.extend(money_sections(metrics))
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = "".join(f'<figure><img alt="{alt}" src="{src}"></figure>' for alt, src in charts)
     body += "".join(_html_table(name, rows) for name, rows in sections)
@@ -238,6 +282,107 @@ def speed_to_lead_sections(metrics: Metrics) -> list[tuple[str, list[Row]]]:
         (OPEN_BREACHES_TITLE, breaches),
         (RESPONSE_CURVE_TITLE, response_curve(metrics)),
     ]
+
+
+def attribution_sections(metrics: Metrics) -> list[tuple[str, list[Row]]]:
+    """Attribution by source over all months (one column per model), and the conversion
+    windows of the recent cohort weeks. None before anything converted."""
+    sections = []
+    if metrics.get("attribution"):
+        sections.append((ATTRIBUTION_TITLE, attribution_by_source(metrics)))
+    if metrics.get("conversion_windows"):
+        sections.append(
+            (f"{WINDOWS_TITLE}, the last {RECENT_WEEKS} weeks", conversion_windows(metrics))
+        )
+    return sections
+
+
+def attribution_by_source(metrics: Metrics) -> list[Row]:
+    """Per conversion (revenue per currency) and source: what each model credits it with,
+    conversions (fractions add up) or, for revenue, the amount."""
+    totals: dict[tuple[int, str, str], dict[str, float]] = defaultdict(
+        lambda: dict.fromkeys(ATTRIBUTION_MODELS, 0.0)
+    )
+    for row in metrics.get("attribution") or []:
+        revenue = row["conversion"] == "revenue"
+        label = f"revenue {row['currency']}" if revenue else row["conversion"]
+        order = ATTRIBUTED_CONVERSIONS.index(row["conversion"])
+        totals[(order, label, row["source"])][row["model"]] += (
+            row["amount"] if revenue else row["credit"]
+        )
+    return [
+        {"conversion": label, "source": source, **credits}
+        for (_, label, source), credits in sorted(totals.items())
+    ]
+
+
+def conversion_windows(metrics: Metrics) -> list[Row]:
+    """Per step and recent cohort week: the leads that entered, and per window the rate
+    converted within it and the share still open."""
+    cohorts: dict[tuple[str, date], Row] = {}
+    for row in metrics.get("conversion_windows") or []:
+        cohort = cohorts.setdefault(
+            (row["step"], row["cohort_week"]),
+            {"step": row["step"], "cohort_week": row["cohort_week"], "entered": row["entered"]},
+        )
+        cohort[f"{row['window_days']}d rate"] = row["rate"]
+        cohort[f"{row['window_days']}d open"] = row["open_share"]
+    recent = []
+    for step in ("mql_to_sql", "sql_to_won"):
+        rows = [cohorts[key] for key in sorted(cohorts) if key[0] == step]
+        recent.extend(rows[-RECENT_WEEKS:])
+    return recent
+
+
+def money_sections(metrics: Metrics) -> list[tuple[str, list[Row]]]:
+    """The Money section: blended CAC by month, CAC by source and campaign over all months
+    (per currency), and pipeline velocity. Only the parts that have rows (no spend: no CAC)."""
+    sections = []
+    if metrics.get("cac_monthly"):
+        sections.append((CAC_MONTHLY_TITLE, metrics["cac_monthly"]))
+        sections.append((CAC_SOURCE_TITLE, cac_by_campaign(metrics)))
+    velocity = metrics.get("pipeline_velocity") or []
+    if velocity:
+        recent = sorted({row["quarter"] for row in velocity})[-RECENT_QUARTERS:]
+        rows = [row for row in velocity if row["quarter"] in recent]
+        sections.append((f"{VELOCITY_TITLE}, the last {len(recent)} quarters", rows))
+    return sections
+
+
+def cac_by_campaign(metrics: Metrics) -> list[Row]:
+    """Per source, campaign and currency over all months: spend, customers by first touch and
+    by lead-creating touch, and the CAC of each."""
+    totals: dict[tuple[str, str, str], dict[str, float]] = defaultdict(
+        lambda: {"spend": 0.0, "customers": 0, "leads": 0, "lead_touch_customers": 0}
+    )
+    for row in metrics.get("cac_by_source") or []:
+        total = totals[(row["source"], row["campaign"], row["currency"])]
+        total["spend"] += row["spend"]
+        total["customers"] += row["customers"]
+        total["leads"] += row["leads"]
+    for row in metrics.get("cac_by_lead_touch") or []:
+        totals[(row["source"], row["campaign"], row["currency"])]["lead_touch_customers"] += row[
+            "customers"
+        ]
+    return [
+        {
+            "source": source,
+            "campaign": campaign,
+            "currency": currency,
+            "spend": total["spend"],
+            "leads": total["leads"],
+            "cost_per_lead": _ratio(total["spend"], total["leads"]),
+            "customers": total["customers"],
+            "cac": _ratio(total["spend"], total["customers"]),
+            "lead_touch_customers": total["lead_touch_customers"],
+            "lead_touch_cac": _ratio(total["spend"], total["lead_touch_customers"]),
+        }
+        for (source, campaign, currency), total in sorted(totals.items())
+    ]
+
+
+def _ratio(amount: float, count: float) -> float | None:
+    return amount / count if count else None
 
 
 def _sla_totals(rows: list[Row], keys: tuple[str, ...]) -> list[Row]:
@@ -390,6 +535,7 @@ _TEXT_COLUMNS: Final = {
     "band",
     "oldest_due_at",
     "oldest_mql_at",
+    "conversion",
 }
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from schemas.accounts import AccountChange, AccountSignal
 from schemas.events import ENGAGEMENT_TYPES, Event
 from schemas.handoff import HandoffEvent
+from schemas.spend import CampaignSpend
 from schemas.stage_changes import StageChange
 from streams.common.events_codec import decode_event, describe_validation_error
 from streams.core.lifecycle import linked_identity
@@ -65,6 +66,8 @@ CHALLENGER_STAGE_CHANGES: Final = Table("challenger_stage_changes", _columns_of(
 """The challenger rules' stage changes (their own topic), as `stage_changes`."""
 HANDOFF_EVENTS: Final = Table("handoff_events", _columns_of(HandoffEvent))
 """One row per handoff event; ClickHouse keeps one per `handoff_id` (a redelivery repeats it)."""
+CAMPAIGN_SPEND: Final = Table("campaign_spend", ("spend_id", *_columns_of(CampaignSpend)))
+"""One row per spend record; ClickHouse keeps the latest per `spend_id` (a reload replaces)."""
 TABLES: Final = (
     STAGE_CHANGES,
     EVENTS,
@@ -72,6 +75,7 @@ TABLES: Final = (
     ACCOUNT_MEMBERS,
     CHALLENGER_STAGE_CHANGES,
     HANDOFF_EVENTS,
+    CAMPAIGN_SPEND,
 )
 
 
@@ -172,6 +176,15 @@ def handoff_event_row(value: bytes, timestamp_ms: int | None = None) -> list[Any
     except ValidationError as exc:
         raise RejectedRecord(f"not a handoff event: {describe_validation_error(exc)}") from None
     return _row(handoff, timestamp_ms)
+
+
+def spend_row(value: bytes, timestamp_ms: int | None = None) -> list[Any]:
+    """The `campaign_spend` row of one message of the spend topic."""
+    try:
+        spend = CampaignSpend.model_validate_json(value)
+    except ValidationError as exc:
+        raise RejectedRecord(f"not a spend record: {describe_validation_error(exc)}") from None
+    return [spend.spend_id, *_row(spend, timestamp_ms)]
 
 
 LEAD_ID: Final = STAGE_CHANGES.position("lead_id")

@@ -1,8 +1,8 @@
 """Inserts of funnel rows into ClickHouse (the rows come from `projections.rows`).
 
 The tables are ReplacingMergeTree keyed by `change_id` / `event_id` / (`account_id`, `lead_id`)
-/ `handoff_id` and every view reads them with FINAL, so writing a row twice (a redelivery, a
-replay, a rebuild) never counts it twice.
+/ `handoff_id` / `spend_id` and every view reads them with FINAL, so writing a row twice (a
+redelivery, a replay, a rebuild) never counts it twice.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from projections.rows import (
     ACCOUNT_CHANGES,
     ACCOUNT_MEMBERS,
+    CAMPAIGN_SPEND,
     CHALLENGER_STAGE_CHANGES,
     EVENTS,
     HANDOFF_EVENTS,
@@ -37,6 +38,7 @@ class ProjectionWriter:
         account_members: Sequence[list[Any]] = (),
         challenger_changes: Sequence[list[Any]] = (),
         handoff_events: Sequence[list[Any]] = (),
+        spend: Sequence[list[Any]] = (),
     ) -> None:
         """Insert every kind of row; each insert is one block (all or nothing)."""
         for table, rows in (
@@ -46,6 +48,7 @@ class ProjectionWriter:
             (ACCOUNT_MEMBERS, account_members),
             (CHALLENGER_STAGE_CHANGES, challenger_changes),
             (HANDOFF_EVENTS, handoff_events),
+            (CAMPAIGN_SPEND, spend),
         ):
             if rows:
                 self._insert(table, rows)

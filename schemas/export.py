@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from schemas.accounts import AccountChange, AccountSignal
 from schemas.events import EVENT_ADAPTER, EVENT_MODELS
 from schemas.handoff import HandoffEvent
+from schemas.spend import CampaignSpend
 from schemas.stage_changes import StageChange
 
 
@@ -23,6 +24,7 @@ def export_json_schemas(directory: Path) -> list[Path]:
         AccountSignal,
         AccountChange,
         HandoffEvent,
+        CampaignSpend,
     )
     for model in models:
         schemas[_file_stem(model.__name__)] = model.model_json_schema()

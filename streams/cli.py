@@ -49,6 +49,12 @@ topics_app = typer.Typer(
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(rules_app, name="rules")
 app.add_typer(topics_app, name="topics")
+spend_app = typer.Typer(
+    help="Campaign spend (cost per lead, per customer).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(spend_app, name="spend")
 
 # Messages on stderr keep whole lines: a log collector or a test reads them one per line.
 err = Console(stderr=True, soft_wrap=True)
@@ -443,6 +449,15 @@ def generate(
             "anonymous id, linked to them by the form (identity stitching).",
         ),
     ] = TrafficShape.anonymous_browsing,
+    spend: Annotated[
+        Path | None,
+        typer.Option(
+            "--spend",
+            dir_okay=False,
+            help="Also write the paid campaigns' daily spend here, as the CSV `leadflow spend "
+            "import` reads (same seed, same spend).",
+        ),
+    ] = None,
 ) -> None:
     """Print realistic sample traffic as JSON lines (buyers, tyre-kickers, students...).
 
@@ -452,12 +467,22 @@ def generate(
         duplicate_fraction=duplicate_fraction,
         anonymous_browsing=anonymous_browsing,
     )
+    _writable(spend, "--spend")
     out = sys.stdout.buffer
+    written: list[dict[str, Any]] = []
     with _reader_may_stop():
         for event in generate_events(leads, seed, shape):
             out.write(orjson.dumps(event))
             out.write(b"\n")
+            if spend is not None:
+                written.append(event)
         out.flush()
+    if spend is not None:
+        from streams.common.spend import write_spend_csv
+        from streams.local.spend_traffic import generate_spend
+
+        with spend.open("w", encoding="utf-8", newline="") as handle:
+            write_spend_csv(generate_spend(written, seed), handle)
 
 
 @app.command(short_help="Run the whole pipeline locally on generated traffic.")
@@ -622,6 +647,55 @@ def import_command(
         _fail_without_valid_events(", ".join(files), 0, done.rejected)
 
 
+@spend_app.command("import")
+def spend_import(
+    ctx: typer.Context,
+    file: Annotated[str, typer.Argument(metavar="FILE.csv", help="An ad platform's spend export.")],
+    date_column: Annotated[str, typer.Option(help="The column of the day (2026-03-01).")] = "date",
+    source_column: Annotated[str, typer.Option(help="The column of the source.")] = "source",
+    campaign_column: Annotated[str, typer.Option(help="The column of the campaign.")] = "campaign",
+    cost_column: Annotated[str, typer.Option(help="The column of the amount spent.")] = "cost",
+    currency_column: Annotated[
+        str, typer.Option(help="The column of the ISO 4217 currency.")
+    ] = "currency",
+) -> None:
+    """Load campaign spend from CSV into the spend topic (LEADFLOW_TOPICS__SPEND), keyed by its
+    spend id: loading the same rows again replaces them, never counts them twice.
+
+    Every line is validated; a bad one is reported on stderr as FILE:LINE: reason and nothing of
+    the file is sent. Needs the broker (LEADFLOW_KAFKA__BOOTSTRAP_SERVERS) and the spend topic
+    (`leadflow topics create`)."""
+    from streams.common.kafka_clients import require_topics
+    from streams.common.spend import open_spend_csv, publish_spend, read_spend_csv
+
+    settings = _settings(ctx)
+    columns = {
+        "day": date_column,
+        "source": source_column,
+        "campaign": campaign_column,
+        "amount": cost_column,
+        "currency": currency_column,
+    }
+    with open_spend_csv(file) as handle:
+        rows = read_spend_csv(handle, file, columns)
+    for bad in rows.bad:
+        err.print(f"{file}:{bad.line}: {bad.reason}", markup=False, highlight=False)
+    if rows.bad:
+        raise LeadflowError(f"{len(rows.bad)} bad lines in {file}: nothing was sent; fix them")
+    if not rows.records:
+        raise LeadflowError(f"{file} holds no spend record")
+    require_topics(settings, [settings.topics.spend])
+    done = publish_spend(rows.records, settings)
+    for line, reason in done.failed:
+        err.print(f"{file}:{line}: not sent: {reason}", markup=False, highlight=False)
+    err.print(f"published {done.sent} spend records to {settings.topics.spend}", highlight=False)
+    if done.failed:
+        raise LeadflowError(
+            f"{len(done.failed)} spend records not sent: run the same command again "
+            "(records sent twice replace each other)"
+        )
+
+
 @app.command(short_help="Run the local Kafka-protocol broker in the foreground.")
 def broker(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1; 0 picks a free one.")] = 9092,
@@ -696,8 +770,9 @@ def project(
     stats = Projector(settings, client, metrics).run(stop, until_caught_up=until_caught_up)
     err.print(
         f"projected {stats.stage_changes} stage changes, {stats.events} events, "
-        f"{stats.account_changes} account changes, {stats.account_signals} account signals "
-        f"and {stats.handoff_events} handoff events in {stats.batches} batches "
+        f"{stats.account_changes} account changes, {stats.account_signals} account signals, "
+        f"{stats.handoff_events} handoff events and {stats.spend} spend records in "
+        f"{stats.batches} batches "
         f"({stats.clock_records} clock records, {stats.dead_letters} unreadable messages)",
         highlight=False,
     )
@@ -820,8 +895,8 @@ def rebuild(ctx: typer.Context) -> None:
             ) from exc
     err.print(
         f"rebuilt from {stats.stage_changes} stage changes, {stats.events} events, "
-        f"{stats.account_changes} account changes, {stats.account_signals} account signals "
-        f"and {stats.handoff_events} handoff events",
+        f"{stats.account_changes} account changes, {stats.account_signals} account signals, "
+        f"{stats.handoff_events} handoff events and {stats.spend} spend records",
         highlight=False,
     )
 

@@ -36,6 +36,7 @@ from streams.common.events_codec import dead_letter_headers, decode_event
 from streams.common.logs import quiet_client_repeats
 from streams.common.preflight import check_can_listen
 from streams.common.settings import Settings
+from streams.common.spend import decode_spend, encode_spend
 from streams.core.rules import Rules
 from streams.errors import InvalidEventError, LeadflowError
 
@@ -108,10 +109,16 @@ class _Outgoing:
     """(key, value, type) of each event to publish."""
     dead_letters: list[tuple[bytes, str]] = field(default_factory=list)
     """(original message, reason) of each message to dead-letter."""
+    spend: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """(key, value) of each campaign spend record to publish on the spend topic."""
 
     @property
     def size(self) -> int:
-        return sum(len(v) for _, v, _ in self.events) + sum(len(v) for v, _ in self.dead_letters)
+        return (
+            sum(len(v) for _, v, _ in self.events)
+            + sum(len(v) for v, _ in self.dead_letters)
+            + sum(len(v) for _, v in self.spend)
+        )
 
 
 class Collector:
@@ -154,6 +161,7 @@ class Collector:
             app.router.add_post(f"/v1/{alias}", self._single(kind))
         app.router.add_post("/v1/batch", self._batch)
         app.router.add_post("/v1/crm/events", self._crm)
+        app.router.add_post("/v1/crm/spend", self._crm_spend)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
         return app
@@ -181,6 +189,9 @@ class Collector:
 
     async def _crm(self, request: web.Request) -> web.Response:
         return await self._answer(request, "/v1/crm/events", self._crm_request, "crm")
+
+    async def _crm_spend(self, request: web.Request) -> web.Response:
+        return await self._answer(request, "/v1/crm/spend", self._crm_spend_request, "crm")
 
     async def _answer(
         self, request: web.Request, endpoint: str, build: Any, kind: str
@@ -256,7 +267,8 @@ class Collector:
             )
         return event
 
-    async def _crm_request(self, request: web.Request, kind: str) -> _Outgoing:
+    async def _signed_body(self, request: web.Request) -> Any:
+        """The CRM webhook's body, parsed, once its signature is checked."""
         if self._webhook_secret is None:
             raise RequestError(404, "not_configured", "the CRM webhook has no secret configured")
         raw = await self._read_body(request, SEGMENT_MAX_BATCH_BYTES)
@@ -265,7 +277,26 @@ class Collector:
         # A header that is not ASCII cannot be the digest; aiohttp keeps its bytes as surrogates.
         if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
             raise RequestError(401, "bad_signature", f"missing or wrong {SIGNATURE_HEADER}")
-        body = _parse_json(raw)
+        return _parse_json(raw)
+
+    async def _crm_spend_request(self, request: web.Request, kind: str) -> _Outgoing:
+        body = await self._signed_body(request)
+        documents = body if isinstance(body, list) else [body]
+        outgoing = _Outgoing()
+        for position, document in enumerate(documents):
+            if not isinstance(document, dict):
+                raise RequestError(400, "invalid_spend", f"record {position}: not a JSON object")
+            try:
+                spend = decode_spend(document)
+            except InvalidEventError as exc:
+                raise RequestError(
+                    400, "invalid_spend", f"record {position}: {exc.reason}"
+                ) from None
+            outgoing.spend.append((spend.spend_id.encode(), encode_spend(spend)))
+        return outgoing
+
+    async def _crm_request(self, request: web.Request, kind: str) -> _Outgoing:
+        body = await self._signed_body(request)
         documents = body if isinstance(body, list) else [body]
         received_at = datetime.now(UTC)
         outgoing = _Outgoing()
@@ -330,6 +361,8 @@ class Collector:
             raise RequestError(503, "unavailable", f"{problem}; retry")
         for _, _, event_type in outgoing.events:
             self.metrics.events.labels(event_type).inc()
+        if outgoing.spend:
+            self.metrics.events.labels("campaign_spend").inc(len(outgoing.spend))
         self.metrics.dead_letters.inc(len(outgoing.dead_letters))
 
     async def _send_all(self, outgoing: _Outgoing, endpoint: str) -> None:
@@ -345,6 +378,9 @@ class Collector:
                 pending.append(
                     await self.producer.send(topics.dead_letter, value=original, headers=headers)
                 )
+            for key, value in outgoing.spend:
+                self._require_sendable(topics.spend)
+                pending.append(await self.producer.send(topics.spend, value=value, key=key))
         except BaseException:
             for future in pending:
                 future.add_done_callback(_retrieved)
@@ -543,7 +579,7 @@ async def run_collector(settings: Settings, rules: Rules) -> None:
         request_timeout_ms=int(config.publish_timeout * 1000),
     )
     await producer.start()
-    topics = (settings.topics.events, settings.topics.dead_letter)
+    topics = (settings.topics.events, settings.topics.dead_letter, settings.topics.spend)
     watch = TopicWatch(producer.client, topics, config.topic_check_interval)
     await watch.check()
     watching = asyncio.create_task(watch.run())

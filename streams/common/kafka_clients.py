@@ -188,6 +188,8 @@ def topic_specs(topics: TopicSettings) -> dict[str, dict[str, str]]:
         topics.identity_summaries: {"cleanup.policy": "delete"},
         topics.challenger_stage_changes: {"cleanup.policy": "delete"},
         topics.challenger_identity_summaries: {"cleanup.policy": "delete"},
+        # The latest record of a spend id is the spend: older ones may be compacted away.
+        topics.spend: {"cleanup.policy": "compact"},
     }
 
 

@@ -142,6 +142,13 @@ class TopicSettings(_Section):
             "by lead: the shadow's own topic, so no consumer of the live stream sees them."
         ),
     )
+    spend: str = Field(
+        default="leadflow.spend",
+        description=(
+            "Campaign spend (schemas.CampaignSpend), keyed by its spend id: a record sent "
+            "again for the same source, campaign, day and currency replaces the earlier one."
+        ),
+    )
     partitions: Annotated[int, Field(ge=1)] = Field(
         default=4,
         description="Partitions of the topics leadflow creates: the most workers that share work.",

@@ -30,6 +30,7 @@ from projections.report import REPORT_VIEWS, print_report, read_funnel, write_ht
 from schemas.stage_changes import FUNNEL_STAGES
 from streams.common.publish import make_producer, publish_events
 from streams.common.settings import PrivacySettings, Settings, environment_of
+from streams.common.spend import publish_spend, write_spend_csv
 from streams.common.stage_changes_codec import encode_account_change, encode_change
 from streams.core.account import AccountStageChange
 from streams.core.lead import LeadStageChange
@@ -39,6 +40,7 @@ from streams.errors import LeadflowError
 from streams.local.broker import FETCH_MAX_WAIT, LocalBroker, free_port
 from streams.local.generator import generate
 from streams.local.processes import NotReadyError, TopicReader, WorkerProcess
+from streams.local.spend_traffic import generate_spend
 from streams.replay import Replayer, account_changes_in_effect
 
 CHUNK = 1_000
@@ -112,7 +114,14 @@ def run_demo(
         for item in replayed
         if isinstance(item, AccountStageChange)
     )
-    console.print(f"generated {len(documents):,} events of {leads:,} leads (seed {seed})")
+    spend = list(generate_spend(documents, seed))
+    # The spend as an ad platform exports it: `leadflow spend import` takes this file as it is.
+    with (workdir / "spend.csv").open("w", encoding="utf-8", newline="") as handle:
+        write_spend_csv(spend, handle)
+    console.print(
+        f"generated {len(documents):,} events of {leads:,} leads (seed {seed}) and "
+        f"{len(spend):,} days of campaign spend"
+    )
     with (
         local_pipeline(settings, workdir, console) as (settings, _worker),
         _projector(settings) as projector,
@@ -123,6 +132,12 @@ def run_demo(
             settings.topics.partitions,
         )
         producer = make_producer(settings)
+        spent = publish_spend(enumerate(spend), settings, producer=producer)
+        if spent.failed:
+            raise LeadflowError(
+                f"the broker did not take {len(spent.failed)} of the demo's spend records "
+                f"({spent.failed[0][1]})"
+            )
         published = 0
         started = time.monotonic()
         with Live(console=console, refresh_per_second=4) as live:
@@ -150,7 +165,7 @@ def run_demo(
         producer.close()
         reader.close()
         accounts, account_messages = _account_changes(settings, len(expected_accounts))
-        _wait_projected(projector, len(values), len(documents), account_messages)
+        _wait_projected(projector, len(values), len(documents), account_messages, len(spend))
     same = _comparable(found) == _comparable(expected)
     console.print(
         f"{len(documents):,} events -> {len(values):,} stage-change messages in {elapsed:.1f}s "
@@ -221,7 +236,11 @@ def _projector(settings: Settings) -> Iterator[_RunningProjector]:
 
 
 def _wait_projected(
-    running: _RunningProjector, stage_changes: int, events: int, account_changes: int
+    running: _RunningProjector,
+    stage_changes: int,
+    events: int,
+    account_changes: int,
+    spend: int,
 ) -> None:
     deadline = time.monotonic() + 120
     stats = running.projector.stats
@@ -229,12 +248,13 @@ def _wait_projected(
         stats.stage_changes < stage_changes
         or stats.events < events
         or stats.account_changes < account_changes
+        or stats.spend < spend
     ):
         if time.monotonic() > deadline or not running.thread.is_alive():
             raise NotReadyError(
                 f"the projector wrote {stats.stage_changes}/{stage_changes} stage changes, "
-                f"{stats.events}/{events} events and {stats.account_changes}/{account_changes} "
-                "account changes"
+                f"{stats.events}/{events} events, {stats.account_changes}/{account_changes} "
+                f"account changes and {stats.spend}/{spend} spend records"
             )
         time.sleep(0.1)
 

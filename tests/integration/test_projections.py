@@ -6,7 +6,6 @@ import json
 import random
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path
@@ -18,7 +17,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from rich.console import Console
 
-from projections.clickhouse import ClickHouseError, connect, migrate, migrations
+from projections.clickhouse import ClickHouseError, migrate, migrations
 from projections.projector import Projector
 from projections.report import (
     ACCOUNT_VIEWS,
@@ -47,6 +46,7 @@ from projections.rows import (
     account_member_row,
     event_row,
     handoff_event_row,
+    spend_row,
     stage_change_row,
 )
 from projections.writer import ProjectionWriter
@@ -54,11 +54,13 @@ from schemas.accounts import AccountChange, AccountSignal
 from schemas.events import ENGAGEMENT_TYPES
 from streams.common.account_signals_codec import encode_account_signal
 from streams.common.kafka_clients import create_topics
-from streams.common.settings import DEFAULT_MAX_EVENT_BYTES, ClickHouseSettings
+from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
+from streams.common.spend import encode_spend
 from streams.common.stage_changes_codec import encode_account_change
 from streams.core.account import AccountStageChange, Signal
 from streams.core.rules import Rules
 from streams.local.generator import TrafficShape, generate
+from streams.local.spend_traffic import generate_spend
 from streams.replay import Replayer
 from tests.support.account_records import T0, AccountLog, account_log
 from tests.support.account_reference import expected_account_metrics
@@ -77,7 +79,6 @@ from tests.support.harness import (
     in_effect,
     replay_bytes,
     settings_from,
-    unique,
 )
 from tests.support.lead_paths import example_paths, lead_histories
 from tests.support.waiting import wait_for
@@ -88,21 +89,6 @@ PER_ACCOUNT_VIEWS = {
     "account_people": "account_id",
     "account_conversions": "account_id, step",
 }
-
-
-@pytest.fixture(scope="session")
-def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The embedded engine: one data directory for this whole process (chDB allows one)."""
-    path = tmp_path_factory.mktemp("clickhouse")
-    return connect(ClickHouseSettings(url=f"chdb://{path}"))
-
-
-@pytest.fixture
-def database(clickhouse: Any) -> Iterator[str]:
-    name = unique("funnel").replace("-", "_")
-    migrate(clickhouse, name)
-    yield name
-    clickhouse.command(f"DROP DATABASE IF EXISTS {name}")
 
 
 @pytest.fixture(scope="module")
@@ -436,6 +422,8 @@ def test_every_dashboard_query_runs_on_the_embedded_engine(
         [event_row(orjson.dumps(e), DEFAULT_MAX_EVENT_BYTES, rules=rules) for e in stitched],
     )
     write_handoffs(writer, handoff_log(effective(changes).values()))
+    # The campaigns' spend: the money panels have rows.
+    writer.write([], [], spend=[spend_row(encode_spend(s)) for s in generate_spend(events, 7)])
     dashboard = json.loads(DASHBOARD.read_text())
     queries = [
         target["rawSql"] for panel in dashboard["panels"] for target in panel.get("targets", [])

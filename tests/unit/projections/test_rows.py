@@ -10,6 +10,7 @@ import pytest
 from projections.rows import (
     ACCOUNT_CHANGES,
     ACCOUNT_MEMBERS,
+    CAMPAIGN_SPEND,
     CAUSATION_LEAD_ID,
     CHALLENGER_STAGE_CHANGES,
     EVENTS,
@@ -28,6 +29,7 @@ from projections.rows import (
 )
 from schemas.accounts import AccountChange, AccountSignal
 from schemas.handoff import HandoffEvent
+from schemas.spend import CampaignSpend
 from schemas.stage_changes import StageChange
 from streams.common.account_signals_codec import encode_account_signal
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
@@ -63,7 +65,9 @@ def test_columns_are_the_contract_fields_then_the_kafka_timestamp() -> None:
         "account_members",
         "challenger_stage_changes",
         "handoff_events",
+        "campaign_spend",
     ]
+    assert CAMPAIGN_SPEND.columns == ("spend_id", *CampaignSpend.model_fields, "published_at")
     assert STAGE_CHANGES.columns[LEAD_ID] == EVENTS.columns[LEAD_ID] == "lead_id"
     assert HANDOFF_EVENTS.columns[LEAD_ID] == "lead_id"
     assert ACCOUNT_CHANGES.columns[CAUSATION_LEAD_ID] == "causation_lead_id"
