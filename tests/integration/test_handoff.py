@@ -22,8 +22,8 @@ from tests.support.factories import BUYER, event
 from tests.support.harness import Pipeline
 from tests.support.waiting import wait_for
 
-TARGET_MINUTES = 0.2
-"""12 s: every owner works around the clock, so the deadline is 12 s after the MQL."""
+TARGET_MINUTES = 0.1
+"""6 s: every owner works around the clock, so the deadline is 6 s after the MQL."""
 
 
 @pytest.fixture
