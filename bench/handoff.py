@@ -15,17 +15,16 @@ import statistics
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from bench import topics_named
+from bench.stream import _settings
 from streams.common.handoff_codec import is_clock
 from streams.common.kafka_clients import create_topics
 from streams.common.publish import make_producer
-from streams.common.settings import KafkaSettings, Settings, WorkerSettings, environment_of
+from streams.common.settings import environment_of
 from streams.local.broker import FETCH_MAX_WAIT, LocalBroker, free_port
 from streams.local.generator import generate
 from streams.local.processes import LeadflowProcess, TopicReader, WorkerProcess
@@ -69,21 +68,6 @@ class _Receiver:
         self._loop.run_forever()
 
 
-def _settings(bootstrap: str, workdir: Path) -> Settings:
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    return Settings(
-        kafka=KafkaSettings(bootstrap_servers=bootstrap),
-        topics=topics_named(name),
-        worker=WorkerSettings(
-            app_id=name,
-            data_dir=workdir / name,
-            web_port=free_port(),
-            fetch_max_wait=FETCH_MAX_WAIT,
-            accounts=False,
-        ),
-    )
-
-
 def _wait(condition: Any, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -108,6 +92,9 @@ def main(quick: bool = False) -> None:
     print(f"handoff: MQL to webhook at {RATE:,} events/s, {len(documents):,} events, one worker")
     with LocalBroker(log_path=workdir / "broker.log") as broker:
         settings = _settings(broker.bootstrap_servers, workdir)
+        settings = settings.model_copy(
+            update={"worker": settings.worker.model_copy(update={"accounts": False})}
+        )
         create_topics(settings)
         env = environment_of(settings)
         worker = WorkerProcess(
@@ -171,9 +158,6 @@ def main(quick: bool = False) -> None:
             worker.stop()
             inputs.close()
             changes.close()
-    (workdir / "changes.jsonl").write_bytes(b"\n".join(m.value for m in changes.messages))
-    (workdir / "sent.json").write_bytes(orjson.dumps(sent_at))
-    (workdir / "received.json").write_bytes(orjson.dumps(list(receiver.first)))
     warm_from = min(sent_at.values()) + WARM_UP_MS
     to_change, to_webhook = [], []
     seen = set()
