@@ -259,8 +259,9 @@ def _estimated(past: Past, position: int, entry: Entry, rules: Rules) -> Mark:
 def _bumped(mark: Mark, kept_at: int, entry: Entry, rules: Rules) -> Mark:
     """The mark of a kept entry at `kept_at`, later than `entry` (an engagement event), with
     its points added: approximate from now on (the caps applied out of order)."""
-    if entry.at < mark.since:
-        # Before the engagement started from zero again (a recycle): it counts no more.
+    if entry.at <= mark.since:
+        # Before the engagement started from zero again (a recycle; an engagement event of
+        # the recycle's instant sorts before it): it counts no more.
         return mark._replace(engaged=mark.engaged + 1)
     buckets, at = _with_points(mark.buckets, mark.at, entry, rules)
     bumped = mark._replace(at=at, buckets=buckets, intent=with_intent(mark.intent, entry, rules))
@@ -280,7 +281,7 @@ def _bumped(mark: Mark, kept_at: int, entry: Entry, rules: Rules) -> Mark:
 def _bumped_snapshot(base: Fold, since: int, entry: Entry, rules: Rules) -> Fold:
     """The snapshot with an older engagement event's points added."""
     contact = base.has_contact or entry.type in rules.lifecycle.contact_event_types
-    if entry.at < since:
+    if entry.at <= since:  # before the recycle, as in `_bumped`
         return base._replace(has_contact=contact)
     buckets, at = _with_points(base.buckets, base.engagement_at, entry, rules)
     return base._replace(

@@ -141,3 +141,47 @@ def test_a_late_recycle_does_not_read_the_crossing_that_came_before_it() -> None
 
 def _content(change: Any) -> Any:
     return None if change is None else change._replace(applied_late=False, sequence=0)
+
+
+def test_a_late_page_view_at_the_instant_of_a_recycle_counts_before_it() -> None:
+    """A page view and a recycle of the same instant: the view sorts first, so the recycle's
+    reset leaves it out. Delivered after the recycle, past the lead's detail, it must not
+    count after the reset either: the disqualification an hour later reads an engagement of
+    0.0, not the view's points (found by hypothesis: test_properties.py)."""
+    hour = 1 / 24
+    arrivals = [  # (event id, type, time), in the order delivered
+        (8, "page_view", days(7 + 5 * hour)),
+        (5, "free_trial_signup", days(0)),
+        (11, "page_view", days(7 + 5 * hour)),
+        (7, "deal_lost", days(0)),
+        (17, "lead_recycled", days(hour)),
+        (9, "profile_updated", days(0)),
+        (10, "page_view", days(hour)),
+        (16, "sales_disqualified", days(2 * hour)),
+        (12, "page_view", days(4 * hour)),
+        (14, "page_view", days(3 * hour)),
+        (19, "profile_updated", days(0)),
+    ]
+    documents = []
+    for number, event_type, offset in arrivals:
+        properties: dict[str, Any] = (
+            {"reason": "no_budget"} if event_type == "sales_disqualified" else {}
+        )
+        if event_type == "profile_updated":
+            properties = BUYER
+        source = "google" if number == 19 else None  # a first touch the sorted log has first
+        documents.append(
+            event(event_type, offset, lead="l", event_id=f"l-{number}", source=source, **properties)
+        )
+    arrived = outcome(documents)
+    expected = outcome(in_event_time_order(documents))
+    disqualified = [c for c in expected.values() if c.rule == "disqualified.sales"]
+    assert [c.engagement_score for c in disqualified] == [0.0]
+    differing = {
+        change_id
+        for change_id in arrived.keys() | expected.keys()
+        if _content(arrived.get(change_id)) != _content(expected.get(change_id))
+    }
+    assert all(arrived[c].applied_late for c in differing if c in arrived)
+    if not any(change.applied_late for change in arrived.values()):
+        assert not differing
