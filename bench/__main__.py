@@ -15,6 +15,7 @@ BENCHMARKS = {
     "challenger": "bench.challenger",
     "notify": "bench.notify",
     "handoff": "bench.handoff",
+    "jobs": "bench.jobs",
 }
 
 

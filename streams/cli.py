@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import orjson
 import typer
@@ -28,7 +29,7 @@ from streams.errors import LeadflowError
 from streams.explain_render import ledger_document, print_history, print_ledger
 from streams.local.generator import TrafficShape
 from streams.local.generator import generate as generate_events
-from streams.replay import BadLine, Replayer, ids_bearing_on, lines_naming
+from streams.replay import BadLine, ReplayCounts, Replayed, Replayer, ids_bearing_on, lines_naming
 
 app = typer.Typer(
     name="leadflow",
@@ -137,6 +138,16 @@ def _writable(path: Path | None, option: str) -> None:
         raise LeadflowError(f"cannot write {path} ({option}): it is a folder; give a file name")
 
 
+JobsOption = Annotated[
+    int,
+    typer.Option(
+        "--jobs",
+        min=0,
+        metavar="N",
+        help="Processes to replay in (0: one per core). The output is the same for any number; "
+        "above 1, the log is held in memory.",
+    ),
+]
 ArrivalOrderOption = Annotated[
     bool,
     typer.Option(
@@ -163,6 +174,7 @@ def replay(
         bool,
         typer.Option("--handoffs", help="Print the handoff events (leadflow.handoff) instead."),
     ] = False,
+    jobs: JobsOption = 1,
 ) -> None:
     """Run the qualification core over an event log; print stage changes as JSON lines.
 
@@ -170,60 +182,89 @@ def replay(
     of the same lines gives the same result; --arrival-order replays them in the file's order.
     Invalid lines are reported on stderr with their number and reason and do not stop the run;
     the last line on stderr counts them. Exits 1 if the file cannot be read, is not JSON lines,
-    or holds no valid event.
+    or holds no valid event. --jobs N replays in N processes, each a share of the leads (with
+    their identities and accounts), and prints exactly what one process prints.
     """
     from contextlib import ExitStack
 
-    from streams.common.event_order import FollowedLines, lines_in_event_time_order
+    from streams.common.event_order import (
+        FollowedLines,
+        check_lines,
+        lines_in_event_time_order,
+    )
+    from streams.replay import in_line_order, jobs_wanted, replay_sharded, total_counts
 
     settings = _settings(ctx)
-    replayer = Replayer(
-        _rules(rules, settings),
-        max_event_bytes=settings.max_event_bytes,
-        accounts=accounts,
-        handoffs=handoffs,
-    )
+    loaded = _rules(rules, settings)
+
+    def make_replayer() -> Replayer:
+        return Replayer(
+            loaded, max_event_bytes=settings.max_event_bytes, accounts=accounts, handoffs=handoffs
+        )
+
+    replayer = make_replayer()
+    processes = jobs_wanted(jobs)
     out = sys.stdout.buffer
     rejected = 0
+    counts = replayer.counts
+    leads = accounts_seen = 0
 
     def report_bad(line_number: int, reason: str) -> None:
         err.print(f"line {line_number}: {reason}", markup=False, highlight=False)
+
+    def show(shown: bytes | str, line_number: int) -> None:
+        if isinstance(shown, str):
+            report_bad(line_number, shown)
+        else:
+            out.write(shown)
+            out.write(b"\n")
 
     with ExitStack() as stack:
         handle = stack.enter_context(_open_events(events))
         stack.enter_context(_reader_may_stop())
         lines: Any = handle
+        # With processes, every line is held in memory (each process inherits them), and so
+        # is the output of each until it is merged in the log's order.
+        log: list[bytes] = list(handle) if processes > 1 else []
         if not arrival_order:
             ordered = stack.enter_context(
                 lines_in_event_time_order(
                     events,
-                    handle,
+                    log or handle,
                     settings.max_event_bytes,
                     lambda bad: report_bad(bad.origin.line, bad.reason),
                     None if events == "-" else os.path.getsize(events),
+                    checked=check_lines(log, settings.max_event_bytes, processes) if log else None,
                 )
             )
             rejected = ordered.rejected
             lines = FollowedLines(ordered)
-        for item in replayer.run(lines):
-            if isinstance(item, BadLine):
-                # Sorted, the replayer numbers the lines it was given: name the file's line.
-                shown = item.line_number if arrival_order else lines.current.line
-                report_bad(shown, item.reason)
-            elif isinstance(item, AccountStageChange):
-                out.write(encode_account_change(item))
-                out.write(b"\n")
-            elif isinstance(item, HandoffStep):
-                out.write(encode_handoff(item))
-                out.write(b"\n")
-            elif isinstance(item, LeadStageChange) and not accounts and not handoffs:
-                out.write(encode_change(item))
-                out.write(b"\n")
+        if processes == 1:
+            for item in replayer.run(lines):
+                shown = _shown(item, accounts, handoffs)
+                if isinstance(item, BadLine):
+                    # Sorted, the replayer numbers the lines it was given: name the file's line.
+                    show(item.reason, item.line_number if arrival_order else lines.current.line)
+                elif shown is not None:
+                    show(shown, 0)
+            leads, accounts_seen = len(replayer.states), len(replayer.account_states)
+        else:
+            file_lines: list[int] | None = None
+            if not arrival_order:
+                held = list(ordered)
+                log = [raw for _, raw in held]
+                file_lines = [origin.line for origin, _ in held]
+                del held
+            [parts] = replay_sharded(log, processes, [make_replayer], _printed)
+            for number, shown in in_line_order(part.shown() for part in parts):
+                show(shown, number if file_lines is None else file_lines[number - 1])
+            counts = total_counts(part.counts for part in parts)
+            leads = sum(part.leads for part in parts)
+            accounts_seen = sum(part.accounts for part in parts)
         out.flush()
-    counts = replayer.counts
     bad = counts.bad + rejected
     summary = (
-        f"replayed {counts.events} events of {len(replayer.states)} leads "
+        f"replayed {counts.events} events of {leads} leads "
         f"({counts.duplicates} duplicates, {bad} bad lines) -> "
         f"{counts.stage_changes} stage changes"
     )
@@ -231,11 +272,75 @@ def replay(
         summary += f", {counts.handoffs} handoff events"
     if accounts:
         summary += (
-            f"; {counts.account_signals} account signals to {len(replayer.account_states)} "
+            f"; {counts.account_signals} account signals to {accounts_seen} "
             f"accounts -> {counts.account_changes} account changes"
         )
     err.print(summary, highlight=False)
     _fail_without_valid_events(events, counts.events + counts.duplicates, bad)
+
+
+class _PrintedShard(NamedTuple):
+    """What one process of `replay --jobs` prints, and counts. The printed lines travel back
+    as one bytes object and two arrays: a list of small objects costs the parent far more to
+    unpickle than the shard's replay saves."""
+
+    numbers: array[int]
+    """The line behind each printed line, in the shard's order; negative: a bad line's reason."""
+    ends: array[int]
+    """Where each printed line ends in `printed`."""
+    printed: bytes
+    counts: ReplayCounts
+    leads: int
+    accounts: int
+
+    def shown(self) -> Iterator[tuple[int, bytes | str]]:
+        """(line number, a printed line or the reason of a bad line), in the shard's order."""
+        printed = self.printed
+        start = 0
+        for number, end in zip(self.numbers, self.ends, strict=True):
+            if number > 0:
+                yield number, printed[start:end]
+            else:
+                yield -number, printed[start:end].decode()
+            start = end
+
+
+def _shown(item: Replayed | BadLine, accounts: bool, handoffs: bool) -> bytes | str | None:
+    """What `replay` prints of one output: a JSON line, or the reason of a bad line (stderr)."""
+    if isinstance(item, BadLine):
+        return item.reason
+    if isinstance(item, AccountStageChange):
+        return encode_account_change(item)
+    if isinstance(item, HandoffStep):
+        return encode_handoff(item)
+    if isinstance(item, LeadStageChange) and not accounts and not handoffs:
+        return encode_change(item)
+    return None
+
+
+def _printed(replayer: Replayer, items: Iterator[tuple[int, Replayed | BadLine]]) -> _PrintedShard:
+    """`replay --jobs`: one shard's printed lines, encoded where they are made."""
+    accounts, handoffs = replayer.accounts, replayer.handoffs
+    numbers, ends, chunks = array("q"), array("q"), []
+    size = 0
+    for number, item in items:
+        shown = _shown(item, accounts, handoffs)
+        if shown is None:
+            continue
+        if isinstance(shown, str):
+            shown, number = shown.encode(), -number
+        chunks.append(shown)
+        size += len(shown)
+        numbers.append(number)
+        ends.append(size)
+    return _PrintedShard(
+        numbers,
+        ends,
+        b"".join(chunks),
+        replayer.counts,
+        len(replayer.states),
+        len(replayer.account_states),
+    )
 
 
 def _fail_without_valid_events(name: str, valid: int, bad: int) -> None:
@@ -375,17 +480,21 @@ def whatif(
         typer.Option("--html", help="Also write the comparison as one HTML page.", dir_okay=False),
     ] = None,
     arrival_order: ArrivalOrderOption = False,
+    jobs: JobsOption = 1,
 ) -> None:
     """Replay a log under the rules in force and under a draft; print both funnels side by side
     and every lead whose stage history the draft changes. The events are replayed in
-    event-time order, from a file or the topic (--arrival-order: in the order read)."""
-    from streams.common.event_order import RejectedLine, lines_in_event_time_order
+    event-time order, from a file or the topic (--arrival-order: in the order read). --jobs 2
+    replays the two rule sets side by side; more also splits the leads between processes."""
+    from streams.common.event_order import RejectedLine, check_lines, lines_in_event_time_order
+    from streams.replay import jobs_wanted
     from streams.whatif import what_if
     from streams.whatif_terminal import print_what_if
 
     settings = _settings(ctx)
     in_force = _rules(live, settings)
     draft = load_rules(rules)
+    processes = jobs_wanted(jobs)
     if (events is None) == (not from_topic):
         err.print("give an events file or --from-topic (one of them)")
         raise typer.Exit(2)
@@ -400,12 +509,13 @@ def whatif(
     if not arrival_order:
         rejected: list[RejectedLine] = []
         source = events or "the events topic"
+        checked = check_lines(lines, settings.max_event_bytes, processes)
         with lines_in_event_time_order(
-            source, lines, settings.max_event_bytes, rejected.append
+            source, lines, settings.max_event_bytes, rejected.append, checked=checked
         ) as ordered:
             # Bad lines go last: the comparison counts them as it always did.
             lines = [raw for _, raw in ordered] + [lines[bad.origin.line - 1] for bad in rejected]
-    comparison = what_if(lines, in_force, draft, settings.max_event_bytes)
+    comparison = what_if(lines, in_force, draft, settings.max_event_bytes, processes)
     with _reader_may_stop():
         if as_json:
             sys.stdout.buffer.write(orjson.dumps(comparison, option=orjson.OPT_INDENT_2) + b"\n")
@@ -611,6 +721,16 @@ def import_command(
             "interruption would.",
         ),
     ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            min=0,
+            metavar="N",
+            help="Processes to validate the events in (0: one per core); the same events are "
+            "sent in the same order for any number.",
+        ),
+    ] = 1,
 ) -> None:
     """Load a history (CRM and analytics exports) into the events topic: every file is
     validated, the valid events of all files are sorted together by event time and published
@@ -621,6 +741,7 @@ def import_command(
     import, run again with the same files, resumes after the events the broker acknowledged.
     Needs the broker (LEADFLOW_KAFKA__BOOTSTRAP_SERVERS) and the events topic."""
     from streams.importer import describe, import_history
+    from streams.replay import jobs_wanted
 
     settings = _settings(ctx)
 
@@ -632,7 +753,14 @@ def import_command(
 
     try:
         done = import_history(
-            files, settings, report_bad, checkpoint_dir, restart, stop_after, say=say
+            files,
+            settings,
+            report_bad,
+            checkpoint_dir,
+            restart,
+            stop_after,
+            say=say,
+            jobs=jobs_wanted(jobs),
         )
     except KeyboardInterrupt:
         raise LeadflowError(

@@ -74,12 +74,14 @@ def import_history(
     stop_after: int | None = None,
     say: Callable[[str], None] = lambda _: None,
     run_bytes: int = DEFAULT_RUN_BYTES,
+    jobs: int = 1,
 ) -> ImportReport:
     """Validate, sort and publish the events of `files` in event-time order, marked as history.
 
     `on_rejected` gets each invalid line (never sent). With `restart`, a checkpoint of the same
     input is ignored and everything is sent again. `stop_after` (for tests) stops once that many
-    events were acknowledged in this run, as an interruption would. Raises ImportFailedError
+    events were acknowledged in this run, as an interruption would. `jobs` processes validate
+    the lines (the same events, in the same order, for any number). Raises ImportFailedError
     when the broker did not acknowledge every event, naming how many.
     """
     report = ImportReport(files=len(files))
@@ -94,7 +96,12 @@ def import_history(
         with terminal_progress("reading", total_bytes, unit_is_bytes=True) as read_bar:
             events = stack.enter_context(
                 sorted_by_event_time(
-                    lines, settings.max_event_bytes, on_rejected, run_bytes, on_read=read_bar
+                    lines,
+                    settings.max_event_bytes,
+                    on_rejected,
+                    run_bytes,
+                    on_read=read_bar,
+                    jobs=jobs,
                 )
             )
         report.lines, report.events, report.rejected = events.lines, events.events, events.rejected

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Iterator
+import heapq
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field, fields
+from itertools import repeat
+from operator import itemgetter
+from typing import Any, NamedTuple, TypeVar
+
+import orjson
 
 from schemas.events import LINK_TYPES
 from streams.common.events_codec import decode_event
@@ -24,6 +33,7 @@ from streams.core.qualify import (
 )
 from streams.core.revisions import latest_revisions
 from streams.core.rules import Rules
+from streams.core.signals import account_of
 from streams.core.sla import HandoffStep
 from streams.errors import InvalidEventError
 
@@ -76,17 +86,29 @@ class Replayer:
     account_states: dict[str, AccountState] = field(default_factory=dict)
     compacted: dict[str, list[Entry]] = field(default_factory=dict)
     counts: ReplayCounts = field(default_factory=ReplayCounts)
+    line_number: int = 0
+    """The number of the line being replayed."""
 
     def run(self, lines: Iterable[bytes]) -> Iterator[Replayed | BadLine]:
         """Yield what the workers publish, and a BadLine for each invalid line, in input order."""
         with _cyclic_gc_paused():
-            yield from self._run(lines)
+            yield from self._run(enumerate(lines, start=1))
 
-    def _run(self, lines: Iterable[bytes]) -> Iterator[Replayed | BadLine]:
+    def run_numbered(
+        self, lines: Iterable[tuple[int, bytes]]
+    ) -> Iterator[tuple[int, Replayed | BadLine]]:
+        """`run` over lines given with their numbers (a shard of a log: `replay_sharded`),
+        each output with the number of the line behind it."""
+        with _cyclic_gc_paused():
+            for item in self._run(lines):
+                yield self.line_number, item
+
+    def _run(self, lines: Iterable[tuple[int, bytes]]) -> Iterator[Replayed | BadLine]:
         counts = self.counts
         states = self.states
         rules = self.rules
-        for number, raw in enumerate(lines, start=1):
+        for number, raw in lines:
+            self.line_number = number
             counts.lines += 1
             if not raw.strip():
                 continue
@@ -262,3 +284,232 @@ def account_changes_in_effect(changes: Iterable[dict[str, Any]]) -> dict[str, di
         for change_id, change in latest.items()
         if not change["retracted"]
     }
+
+
+# Several processes (`--jobs`): the log is cut into shards that share no state, each replayed
+# by its own process over its lines in the log's order, and the outputs put back in that order.
+
+T = TypeVar("T")
+_V = TypeVar("_V")
+ShardWork = Callable[[Replayer, Iterator[tuple[int, Replayed | BadLine]]], T]
+"""What one process makes of its shard's replay (the replayer, and each output with the number
+of the line behind it): the caller's results, to merge."""
+
+_StateKey = str | tuple[str, str]
+"""A lead's or an identity's id, or ("account", account id)."""
+
+
+def jobs_wanted(jobs: int) -> int:
+    """How many processes `--jobs` asks for: 0 means one per core."""
+    return jobs if jobs > 0 else os.cpu_count() or 1
+
+
+def keys_of(raw: bytes, account_rules: Sequence[Rules] = ()) -> list[_StateKey]:
+    """The states a line's replay may read or write: its lead (a clock record's too), the
+    identity it links (`anonymous_id`, `merged_lead_id`: the link request, then the summaries
+    go between the two), and, with accounts (`account_rules`, the rules of each replay), every
+    account a profile fact of it can name (`account_of` of its `account_id`, of its email).
+    More keys than the replay uses only make a shard bigger; none for a line that is not a
+    JSON object (the replay reports it, whichever shard it is in)."""
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(document, dict):
+        return []
+    keys: list[_StateKey] = []
+    for name in ("lead_id", "anonymous_id"):
+        value = document.get(name)
+        if isinstance(value, str):
+            keys.append(value)
+    properties = document.get("properties")
+    if isinstance(properties, dict):
+        merged = properties.get("merged_lead_id")
+        if isinstance(merged, str):
+            keys.append(merged)
+        if account_rules and document.get("type") == "profile_updated":
+            for rules in account_rules:
+                for fact in ("account_id", "email"):
+                    account = account_of({fact: properties.get(fact)}, rules)
+                    if account is not None:
+                        keys.append(("account", account))
+    return keys
+
+
+def plan_shards(
+    lines: Sequence[bytes],
+    shards: int,
+    account_rules: Sequence[Rules] = (),
+    keys: Iterable[list[_StateKey]] | None = None,
+) -> list[list[int]]:
+    """The positions of `lines` (from 0, ascending) in each of `shards` shards: the lines of
+    states that meet (`keys_of`: a lead, its identities, their accounts) in one shard, the
+    shards as even in lines as whole groups allow, the same for the same lines. Lines without
+    a key (not JSON, blank) go to shard 0. `keys`: each line's, when known already."""
+    parent: dict[_StateKey, _StateKey] = {}
+
+    def root_of(key: _StateKey) -> _StateKey:
+        root = key
+        while (up := parent[root]) != root:
+            root = up
+        while key != root:  # path compression
+            parent[key], key = root, parent[key]
+        return root
+
+    firsts: list[_StateKey | None] = []
+    if keys is None:
+        keys = (keys_of(raw, account_rules) for raw in lines)
+    for line_keys in keys:
+        if not line_keys:
+            firsts.append(None)
+            continue
+        first = line_keys[0]
+        firsts.append(first)
+        if first not in parent:
+            parent[first] = first
+        if len(line_keys) > 1:
+            root = root_of(first)
+            for other in line_keys[1:]:
+                if other not in parent:
+                    parent[other] = root
+                elif (other_root := root_of(other)) != root:
+                    parent[other_root] = root
+    roots = {key: root_of(key) for key in parent}
+    group_of = [None if first is None else roots[first] for first in firsts]
+    sizes: dict[_StateKey, int] = {}
+    for group in group_of:
+        if group is not None:
+            sizes[group] = sizes.get(group, 0) + 1  # first seen first: a stable order
+    loads = [(group_of.count(None), 0)] + [(0, shard) for shard in range(1, shards)]
+    heapq.heapify(loads)
+    shard_of: dict[_StateKey, int] = {}
+    for group, size in sorted(sizes.items(), key=lambda item: -item[1]):
+        load, shard = heapq.heappop(loads)
+        shard_of[group] = shard
+        heapq.heappush(loads, (load + size, shard))
+    planned: list[list[int]] = [[] for _ in range(shards)]
+    for position, group in enumerate(group_of):
+        planned[0 if group is None else shard_of[group]].append(position)
+    return planned
+
+
+def replay_sharded(
+    lines: Sequence[bytes],
+    jobs: int,
+    makes: Sequence[Callable[[], Replayer]],
+    work: ShardWork[T],
+) -> list[list[T]]:
+    """For each replayer `makes` builds (several rule sets: `whatif`), `work`'s result on each
+    shard of `lines` (`plan_shards`), replayed in up to `jobs` processes at once; the lines
+    keep their numbers in `lines` (from 1). Merged, the results are those of one replay of
+    the whole log: every state a line reads is in its shard. That is checked (the states each
+    shard read are disjoint); should it ever fail, that rule set is replayed again in one
+    process, with a warning.
+
+    The processes are forked (they inherit the lines); without fork, one process."""
+    if jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return [[_whole(make, lines, work)] for make in makes]
+    prototypes = [make() for make in makes]
+    account_rules = [replayer.rules for replayer in prototypes if replayer.accounts]
+    per_replay = max(1, jobs // len(makes))
+    if per_replay == 1 and len(makes) == 1:
+        return [[_whole(makes[0], lines, work)]]
+    with ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_inherit,
+        initargs=(_Shared(lines, makes, work, account_rules),),
+    ) as pool:
+        shards = [list(range(len(lines)))]
+        if per_replay > 1:
+            # Each line's keys in the processes (they read the lines they inherited), the
+            # groups and shards here.
+            step = max(1, -(-len(lines) // (4 * jobs)))
+            found = pool.map(_keys_task, range(0, len(lines), step), repeat(step))
+            keys = (line_keys for part in found for line_keys in part)
+            planned = plan_shards(lines, per_replay, account_rules, keys)
+            shards = [shard for shard in planned if shard] or shards
+        tasks = [(replay, shard) for replay in range(len(makes)) for shard in shards]
+        if len(tasks) == 1:
+            return [[_whole(makes[0], lines, work)]]
+        done: list[tuple[T, frozenset[_StateKey]]] = list(pool.map(_shard_task, tasks))
+    results: list[list[T]] = []
+    for replay, make in enumerate(makes):
+        outcomes = [outcome for (of, _), outcome in zip(tasks, done, strict=True) if of == replay]
+        read = [keys for _, keys in outcomes]
+        if sum(map(len, read)) == len(frozenset[_StateKey]().union(*read)):
+            results.append([result for result, _ in outcomes])
+        else:
+            _log.warning("shards of the log shared a state: replayed again in one process")
+            results.append([_whole(make, lines, work)])
+    return results
+
+
+def in_line_order(parts: Iterable[Iterable[tuple[int, T]]]) -> Iterator[tuple[int, T]]:
+    """Outputs of shards, each (line number, output) in its shard's order, in the order of
+    one replay of the whole log (a line's outputs all come from one shard)."""
+    return heapq.merge(*parts, key=itemgetter(0))
+
+
+def total_counts(counts: Iterable[ReplayCounts]) -> ReplayCounts:
+    """The counts of the shards of one replay, added up."""
+    summed = ReplayCounts()
+    for part in counts:
+        for name in fields(ReplayCounts):
+            setattr(summed, name.name, getattr(summed, name.name) + getattr(part, name.name))
+    return summed
+
+
+@dataclass(frozen=True)
+class _Shared:
+    lines: Sequence[bytes]
+    makes: Sequence[Callable[[], Replayer]]
+    work: Callable[[Replayer, Iterator[tuple[int, Replayed | BadLine]]], Any]
+    account_rules: Sequence[Rules]
+
+
+_inherited: list[_Shared] = []
+"""In a forked process: what its parent shared (set once, by `_inherit`)."""
+_log = logging.getLogger(__name__)
+
+
+def _inherit(shared: _Shared) -> None:
+    _inherited.append(shared)
+
+
+class _Watched(dict[str, _V]):
+    """States that remember every key asked for (each key written is asked for first)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.asked.add(key)
+        return super().get(key, default)
+
+
+def _keys_task(start: int, count: int) -> list[list[_StateKey]]:
+    shared = _inherited[-1]
+    rules = shared.account_rules
+    return [keys_of(raw, rules) for raw in shared.lines[start : start + count]]
+
+
+def _shard_task(task: tuple[int, list[int]]) -> tuple[Any, frozenset[_StateKey]]:
+    shared = _inherited[-1]
+    replay, shard = task
+    replayer = shared.makes[replay]()
+    states, accounts = _Watched[LeadState](), _Watched[AccountState]()
+    replayer.states = states
+    replayer.account_states = accounts
+    lines = shared.lines
+    numbered = ((position + 1, lines[position]) for position in shard)
+    result = shared.work(replayer, replayer.run_numbered(numbered))
+    asked: set[_StateKey] = {("account", key) for key in accounts.asked}
+    asked.update(states.asked)
+    return result, frozenset(asked)
+
+
+def _whole(make: Callable[[], Replayer], lines: Sequence[bytes], work: ShardWork[T]) -> T:
+    replayer = make()
+    return work(replayer, replayer.run_numbered(enumerate(lines, start=1)))

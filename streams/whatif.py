@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 import orjson
 
@@ -20,7 +21,7 @@ from streams.core.lead import LeadStageChange
 from streams.core.revisions import micros_of
 from streams.core.rules import MICROS_PER_DAY, Rules
 from streams.core.stages import CUSTOMERS, SQL_OR_FURTHER, at_or_past
-from streams.replay import Replayer, effective_changes
+from streams.replay import BadLine, Replayed, Replayer, effective_changes, replay_sharded
 
 AFTER_MQL = SQL_OR_FURTHER
 AFTER_SQL = at_or_past("opportunity")
@@ -113,11 +114,32 @@ class WhatIf:
         return [d for d in self.differences if d.kind == kind][:limit]
 
 
-def what_if(lines: Sequence[bytes], live: Rules, draft: Rules, max_event_bytes: int) -> WhatIf:
-    """Replay `lines` under `live` and under `draft` and compare what each makes of them."""
+def what_if(
+    lines: Sequence[bytes], live: Rules, draft: Rules, max_event_bytes: int, jobs: int = 1
+) -> WhatIf:
+    """Replay `lines` under `live` and under `draft` and compare what each makes of them; in
+    `jobs` processes (the two rule sets side by side, each over shards of the log beyond 2),
+    with the same result."""
     touches = first_touches(lines)
-    live_histories, bad = histories(lines, live, max_event_bytes, touches)
-    draft_histories, _ = histories(lines, draft, max_event_bytes, touches)
+    if jobs > 1:
+
+        def histories_of(
+            replayer: Replayer, items: Iterator[tuple[int, Replayed | BadLine]]
+        ) -> tuple[dict[str, LeadHistory], int]:
+            return _histories_of(replayer, items, touches)
+
+        live_parts, draft_parts = replay_sharded(
+            lines,
+            jobs,
+            [partial(Replayer, live, max_event_bytes), partial(Replayer, draft, max_event_bytes)],
+            histories_of,
+        )
+        live_histories = {lead: found for part, _ in live_parts for lead, found in part.items()}
+        draft_histories = {lead: found for part, _ in draft_parts for lead, found in part.items()}
+        bad = sum(part_bad for _, part_bad in live_parts)
+    else:
+        live_histories, bad = histories(lines, live, max_event_bytes, touches)
+        draft_histories, _ = histories(lines, draft, max_event_bytes, touches)
     differences = tuple(
         difference
         for lead_id in sorted(live_histories.keys() | draft_histories.keys())
@@ -159,7 +181,15 @@ def histories(
 ) -> tuple[dict[str, LeadHistory], int]:
     """Each lead's stage history under `rules` (the changes in effect), and the bad lines."""
     replayer = Replayer(rules, max_event_bytes=max_event_bytes)
-    changes = [item for item in replayer.run(lines) if isinstance(item, LeadStageChange)]
+    return _histories_of(replayer, replayer.run_numbered(enumerate(lines, start=1)), touches)
+
+
+def _histories_of(
+    replayer: Replayer, items: Iterator[tuple[int, Replayed | BadLine]], touches: dict[str, int]
+) -> tuple[dict[str, LeadHistory], int]:
+    """The stage histories of the leads `replayer` replays (`items`: its outputs), and the bad
+    lines among them."""
+    changes = [item for _, item in items if isinstance(item, LeadStageChange)]
     by_lead: dict[str, list[LeadStageChange]] = {}
     for change in effective_changes(changes).values():
         if not change.retracted:

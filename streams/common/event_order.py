@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import multiprocessing
 import struct
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import IO, NamedTuple
 
@@ -98,6 +102,8 @@ def sorted_by_event_time(
     run_bytes: int = DEFAULT_RUN_BYTES,
     temp_dir: Path | None = None,
     on_read: Callable[[int], None] | None = None,
+    jobs: int = 1,
+    checked: Iterable[Checked] | None = None,
 ) -> Iterator[SortedEvents]:
     """Read every (source, line number, raw line), validate it as the workers do, and give the
     valid events in event-time order; temporary files (in `temp_dir`, else TMPDIR) are removed
@@ -105,7 +111,10 @@ def sorted_by_event_time(
 
     A blank line is skipped; an invalid one goes to `on_rejected` during the read, in input
     order. `on_read` is told the bytes of each line read (for a progress bar). The lines are
-    given without their line ending.
+    given without their line ending. With `jobs` above 1, the lines are validated in that
+    many processes, a chunk of lines at a time (same result, same order of rejections);
+    `checked` gives what validating each line found, when that is known already
+    (`check_lines`).
     """
     result = SortedEvents()
     source_index: dict[str, int] = {}
@@ -114,30 +123,34 @@ def sorted_by_event_time(
         spilled: list[Path] = []
         run: list[_Record] = []
         run_size = 0
-        for source, number, raw in lines:
+        found = (
+            _checked(lines, max_event_bytes, jobs)
+            if checked is None
+            else (
+                (source, number, raw, line_checked)
+                for (source, number, raw), line_checked in zip(lines, checked, strict=True)
+            )
+        )
+        for source, number, raw, line_checked in found:
             result.lines += 1
             if on_read is not None:
                 on_read(len(raw))
-            if not raw.strip():
+            if line_checked is None:
                 continue
             index = source_index.get(source)
             if index is None:
                 index = source_index[source] = len(result.sources)
                 result.sources.append(source)
-            try:
-                # The same bytes as a worker would get them: the line ending included, as
-                # `leadflow publish` sends it.
-                event = decode_event(raw, max_event_bytes)
-            except InvalidEventError as exc:
+            if isinstance(line_checked, str):
                 result.rejected += 1
-                on_rejected(RejectedLine(Origin(source, number), exc.reason))
+                on_rejected(RejectedLine(Origin(source, number), line_checked))
                 continue
+            micros, event_id, digest = line_checked
             kept = raw.rstrip(b"\r\n")
             result.events += 1
-            result._fingerprint = (result._fingerprint + _digest(kept)) % _FINGERPRINT_MODULUS
-            micros = micros_of(event.occurred_at)
-            run.append((micros, event.event_id, kept, index, number))
-            run_size += len(kept) + len(event.event_id) + _RECORD_OVERHEAD
+            result._fingerprint = (result._fingerprint + digest) % _FINGERPRINT_MODULUS
+            run.append((micros, event_id, kept, index, number))
+            run_size += len(kept) + len(event_id) + _RECORD_OVERHEAD
             if run_size >= run_bytes:
                 if spill_dir is None:
                     spill_dir = Path(
@@ -156,6 +169,103 @@ def sorted_by_event_time(
         else:
             result._merged = iter(run)
         yield result
+
+
+Checked = tuple[int, str, int] | str | None
+"""A line's (occurred_at in UTC microseconds, event_id, digest of its bytes), or why it is not
+an event, or None for a blank line."""
+_CHUNK_LINES = 2_000
+"""Lines validated by one process at a time (`jobs`)."""
+
+
+def _checked(
+    lines: Iterable[tuple[str, int, bytes]], max_event_bytes: int, jobs: int
+) -> Iterator[tuple[str, int, bytes, Checked]]:
+    """Each (source, line number, raw line) with what validating it found, in input order."""
+    if jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        for source, number, raw in lines:
+            yield source, number, raw, _check(raw, max_event_bytes)
+        return
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))
+    try:
+        # A few chunks per process in flight: the processes stay busy, the memory bounded.
+        pending: deque[tuple[list[tuple[str, int, bytes]], Future[list[Checked]]]] = deque()
+        reading = iter(lines)
+        while True:
+            chunk: list[tuple[str, int, bytes]] = []
+            failure: Exception | None = None
+            try:
+                for item in reading:
+                    chunk.append(item)
+                    if len(chunk) == _CHUNK_LINES:
+                        break
+            except Exception as exc:
+                failure = exc
+            if chunk:
+                raws = [raw for _, _, raw in chunk]
+                pending.append((chunk, pool.submit(_check_all, raws, max_event_bytes)))
+            # At the end, or at a read error, what was read before is handled first.
+            ending = failure is not None or not chunk
+            while pending and (ending or len(pending) >= 3 * jobs):
+                yield from _joined(*pending.popleft())
+            if failure is not None:
+                raise failure
+            if ending:
+                return
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def check_lines(lines: Sequence[bytes], max_event_bytes: int, jobs: int) -> list[Checked]:
+    """What validating each line finds (`sorted_by_event_time`'s `checked`), in `jobs`
+    processes that inherit the lines (forked), each given a range of them."""
+    if jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_check(raw, max_event_bytes) for raw in lines]
+    step = max(1, -(-len(lines) // (4 * jobs)))
+    with ProcessPoolExecutor(
+        jobs,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_inherit,
+        initargs=(lines, max_event_bytes),
+    ) as pool:
+        parts = pool.map(_check_range, range(0, len(lines), step), repeat(step))
+        return [found for part in parts for found in part]
+
+
+_inherited: list[tuple[Sequence[bytes], int]] = []
+"""In a forked process of `check_lines`: the lines and the size limit (set by `_inherit`)."""
+
+
+def _inherit(lines: Sequence[bytes], max_event_bytes: int) -> None:
+    _inherited.append((lines, max_event_bytes))
+
+
+def _check_range(start: int, count: int) -> list[Checked]:
+    lines, max_event_bytes = _inherited[-1]
+    return [_check(raw, max_event_bytes) for raw in lines[start : start + count]]
+
+
+def _joined(
+    chunk: list[tuple[str, int, bytes]], checking: Future[list[Checked]]
+) -> Iterator[tuple[str, int, bytes, Checked]]:
+    for (source, number, raw), checked in zip(chunk, checking.result(), strict=True):
+        yield source, number, raw, checked
+
+
+def _check_all(raws: list[bytes], max_event_bytes: int) -> list[Checked]:
+    return [_check(raw, max_event_bytes) for raw in raws]
+
+
+def _check(raw: bytes, max_event_bytes: int) -> Checked:
+    if not raw.strip():
+        return None
+    try:
+        # The same bytes as a worker would get them: the line ending included, as
+        # `leadflow publish` sends it.
+        event = decode_event(raw, max_event_bytes)
+    except InvalidEventError as exc:
+        return exc.reason
+    return micros_of(event.occurred_at), event.event_id, _digest(raw.rstrip(b"\r\n"))
 
 
 def _digest(raw: bytes) -> int:
@@ -203,14 +313,22 @@ def lines_in_event_time_order(
     max_event_bytes: int,
     on_rejected: Callable[[RejectedLine], None],
     total_bytes: int | None = None,
+    jobs: int = 1,
+    checked: Iterable[Checked] | None = None,
 ) -> Iterator[SortedEvents]:
-    """`sorted_by_event_time` of one source's lines, with a progress bar while they are read
-    when stderr is a terminal (`total_bytes`, when known, sizes it)."""
+    """`sorted_by_event_time` of one source's lines (validated in `jobs` processes), with a
+    progress bar while they are read when stderr is a terminal (`total_bytes`, when known,
+    sizes it)."""
     with ExitStack() as stack:
         with terminal_progress("sorting", total_bytes, unit_is_bytes=True) as read:
             ordered = stack.enter_context(
                 sorted_by_event_time(
-                    numbered(source, lines), max_event_bytes, on_rejected, on_read=read
+                    numbered(source, lines),
+                    max_event_bytes,
+                    on_rejected,
+                    on_read=read,
+                    jobs=jobs,
+                    checked=checked,
                 )
             )
         yield ordered
