@@ -8,11 +8,11 @@
   the moment it owns its partitions until the stage-change topic holds what replay predicts;
   then two raw clients in two processes against `leadflow worker --processes 2`, so that the
   ratio stays per core;
-- latency: with the worker running, events published at a steady rate (1,000, 2,500 and
-  5,000 events/s); for each stage change, its record's timestamp minus the timestamp of the
-  event record whose processing published it (replay says which: a late event republishes
-  changes caused by earlier events). The first half second of traffic, the worker's first
-  fetches, is not counted.
+- latency: with the worker running, events published at a steady rate (half of the capacity
+  measured with accounts in the same run, then 1,000 events/s); for each stage change, its
+  record's timestamp minus the timestamp of the event record whose processing published it
+  (replay says which: a late event republishes changes caused by earlier events). The first
+  half second of traffic, the worker's first fetches, is not counted.
 """
 
 from __future__ import annotations
@@ -49,9 +49,15 @@ from streams.local.generator import TrafficShape, generate
 from streams.local.processes import TopicReader, WorkerProcess
 from streams.replay import Replayer, account_changes_in_effect, effective_changes
 
-RATE = 5_000  # events/s of the latency goal
-LATENCY_RATES = (1_000, 2_500, RATE)
-"""Rates (events/s published) at which latency is measured: below, near and at the goal."""
+LATENCY_RATE = 1_000
+"""Events/s published in the second latency run (the figure of earlier reports), beside half
+of the capacity measured in the same run (the goal's)."""
+LATENCY_GOAL_MS = 100
+LEADS_ONLY_GOAL = 0.8
+"""Of Faust alone: what leadflow's own work may cost over Faust's (issue: speed)."""
+WITH_ACCOUNTS_GOAL = 0.6
+PROCESSES_GOAL = 1.8
+"""`--processes 2` over one process, on two cores."""
 WARM_UP_MS = 500  # traffic not counted in the latency: the worker's first fetches
 
 
@@ -434,13 +440,16 @@ def main(quick: bool = False) -> None:
         faust_rate = len(documents) / faust_alone
         print(
             f"  Faust alone, no processing         {faust_rate:>8,.0f} events/s  "
-            f"({faust_rate / raw_rate:.2f} of raw)"
+            f"({faust_rate / raw_rate:.2f} of raw; the floor of the ratios below)"
         )
-        for label, seconds in (("leads only", leads_only), ("with accounts", with_accounts)):
+        for label, seconds, goal in (
+            ("leads only", leads_only, LEADS_ONLY_GOAL),
+            ("with accounts", with_accounts, WITH_ACCOUNTS_GOAL),
+        ):
             rate = len(documents) / seconds
             print(
                 f"  end to end, {label + ',':<14} worker  {rate:>8,.0f} events/s  "
-                f"({rate / raw_rate:.2f} of raw; goal >= 0.50)"
+                f"({rate / faust_rate:.2f} of Faust alone; goal >= {goal})"
             )
         print(
             f"  the account table's cost: {with_accounts / leads_only:.2f}x the time of leads "
@@ -452,13 +461,19 @@ def main(quick: bool = False) -> None:
         two_workers = len(documents) / _end_to_end_processes(
             _rerun(settings, accounts=True), workdir, 2, expected, expected_accounts
         )
+        one_worker = len(documents) / with_accounts
         print(f"  two raw clients, two processes     {two_raw:>8,.0f} events/s  (1.00)")
         print(
             f"  with accounts, worker --processes 2 {two_workers:>7,.0f} events/s  "
-            f"({two_workers / two_raw:.2f} of two raw clients; goal >= 0.50)"
+            f"({two_workers / one_worker:.2f}x one process; goal >= {PROCESSES_GOAL}; "
+            f"{two_workers / two_raw:.2f} of two raw clients)"
         )
         seconds = 4 if quick else 10
-        for rate in LATENCY_RATES:
+        half = one_worker / 2
+        for rate in (half, LATENCY_RATE):
             sample = documents[: int(rate * seconds)]
             print(_latency(broker.bootstrap_servers, workdir, sample, rate))
-        print("  goal: p99 < 50 ms at 5,000 events/s")
+        print(
+            f"  goal: p99 <= {LATENCY_GOAL_MS} ms at half of one worker's capacity "
+            f"(with accounts: {half:,.0f} events/s)"
+        )
