@@ -218,6 +218,15 @@ class WorkerSettings(_Section):
             "an alert comes at most this late."
         ),
     )
+    standby_replicas: Annotated[int, Field(ge=0, le=10)] = Field(
+        default=1,
+        description=(
+            "Other workers that keep a copy of each table partition up to date from its "
+            "changelog (Faust's standby replicas), so that one takes over a dead worker's "
+            "partitions without reading the whole changelog. Each copy costs its worker the "
+            "changelog's reads."
+        ),
+    )
     accounts: bool = Field(
         default=True,
         description="Roll leads up to accounts (the account table and its two topics).",

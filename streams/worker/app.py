@@ -211,6 +211,7 @@ def faust_app(settings: Settings) -> faust.App:
         topic_partitions=topics.partitions,
         topic_replication_factor=topics.replication_factor,
         processing_guarantee="at_least_once",
+        table_standby_replicas=worker.standby_replicas,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_max_request_size=worker.max_request_bytes,

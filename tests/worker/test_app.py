@@ -51,3 +51,10 @@ def test_the_pages_listen_on_the_address_of_web_host(tmp_path: Path) -> None:
     worker = WorkerSettings(web_host="127.0.0.1", store="memory", data_dir=tmp_path)
     app = create_app(Settings(worker=worker), load_rules())
     assert app.conf.web_bind == "127.0.0.1"
+
+
+@pytest.mark.parametrize("copies", [0, 2])
+def test_the_standby_copies_asked_for_are_faust_s(copies: int, tmp_path: Path) -> None:
+    worker = WorkerSettings(standby_replicas=copies, store="memory", data_dir=tmp_path)
+    app = create_app(Settings(worker=worker), load_rules(), PipelineMetrics())
+    assert app.conf.table_standby_replicas == copies
