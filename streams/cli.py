@@ -251,10 +251,7 @@ def replay(
         else:
             file_lines: list[int] | None = None
             if not arrival_order:
-                held = list(ordered)
-                log = [raw for _, raw in held]
-                file_lines = [origin.line for origin, _ in held]
-                del held
+                log, file_lines = ordered.held()
             [parts] = replay_sharded(log, processes, [make_replayer], _printed)
             for number, shown in in_line_order(part.shown() for part in parts):
                 show(shown, number if file_lines is None else file_lines[number - 1])

@@ -86,6 +86,12 @@ class SortedEvents:
         for _, _, raw, source, line in self._merged:
             yield Origin(sources[source], line), raw
 
+    def held(self) -> tuple[list[bytes], list[int]]:
+        """The lines in order and their line numbers, in two lists (instead of iterating: one
+        source, all of it in memory, without an `Origin` per line)."""
+        records = list(self._merged)
+        return [record[2] for record in records], [record[4] for record in records]
+
 
 def numbered(source: str, lines: Iterable[bytes]) -> Iterator[tuple[str, int, bytes]]:
     """The lines of one source with their line numbers (from 1), as `sorted_by_event_time`
