@@ -285,7 +285,7 @@ def test_a_byte_order_mark_is_read_as_what_it_is(log: Path, tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("name", "content", "says"),
     [
-        ("events.jsonl.gz", gzip.compress(b'{"a": 1}\n'), "looks like a gzip file"),
+        ("events.jsonl.gz", gzip.compress(b'{"a": 1}\n', mtime=0), "looks like a gzip file"),
         ("events.json", b'[\n {"event_id": "e1"},\n {"event_id": "e2"}\n]\n', "a JSON array"),
         ("events.csv", b"event_id,lead_id,type\ne1,l1,page_view\n", "looks like CSV"),
         ("utf16.jsonl", '{"a": 1}\n'.encode("utf-16"), "UTF-16"),

@@ -22,7 +22,7 @@ def test_a_byte_order_mark_is_skipped_on_the_first_line_only(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("head", "says"),
     [
-        (gzip.compress(EVENT), "gzip"),
+        (gzip.compress(EVENT, mtime=0), "gzip"),
         (b"PK\x03\x04rest", "zip archive"),
         (EVENT.decode().encode("utf-16"), "UTF-16"),
         (b"  \n[" + EVENT + b"]", "JSON array"),
