@@ -166,14 +166,7 @@ def _fold_on(
             # An older signal of this person, moved after a newer one (it came past the
             # bound): the account keeps the newer facts.
             continue
-        new = Member(
-            signal.member,
-            signal.stage,
-            signal.seniority,
-            signal.engagement_score,
-            signal.occurred_at,
-            signal.revision,
-        )
+        new = _member_of(signal)
         changed[lead_id] = new
         tally = _retallied(tally, old, new, rules)
         reached = _reached(tally, stage, signal.occurred_at, snapshot_members, changed, rules)
