@@ -523,12 +523,33 @@ def _send(server: Server, method: str, path: str, headers: dict[str, bytes], bod
         connection.putrequest(method, path, skip_accept_encoding=True)
         for name, value in {**headers, "Content-Length": str(len(body)).encode()}.items():
             connection.putheader(name, value)
-        connection.endheaders(body)
+        try:
+            connection.endheaders(body)
+        except (BrokenPipeError, ConnectionResetError):
+            # The server answered before it read the whole body (too large, a method it
+            # refuses) and closed: its answer, if the reset left it, is on the socket.
+            return _status_on(connection.sock)
         answer = connection.getresponse()
         answer.read()
         return answer.status
     finally:
         connection.close()
+
+
+CLOSED_WHILE_SENDING = 0
+"""What `_send` says when the server closed the connection before the body was sent and no
+answer could be read (its log is checked for errors after the fuzz)."""
+
+
+def _status_on(sock: socket.socket | None) -> int:
+    try:
+        head = sock.recv(1024) if sock is not None else b""
+    except OSError:
+        return CLOSED_WHILE_SENDING
+    parts = head.split(b" ", 2)
+    if len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].isdigit():
+        return int(parts[1])
+    return CLOSED_WHILE_SENDING
 
 
 _statuses: dict[int, int] = {}
