@@ -25,11 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.core import events_file
-from streams.cli import _printed
 from streams.common.event_order import check_lines, lines_in_event_time_order
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
 from streams.core.rules import load_rules
-from streams.replay import BadLine, Replayed, Replayer, in_line_order, replay_sharded
+from streams.replay import (
+    BadLine,
+    Replayed,
+    Replayer,
+    in_line_order,
+    keys_of,
+    printed_shard,
+    replay_sharded,
+)
 
 FULL_LEADS = 20_000  # about 240,000 events: about 30 s in one process
 QUICK_LEADS = 4_000
@@ -79,22 +86,26 @@ def _replay_work(
     seconds of this process, of all the processes it forked, of each shard's replay."""
     rules = load_rules()
     cpu, children = time.process_time(), _children_cpu()
-    checked = check_lines(log, DEFAULT_MAX_EVENT_BYTES, jobs) if jobs > 1 else None
+    checked, keys = None, None
+    if jobs > 1:  # as `leadflow replay --jobs` does: one pass checks and keys each line
+        checked, file_keys = check_lines(log, DEFAULT_MAX_EVENT_BYTES, jobs, keys_of)
     with lines_in_event_time_order(
         "log", log, DEFAULT_MAX_EVENT_BYTES, lambda _: None, checked=checked
     ) as ordered:
-        lines = [raw for _, raw in ordered]
+        lines, numbers = ordered.held()
+    if jobs > 1:
+        keys = [file_keys[number - 1] for number in numbers]
 
     def work(
         replayer: Replayer, items: Iterator[tuple[int, Replayed | BadLine]]
     ) -> tuple[Any, float]:
         start = time.process_time()
-        return _printed(replayer, items), time.process_time() - start
+        return printed_shard(replayer, items), time.process_time() - start
 
     def make() -> Replayer:
         return Replayer(rules, DEFAULT_MAX_EVENT_BYTES)
 
-    [parts] = replay_sharded(lines, jobs, [make], work)
+    [parts] = replay_sharded(lines, jobs, [make], work, keys)
     printed = [shown for _, shown in in_line_order(part.shown() for part, _ in parts)]
     shards = [took for _, took in parts]
     return printed, time.process_time() - cpu, _children_cpu() - children, shards

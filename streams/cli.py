@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -16,20 +16,15 @@ from rich.console import Console
 from rich.text import Text
 
 from streams.common.event_files import event_lines
-from streams.common.handoff_codec import encode_handoff
 from streams.common.settings import Settings, load_settings, settings_reference, unknown_variables
-from streams.common.stage_changes_codec import encode_account_change, encode_change
-from streams.core.account import AccountStageChange
 from streams.core.explain import explain as explain_lead
 from streams.core.explain import ledger as explain_ledger
-from streams.core.lead import LeadStageChange
 from streams.core.rules import Rules, load_rules
-from streams.core.sla import HandoffStep
 from streams.errors import LeadflowError
 from streams.explain_render import ledger_document, print_history, print_ledger
 from streams.local.generator import TrafficShape
 from streams.local.generator import generate as generate_events
-from streams.replay import BadLine, ReplayCounts, Replayed, Replayer, ids_bearing_on, lines_naming
+from streams.replay import BadLine, Replayer, ids_bearing_on, lines_naming
 
 app = typer.Typer(
     name="leadflow",
@@ -188,11 +183,21 @@ def replay(
     from contextlib import ExitStack
 
     from streams.common.event_order import (
+        Checked,
         FollowedLines,
         check_lines,
         lines_in_event_time_order,
     )
-    from streams.replay import in_line_order, jobs_wanted, replay_sharded, total_counts
+    from streams.replay import (
+        StateKey,
+        in_line_order,
+        jobs_wanted,
+        keys_of,
+        printed_line,
+        printed_shard,
+        replay_sharded,
+        total_counts,
+    )
 
     settings = _settings(ctx)
     loaded = _rules(rules, settings)
@@ -227,21 +232,32 @@ def replay(
         # is the output of each until it is merged in the log's order.
         log: list[bytes] = list(handle) if processes > 1 else []
         if not arrival_order:
+            checked: list[Checked] | None = None
+            file_keys: list[list[StateKey]] = []
+            if processes > 1:
+                # One pass in the processes checks each line and finds the states it touches.
+                account_rules = [loaded] if accounts else []
+                checked, file_keys = check_lines(
+                    log,
+                    settings.max_event_bytes,
+                    processes,
+                    partial(keys_of, account_rules=account_rules),
+                )
             ordered = stack.enter_context(
                 lines_in_event_time_order(
                     events,
-                    log or handle,
+                    log if processes > 1 else handle,
                     settings.max_event_bytes,
                     lambda bad: report_bad(bad.origin.line, bad.reason),
                     None if events == "-" else os.path.getsize(events),
-                    checked=check_lines(log, settings.max_event_bytes, processes) if log else None,
+                    checked=checked,
                 )
             )
             rejected = ordered.rejected
             lines = FollowedLines(ordered)
         if processes == 1:
             for item in replayer.run(lines):
-                shown = _shown(item, accounts, handoffs)
+                shown = printed_line(item, accounts, handoffs)
                 if isinstance(item, BadLine):
                     # Sorted, the replayer numbers the lines it was given: name the file's line.
                     show(item.reason, item.line_number if arrival_order else lines.current.line)
@@ -250,9 +266,11 @@ def replay(
             leads, accounts_seen = len(replayer.states), len(replayer.account_states)
         else:
             file_lines: list[int] | None = None
+            keys: list[list[StateKey]] | None = None
             if not arrival_order:
                 log, file_lines = ordered.held()
-            [parts] = replay_sharded(log, processes, [make_replayer], _printed)
+                keys = [file_keys[number - 1] for number in file_lines]
+            [parts] = replay_sharded(log, processes, [make_replayer], printed_shard, keys)
             for number, shown in in_line_order(part.shown() for part in parts):
                 show(shown, number if file_lines is None else file_lines[number - 1])
             counts = total_counts(part.counts for part in parts)
@@ -274,70 +292,6 @@ def replay(
         )
     err.print(summary, highlight=False)
     _fail_without_valid_events(events, counts.events + counts.duplicates, bad)
-
-
-class _PrintedShard(NamedTuple):
-    """What one process of `replay --jobs` prints, and counts. The printed lines travel back
-    as one bytes object and two arrays: a list of small objects costs the parent far more to
-    unpickle than the shard's replay saves."""
-
-    numbers: array[int]
-    """The line behind each printed line, in the shard's order; negative: a bad line's reason."""
-    ends: array[int]
-    """Where each printed line ends in `printed`."""
-    printed: bytes
-    counts: ReplayCounts
-    leads: int
-    accounts: int
-
-    def shown(self) -> Iterator[tuple[int, bytes | str]]:
-        """(line number, a printed line or the reason of a bad line), in the shard's order."""
-        printed = self.printed
-        start = 0
-        for number, end in zip(self.numbers, self.ends, strict=True):
-            if number > 0:
-                yield number, printed[start:end]
-            else:
-                yield -number, printed[start:end].decode()
-            start = end
-
-
-def _shown(item: Replayed | BadLine, accounts: bool, handoffs: bool) -> bytes | str | None:
-    """What `replay` prints of one output: a JSON line, or the reason of a bad line (stderr)."""
-    if isinstance(item, BadLine):
-        return item.reason
-    if isinstance(item, AccountStageChange):
-        return encode_account_change(item)
-    if isinstance(item, HandoffStep):
-        return encode_handoff(item)
-    if isinstance(item, LeadStageChange) and not accounts and not handoffs:
-        return encode_change(item)
-    return None
-
-
-def _printed(replayer: Replayer, items: Iterator[tuple[int, Replayed | BadLine]]) -> _PrintedShard:
-    """`replay --jobs`: one shard's printed lines, encoded where they are made."""
-    accounts, handoffs = replayer.accounts, replayer.handoffs
-    numbers, ends, chunks = array("q"), array("q"), []
-    size = 0
-    for number, item in items:
-        shown = _shown(item, accounts, handoffs)
-        if shown is None:
-            continue
-        if isinstance(shown, str):
-            shown, number = shown.encode(), -number
-        chunks.append(shown)
-        size += len(shown)
-        numbers.append(number)
-        ends.append(size)
-    return _PrintedShard(
-        numbers,
-        ends,
-        b"".join(chunks),
-        replayer.counts,
-        len(replayer.states),
-        len(replayer.account_states),
-    )
 
 
 def _fail_without_valid_events(name: str, valid: int, bad: int) -> None:

@@ -7,11 +7,13 @@ import heapq
 import logging
 import multiprocessing
 import os
+from array import array
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from itertools import repeat
+from itertools import compress, count, repeat
 from operator import itemgetter
 from typing import Any, NamedTuple, TypeVar
 
@@ -19,7 +21,8 @@ import orjson
 
 from schemas.events import LINK_TYPES
 from streams.common.events_codec import decode_event
-from streams.common.handoff_codec import decode_clock, is_clock
+from streams.common.handoff_codec import decode_clock, encode_handoff, is_clock
+from streams.common.stage_changes_codec import encode_account_change, encode_change
 from streams.core.account import AccountDecision, AccountStageChange, AccountState, Signal
 from streams.core.accounts import decide_account
 from streams.core.lead import Entry, LeadStageChange, LeadState, LinkRequest, Summary
@@ -295,7 +298,7 @@ ShardWork = Callable[[Replayer, Iterator[tuple[int, Replayed | BadLine]]], T]
 """What one process makes of its shard's replay (the replayer, and each output with the number
 of the line behind it): the caller's results, to merge."""
 
-_StateKey = str | tuple[str, str]
+StateKey = str | tuple[str, str]
 """A lead's or an identity's id, or ("account", account id)."""
 
 
@@ -304,7 +307,7 @@ def jobs_wanted(jobs: int) -> int:
     return jobs if jobs > 0 else os.cpu_count() or 1
 
 
-def keys_of(raw: bytes, account_rules: Sequence[Rules] = ()) -> list[_StateKey]:
+def keys_of(raw: bytes, account_rules: Sequence[Rules] = ()) -> list[StateKey]:
     """The states a line's replay may read or write: its lead (a clock record's too), the
     identity it links (`anonymous_id`, `merged_lead_id`: the link request, then the summaries
     go between the two), and, with accounts (`account_rules`, the rules of each replay), every
@@ -317,7 +320,7 @@ def keys_of(raw: bytes, account_rules: Sequence[Rules] = ()) -> list[_StateKey]:
         return []
     if not isinstance(document, dict):
         return []
-    keys: list[_StateKey] = []
+    keys: list[StateKey] = []
     for name in ("lead_id", "anonymous_id"):
         value = document.get(name)
         if isinstance(value, str):
@@ -340,15 +343,15 @@ def plan_shards(
     lines: Sequence[bytes],
     shards: int,
     account_rules: Sequence[Rules] = (),
-    keys: Iterable[list[_StateKey]] | None = None,
+    keys: Iterable[list[StateKey]] | None = None,
 ) -> list[list[int]]:
     """The positions of `lines` (from 0, ascending) in each of `shards` shards: the lines of
     states that meet (`keys_of`: a lead, its identities, their accounts) in one shard, the
     shards as even in lines as whole groups allow, the same for the same lines. Lines without
     a key (not JSON, blank) go to shard 0. `keys`: each line's, when known already."""
-    parent: dict[_StateKey, _StateKey] = {}
+    parent: dict[StateKey, StateKey] = {}
 
-    def root_of(key: _StateKey) -> _StateKey:
+    def root_of(key: StateKey) -> StateKey:
         root = key
         while (up := parent[root]) != root:
             root = up
@@ -356,7 +359,7 @@ def plan_shards(
             parent[key], key = root, parent[key]
         return root
 
-    firsts: list[_StateKey | None] = []
+    firsts: list[StateKey | None] = []
     if keys is None:
         keys = (keys_of(raw, account_rules) for raw in lines)
     for line_keys in keys:
@@ -374,22 +377,19 @@ def plan_shards(
                     parent[other] = root
                 elif (other_root := root_of(other)) != root:
                     parent[other_root] = root
-    roots = {key: root_of(key) for key in parent}
-    group_of = [None if first is None else roots[first] for first in firsts]
-    sizes: dict[_StateKey, int] = {}
-    for group in group_of:
-        if group is not None:
-            sizes[group] = sizes.get(group, 0) + 1  # first seen first: a stable order
-    loads = [(group_of.count(None), 0)] + [(0, shard) for shard in range(1, shards)]
+    roots: dict[StateKey | None, StateKey | None] = {key: root_of(key) for key in parent}
+    roots[None] = None
+    group_of = list(map(roots.__getitem__, firsts))
+    sizes = Counter(group_of)  # first seen first: a stable order
+    loads = [(sizes.pop(None, 0), 0)] + [(0, shard) for shard in range(1, shards)]
     heapq.heapify(loads)
-    shard_of: dict[_StateKey, int] = {}
+    shard_of: dict[StateKey | None, int] = {None: 0}
     for group, size in sorted(sizes.items(), key=lambda item: -item[1]):
         load, shard = heapq.heappop(loads)
         shard_of[group] = shard
         heapq.heappush(loads, (load + size, shard))
-    planned: list[list[int]] = [[] for _ in range(shards)]
-    for position, group in enumerate(group_of):
-        planned[0 if group is None else shard_of[group]].append(position)
+    shard_of_line = list(map(shard_of.__getitem__, group_of))
+    planned = [list(compress(count(), map(shard.__eq__, shard_of_line))) for shard in range(shards)]
     return planned
 
 
@@ -398,6 +398,7 @@ def replay_sharded(
     jobs: int,
     makes: Sequence[Callable[[], Replayer]],
     work: ShardWork[T],
+    keys: Sequence[list[StateKey]] | None = None,
 ) -> list[list[T]]:
     """For each replayer `makes` builds (several rule sets: `whatif`), `work`'s result on each
     shard of `lines` (`plan_shards`), replayed in up to `jobs` processes at once; the lines
@@ -406,6 +407,7 @@ def replay_sharded(
     shard read are disjoint); should it ever fail, that rule set is replayed again in one
     process, with a warning.
 
+    `keys`: each line's `keys_of`, when known already (found in the processes otherwise).
     The processes are forked (they inherit the lines); without fork, one process."""
     if jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         return [[_whole(make, lines, work)] for make in makes]
@@ -422,22 +424,23 @@ def replay_sharded(
     ) as pool:
         shards = [list(range(len(lines)))]
         if per_replay > 1:
-            # Each line's keys in the processes (they read the lines they inherited), the
-            # groups and shards here.
-            step = max(1, -(-len(lines) // (4 * jobs)))
-            found = pool.map(_keys_task, range(0, len(lines), step), repeat(step))
-            keys = (line_keys for part in found for line_keys in part)
+            if keys is None:
+                # Each line's keys in the processes (they read the lines they inherited),
+                # the groups and shards here.
+                step = max(1, -(-len(lines) // (4 * jobs)))
+                found = pool.map(_keys_task, range(0, len(lines), step), repeat(step))
+                keys = [line_keys for part in found for line_keys in part]
             planned = plan_shards(lines, per_replay, account_rules, keys)
             shards = [shard for shard in planned if shard] or shards
         tasks = [(replay, shard) for replay in range(len(makes)) for shard in shards]
         if len(tasks) == 1:
             return [[_whole(makes[0], lines, work)]]
-        done: list[tuple[T, frozenset[_StateKey]]] = list(pool.map(_shard_task, tasks))
+        done: list[tuple[T, frozenset[StateKey]]] = list(pool.map(_shard_task, tasks))
     results: list[list[T]] = []
     for replay, make in enumerate(makes):
         outcomes = [outcome for (of, _), outcome in zip(tasks, done, strict=True) if of == replay]
         read = [keys for _, keys in outcomes]
-        if sum(map(len, read)) == len(frozenset[_StateKey]().union(*read)):
+        if sum(map(len, read)) == len(frozenset[StateKey]().union(*read)):
             results.append([result for result, _ in outcomes])
         else:
             _log.warning("shards of the log shared a state: replayed again in one process")
@@ -458,6 +461,72 @@ def total_counts(counts: Iterable[ReplayCounts]) -> ReplayCounts:
         for name in fields(ReplayCounts):
             setattr(summed, name.name, getattr(summed, name.name) + getattr(part, name.name))
     return summed
+
+
+class PrintedShard(NamedTuple):
+    """What one process of `replay --jobs` prints, and counts. The printed lines travel back
+    as one bytes object and two arrays: a list of small objects costs the parent far more to
+    unpickle than the shard's replay saves."""
+
+    numbers: array[int]
+    """The line behind each printed line, in the shard's order; negative: a bad line's reason."""
+    ends: array[int]
+    """Where each printed line ends in `printed`."""
+    printed: bytes
+    counts: ReplayCounts
+    leads: int
+    accounts: int
+
+    def shown(self) -> Iterator[tuple[int, bytes | str]]:
+        """(line number, a printed line or the reason of a bad line), in the shard's order."""
+        printed = self.printed
+        start = 0
+        for number, end in zip(self.numbers, self.ends, strict=True):
+            if number > 0:
+                yield number, printed[start:end]
+            else:
+                yield -number, printed[start:end].decode()
+            start = end
+
+
+def printed_line(item: Replayed | BadLine, accounts: bool, handoffs: bool) -> bytes | str | None:
+    """What `replay` prints of one output: a JSON line, or the reason of a bad line (stderr)."""
+    if isinstance(item, BadLine):
+        return item.reason
+    if isinstance(item, AccountStageChange):
+        return encode_account_change(item)
+    if isinstance(item, HandoffStep):
+        return encode_handoff(item)
+    if isinstance(item, LeadStageChange) and not accounts and not handoffs:
+        return encode_change(item)
+    return None
+
+
+def printed_shard(
+    replayer: Replayer, items: Iterator[tuple[int, Replayed | BadLine]]
+) -> PrintedShard:
+    """`replay --jobs`: one shard's printed lines, encoded where they are made."""
+    accounts, handoffs = replayer.accounts, replayer.handoffs
+    numbers, ends, chunks = array("q"), array("q"), []
+    size = 0
+    for number, item in items:
+        shown = printed_line(item, accounts, handoffs)
+        if shown is None:
+            continue
+        if isinstance(shown, str):
+            shown, number = shown.encode(), -number
+        chunks.append(shown)
+        size += len(shown)
+        numbers.append(number)
+        ends.append(size)
+    return PrintedShard(
+        numbers,
+        ends,
+        b"".join(chunks),
+        replayer.counts,
+        len(replayer.states),
+        len(replayer.account_states),
+    )
 
 
 @dataclass(frozen=True)
@@ -489,13 +558,13 @@ class _Watched(dict[str, _V]):
         return super().get(key, default)
 
 
-def _keys_task(start: int, count: int) -> list[list[_StateKey]]:
+def _keys_task(start: int, count: int) -> list[list[StateKey]]:
     shared = _inherited[-1]
     rules = shared.account_rules
     return [keys_of(raw, rules) for raw in shared.lines[start : start + count]]
 
 
-def _shard_task(task: tuple[int, list[int]]) -> tuple[Any, frozenset[_StateKey]]:
+def _shard_task(task: tuple[int, list[int]]) -> tuple[Any, frozenset[StateKey]]:
     shared = _inherited[-1]
     replay, shard = task
     replayer = shared.makes[replay]()
@@ -505,7 +574,7 @@ def _shard_task(task: tuple[int, list[int]]) -> tuple[Any, frozenset[_StateKey]]
     lines = shared.lines
     numbered = ((position + 1, lines[position]) for position in shard)
     result = shared.work(replayer, replayer.run_numbered(numbered))
-    asked: set[_StateKey] = {("account", key) for key in accounts.asked}
+    asked: set[StateKey] = {("account", key) for key in accounts.asked}
     asked.update(states.asked)
     return result, frozenset(asked)
 

@@ -18,6 +18,7 @@ import hashlib
 import heapq
 import multiprocessing
 import struct
+import sys
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,7 +27,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO, NamedTuple, TypeVar, cast, overload
 
 from streams.common.events_codec import decode_event
 from streams.common.progress import terminal_progress
@@ -120,10 +121,14 @@ def sorted_by_event_time(
     given without their line ending. With `jobs` above 1, the lines are validated in that
     many processes, a chunk of lines at a time (same result, same order of rejections);
     `checked` gives what validating each line found, when that is known already
-    (`check_lines`).
+    (`check_lines`: the lines are in memory, and are sorted there, in one run).
     """
     result = SortedEvents()
     source_index: dict[str, int] = {}
+    if checked is not None:
+        # The lines were checked beforehand, so they are all in memory already: spilling
+        # their records would only slow the sort, not bound what it holds.
+        run_bytes = sys.maxsize
     with ExitStack() as cleanup:
         spill_dir: Path | None = None
         spilled: list[Path] = []
@@ -222,33 +227,66 @@ def _checked(
         pool.shutdown(cancel_futures=True)
 
 
-def check_lines(lines: Sequence[bytes], max_event_bytes: int, jobs: int) -> list[Checked]:
+_K = TypeVar("_K")
+
+
+@overload
+def check_lines(lines: Sequence[bytes], max_event_bytes: int, jobs: int) -> list[Checked]: ...
+
+
+@overload
+def check_lines(
+    lines: Sequence[bytes], max_event_bytes: int, jobs: int, key: Callable[[bytes], _K]
+) -> tuple[list[Checked], list[_K]]: ...
+
+
+def check_lines(
+    lines: Sequence[bytes],
+    max_event_bytes: int,
+    jobs: int,
+    key: Callable[[bytes], _K] | None = None,
+) -> list[Checked] | tuple[list[Checked], list[_K]]:
     """What validating each line finds (`sorted_by_event_time`'s `checked`), in `jobs`
-    processes that inherit the lines (forked), each given a range of them."""
+    processes that inherit the lines (forked), each given a range of them. With `key`, also
+    each line's `key(raw)`, found in the same pass (`replay --jobs`: the states it touches)."""
     if jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return [_check(raw, max_event_bytes) for raw in lines]
-    step = max(1, -(-len(lines) // (4 * jobs)))
-    with ProcessPoolExecutor(
-        jobs,
-        mp_context=multiprocessing.get_context("fork"),
-        initializer=_inherit,
-        initargs=(lines, max_event_bytes),
-    ) as pool:
-        parts = pool.map(_check_range, range(0, len(lines), step), repeat(step))
-        return [found for part in parts for found in part]
+        found = _check_range_of(lines, max_event_bytes, key)
+    else:
+        step = max(1, -(-len(lines) // (4 * jobs)))
+        with ProcessPoolExecutor(
+            jobs,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_inherit,
+            initargs=(lines, max_event_bytes, key),
+        ) as pool:
+            parts = pool.map(_check_range, range(0, len(lines), step), repeat(step))
+            found = ([], [])
+            for checked, keys in parts:
+                found[0].extend(checked)
+                found[1].extend(cast("list[_K]", keys))  # what `key` gave, in a process
+    return found[0] if key is None else found
 
 
-_inherited: list[tuple[Sequence[bytes], int]] = []
-"""In a forked process of `check_lines`: the lines and the size limit (set by `_inherit`)."""
+_inherited: list[tuple[Sequence[bytes], int, Callable[[bytes], object] | None]] = []
+"""In a forked process of `check_lines`: the lines, the size limit and the key (`_inherit`)."""
 
 
-def _inherit(lines: Sequence[bytes], max_event_bytes: int) -> None:
-    _inherited.append((lines, max_event_bytes))
+def _inherit(
+    lines: Sequence[bytes], max_event_bytes: int, key: Callable[[bytes], object] | None
+) -> None:
+    _inherited.append((lines, max_event_bytes, key))
 
 
-def _check_range(start: int, count: int) -> list[Checked]:
-    lines, max_event_bytes = _inherited[-1]
-    return [_check(raw, max_event_bytes) for raw in lines[start : start + count]]
+def _check_range(start: int, count: int) -> tuple[list[Checked], list[object]]:
+    lines, max_event_bytes, key = _inherited[-1]
+    return _check_range_of(lines[start : start + count], max_event_bytes, key)
+
+
+def _check_range_of(
+    lines: Sequence[bytes], max_event_bytes: int, key: Callable[[bytes], _K] | None
+) -> tuple[list[Checked], list[_K]]:
+    checked = [_check(raw, max_event_bytes) for raw in lines]
+    return checked, [] if key is None else [key(raw) for raw in lines]
 
 
 def _joined(

@@ -242,6 +242,8 @@ def test_the_sort_is_the_same_with_any_number_of_jobs(
     for jobs, checked in ((2, False), (3, False), (2, True)):
         again, again_rejected, other = _sort(lines, jobs, run_bytes, checked)
         assert (again, again_rejected) == (events, rejected)
+        # Checked beforehand, the lines are all in memory: they are sorted there.
+        assert other.spilled_runs == (0 if checked else one.spilled_runs)
         assert (other.fingerprint, other.lines, other.events, other.rejected) == (
             one.fingerprint,
             one.lines,
