@@ -465,7 +465,8 @@ def whatif(
             source, lines, settings.max_event_bytes, rejected.append, checked=checked
         ) as ordered:
             # Bad lines go last: the comparison counts them as it always did.
-            lines = [raw for _, raw in ordered] + [lines[bad.origin.line - 1] for bad in rejected]
+            in_order, _ = ordered.held()
+            lines = in_order + [lines[bad.origin.line - 1] for bad in rejected]
     comparison = what_if(lines, in_force, draft, settings.max_event_bytes, processes)
     with _reader_may_stop():
         if as_json:

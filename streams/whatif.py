@@ -17,6 +17,7 @@ from functools import partial
 
 import orjson
 
+from streams.common.forked import over_ranges
 from streams.core.lead import LeadStageChange
 from streams.core.revisions import micros_of
 from streams.core.rules import MICROS_PER_DAY, Rules
@@ -120,7 +121,7 @@ def what_if(
     """Replay `lines` under `live` and under `draft` and compare what each makes of them; in
     `jobs` processes (the two rule sets side by side, each over shards of the log beyond 2),
     with the same result."""
-    touches = first_touches(lines)
+    touches = first_touches(lines, jobs)
     if jobs > 1:
 
         def histories_of(
@@ -159,8 +160,18 @@ def what_if(
     )
 
 
-def first_touches(lines: Iterable[bytes]) -> dict[str, int]:
-    """Each lead's earliest event time in the log (microseconds), whatever the rules."""
+def first_touches(lines: Sequence[bytes], jobs: int = 1) -> dict[str, int]:
+    """Each lead's earliest event time in the log (microseconds), whatever the rules; read in
+    `jobs` processes."""
+    found: dict[str, int] = {}
+    for part in over_ranges(lines, jobs, _first_touches):
+        for lead_id, at in part.items():
+            if lead_id not in found or at < found[lead_id]:
+                found[lead_id] = at
+    return found
+
+
+def _first_touches(lines: Iterable[bytes]) -> dict[str, int]:
     found: dict[str, int] = {}
     for raw in lines:
         try:

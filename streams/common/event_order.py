@@ -25,11 +25,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from itertools import repeat
+from functools import partial
 from pathlib import Path
-from typing import IO, NamedTuple, TypeVar, cast, overload
+from typing import IO, NamedTuple, TypeVar, overload
 
 from streams.common.events_codec import decode_event
+from streams.common.forked import over_ranges
 from streams.common.progress import terminal_progress
 from streams.core.revisions import micros_of
 from streams.errors import InvalidEventError
@@ -249,40 +250,16 @@ def check_lines(
     """What validating each line finds (`sorted_by_event_time`'s `checked`), in `jobs`
     processes that inherit the lines (forked), each given a range of them. With `key`, also
     each line's `key(raw)`, found in the same pass (`replay --jobs`: the states it touches)."""
-    if jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        found = _check_range_of(lines, max_event_bytes, key)
-    else:
-        step = max(1, -(-len(lines) // (4 * jobs)))
-        with ProcessPoolExecutor(
-            jobs,
-            mp_context=multiprocessing.get_context("fork"),
-            initializer=_inherit,
-            initargs=(lines, max_event_bytes, key),
-        ) as pool:
-            parts = pool.map(_check_range, range(0, len(lines), step), repeat(step))
-            found = ([], [])
-            for checked, keys in parts:
-                found[0].extend(checked)
-                found[1].extend(cast("list[_K]", keys))  # what `key` gave, in a process
-    return found[0] if key is None else found
+    parts = over_ranges(
+        lines, jobs, partial(_check_range, max_event_bytes=max_event_bytes, key=key)
+    )
+    checked = [found for part, _ in parts for found in part]
+    if key is None:
+        return checked
+    return checked, [line_key for _, keys in parts for line_key in keys]
 
 
-_inherited: list[tuple[Sequence[bytes], int, Callable[[bytes], object] | None]] = []
-"""In a forked process of `check_lines`: the lines, the size limit and the key (`_inherit`)."""
-
-
-def _inherit(
-    lines: Sequence[bytes], max_event_bytes: int, key: Callable[[bytes], object] | None
-) -> None:
-    _inherited.append((lines, max_event_bytes, key))
-
-
-def _check_range(start: int, count: int) -> tuple[list[Checked], list[object]]:
-    lines, max_event_bytes, key = _inherited[-1]
-    return _check_range_of(lines[start : start + count], max_event_bytes, key)
-
-
-def _check_range_of(
+def _check_range(
     lines: Sequence[bytes], max_event_bytes: int, key: Callable[[bytes], _K] | None
 ) -> tuple[list[Checked], list[_K]]:
     checked = [_check(raw, max_event_bytes) for raw in lines]
