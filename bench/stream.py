@@ -8,6 +8,9 @@
   the moment it owns its partitions until the stage-change topic holds what replay predicts;
   then two raw clients in two processes against `leadflow worker --processes 2`, so that the
   ratio stays per core;
+- the core alone: the same events decoded and replayed in this process (CPU time), without
+  Faust, Kafka or state encoding. A worker pays at least Faust alone's cost per event plus
+  this, so the two bound the share of Faust alone any worker shell can reach;
 - latency: with the worker running, events published at a steady rate (half of the capacity
   measured with accounts in the same run, then 1,000 events/s); for each stage change, its
   record's timestamp minus the timestamp of the event record whose processing published it
@@ -300,6 +303,22 @@ def _in_effect_equals(reader: TopicReader, expected: dict[str, dict[str, Any]]) 
     return live == expected
 
 
+def _core_alone(documents: list[dict[str, object]], accounts: bool, rounds: int = 3) -> float:
+    """CPU seconds (best of `rounds`) the worker's core work takes over `documents`, without
+    Faust, Kafka or state encoding: each event decoded from its bytes and replayed (as
+    `leadflow replay --arrival-order`), identities and, with `accounts`, the account view."""
+    raws = [orjson.dumps(document) for document in documents]
+    rules = load_rules()
+    best = float("inf")
+    for _ in range(rounds):
+        replayer = Replayer(rules, DEFAULT_MAX_EVENT_BYTES, accounts=accounts)
+        started = time.process_time()
+        for _ in replayer.run(raws):
+            pass
+        best = min(best, time.process_time() - started)
+    return best
+
+
 def _faust_alone(settings: Settings, workdir: Path, count: int) -> float:
     """Seconds from Faust owning its partitions to `count` messages copied (see the docstring)."""
     topics = settings.topics
@@ -455,6 +474,17 @@ def main(quick: bool = False) -> None:
             f"  the account table's cost: {with_accounts / leads_only:.2f}x the time of leads "
             f"only ({expected_accounts:,} account changes in effect)"
         )
+        for label, accounts, goal in (
+            ("leads only", False, LEADS_ONLY_GOAL),
+            ("with accounts", True, WITH_ACCOUNTS_GOAL),
+        ):
+            core_rate = len(documents) / _core_alone(documents, accounts)
+            ceiling = core_rate / (core_rate + faust_rate)
+            print(
+                f"  the core alone, {label + ',':<14} no I/O {core_rate:>8,.0f} events/s: Faust's "
+                f"cost and the core's alone allow at most {ceiling:.2f} of Faust alone "
+                f"(goal >= {goal})"
+            )
         print(_stitching(broker.bootstrap_servers, workdir, leads))
         counts = _per_partition(settings, documents)
         two_raw = len(documents) / _raw_copies(_rerun(settings, accounts=True), 2, counts)
