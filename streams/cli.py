@@ -490,6 +490,106 @@ def whatif(
     _fail_without_valid_events(events or "the events topic", valid, comparison.bad_lines)
 
 
+@app.command(short_help="Propose a draft rules file learnt from what sales decided.")
+def tune(
+    ctx: typer.Context,
+    events: Annotated[
+        str | None,
+        typer.Argument(help="JSON-lines event log; '-' reads stdin. Or --from-topic."),
+    ] = None,
+    from_topic: Annotated[
+        bool,
+        typer.Option(
+            "--from-topic",
+            help="Read the events topic (LEADFLOW_TOPICS__EVENTS) from its first offset.",
+        ),
+    ] = False,
+    live: Annotated[
+        Path | None,
+        typer.Option(
+            "--live",
+            help="The rules to tune. Default: LEADFLOW_RULES_FILE or the shipped rules.",
+            dir_okay=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Where to write the draft rules file.", dir_okay=False),
+    ] = Path("rules.tuned.toml"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the evidence and the check as JSON.")
+    ] = False,
+) -> None:
+    """Learn from the log's outcomes (MQLs that became SQL, were disqualified or lost) how much
+    each engagement, content category, fit fact and intent pattern predicts conversion, and
+    write a draft of the rules with every changed line's evidence; check it on the newest
+    cohorts it did not learn from, against the rules in force. Too few outcomes: no draft."""
+    from importlib import resources
+
+    from streams.common.event_order import RejectedLine, check_lines, lines_in_event_time_order
+    from streams.tune import tune as tune_rules
+    from streams.tune_terminal import print_tuned, worse_line
+
+    settings = _settings(ctx)
+    if (events is None) == (not from_topic):
+        err.print("give an events file or --from-topic (one of them)")
+        raise typer.Exit(2)
+    _writable(out, "--out")
+    if out.exists() and not force:
+        raise LeadflowError(f"{out} exists: give another --out, or --force to overwrite it")
+    rules_path = live or settings.rules_file
+    in_force = _rules(live, settings)
+    if rules_path is None:
+        live_text = resources.files("streams.core").joinpath("rules.toml").read_text("utf-8")
+    else:
+        live_text = rules_path.read_text("utf-8")
+    if events is not None:
+        with _open_events(events) as handle:
+            lines = [line for line in handle if line.strip()]
+    else:
+        from streams.common.kafka_clients import read_whole_topic
+
+        lines = read_whole_topic(settings, settings.topics.events)
+    rejected: list[RejectedLine] = []
+    source = events or "the events topic"
+    checked = check_lines(lines, settings.max_event_bytes, 1)
+    with lines_in_event_time_order(
+        source, lines, settings.max_event_bytes, rejected.append, checked=checked
+    ) as ordered:
+        lines = [raw for _, raw in ordered]
+    tuned = tune_rules(lines, in_force, live_text, settings.max_event_bytes)
+    out.write_text(tuned.draft_toml, encoding="utf-8")
+    read_from = "--from-topic" if events is None else ("EVENTS.jsonl" if events == "-" else events)
+    live_option = f" --live {live}" if live is not None else ""
+    whatif_command = f"leadflow whatif --rules {out}{live_option} {read_from}"
+    with _reader_may_stop():
+        if as_json:
+            warning = worse_line(tuned)
+            if warning is not None:  # said first, on stderr, where a person reads it
+                err.print(warning, markup=False, highlight=False)
+            document = {"draft_path": str(out), "whatif": whatif_command, "tuned": tuned}
+            encoded = orjson.dumps(document, default=_feature_json, option=orjson.OPT_INDENT_2)
+            sys.stdout.buffer.write(encoded + b"\n")
+        else:
+            print_tuned(tuned, str(out), whatif_command, _console())
+    if rejected:
+        err.print(
+            f"{len(rejected)} of {len(lines) + len(rejected)} lines were bad and left out",
+            markup=False,
+            highlight=False,
+        )
+
+
+def _feature_json(value: object) -> object:
+    """A tune feature (a named tuple, which orjson does not write) as an object."""
+    from streams.tune import Feature
+
+    if isinstance(value, Feature):
+        return {"table": value.table, "name": value.name, "label": value.label}
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
 @app.command(short_help="Print realistic sample traffic as JSON lines.")
 def generate(
     leads: Annotated[int, typer.Option(min=1, help="How many leads.")] = 1000,
@@ -511,6 +611,15 @@ def generate(
             "anonymous id, linked to them by the form (identity stitching).",
         ),
     ] = TrafficShape.anonymous_browsing,
+    tune_truth: Annotated[
+        bool,
+        typer.Option(
+            "--tune-truth",
+            help="Traffic with a known truth for `leadflow tune`: webinars and case studies "
+            "before the MQL make SQLs, page views and social engagement are noise, no_budget "
+            "disqualifications are at companies under 20 employees (docs/rules.md).",
+        ),
+    ] = TrafficShape.tune_truth,
     spend: Annotated[
         Path | None,
         typer.Option(
@@ -528,6 +637,7 @@ def generate(
         late_fraction=late_fraction,
         duplicate_fraction=duplicate_fraction,
         anonymous_browsing=anonymous_browsing,
+        tune_truth=tune_truth,
     )
     _writable(spend, "--spend")
     out = sys.stdout.buffer

@@ -142,6 +142,30 @@ class TrafficShape:
     browse on a second device after their form, under another anonymous id, until a visit
     there carries both ids. The anonymous persona's events are then marked as a visitor's.
     0 gives the traffic of before, byte for byte."""
+    tune_truth: bool = False
+    """Traffic with a known truth for `leadflow tune` (`TUNE_TRUTH`): attending a webinar and
+    downloading a case study before the MQL really make sales reach a lead more often; page
+    views and social engagement are coin flips that change nothing; sales disqualify for
+    `no_budget` only at companies under 20 employees. False gives the traffic of before,
+    byte for byte."""
+
+
+TUNE_TRUTH: Final = {
+    "base_reached": 0.2,
+    "webinar_attended": 0.35,
+    "case_study": 0.35,
+    "no_budget_below_employees": 20,
+    "no_budget_share": 0.7,
+}
+"""The truth of `TrafficShape.tune_truth`: a worked MQL is reached (an SQL) with probability
+`base_reached`, plus `webinar_attended` if the lead attended a webinar before it, plus
+`case_study` if it downloaded a case study; nothing else matters. Of the reached leads at
+companies under `no_budget_below_employees`, `no_budget_share` are disqualified for
+`no_budget` (nobody else is). Each buyer attends a webinar, downloads a case study, browses
+and engages on social media with a coin flip of its own (`_TRUTH_SHARES`)."""
+_TRUTH_SHARES: Final = {"webinar": 0.4, "case_study": 0.4, "browses": 0.5, "social": 0.5}
+_TRUTH_SIZES: Final = [5, 12, 25, 80, 150, 400, 1200, 8000]
+_TRUTH_CONTENT: Final = ["whitepaper", "ebook", "pricing_guide", "blog"]
 
 
 def generate(leads: int, seed: int, shape: TrafficShape = TrafficShape()) -> list[dict[str, Any]]:
@@ -153,6 +177,8 @@ def generate(leads: int, seed: int, shape: TrafficShape = TrafficShape()) -> lis
     companies = _companies(rng, leads, shape)
     for index in range(leads):
         persona = rng.choices(names, weights)[0]
+        if shape.tune_truth and persona == "recycled":
+            persona = "buyer"  # sales always reaches a recycled lead: not the truth's outcome
         lead = _Lead(rng, f"lead-{seed}-{index:07d}", persona, rng.choice(companies), shape)
         for event in lead.events():
             at = event["occurred_at"]
@@ -215,6 +241,12 @@ class _Lead:
         self.anonymous_browsing = shape.anonymous_browsing
         self.visits: list[dict[str, Any]] = []
         """Anonymous visits before the first one in `out`, delivered on time."""
+        self.truth = shape.tune_truth
+        self.traits: dict[str, bool] = {}
+        """With `truth`: the lead's coin flips (`_TRUTH_SHARES`)."""
+        self.company_size: int | None = None
+        if self.truth:
+            self.traits = {name: rng.random() < share for name, share in _TRUTH_SHARES.items()}
 
     def events(self) -> list[dict[str, Any]]:
         getattr(self, f"_{self.persona}")()
@@ -287,6 +319,8 @@ class _Lead:
             rng.choice(["content_download", "webinar_registered", "newsletter_subscribe"]),
             self._fit_profile(),
         )
+        if self.truth:
+            self._coin_flips()
         self._nurture(rng.randint(3, 12))
         if rng.random() < 0.55:
             self._later(hours=(1, 240))
@@ -294,6 +328,18 @@ class _Lead:
         else:
             self._nurture(rng.randint(8, 20), intense=True)
         self._sales_cycle()
+
+    def _coin_flips(self) -> None:
+        """The tune truth's behaviours of this buyer, right after its form: before anything
+        could make it an MQL (its nurture holds none of them)."""
+        for trait, kind, properties in (
+            ("social", "social_engagement", {}),
+            ("webinar", "webinar_attended", {}),
+            ("case_study", "content_download", {"content_category": "case_study"}),
+        ):
+            if self.traits[trait]:
+                self._later(hours=(2, 72))
+                self._emit(kind, properties)
 
     def _tyre_kicker(self) -> None:
         rng = self.rng
@@ -368,16 +414,16 @@ class _Lead:
         if reached is None:
             return
         _, _, p_won = next(band for band in SPEED_TO_LEAD if reached.response <= band[0])
-        if rng.random() < _QUALIFIED_OUT:
+        reasons = ["no_budget", "no_authority", "no_need", "no_timeline", "invalid_contact"]
+        qualified_out = rng.random() < _QUALIFIED_OUT
+        if self.truth:
+            reasons.remove("no_budget")
+            small = (self.company_size or 0) < TUNE_TRUTH["no_budget_below_employees"]
+            if small and rng.random() < TUNE_TRUTH["no_budget_share"]:
+                qualified_out, reasons = True, ["no_budget"]
+        if qualified_out:
             self.now = due_at(reached.calendar, self.now, rng.randint(30, 5 * 480) * 60) or self.now
-            self._emit(
-                "sales_disqualified",
-                {
-                    "reason": rng.choice(
-                        ["no_budget", "no_authority", "no_need", "no_timeline", "invalid_contact"]
-                    )
-                },
-            )
+            self._emit("sales_disqualified", {"reason": rng.choice(reasons)})
             return
         won = rng.random() < p_won
         if not won and rng.random() < 0.45:
@@ -418,7 +464,8 @@ class _Lead:
             self.now = since
             self._emit("owner_assigned", {"owner_id": owner_id, "team": _team_of(owner_id)})
         rep = REPS.get(owner_id, _ANY_REP)
-        if rng.random() < rep.never and not sure:
+        # The truth's outcome hangs on the lead's behaviour alone: sales touches every MQL.
+        if rng.random() < rep.never and not sure and not self.truth:
             return None
         calendar = rep_calendar(owner_id)
         delay = rng.lognormvariate(math.log(rep.median_minutes), rep.spread)
@@ -437,6 +484,12 @@ class _Lead:
             at = due_at(calendar, at, rng.randint(5, 480) * 60) or at
         response = (first - mql_at) / timedelta(minutes=1)
         _, p_reached, _ = next(band for band in SPEED_TO_LEAD if response <= band[0])
+        if self.truth:
+            p_reached = (
+                TUNE_TRUTH["base_reached"]
+                + TUNE_TRUTH["webinar_attended"] * self.traits["webinar"]
+                + TUNE_TRUTH["case_study"] * self.traits["case_study"]
+            )
         if rng.random() >= p_reached and not sure:
             if rng.random() < 0.5:  # sales gives up on it, days later
                 self.now = due_at(calendar, at, rng.randint(480, 5 * 480) * 60) or at
@@ -483,6 +536,8 @@ class _Lead:
         return None
 
     def _browse(self, pages: int, pricing: bool = False) -> None:
+        if self.truth and not self.traits["browses"]:
+            return
         for _ in range(pages):
             self._later(minutes=(1, 30))
             self._emit(
@@ -497,13 +552,17 @@ class _Lead:
         self._later(minutes=(1, 60))
         # The form and the profile it carries share one instant; the profile applies first.
         self._emit("profile_updated", profile)
+        content = _TRUTH_CONTENT if self.truth else _CONTENT
         properties = (
-            {"content_category": self.rng.choice(_CONTENT)} if form == "content_download" else {}
+            {"content_category": self.rng.choice(content)} if form == "content_download" else {}
         )
         self._emit(form, properties)
 
     def _nurture(self, touches: int, intense: bool = False) -> None:
         rng = self.rng
+        if self.truth:
+            self._truth_nurture(touches, intense)
+            return
         for _ in range(touches):
             self._later(hours=(2, 48) if intense else (24, 24 * 14))
             kind = rng.choices(
@@ -523,18 +582,37 @@ class _Lead:
                 properties["content_category"] = rng.choice(_CONTENT)
             self._emit(kind, properties)
 
+    def _truth_nurture(self, touches: int, intense: bool) -> None:
+        """Nurture without the truth's coin-flip behaviours (webinars, case studies, page views,
+        social engagement), so that only the coin flips decide who has them."""
+        rng = self.rng
+        for _ in range(touches):
+            self._later(hours=(2, 48) if intense else (24, 24 * 14))
+            kind = rng.choices(
+                ["email_open", "email_click", "content_download", "pricing_page_view"],
+                [3, 3, 2, 2 if intense else 1],
+            )[0]
+            properties: dict[str, Any] = {}
+            if kind == "content_download":
+                properties["content_category"] = rng.choice(_TRUTH_CONTENT)
+            self._emit(kind, properties)
+
     def _fit_profile(self) -> dict[str, Any]:
         rng = self.rng
         level = rng.choice(["c_level", "vp", "director", "manager", "manager", "individual"])
         company = self.company
-        return {
+        profile: dict[str, Any] = {
             "email": f"{self._person()}@{company.lower()}.com",
             "job_title": rng.choice(_TITLES[level]),
             "company": company,
-            "company_size": rng.choice([25, 80, 150, 400, 1200, 8000]),
+            "company_size": rng.choice(
+                _TRUTH_SIZES if self.truth else [25, 80, 150, 400, 1200, 8000]
+            ),
             "industry": rng.choice(_INDUSTRIES),
             "country": rng.choice(_COUNTRIES),
         }
+        self.company_size = profile["company_size"]
+        return profile
 
     def _weak_profile(self) -> dict[str, Any]:
         rng = self.rng
