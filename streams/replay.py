@@ -89,13 +89,12 @@ class Replayer:
     account_states: dict[str, AccountState] = field(default_factory=dict)
     compacted: dict[str, list[Entry]] = field(default_factory=dict)
     counts: ReplayCounts = field(default_factory=ReplayCounts)
-    line_number: int = 0
-    """The number of the line being replayed."""
 
     def run(self, lines: Iterable[bytes]) -> Iterator[Replayed | BadLine]:
         """Yield what the workers publish, and a BadLine for each invalid line, in input order."""
         with _cyclic_gc_paused():
-            yield from self._run(enumerate(lines, start=1))
+            for _, item in self._run(enumerate(lines, start=1)):
+                yield item
 
     def run_numbered(
         self, lines: Iterable[tuple[int, bytes]]
@@ -103,26 +102,25 @@ class Replayer:
         """`run` over lines given with their numbers (a shard of a log: `replay_sharded`),
         each output with the number of the line behind it."""
         with _cyclic_gc_paused():
-            for item in self._run(lines):
-                yield self.line_number, item
+            yield from self._run(lines)
 
-    def _run(self, lines: Iterable[tuple[int, bytes]]) -> Iterator[Replayed | BadLine]:
+    def _run(self, lines: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, Replayed | BadLine]]:
         counts = self.counts
         states = self.states
         rules = self.rules
         for number, raw in lines:
-            self.line_number = number
             counts.lines += 1
             if not raw.strip():
                 continue
             if is_clock(raw):
-                yield from self._clock(number, raw)
+                for step in self._clock(number, raw):
+                    yield number, step
                 continue
             try:
                 event = decode_event(raw, self.max_event_bytes)
             except InvalidEventError as exc:
                 counts.bad += 1
-                yield BadLine(number, exc.reason)
+                yield number, BadLine(number, exc.reason)
                 continue
             before = states.get(event.lead_id)
             try:
@@ -130,7 +128,7 @@ class Replayer:
                 rolled_up = self._roll_up(qualified.signals)
             except Exception as exc:  # as the worker does: report it, keep the lead as it was
                 counts.bad += 1
-                yield BadLine(number, f"internal_error: {type(exc).__name__}: {exc}")
+                yield number, BadLine(number, f"internal_error: {type(exc).__name__}: {exc}")
                 continue
             if qualified.duplicate:
                 counts.duplicates += 1
@@ -138,13 +136,15 @@ class Replayer:
             counts.identity_conflicts += qualified.conflict
             if qualified.refused is not None:
                 counts.bad += 1
-                yield BadLine(number, qualified.refused[1])
+                yield number, BadLine(number, qualified.refused[1])
                 continue
             counts.events += 1
             counts.links += event.type in LINK_TYPES
-            yield from self._applied(event.lead_id, qualified, rolled_up)
+            for output in self._applied(event.lead_id, qualified, rolled_up):
+                yield number, output
             if qualified.requests or qualified.summaries:
-                yield from self._stitched(number, qualified)
+                for linked in self._stitched(number, qualified):
+                    yield number, linked
 
     def _applied(
         self, lead_id: str, qualified: Qualified, rolled_up: list[AccountDecision]
