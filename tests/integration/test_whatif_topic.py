@@ -1,4 +1,4 @@
-"""`whatif --from-topic` reads the events topic from its first offset: the same comparison as
+"""`whatif --from-topic` (and `tune`'s) reads the events topic from its first offset: the same as
 the same events from a file."""
 
 from __future__ import annotations
@@ -35,3 +35,9 @@ def test_whatif_from_the_topic_equals_whatif_of_the_file(
     expected = orjson.loads(from_file.stdout)
     assert expected["kinds"], "the draft changes some leads"
     assert orjson.loads(from_topic.stdout) == expected
+    tune_file = leadflow("tune", str(log), "--out", str(tmp_path / "a.toml"), variables=env)
+    tune_topic = leadflow("tune", "--from-topic", "--out", str(tmp_path / "b.toml"), variables=env)
+    # 300 leads hold too few outcomes to learn from: the same refusal, read either way.
+    assert tune_topic.returncode == tune_file.returncode == 1
+    assert tune_topic.stderr == tune_file.stderr
+    assert b"too few outcomes to learn from" in tune_topic.stderr

@@ -183,3 +183,28 @@ def test_the_command_refuses_a_log_with_too_few_outcomes(tmp_path: Path) -> None
     assert result.stderr.decode().count("\n") == 1
     assert "too few outcomes to learn from" in result.stderr.decode()
     assert not draft.exists()
+
+
+def test_the_command_tunes_the_rules_it_is_given_and_prints_json(
+    truth: tuple[list[bytes], Tuned], tmp_path: Path
+) -> None:
+    lines, tuned = truth
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    live = tmp_path / "ours.toml"
+    live.write_text(RULES_TEXT.replace(f'version = "{RULES.version}"', 'version = "ours.1"'))
+    draft = tmp_path / "draft.toml"
+    result = leadflow(
+        "tune", str(log), "--live", str(live), "--out", str(draft), "--json", variables={}
+    )
+    assert result.returncode == 0, result.stderr
+    document = orjson.loads(result.stdout)
+    assert document["whatif"] == f"leadflow whatif --rules {draft} --live {live} {log}"
+    assert parse_rules(draft.read_bytes()).version == "ours.1-tuned"
+    changed = {
+        (e["feature"]["table"], e["feature"]["name"])
+        for e in document["tuned"]["evidence"]
+        if e["proposed"] is not None
+    }
+    assert changed == {tuple(e.feature) for e in tuned.changed}
+    assert result.stderr == b"", "the draft does no worse on the held-out cohorts"
