@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -25,6 +25,9 @@ from streams.explain_render import ledger_document, print_history, print_ledger
 from streams.local.generator import TrafficShape
 from streams.local.generator import generate as generate_events
 from streams.replay import BadLine, Replayer, ids_bearing_on, lines_naming
+
+if TYPE_CHECKING:
+    from streams.common.event_order import RejectedLine
 
 app = typer.Typer(
     name="leadflow",
@@ -71,6 +74,17 @@ RulesOption = Annotated[
 ]
 EventsArgument = Annotated[
     str, typer.Argument(metavar="EVENTS", help="JSON-lines event log; '-' reads stdin.")
+]
+LogArgument = Annotated[
+    str | None,
+    typer.Argument(help="JSON-lines event log; '-' reads stdin. Or --from-topic."),
+]
+FromTopicOption = Annotated[
+    bool,
+    typer.Option(
+        "--from-topic",
+        help="Read the events topic (LEADFLOW_TOPICS__EVENTS) from its first offset.",
+    ),
 ]
 
 
@@ -151,6 +165,39 @@ ArrivalOrderOption = Annotated[
         "events by event time.",
     ),
 ]
+
+
+def _one_log(events: str | None, from_topic: bool) -> None:
+    if (events is None) == (not from_topic):
+        err.print("give an events file or --from-topic (one of them)")
+        raise typer.Exit(2)
+
+
+def _log_lines(events: str | None, settings: Settings) -> list[bytes]:
+    """The non-blank lines of the events file, or of the events topic when `events` is None."""
+    if events is None:
+        from streams.common.kafka_clients import read_whole_topic
+
+        return read_whole_topic(settings, settings.topics.events)
+    with _open_events(events) as handle:
+        return [line for line in handle if line.strip()]
+
+
+def _in_event_time_order(
+    lines: list[bytes], events: str | None, settings: Settings, processes: int
+) -> tuple[list[bytes], list[RejectedLine]]:
+    """The valid events of `lines` in event-time order (checked in `processes`), and the
+    invalid lines, numbered in `lines` from 1."""
+    from streams.common.event_order import check_lines, lines_in_event_time_order
+
+    rejected: list[RejectedLine] = []
+    source = events or "the events topic"
+    checked = check_lines(lines, settings.max_event_bytes, processes)
+    with lines_in_event_time_order(
+        source, lines, settings.max_event_bytes, rejected.append, checked=checked
+    ) as ordered:
+        in_order, _ = ordered.held()
+    return in_order, rejected
 
 
 @app.command(short_help="Run the core over an event log; print the stage changes.")
@@ -406,17 +453,8 @@ def whatif(
         Path,
         typer.Option("--rules", help="The draft rules file (TOML).", dir_okay=False),
     ],
-    events: Annotated[
-        str | None,
-        typer.Argument(help="JSON-lines event log; '-' reads stdin. Or --from-topic."),
-    ] = None,
-    from_topic: Annotated[
-        bool,
-        typer.Option(
-            "--from-topic",
-            help="Read the events topic (LEADFLOW_TOPICS__EVENTS) from its first offset.",
-        ),
-    ] = False,
+    events: LogArgument = None,
+    from_topic: FromTopicOption = False,
     live: Annotated[
         Path | None,
         typer.Option(
@@ -437,7 +475,6 @@ def whatif(
     and every lead whose stage history the draft changes. The events are replayed in
     event-time order, from a file or the topic (--arrival-order: in the order read). --jobs 2
     replays the two rule sets side by side; more also splits the leads between processes."""
-    from streams.common.event_order import RejectedLine, check_lines, lines_in_event_time_order
     from streams.replay import jobs_wanted
     from streams.whatif import what_if
     from streams.whatif_terminal import print_what_if
@@ -446,27 +483,13 @@ def whatif(
     in_force = _rules(live, settings)
     draft = load_rules(rules)
     processes = jobs_wanted(jobs)
-    if (events is None) == (not from_topic):
-        err.print("give an events file or --from-topic (one of them)")
-        raise typer.Exit(2)
+    _one_log(events, from_topic)
     _writable(html, "--html")
-    if events is not None:
-        with _open_events(events) as handle:
-            lines = [line for line in handle if line.strip()]
-    else:
-        from streams.common.kafka_clients import read_whole_topic
-
-        lines = read_whole_topic(settings, settings.topics.events)
+    lines = _log_lines(events, settings)
     if not arrival_order:
-        rejected: list[RejectedLine] = []
-        source = events or "the events topic"
-        checked = check_lines(lines, settings.max_event_bytes, processes)
-        with lines_in_event_time_order(
-            source, lines, settings.max_event_bytes, rejected.append, checked=checked
-        ) as ordered:
-            # Bad lines go last: the comparison counts them as it always did.
-            in_order, _ = ordered.held()
-            lines = in_order + [lines[bad.origin.line - 1] for bad in rejected]
+        in_order, rejected = _in_event_time_order(lines, events, settings, processes)
+        # Bad lines go last: the comparison counts them as it always did.
+        lines = in_order + [lines[bad.origin.line - 1] for bad in rejected]
     comparison = what_if(lines, in_force, draft, settings.max_event_bytes, processes)
     with _reader_may_stop():
         if as_json:
@@ -493,17 +516,8 @@ def whatif(
 @app.command(short_help="Propose a draft rules file learnt from what sales decided.")
 def tune(
     ctx: typer.Context,
-    events: Annotated[
-        str | None,
-        typer.Argument(help="JSON-lines event log; '-' reads stdin. Or --from-topic."),
-    ] = None,
-    from_topic: Annotated[
-        bool,
-        typer.Option(
-            "--from-topic",
-            help="Read the events topic (LEADFLOW_TOPICS__EVENTS) from its first offset.",
-        ),
-    ] = False,
+    events: LogArgument = None,
+    from_topic: FromTopicOption = False,
     live: Annotated[
         Path | None,
         typer.Option(
@@ -527,14 +541,11 @@ def tune(
     cohorts it did not learn from, against the rules in force. Too few outcomes: no draft."""
     from importlib import resources
 
-    from streams.common.event_order import RejectedLine, check_lines, lines_in_event_time_order
     from streams.tune import tune as tune_rules
     from streams.tune_terminal import print_tuned, worse_line
 
     settings = _settings(ctx)
-    if (events is None) == (not from_topic):
-        err.print("give an events file or --from-topic (one of them)")
-        raise typer.Exit(2)
+    _one_log(events, from_topic)
     _writable(out, "--out")
     if out.exists() and not force:
         raise LeadflowError(f"{out} exists: give another --out, or --force to overwrite it")
@@ -544,20 +555,7 @@ def tune(
         live_text = resources.files("streams.core").joinpath("rules.toml").read_text("utf-8")
     else:
         live_text = rules_path.read_text("utf-8")
-    if events is not None:
-        with _open_events(events) as handle:
-            lines = [line for line in handle if line.strip()]
-    else:
-        from streams.common.kafka_clients import read_whole_topic
-
-        lines = read_whole_topic(settings, settings.topics.events)
-    rejected: list[RejectedLine] = []
-    source = events or "the events topic"
-    checked = check_lines(lines, settings.max_event_bytes, 1)
-    with lines_in_event_time_order(
-        source, lines, settings.max_event_bytes, rejected.append, checked=checked
-    ) as ordered:
-        lines = [raw for _, raw in ordered]
+    lines, rejected = _in_event_time_order(_log_lines(events, settings), events, settings, 1)
     tuned = tune_rules(lines, in_force, live_text, settings.max_event_bytes)
     out.write_text(tuned.draft_toml, encoding="utf-8")
     read_from = "--from-topic" if events is None else ("EVENTS.jsonl" if events == "-" else events)
