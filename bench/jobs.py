@@ -1,6 +1,7 @@
 """`--jobs`: `leadflow replay` and `leadflow whatif` of the same generated log in 1 and 2
 processes, alternated (1, 2, 1, 2...), best of each; the ratio is the time with 1 over the
-time with 2, and the outputs must be equal byte for byte (stdout, stderr, exit code).
+time with 2, and the outputs must be equal byte for byte (stdout, stderr, exit code). Then
+`leadflow import`'s sort of the same file, in this process, with 1 and 2 processes validating.
 
 Each run is the whole command (`python -m streams`, its start included), so the ratio is what a
 user sees. The machine is shared: the load average is printed beside the figures, and the CPU
@@ -25,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.core import events_file
-from streams.common.event_order import check_lines, lines_in_event_time_order
+from streams.common.event_files import event_lines
+from streams.common.event_order import (
+    check_lines,
+    lines_in_event_time_order,
+    numbered,
+    sorted_by_event_time,
+)
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
 from streams.core.rules import load_rules
 from streams.replay import (
@@ -138,6 +145,29 @@ def _cpu_bound(leads: int, rounds: int) -> None:
     )
 
 
+def _import_sort(log: Path, rounds: int) -> None:
+    """`leadflow import`'s sort (read, validate in `--jobs` processes, sort, spill, merge in
+    order, as the publisher reads it) of the log, in this process: 1 and 2 alternated."""
+    best: dict[int, float] = {}
+    for _ in range(rounds):
+        for jobs in (1, 2):
+            gc.collect()
+            started = time.perf_counter()
+            with (
+                event_lines(str(log)) as handle,
+                sorted_by_event_time(
+                    numbered(str(log), handle), DEFAULT_MAX_EVENT_BYTES, lambda _: None, jobs=jobs
+                ) as ordered,
+            ):
+                for _ in ordered:
+                    pass
+            best[jobs] = min(best.get(jobs, float("inf")), time.perf_counter() - started)
+    print(
+        f"  import's sort (in this process)    jobs 1 {best[1]:6.2f} s                "
+        f"jobs 2 {best[2]:6.2f} s                ratio {best[1] / best[2]:.2f}x"
+    )
+
+
 def main(quick: bool = False) -> None:
     leads = QUICK_LEADS if quick else FULL_LEADS
     log = events_file(leads)
@@ -154,5 +184,6 @@ def main(quick: bool = False) -> None:
         text = resources.files("streams.core").joinpath("rules.toml").read_text()
         draft.write_text(text.replace("mql_threshold = 60.0", "mql_threshold = 45.0"))
         _compare("whatif --json", ["whatif", "--rules", str(draft), str(log), "--json"], ROUNDS)
+    _import_sort(log, ROUNDS)
     print(f"  (load average after: {os.getloadavg()[0]:.1f})")
     _cpu_bound(leads, ROUNDS + 1)
