@@ -534,13 +534,16 @@ def tune(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the evidence and the check as JSON.")
     ] = False,
+    jobs: JobsOption = 1,
 ) -> None:
     """Learn from the log's outcomes (MQLs that became SQL, were disqualified or lost) how much
     each engagement, content category, fit fact and intent pattern predicts conversion, and
     write a draft of the rules with every changed line's evidence; check it on the newest
-    cohorts it did not learn from, against the rules in force. Too few outcomes: no draft."""
+    cohorts it did not learn from, against the rules in force. Too few outcomes: no draft.
+    --jobs N replays in N processes, each a share of the leads: the same draft."""
     from importlib import resources
 
+    from streams.replay import jobs_wanted
     from streams.tune import tune as tune_rules
     from streams.tune_terminal import print_tuned, worse_line
 
@@ -555,8 +558,11 @@ def tune(
         live_text = resources.files("streams.core").joinpath("rules.toml").read_text("utf-8")
     else:
         live_text = rules_path.read_text("utf-8")
-    lines, rejected = _in_event_time_order(_log_lines(events, settings), events, settings, 1)
-    tuned = tune_rules(lines, in_force, live_text, settings.max_event_bytes)
+    processes = jobs_wanted(jobs)
+    lines, rejected = _in_event_time_order(
+        _log_lines(events, settings), events, settings, processes
+    )
+    tuned = tune_rules(lines, in_force, live_text, settings.max_event_bytes, processes)
     out.write_text(tuned.draft_toml, encoding="utf-8")
     read_from = "--from-topic" if events is None else ("EVENTS.jsonl" if events == "-" else events)
     live_option = f" --live {live}" if live is not None else ""

@@ -20,9 +20,10 @@ import bisect
 import math
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Final, NamedTuple
 
 import tomlkit
@@ -37,7 +38,7 @@ from streams.core.rules import MICROS_PER_DAY, Rules, parse_rules
 from streams.core.scoring import email_domain, seniority_of, title_phrases
 from streams.core.stages import CUSTOMERS, SQL_OR_FURTHER
 from streams.errors import InvalidEventError, LeadflowError
-from streams.replay import Replayer, effective_changes
+from streams.replay import BadLine, Replayed, Replayer, effective_changes, replay_sharded
 
 SETTLE_DAYS: Final = 30
 """An MQL still open this many days of event time before the log's end counts as not
@@ -229,12 +230,14 @@ class Tuned:
         return tuple(e for e in self.evidence if e.proposed is not None)
 
 
-def tune(lines: Sequence[bytes], live: Rules, live_text: str, max_event_bytes: int) -> Tuned:
+def tune(
+    lines: Sequence[bytes], live: Rules, live_text: str, max_event_bytes: int, jobs: int = 1
+) -> Tuned:
     """Learn a draft of `live` (whose file is `live_text`) from the outcomes in `lines` (in
     event-time order), check it on the newest cohorts; raise TooLittleData when the learning
-    cohorts hold too few outcomes."""
+    cohorts hold too few outcomes. The log is replayed in `jobs` processes (the same draft)."""
     entries, end = _entries_by_lead(lines, max_event_bytes)
-    live_changes, bad = _changes(lines, live, max_event_bytes)
+    live_changes, bad = _changes(lines, live, max_event_bytes, jobs)
     outcomes = _outcomes(live_changes, entries, live, end)
     unit, cohort_of = _cohort_unit(outcomes.values())
     outcomes = {lead: _in_cohort(o, cohort_of) for lead, o in outcomes.items()}
@@ -255,7 +258,7 @@ def tune(lines: Sequence[bytes], live: Rules, live_text: str, max_event_bytes: i
     draft_toml = draft_text(live_text, live, evidence, suggestions, learning_cohorts)
     draft = parse_rules(draft_toml.encode(), "the draft")
     held_out_from = _cohort_start(held_out_cohorts[0], unit)
-    draft_changes, _ = _changes(lines, draft, max_event_bytes)
+    draft_changes, _ = _changes(lines, draft, max_event_bytes, jobs)
     judged = {o.lead_id: o for o in known if o.cohort in held_out_cohorts}
     held_out = {lead for lead, o in outcomes.items() if o.mql_at >= held_out_from} | {
         lead
@@ -310,11 +313,21 @@ def _entries_by_lead(
 
 
 def _changes(
-    lines: Iterable[bytes], rules: Rules, max_event_bytes: int
+    lines: Sequence[bytes], rules: Rules, max_event_bytes: int, jobs: int
 ) -> tuple[dict[str, list[LeadStageChange]], int]:
-    """Each lead's stage changes in effect under `rules`, in order, and the bad lines."""
-    replayer = Replayer(rules, max_event_bytes=max_event_bytes)
-    changes = [item for item in replayer.run(lines) if isinstance(item, LeadStageChange)]
+    """Each lead's stage changes in effect under `rules`, in order, and the bad lines; the
+    leads replayed in `jobs` processes, each a share of them (`replay_sharded`)."""
+    [parts] = replay_sharded(lines, jobs, [partial(Replayer, rules, max_event_bytes)], _by_lead)
+    by_lead: dict[str, list[LeadStageChange]] = {}
+    for part, _ in parts:
+        by_lead.update(part)  # a lead's changes all come from one process
+    return by_lead, sum(bad for _, bad in parts)
+
+
+def _by_lead(
+    replayer: Replayer, items: Iterator[tuple[int, Replayed | BadLine]]
+) -> tuple[dict[str, list[LeadStageChange]], int]:
+    changes = [item for _, item in items if isinstance(item, LeadStageChange)]
     by_lead: dict[str, list[LeadStageChange]] = {}
     for change in effective_changes(changes).values():
         by_lead.setdefault(change.lead_id, []).append(change)

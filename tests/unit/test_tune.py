@@ -112,12 +112,13 @@ def test_a_worse_draft_is_announced_first(truth: tuple[list[bytes], Tuned]) -> N
     assert "AUC 0.500 < 0.600" in first
 
 
-def test_the_same_log_gives_the_same_draft() -> None:
+def test_the_same_log_gives_the_same_draft_in_any_number_of_processes() -> None:
     lines = truth_lines(800, 3)
     once = tune(lines, RULES, RULES_TEXT, MAX_EVENT_BYTES)
     again = tune(list(lines), RULES, RULES_TEXT, MAX_EVENT_BYTES)
     assert once.draft_toml == again.draft_toml
     assert once == again
+    assert tune(lines, RULES, RULES_TEXT, MAX_EVENT_BYTES, jobs=2) == once
 
 
 def test_too_few_outcomes_are_refused() -> None:
