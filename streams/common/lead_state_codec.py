@@ -25,6 +25,7 @@ from streams.common.codec_parts import (
     time_out,
 )
 from streams.core.compaction import FINGERPRINT_BYTES, compact, restore
+from streams.core.handoff import CrmOwner, HandoffState, OpenHandoff
 from streams.core.late import mark_engagement
 from streams.core.lead import (
     EMPTY_FOLD,
@@ -44,7 +45,7 @@ from streams.core.lead import (
 )
 from streams.core.revisions import NOTHING_PUBLISHED
 from streams.core.rules import Rules
-from streams.core.sla import CrmOwner, HandoffState, OpenHandoff, next_deadline
+from streams.core.sla import next_deadline
 from streams.errors import InvalidStateError
 
 LEAD_STATE_FORMAT: Final = 4

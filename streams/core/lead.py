@@ -10,13 +10,11 @@ snapshot and its bounds in `streams.core.compaction`, the published stage change
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from schemas.events import SALES_TYPES, Event
+from streams.core.handoff import HandoffState
 from streams.core.revisions import NOTHING_PUBLISHED, Published, micros_of
-
-if TYPE_CHECKING:
-    from streams.core.sla import HandoffState
 
 PROFILE_FIELDS: Final = (
     "email",

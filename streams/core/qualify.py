@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 from schemas.events import HANDOFF_TYPES, Event
 from streams.core.account import Signal
+from streams.core.handoff import NO_HANDOFF, CrmOwner
 from streams.core.identity import absorb, link, summary_changed
 from streams.core.lead import Entry, LeadStageChange, LeadState, LinkRequest, Summary, new_lead
 from streams.core.lifecycle import decide
@@ -17,9 +18,7 @@ from streams.core.revisions import micros_of
 from streams.core.rules import Rules
 from streams.core.signals import signals_of, summary_signals
 from streams.core.sla import (
-    NO_HANDOFF,
     TOUCH_TYPES,
-    CrmOwner,
     HandoffStep,
     after_changes,
     on_clock,

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Final, NamedTuple
 
 from streams.core.business_hours import business_seconds, due_at
+from streams.core.handoff import CrmOwner, HandoffState, OpenHandoff
 from streams.core.handoff_rules import HandoffRules
 from streams.core.lead import LeadStageChange
 from streams.core.revisions import derived_id, instant_of, micros_of
@@ -28,51 +29,6 @@ TOUCHES_KEPT: Final = 8
 recent are kept, so the work and the state per lead stay bounded."""
 TOUCH_TYPES: Final = {"sales_attempted": "attempt", "sales_contacted": "contact"}
 _MINUTE: Final = 60_000_000
-
-
-class OpenHandoff(NamedTuple):
-    """The handoff of the lead's latest MQL."""
-
-    change_id: str
-    mql_at: int
-    mql_kind: str
-    grade: str | None
-    source: str | None
-    campaign: str | None
-    queue: str | None
-    owner: str | None
-    assigned_by: str
-    team: str | None
-    target_seconds: int | None
-    due_at: int | None
-    warn_at: int | None
-    attempted_at: int | None = None
-    contacted_at: int | None = None
-    warned: bool = False
-    breached: bool = False
-    live: bool = True
-    """Opened by a live message: only a live handoff warns and breaches."""
-
-
-class CrmOwner(NamedTuple):
-    """The CRM's latest assignment of the lead (the latest by event time, then event id)."""
-
-    at: int
-    event_id: str
-    owner: str
-    team: str | None
-
-
-class HandoffState(NamedTuple):
-    """What a lead keeps for its handoffs."""
-
-    current: OpenHandoff | None = None
-    touches: tuple[tuple[int, str, str], ...] = ()
-    """The most recent touches (time, "attempt" or "contact", event id), sorted."""
-    crm_owner: CrmOwner | None = None
-
-
-NO_HANDOFF: Final = HandoffState()
 
 
 class HandoffStep(NamedTuple):
