@@ -1,4 +1,5 @@
-"""Faust's aiokafka consumer, handing each fetched message to the streams without four tasks.
+"""Faust's aiokafka consumer, handing each fetched message to the streams without four tasks,
+and seeking a partition never committed back to its start.
 
 Faust's fetch loop (`Consumer._drain_messages`) hands every message to the streams through
 `Service.wait_first(callback(message), suspend_flow.wait())`, so that a rebalance that stops
@@ -9,15 +10,25 @@ without waiting (the buffer has room), and then nothing else happens. Only when 
 or when the flow is already stopped, does it go through Faust's `wait_first` as before, with
 the hand-over continued as a task. Below Faust's public API: faust-streaming 0.11-0.15 (the
 range pyproject pins); tests/worker/test_consumer.py fails if Faust's loop changes.
+
+Faust drops the records a fetch brought while its flow is stopped (a rebalance, a recovery) and
+seeks every partition back to its committed offset to read them again. aiokafka's
+`seek_to_committed` leaves a partition with no committed offset where it is, past the records
+dropped: a worker that started, or took over, a partition nobody had committed yet lost them
+for good (a link request on the identity topic, with every stage change its stitching makes).
+Here such a partition goes back to its start, as the reset policy (`earliest`) would place it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator
+from collections.abc import Container, Coroutine, Generator, Mapping
 from typing import Any, cast
 
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
+from faust.types import TP
 from mode.services import WaitResults
 
 
@@ -62,7 +73,7 @@ class DirectConsumer(DirectHandOver, Consumer):
     fetch_max_wait_ms = 1500
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
-        return _WaitingThread(self, loop=self.loop, beacon=self.beacon)
+        return SeekingConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
 def consumer_class(fetch_max_wait: float) -> type[DirectConsumer]:
@@ -72,12 +83,39 @@ def consumer_class(fetch_max_wait: float) -> type[DirectConsumer]:
     )
 
 
-class _WaitingThread(AIOKafkaConsumerThread):
+class SeekingConsumerThread(AIOKafkaConsumerThread):
+    """Faust's aiokafka consumer thread, with the fetch wait of its consumer and a seek that
+    sends a partition never committed to its start (`seek_to_committed_or_start`)."""
+
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # aiokafka hands this to its fetcher when the consumer starts, before the first fetch.
         consumer._fetch_max_wait_ms = cast(DirectConsumer, self.consumer).fetch_max_wait_ms
         return consumer
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        changelogs = self.app.tables.changelog_topics
+        found: Mapping[TP, int] = await self.call_thread(
+            seek_to_committed_or_start, self._ensure_consumer(), changelogs
+        )
+        return found
+
+
+async def seek_to_committed_or_start(
+    consumer: AIOKafkaConsumer, except_topics: Container[str] = ()
+) -> dict[TopicPartition, int | None]:
+    """Seek each assigned partition to its committed offset, and one with none (or 0) to its
+    start; the partitions of `except_topics` (changelogs, which the table recovery places)
+    only to a committed offset. Returns the committed offsets, None where there is none."""
+    committed: dict[TopicPartition, int | None] = await consumer.seek_to_committed()
+    never = [
+        tp
+        for tp, offset in committed.items()
+        if (offset is None or offset <= 0) and tp.topic not in except_topics
+    ]
+    if never:
+        await consumer.seek_to_beginning(*never)
+    return committed
 
 
 async def _continue(started: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:

@@ -8,10 +8,12 @@ import inspect
 from typing import Any
 
 from faust.transport.consumer import Consumer as FaustConsumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from mode import Service
 from mode.utils.locks import Event
 
-from streams.worker.consumer import DirectHandOver
+from streams.worker.consumer import DirectHandOver, SeekingConsumerThread
 
 
 class FetchLoop(DirectHandOver, Service):
@@ -90,3 +92,14 @@ def test_a_hand_over_that_fails_raises_in_the_loop() -> None:
         assert str(exc) == "bad message"
     else:
         raise AssertionError("the failure was swallowed")
+
+
+def test_faust_seeks_back_through_the_consumer_threads_seek_to_committed() -> None:
+    # streams/worker/consumer.py replaces the thread's seek_to_committed: Faust must still reach
+    # it from perform_seek (after a recovery, and when records come while the flow is stopped).
+    assert "await self.seek_to_committed()" in inspect.getsource(FaustConsumer.perform_seek)
+    assert "self.perform_seek()" in inspect.getsource(FaustConsumer.getmany)
+    seek = inspect.getsource(AIOKafkaConsumer.seek_to_committed)
+    assert "self._thread.seek_to_committed()" in seek
+    assert "seek_to_committed" in vars(AIOKafkaConsumerThread)
+    assert "seek_to_committed" in vars(SeekingConsumerThread)
