@@ -26,7 +26,7 @@ from streams.core.rules import Rules, load_rules
 from streams.local.broker import LocalBroker
 from streams.local.generator import generate
 from streams.local.processes import TopicReader, WorkerProcess
-from streams.replay import Replayer
+from streams.offline.replay import Replayer
 from streams.worker.processes import challenger_settings
 
 

@@ -22,7 +22,7 @@ from streams.core.lead import LeadStageChange
 from streams.core.lifecycle import decide
 from streams.core.rules import load_rules
 from streams.local.generator import generate
-from streams.replay import Replayer
+from streams.offline.replay import Replayer
 
 CACHE = Path(".leadflow/bench")
 FULL_LEADS = 85_000  # about 1M events

@@ -35,7 +35,7 @@ from streams.common.event_order import (
 )
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
 from streams.core.rules import load_rules
-from streams.replay import (
+from streams.offline.replay import (
     BadLine,
     Replayed,
     Replayer,

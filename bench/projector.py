@@ -42,7 +42,7 @@ from streams.core.lead import LeadStageChange
 from streams.core.rules import load_rules
 from streams.local.broker import LocalBroker
 from streams.local.generator import generate
-from streams.replay import Replayer
+from streams.offline.replay import Replayer
 
 FULL_LEADS, QUICK_LEADS = 8_000, 1_500
 LAG_RATE = 2_000  # stage changes per second

@@ -39,7 +39,7 @@ from streams.core.qualify import qualify
 from streams.core.rules import Rules, load_rules
 from streams.local.broker import LocalBroker
 from streams.local.generator import account_events, generate, lead_events
-from streams.replay import Replayer, account_changes_in_effect
+from streams.offline.replay import Replayer, account_changes_in_effect
 
 GOAL = 0.8
 

@@ -50,7 +50,7 @@ from streams.core.rules import load_rules
 from streams.local.broker import FETCH_MAX_WAIT, LocalBroker, free_port
 from streams.local.generator import TrafficShape, generate
 from streams.local.processes import TopicReader, WorkerProcess
-from streams.replay import Replayer, account_changes_in_effect, effective_changes
+from streams.offline.replay import Replayer, account_changes_in_effect, effective_changes
 
 LATENCY_RATE = 1_000
 """Events/s published in the second latency run (the figure of earlier reports), beside half

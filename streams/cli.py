@@ -21,10 +21,10 @@ from streams.core.explain import explain as explain_lead
 from streams.core.explain import ledger as explain_ledger
 from streams.core.rules import Rules, load_rules
 from streams.errors import LeadflowError
-from streams.explain_render import ledger_document, print_history, print_ledger
 from streams.local.generator import TrafficShape
 from streams.local.generator import generate as generate_events
-from streams.replay import BadLine, Replayer, ids_bearing_on, lines_naming
+from streams.offline.explain_render import ledger_document, print_history, print_ledger
+from streams.offline.replay import BadLine, Replayer, ids_bearing_on, lines_naming
 
 if TYPE_CHECKING:
     from streams.common.event_order import RejectedLine
@@ -235,7 +235,7 @@ def replay(
         check_lines,
         lines_in_event_time_order,
     )
-    from streams.replay import (
+    from streams.offline.replay import (
         StateKey,
         in_line_order,
         jobs_wanted,
@@ -475,9 +475,9 @@ def whatif(
     and every lead whose stage history the draft changes. The events are replayed in
     event-time order, from a file or the topic (--arrival-order: in the order read). --jobs 2
     replays the two rule sets side by side; more also splits the leads between processes."""
-    from streams.replay import jobs_wanted
-    from streams.whatif import what_if
-    from streams.whatif_terminal import print_what_if
+    from streams.offline.replay import jobs_wanted
+    from streams.offline.whatif import what_if
+    from streams.offline.whatif_terminal import print_what_if
 
     settings = _settings(ctx)
     in_force = _rules(live, settings)
@@ -497,7 +497,7 @@ def whatif(
         else:
             print_what_if(comparison, len(lines), _console())
     if html is not None:
-        from streams.whatif_page import write_what_if_html
+        from streams.offline.whatif_page import write_what_if_html
 
         write_what_if_html(comparison, html, len(lines))
         err.print(f"wrote {html}", markup=False, highlight=False)
@@ -543,9 +543,9 @@ def tune(
     --jobs N replays in N processes, each a share of the leads: the same draft."""
     from importlib import resources
 
-    from streams.replay import jobs_wanted
-    from streams.tune import tune as tune_rules
-    from streams.tune_terminal import print_tuned, worse_line
+    from streams.offline.replay import jobs_wanted
+    from streams.offline.tune import tune as tune_rules
+    from streams.offline.tune_terminal import print_tuned, worse_line
 
     settings = _settings(ctx)
     _one_log(events, from_topic)
@@ -587,7 +587,7 @@ def tune(
 
 def _feature_json(value: object) -> object:
     """A tune feature (a named tuple, which orjson does not write) as an object."""
-    from streams.tune import Feature
+    from streams.offline.tune import Feature
 
     if isinstance(value, Feature):
         return {"table": value.table, "name": value.name, "label": value.label}
@@ -807,7 +807,7 @@ def import_command(
     import, run again with the same files, resumes after the events the broker acknowledged.
     Needs the broker (LEADFLOW_KAFKA__BOOTSTRAP_SERVERS) and the events topic."""
     from streams.importer import describe, import_history
-    from streams.replay import jobs_wanted
+    from streams.offline.replay import jobs_wanted
 
     settings = _settings(ctx)
 

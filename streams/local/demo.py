@@ -41,7 +41,7 @@ from streams.local.broker import FETCH_MAX_WAIT, LocalBroker, free_port
 from streams.local.generator import generate
 from streams.local.processes import NotReadyError, TopicReader, WorkerProcess
 from streams.local.spend_traffic import generate_spend
-from streams.replay import Replayer, account_changes_in_effect
+from streams.offline.replay import Replayer, account_changes_in_effect
 
 CHUNK = 1_000
 

@@ -17,7 +17,7 @@ from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
 from streams.core.rules import Rules, load_rules
 from streams.core.sla import HandoffStep
 from streams.local.processes import WorkerProcess
-from streams.replay import Replayer
+from streams.offline.replay import Replayer
 from tests.support.factories import BUYER, event
 from tests.support.harness import Pipeline
 from tests.support.waiting import wait_for

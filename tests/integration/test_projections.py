@@ -61,7 +61,7 @@ from streams.core.account import AccountStageChange, Signal
 from streams.core.rules import Rules
 from streams.local.generator import TrafficShape, generate
 from streams.local.spend_traffic import generate_spend
-from streams.replay import Replayer
+from streams.offline.replay import Replayer
 from tests.support.account_records import T0, AccountLog, account_log
 from tests.support.account_reference import expected_account_metrics
 from tests.support.factories import BUYER, days, event

@@ -23,7 +23,7 @@ from streams.core.revisions import latest_revisions
 from streams.core.rules import Rules
 from streams.local.broker import FETCH_MAX_WAIT, free_ports
 from streams.local.processes import LeadflowProcess, TopicReader, WorkerProcess, scrape_metrics
-from streams.replay import Replayer
+from streams.offline.replay import Replayer
 from tests.support.account_records import AccountLog
 from tests.support.funnel_reference import normalised
 
@@ -216,7 +216,7 @@ def in_effect(values: Iterable[bytes]) -> dict[str, bytes]:
 
 def effective_accounts(values: Iterable[bytes]) -> dict[str, bytes]:
     """The account changes in effect (see `account_changes_in_effect`), as bytes."""
-    from streams.replay import account_changes_in_effect
+    from streams.offline.replay import account_changes_in_effect
 
     in_effect = account_changes_in_effect(orjson.loads(value) for value in values)
     return {change_id: orjson.dumps(change) for change_id, change in in_effect.items()}

@@ -16,7 +16,7 @@ from streams.common.stage_changes_codec import encode_change
 from streams.core.lead import LeadStageChange
 from streams.core.revisions import latest_revisions
 from streams.core.rules import Rules
-from streams.replay import Replayer
+from streams.offline.replay import Replayer
 from tests.support.factories import BUYER, WEAK, days, event
 
 Document = dict[str, Any]

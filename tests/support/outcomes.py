@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from schemas.stage_changes import StageChange
 from streams.core.account import AccountState, Member
 from streams.core.lead import LeadStageChange
-from streams.replay import effective_changes
+from streams.offline.replay import effective_changes
 
 
 def decode_stage_change(raw: bytes) -> StageChange:

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from schemas.stage_changes import StageChange
-from streams.replay import effective_changes
+from streams.offline.replay import effective_changes
 from tests.support.command_line import LEADFLOW, leadflow
 from tests.support.factories import event
 from tests.support.outcomes import current_stages, decode_stage_change

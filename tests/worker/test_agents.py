@@ -25,7 +25,7 @@ from streams.core.lead import LeadStageChange
 from streams.core.rules import Rules
 from streams.core.sla import HandoffStep
 from streams.local.generator import generate
-from streams.replay import Replayer, account_changes_in_effect, effective_changes
+from streams.offline.replay import Replayer, account_changes_in_effect, effective_changes
 from streams.worker.agents import AccountRollup, Batch, LeadQualifier, StateCache, partition_for
 from streams.worker.clock import DeadlineIndex
 from streams.worker.metrics import PipelineMetrics

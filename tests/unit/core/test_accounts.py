@@ -23,7 +23,7 @@ from streams.core.revisions import latest_revisions, micros_of
 from streams.core.rules import Rules, load_rules
 from streams.core.signals import account_of
 from streams.local.generator import TrafficShape, generate
-from streams.replay import Replayer
+from streams.offline.replay import Replayer
 from tests.support.factories import BUYER, T0, days, event
 from tests.support.outcomes import members_of
 

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from schemas.accounts import AccountChange, AccountSignal
 from schemas.stage_changes import StageChange
-from streams import replay as replay_module
 from streams.common.account_signals_codec import encode_account_signal
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
 from streams.common.stage_changes_codec import encode_account_change, encode_change
@@ -21,7 +20,8 @@ from streams.core.account import AccountStageChange, Signal
 from streams.core.lead import LeadStageChange
 from streams.core.qualify import qualify
 from streams.core.rules import load_rules
-from streams.replay import BadLine, Replayer
+from streams.offline import replay as replay_module
+from streams.offline.replay import BadLine, Replayer
 from tests.support.event_times import OUT_OF_RANGE, control_lead, edge_times, in_range, odd_types
 from tests.support.factories import event
 from tests.support.outcomes import current_stages

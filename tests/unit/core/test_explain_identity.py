@@ -19,7 +19,7 @@ from streams.core.lead import LeadStageChange
 from streams.core.qualify import qualify_summary
 from streams.core.rules import Rules
 from streams.core.signals import summary_signals
-from streams.replay import Replayer, effective_changes, ids_bearing_on
+from streams.offline.replay import Replayer, effective_changes, ids_bearing_on
 from tests.support.factories import BUYER, as_lines, event
 from tests.support.random_logs import WIDE, stitched_logs
 

@@ -20,7 +20,7 @@ from streams.core.lead import LeadStageChange, LeadState, LinkRequest, Summary
 from streams.core.qualify import Qualified, qualify, qualify_request, qualify_summary
 from streams.core.revisions import micros_of
 from streams.core.rules import Rules
-from streams.replay import Replayer, effective_changes
+from streams.offline.replay import Replayer, effective_changes
 from tests.support.factories import BUYER, T0, as_lines, event
 from tests.support.random_logs import (
     LEAD,

@@ -7,7 +7,7 @@ from typing import Any
 
 from streams.core.compaction import compact
 from streams.core.lifecycle import decide
-from streams.replay import effective_changes
+from streams.offline.replay import effective_changes
 from tests.support.factories import BUYER, STUDENT, as_event, days, event, run
 from tests.support.random_logs import RULES, in_event_time_order
 

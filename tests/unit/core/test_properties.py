@@ -15,7 +15,7 @@ from streams.core.lead import LeadStageChange, entry_of
 from streams.core.lifecycle import decide
 from streams.core.revisions import instant_of
 from streams.core.rules import Rules
-from streams.replay import effective_changes
+from streams.offline.replay import effective_changes
 from tests.support.factories import COMPETITOR, STUDENT, VENDOR, as_event, event, run
 from tests.support.outcomes import current_stages
 from tests.support.random_logs import RULES, WIDE, in_event_time_order, lead_logs

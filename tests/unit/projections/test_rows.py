@@ -36,7 +36,7 @@ from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
 from streams.common.stage_changes_codec import encode_account_change, encode_change
 from streams.core.rules import Rules, load_rules
 from streams.local.generator import generate
-from streams.replay import Replayer
+from streams.offline.replay import Replayer
 from tests.support.factories import as_event, event
 from tests.support.handoff_records import handoff_event
 

@@ -22,7 +22,7 @@ from streams.core.lead import LeadStageChange
 from streams.core.revisions import micros_of
 from streams.core.rules import MICROS_PER_DAY, Rules
 from streams.core.stages import CUSTOMERS, SQL_OR_FURTHER, at_or_past
-from streams.replay import BadLine, Replayed, Replayer, effective_changes, replay_sharded
+from streams.offline.replay import BadLine, Replayed, Replayer, effective_changes, replay_sharded
 
 AFTER_MQL = SQL_OR_FURTHER
 AFTER_SQL = at_or_past("opportunity")

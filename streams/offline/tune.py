@@ -10,8 +10,8 @@ holds no difference keeps its points; the others get points from their log odds 
 scale of the rules in force. The same log gives the same draft, byte for byte: everything is
 sorted, nothing reads a clock or a random source.
 
-Offline, beside `streams/whatif.py`: functions over a replay's outputs, no printing
-(`streams/tune_terminal.py` prints).
+Offline, beside `streams/offline/whatif.py`: functions over a replay's outputs, no printing
+(`streams/offline/tune_terminal.py` prints).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from streams.core.rules import MICROS_PER_DAY, Rules, parse_rules
 from streams.core.scoring import email_domain, seniority_of, title_phrases
 from streams.core.stages import CUSTOMERS, SQL_OR_FURTHER
 from streams.errors import InvalidEventError, LeadflowError
-from streams.replay import BadLine, Replayed, Replayer, effective_changes, replay_sharded
+from streams.offline.replay import BadLine, Replayed, Replayer, effective_changes, replay_sharded
 
 SETTLE_DAYS: Final = 30
 """An MQL still open this many days of event time before the log's end counts as not

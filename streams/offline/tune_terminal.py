@@ -7,7 +7,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from streams.tune import MIN_LEADS, HeldOutFigures, Tuned, suggestion_text
+from streams.offline.tune import MIN_LEADS, HeldOutFigures, Tuned, suggestion_text
 
 
 def worse_line(tuned: Tuned) -> str | None:

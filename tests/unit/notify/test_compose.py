@@ -13,7 +13,7 @@ from streams.cli import app
 from streams.common.settings import Settings
 from streams.notify.notifier import check_can_start
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 SERVICES = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
 
 

@@ -1,7 +1,7 @@
 """What-if on the terminal: both funnels side by side, MQLs per week and per source, and the
 leads whose stage history the draft changes, counted by kind with examples.
 
-`leadflow whatif` prints it; `--json` has every differing lead, and `streams/whatif_page.py`
+`leadflow whatif` prints it; `--json` has every differing lead, and `streams/offline/whatif_page.py`
 writes the same comparison as an HTML page.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from streams.whatif import FunnelFigures, WhatIf
-from streams.whatif_page import MAX_LISTED_LEADS
+from streams.offline.whatif import FunnelFigures, WhatIf
+from streams.offline.whatif_page import MAX_LISTED_LEADS
 
 
 def print_what_if(comparison: WhatIf, lines_read: int, console: Console) -> None:

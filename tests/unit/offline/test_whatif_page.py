@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams import whatif_page
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
 from streams.core.rules import load_rules
 from streams.local.generator import generate
-from streams.whatif import FunnelFigures, LeadDifference, SourceFigures, WhatIf, what_if
-from streams.whatif_page import write_what_if_html
+from streams.offline import whatif_page
+from streams.offline.whatif import FunnelFigures, LeadDifference, SourceFigures, WhatIf, what_if
+from streams.offline.whatif_page import write_what_if_html
 
 RULES = load_rules()
 VOID = frozenset({"area", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source"})

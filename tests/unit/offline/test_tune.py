@@ -16,7 +16,7 @@ from rich.console import Console
 from streams.common.event_order import lines_in_event_time_order
 from streams.core.rules import load_rules, parse_rules
 from streams.local.generator import TrafficShape, generate
-from streams.tune import (
+from streams.offline.tune import (
     Evidence,
     Feature,
     LeadOutcome,
@@ -26,7 +26,7 @@ from streams.tune import (
     newcombe,
     tune,
 )
-from streams.tune_terminal import print_tuned
+from streams.offline.tune_terminal import print_tuned
 from tests.support.command_line import leadflow
 
 MAX_EVENT_BYTES = 1_000_000

@@ -12,7 +12,7 @@ import pytest
 from schemas.events import ENGAGEMENT_TYPES, PROFILE_TYPES
 from tests.support.command_line import leadflow
 
-SHIPPED_RULES = Path(__file__).parents[2] / "streams" / "core" / "rules.toml"
+SHIPPED_RULES = Path(__file__).parents[3] / "streams" / "core" / "rules.toml"
 
 
 def _kind(line: bytes) -> int:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from streams.whatif import FunnelFigures, LeadDifference, WhatIf
+from streams.offline.whatif import FunnelFigures, LeadDifference, WhatIf
 
 MAX_LISTED_LEADS: Final = 1000
 """At most this many differing leads are listed on the page (`--json` has them all)."""

@@ -27,7 +27,7 @@ from streams.common.handoff_codec import encode_clock
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
 from streams.core.rules import load_rules
 from streams.local.generator import TrafficShape, generate
-from streams.replay import (
+from streams.offline.replay import (
     BadLine,
     Replayed,
     Replayer,
@@ -36,7 +36,7 @@ from streams.replay import (
     replay_sharded,
     total_counts,
 )
-from streams.whatif import what_if
+from streams.offline.whatif import what_if
 from tests.support.factories import BUYER, event
 
 RULES = load_rules()
@@ -71,7 +71,7 @@ def write(path: Path, lines: list[bytes]) -> str:
 @pytest.fixture
 def no_fallback(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """The shards were replayed as planned: none shared a state (no second replay)."""
-    with caplog.at_level(logging.WARNING, logger="streams.replay"):
+    with caplog.at_level(logging.WARNING, logger="streams.offline.replay"):
         yield
     assert not [r for r in caplog.records if "shared a state" in r.getMessage()]
 
@@ -187,8 +187,8 @@ def test_shards_that_share_a_state_are_caught_and_replayed_again_in_one_process(
     def round_robin(lines: list[bytes], shards: int, *_: Any) -> list[list[int]]:
         return [list(range(shard, len(lines), shards)) for shard in range(shards)]
 
-    monkeypatch.setattr("streams.replay.plan_shards", round_robin)
-    with caplog.at_level(logging.WARNING, logger="streams.replay"):
+    monkeypatch.setattr("streams.offline.replay.plan_shards", round_robin)
+    with caplog.at_level(logging.WARNING, logger="streams.offline.replay"):
         expected, merged, whole, shards = _whole_and_sharded(lines, accounts=True, jobs=2)
     assert any("shared a state" in record.getMessage() for record in caplog.records)
     assert merged == expected and len(shards) == 1

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from streams.common.settings import DEFAULT_MAX_EVENT_BYTES
 from streams.core.rules import Rules, load_rules
 from streams.local.generator import generate
-from streams.whatif import what_if
+from streams.offline.whatif import what_if
 from tests.support.command_line import leadflow
 from tests.support.factories import BUYER, days, event, run
 
