@@ -422,7 +422,7 @@ def replay_sharded(
         initializer=_inherit,
         initargs=(_Shared(lines, makes, work, account_rules),),
     ) as pool:
-        shards = [list(range(len(lines)))]
+        shards: list[Sequence[int]] = [range(len(lines))]
         if per_replay > 1:
             if keys is None:
                 # Each line's keys in the processes (they read the lines they inherited),
@@ -432,13 +432,15 @@ def replay_sharded(
                 keys = [line_keys for part in found for line_keys in part]
             planned = plan_shards(lines, per_replay, account_rules, keys)
             shards = [shard for shard in planned if shard] or shards
-        tasks = [(replay, shard) for replay in range(len(makes)) for shard in shards]
+        # With one shard per replay there is nothing to check: its states are not watched.
+        watched = len(shards) > 1
+        tasks = [(replay, shard, watched) for replay in range(len(makes)) for shard in shards]
         if len(tasks) == 1:
             return [[_whole(makes[0], lines, work)]]
         done: list[tuple[T, frozenset[StateKey]]] = list(pool.map(_shard_task, tasks))
     results: list[list[T]] = []
     for replay, make in enumerate(makes):
-        outcomes = [outcome for (of, _), outcome in zip(tasks, done, strict=True) if of == replay]
+        outcomes = [outcome for (of, *_), outcome in zip(tasks, done, strict=True) if of == replay]
         read = [keys for _, keys in outcomes]
         if sum(map(len, read)) == len(frozenset[StateKey]().union(*read)):
             results.append([result for result, _ in outcomes])
@@ -564,15 +566,17 @@ def _keys_task(start: int, count: int) -> list[list[StateKey]]:
     return [keys_of(raw, rules) for raw in shared.lines[start : start + count]]
 
 
-def _shard_task(task: tuple[int, list[int]]) -> tuple[Any, frozenset[StateKey]]:
+def _shard_task(task: tuple[int, Sequence[int], bool]) -> tuple[Any, frozenset[StateKey]]:
     shared = _inherited[-1]
-    replay, shard = task
+    replay, shard, watched = task
     replayer = shared.makes[replay]()
+    lines = shared.lines
+    numbered = ((position + 1, lines[position]) for position in shard)
+    if not watched:
+        return shared.work(replayer, replayer.run_numbered(numbered)), frozenset()
     states, accounts = _Watched[LeadState](), _Watched[AccountState]()
     replayer.states = states
     replayer.account_states = accounts
-    lines = shared.lines
-    numbered = ((position + 1, lines[position]) for position in shard)
     result = shared.work(replayer, replayer.run_numbered(numbered))
     asked: set[StateKey] = {("account", key) for key in accounts.asked}
     asked.update(states.asked)

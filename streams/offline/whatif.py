@@ -126,8 +126,10 @@ def what_if(
 
         def histories_of(
             replayer: Replayer, items: Iterator[tuple[int, Replayed | BadLine]]
-        ) -> tuple[dict[str, LeadHistory], int]:
-            return _histories_of(replayer, items, touches)
+        ) -> tuple[dict[str, LeadHistory], int, FunnelCounts]:
+            # The funnel is counted where the histories are, in the processes.
+            found, bad = _histories_of(replayer, items, touches)
+            return found, bad, funnel_counts(found)
 
         live_parts, draft_parts = replay_sharded(
             lines,
@@ -135,12 +137,16 @@ def what_if(
             [partial(Replayer, live, max_event_bytes), partial(Replayer, draft, max_event_bytes)],
             histories_of,
         )
-        live_histories = {lead: found for part, _ in live_parts for lead, found in part.items()}
-        draft_histories = {lead: found for part, _ in draft_parts for lead, found in part.items()}
-        bad = sum(part_bad for _, part_bad in live_parts)
+        live_histories = {lead: h for part, _, _ in live_parts for lead, h in part.items()}
+        draft_histories = {lead: h for part, _, _ in draft_parts for lead, h in part.items()}
+        bad = sum(part_bad for _, part_bad, _ in live_parts)
+        live_counts = [counts for _, _, counts in live_parts]
+        draft_counts = [counts for _, _, counts in draft_parts]
     else:
         live_histories, bad = histories(lines, live, max_event_bytes, touches)
         draft_histories, _ = histories(lines, draft, max_event_bytes, touches)
+        live_counts = [funnel_counts(live_histories)]
+        draft_counts = [funnel_counts(draft_histories)]
     differences = tuple(
         difference
         for lead_id in sorted(live_histories.keys() | draft_histories.keys())
@@ -152,8 +158,8 @@ def what_if(
         is not None
     )
     return WhatIf(
-        live=figures(live_histories, live.rules_version),
-        draft=figures(draft_histories, draft.rules_version),
+        live=figures(live_counts, live.rules_version),
+        draft=figures(draft_counts, draft.rules_version),
         differences=differences,
         bad_lines=bad,
         kinds=dict(sorted(Counter(d.kind for d in differences).items())),
@@ -216,32 +222,70 @@ def _histories_of(
     return found, replayer.counts.bad
 
 
-def figures(leads: dict[str, LeadHistory], rules_version: str) -> FunnelFigures:
-    """The funnel of one rule set over the leads' histories."""
-    mqls = {lead_id: h for lead_id, h in leads.items() if h.mql is not None}
-    by_rule = Counter(h.mql[1] for h in mqls.values() if h.mql is not None)
-    by_week = Counter(_iso_week(h.mql[2]) for h in mqls.values() if h.mql is not None)
-    days = [(h.mql[2] - h.first_touch) / MICROS_PER_DAY for h in mqls.values() if h.mql is not None]
-    sqls = [h for h in leads.values() if h.reached(AFTER_MQL)]
-    sources: dict[str, Counter[str]] = {}
+@dataclass
+class FunnelCounts:
+    """What one rule set's funnel is made of, over some of the leads: counts that add up over
+    the shards of a log (and the days to MQL, whose median is taken over them all)."""
+
+    leads: int = 0
+    mqls_by_rule: Counter[str] = field(default_factory=Counter)
+    mqls_by_week: Counter[str] = field(default_factory=Counter)
+    days_to_mql: list[float] = field(default_factory=list)
+    mqls_to_sql: int = 0
+    sqls: int = 0
+    sqls_to_won: int = 0
+    by_source: dict[str, Counter[str]] = field(default_factory=dict)
+
+
+def funnel_counts(leads: dict[str, LeadHistory]) -> FunnelCounts:
+    """The funnel's counts over the leads' histories."""
+    counts = FunnelCounts(leads=len(leads))
     for history in leads.values():
-        tally = sources.setdefault(history.source or "(none)", Counter())
-        tally["mqls"] += history.mql is not None
-        tally["sqls"] += history.reached(AFTER_MQL)
-        tally["won"] += history.reached(WON)
+        mql = history.mql
+        sql = history.reached(AFTER_MQL)
+        won = history.reached(WON)
+        if mql is not None:
+            counts.mqls_by_rule[mql[1]] += 1
+            counts.mqls_by_week[_iso_week(mql[2])] += 1
+            counts.days_to_mql.append((mql[2] - history.first_touch) / MICROS_PER_DAY)
+            counts.mqls_to_sql += sql
+        if sql:
+            counts.sqls += 1
+            counts.sqls_to_won += won
+        tally = counts.by_source.setdefault(history.source or "(none)", Counter())
+        tally["mqls"] += mql is not None
+        tally["sqls"] += sql
+        tally["won"] += won
+    return counts
+
+
+def figures(parts: Iterable[FunnelCounts], rules_version: str) -> FunnelFigures:
+    """The funnel of one rule set, from its counts over all the leads (in parts)."""
+    total = FunnelCounts()
+    for part in parts:
+        total.leads += part.leads
+        total.mqls_by_rule.update(part.mqls_by_rule)
+        total.mqls_by_week.update(part.mqls_by_week)
+        total.days_to_mql += part.days_to_mql
+        total.mqls_to_sql += part.mqls_to_sql
+        total.sqls += part.sqls
+        total.sqls_to_won += part.sqls_to_won
+        for source, tally in part.by_source.items():
+            total.by_source.setdefault(source, Counter()).update(tally)
+    days = total.days_to_mql
     return FunnelFigures(
         rules_version=rules_version,
-        leads=len(leads),
-        mqls=len(mqls),
-        mqls_by_rule=dict(sorted(by_rule.items())),
-        mqls_by_week=dict(sorted(by_week.items())),
+        leads=total.leads,
+        mqls=len(days),
+        mqls_by_rule=dict(sorted(total.mqls_by_rule.items())),
+        mqls_by_week=dict(sorted(total.mqls_by_week.items())),
         median_days_to_mql=statistics.median(days) if days else None,
-        mqls_to_sql=sum(h.reached(AFTER_MQL) for h in mqls.values()),
-        sqls=len(sqls),
-        sqls_to_won=sum(h.reached(WON) for h in sqls),
+        mqls_to_sql=total.mqls_to_sql,
+        sqls=total.sqls,
+        sqls_to_won=total.sqls_to_won,
         by_source={
             source: SourceFigures(t["mqls"], t["sqls"], t["won"])
-            for source, t in sorted(sources.items())
+            for source, t in sorted(total.by_source.items())
             if t["mqls"] or t["sqls"] or t["won"]
         },
     )
