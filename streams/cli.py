@@ -86,6 +86,14 @@ FromTopicOption = Annotated[
         help="Read the events topic (LEADFLOW_TOPICS__EVENTS) from its first offset.",
     ),
 ]
+LiveRulesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--live",
+        help="The rules in force. Default: LEADFLOW_RULES_FILE or the shipped rules.",
+        dir_okay=False,
+    ),
+]
 
 
 def main() -> None:
@@ -455,14 +463,7 @@ def whatif(
     ],
     events: LogArgument = None,
     from_topic: FromTopicOption = False,
-    live: Annotated[
-        Path | None,
-        typer.Option(
-            "--live",
-            help="The rules to compare with. Default: LEADFLOW_RULES_FILE or the shipped rules.",
-            dir_okay=False,
-        ),
-    ] = None,
+    live: LiveRulesOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
     html: Annotated[
         Path | None,
@@ -518,14 +519,7 @@ def tune(
     ctx: typer.Context,
     events: LogArgument = None,
     from_topic: FromTopicOption = False,
-    live: Annotated[
-        Path | None,
-        typer.Option(
-            "--live",
-            help="The rules to tune. Default: LEADFLOW_RULES_FILE or the shipped rules.",
-            dir_okay=False,
-        ),
-    ] = None,
+    live: LiveRulesOption = None,
     out: Annotated[
         Path,
         typer.Option("--out", help="Where to write the draft rules file.", dir_okay=False),
