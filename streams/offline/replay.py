@@ -570,13 +570,12 @@ def _shard_task(task: tuple[int, Sequence[int], bool]) -> tuple[Any, frozenset[S
     shared = _inherited[-1]
     replay, shard, watched = task
     replayer = shared.makes[replay]()
+    states, accounts = _Watched[LeadState](), _Watched[AccountState]()
+    if watched:  # unwatched, the replayer keeps plain dicts and nothing is asked
+        replayer.states = states
+        replayer.account_states = accounts
     lines = shared.lines
     numbered = ((position + 1, lines[position]) for position in shard)
-    if not watched:
-        return shared.work(replayer, replayer.run_numbered(numbered)), frozenset()
-    states, accounts = _Watched[LeadState](), _Watched[AccountState]()
-    replayer.states = states
-    replayer.account_states = accounts
     result = shared.work(replayer, replayer.run_numbered(numbered))
     asked: set[StateKey] = {("account", key) for key in accounts.asked}
     asked.update(states.asked)

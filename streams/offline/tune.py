@@ -39,6 +39,7 @@ from streams.core.scoring import email_domain, seniority_of, title_phrases
 from streams.core.stages import CUSTOMERS, SQL_OR_FURTHER
 from streams.errors import InvalidEventError, LeadflowError
 from streams.offline.replay import BadLine, Replayed, Replayer, effective_changes, replay_sharded
+from streams.offline.whatif import ConversionRates
 
 SETTLE_DAYS: Final = 30
 """An MQL still open this many days of event time before the log's end counts as not
@@ -169,7 +170,7 @@ class Suggestion:
 
 
 @dataclass(frozen=True)
-class HeldOutFigures:
+class HeldOutFigures(ConversionRates):
     """One rule set on the held-out cohorts (MQLs from `Tuned.held_out_from` on)."""
 
     rules_version: str
@@ -183,14 +184,6 @@ class HeldOutFigures:
     auc: float | None
     """How well the lead's score (fit + engagement) at its MQL under the rules in force ranks
     the judged leads that converted above those that did not (0.5: no better than chance)."""
-
-    @property
-    def mql_to_sql_rate(self) -> float | None:
-        return self.mqls_to_sql / self.mqls if self.mqls else None
-
-    @property
-    def sql_to_won_rate(self) -> float | None:
-        return self.sqls_to_won / self.sqls if self.sqls else None
 
     @property
     def precision(self) -> float | None:

@@ -53,8 +53,25 @@ class SourceFigures:
     won: int = 0
 
 
+class ConversionRates:
+    """MQL -> SQL and SQL -> won of a funnel's counts (None where nothing was converted from)."""
+
+    mqls: int
+    mqls_to_sql: int
+    sqls: int
+    sqls_to_won: int
+
+    @property
+    def mql_to_sql_rate(self) -> float | None:
+        return self.mqls_to_sql / self.mqls if self.mqls else None
+
+    @property
+    def sql_to_won_rate(self) -> float | None:
+        return self.sqls_to_won / self.sqls if self.sqls else None
+
+
 @dataclass(frozen=True)
-class FunnelFigures:
+class FunnelFigures(ConversionRates):
     """One rule set's funnel over the log."""
 
     rules_version: str
@@ -78,14 +95,6 @@ class FunnelFigures:
     @property
     def passive(self) -> int:
         return self.mqls_by_rule.get("mql.passive_score", 0)
-
-    @property
-    def mql_to_sql_rate(self) -> float | None:
-        return self.mqls_to_sql / self.mqls if self.mqls else None
-
-    @property
-    def sql_to_won_rate(self) -> float | None:
-        return self.sqls_to_won / self.sqls if self.sqls else None
 
 
 @dataclass(frozen=True)
